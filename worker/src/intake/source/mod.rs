@@ -1,0 +1,122 @@
+//! Mail sources: where raw mails come from (mbox, Maildir, IMAP).
+//!
+//! A source only reads. It hands each mail over together with the cursor that
+//! becomes valid once that mail is safely stored; the caller persists the
+//! cursor in the same transaction as the mail, so a crash between two mails
+//! never skips nor re-reads one.
+
+pub mod imap;
+pub mod maildir;
+pub mod mbox;
+
+/// One mail as it came out of a source, untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMail {
+    /// The RFC 5322 bytes (for mbox: with `>From ` unquoted, without the
+    /// `From ` separator line).
+    pub bytes: Vec<u8>,
+    /// Where it came from, for humans: `mbox /x/list.mbox @ 1234`,
+    /// `maildir /x/Maildir new/1700.M1.host`, `imap INBOX uid 42`.
+    pub origin: String,
+    /// A key unique within the source (mbox byte offset, Maildir unique
+    /// name without flags, IMAP `uidvalidity:uid`), recorded so an item is
+    /// never taken twice.
+    pub item: String,
+    /// The source cursor to persist once this mail is stored. Opaque to the
+    /// caller (the source parses it back in `fetch`).
+    pub cursor: String,
+    /// Recoverable damage noticed while reading (e.g. an mbox that ends
+    /// without a newline).
+    pub warnings: Vec<String>,
+}
+
+/// What the caller wants after handing over one mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// What a source needs to know about what was already taken.
+pub struct Resume<'a> {
+    /// The cursor of the last stored mail of this source, if any.
+    pub cursor: Option<&'a str>,
+    /// Whether an item key was already taken (used where a cursor alone
+    /// cannot tell, e.g. Maildir names, or after an IMAP UIDVALIDITY change).
+    pub seen: &'a dyn Fn(&str) -> bool,
+}
+
+/// Summary of one fetch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchStats {
+    /// Mails handed to the sink.
+    pub delivered: u64,
+    /// Items skipped because `Resume::seen` said so.
+    pub skipped_seen: u64,
+    /// Problems that did not stop the fetch (e.g. a truncated last mail left
+    /// for the next run), one sentence each naming the input.
+    pub warnings: Vec<String>,
+    /// The source's total size if known (mbox bytes, Maildir/IMAP message
+    /// count), for a progress bar.
+    pub total_hint: Option<u64>,
+}
+
+/// The sink receives every mail in order; an error from the sink aborts the
+/// fetch and is returned as `Error::Sink`.
+pub type Sink<'a> = dyn FnMut(RawMail) -> Result<Flow, Box<dyn std::error::Error + Send + Sync>> + 'a;
+
+pub trait MailSource {
+    /// Stable key of this source in the state database, e.g.
+    /// `mbox:/abs/path`, `maildir:/abs/path`, `imap://user@host:port/INBOX`.
+    fn key(&self) -> String;
+
+    /// Reads every mail after `resume` and hands it to `sink`, in source
+    /// order. Memory use is bounded by the largest single mail.
+    fn fetch(&mut self, resume: &Resume<'_>, sink: &mut Sink<'_>) -> Result<FetchStats, Error>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{source_key}: stored cursor {cursor:?} is not valid for this source: {reason}")]
+    BadCursor {
+        source_key: String,
+        cursor: String,
+        reason: String,
+    },
+    #[error("{source_key}: mail {item} is larger than the limit of {limit} bytes")]
+    TooLarge {
+        source_key: String,
+        item: String,
+        limit: u64,
+    },
+    #[error("IMAP server {server} unreachable: {reason}")]
+    Unreachable { server: String, reason: String },
+    #[error("IMAP server {server}: {reason}")]
+    Imap { server: String, reason: String },
+    #[error("IMAP server {server} refused login for user {user}: {reason}")]
+    AuthFailed {
+        server: String,
+        user: String,
+        reason: String,
+    },
+    #[error("storing mail {item} failed: {source}")]
+    Sink {
+        item: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// True when the fault is the network or the server, not the input:
+    /// the CLI maps these to exit code 3.
+    pub fn is_infrastructure(&self) -> bool {
+        matches!(self, Error::Unreachable { .. } | Error::Imap { .. })
+    }
+}

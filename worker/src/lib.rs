@@ -1,0 +1,6 @@
+//! patchline: mailing list to RPM repository pipeline.
+//!
+//! The library does all the work; `main.rs` only parses arguments and maps
+//! errors to exit codes.
+
+pub mod intake;
