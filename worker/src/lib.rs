@@ -3,4 +3,6 @@
 //! The library does all the work; `main.rs` only parses arguments and maps
 //! errors to exit codes.
 
+pub mod config;
 pub mod intake;
+pub mod store;

@@ -5,6 +5,7 @@
 //!
 //! Intake never changes a repository; it only records what arrived.
 
+pub mod archive;
 pub mod mail;
 pub mod routing;
 pub mod series;

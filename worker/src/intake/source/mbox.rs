@@ -1,1 +1,8 @@
-//! TODO
+//! TODO(h-sources): replaced by the sources helper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MboxFormat {
+    #[default]
+    Mboxrd,
+    Mboxo,
+}

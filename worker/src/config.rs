@@ -1,0 +1,807 @@
+//! `patchline.toml`: loading, layering and validation.
+//!
+//! Layers, later wins: built-in defaults, the TOML file, then environment
+//! variables `PATCHLINE_<SECTION>__<KEY>` (e.g. `PATCHLINE_STATE__DB`,
+//! `PATCHLINE_INTAKE__IMAP__HOST`). Every error names the file, the key and
+//! what is wrong. Relative paths are resolved against the config file's
+//! directory so a config works from any working directory.
+//!
+//! Secrets (the IMAP password) are read from an environment variable or a
+//! file named in the config, never from the config itself, and are held in a
+//! `SecretString` that never prints.
+
+use crate::intake::routing::{RouteRule, TagMatcher};
+use crate::intake::source::imap::{ImapAuth, ImapSecurity};
+use crate::intake::source::mbox::MboxFormat;
+use crate::intake::subject::SubjectGrammar;
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("config {file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("config {file}: key `{key}`: {message}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The file this was loaded from (or `<built-in>`).
+    #[serde(skip)]
+    pub file: PathBuf,
+    #[serde(default)]
+    pub intake: Intake,
+    #[serde(default)]
+    pub repos: Vec<Repo>,
+    #[serde(default)]
+    pub state: State,
+    #[serde(default)]
+    pub server: Server,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    #[default]
+    Mbox,
+    Maildir,
+    Imap,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intake {
+    #[serde(default)]
+    pub source: SourceKind,
+    /// The mbox file or the Maildir directory (`mbox` and `maildir` sources).
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub mbox_format: MboxFormat,
+    pub imap: Option<Imap>,
+    #[serde(default = "default_archive_dir")]
+    pub archive_dir: PathBuf,
+    /// Regexes with named groups `branch`, `repo`, `version`, `index`,
+    /// `total`, `title`, tried before the built-in grammar.
+    #[serde(default)]
+    pub subject_patterns: Vec<String>,
+    #[serde(default = "default_max_mail_size")]
+    pub max_mail_size: u64,
+    #[serde(default = "default_max_parts")]
+    pub max_parts: usize,
+    /// Seconds within which unthreaded mails of one author, version and
+    /// total are taken as one series.
+    #[serde(default = "default_thread_window")]
+    pub thread_window_secs: i64,
+    /// Hours after which an incomplete series is given up on.
+    #[serde(default = "default_incomplete_deadline")]
+    pub incomplete_deadline_hours: i64,
+    /// Mails stored per transaction (and per archive flush).
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+}
+
+fn default_archive_dir() -> PathBuf {
+    PathBuf::from("archive")
+}
+fn default_max_mail_size() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_max_parts() -> usize {
+    256
+}
+fn default_thread_window() -> i64 {
+    2 * 3600
+}
+fn default_incomplete_deadline() -> i64 {
+    72
+}
+fn default_batch() -> usize {
+    512
+}
+
+impl Default for Intake {
+    fn default() -> Self {
+        Self {
+            source: SourceKind::default(),
+            path: None,
+            mbox_format: MboxFormat::default(),
+            imap: None,
+            archive_dir: default_archive_dir(),
+            subject_patterns: Vec::new(),
+            max_mail_size: default_max_mail_size(),
+            max_parts: default_max_parts(),
+            thread_window_secs: default_thread_window(),
+            incomplete_deadline_hours: default_incomplete_deadline(),
+            batch: default_batch(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Imap {
+    pub host: String,
+    pub port: Option<u16>,
+    #[serde(default = "default_security")]
+    pub security: ImapSecurity,
+    pub user: String,
+    /// Name of the environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (first line, trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_auth")]
+    pub auth: ImapAuth,
+    #[serde(default = "default_mailbox")]
+    pub mailbox: String,
+    /// Extra PEM CA certificates (for a server with a private CA).
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    #[serde(default = "default_imap_batch")]
+    pub batch: u32,
+    /// Seconds `collect --watch` waits in IDLE (or between polls).
+    #[serde(default = "default_idle")]
+    pub idle_secs: u64,
+    #[serde(skip)]
+    pub password: Option<SecretString>,
+}
+
+fn default_security() -> ImapSecurity {
+    ImapSecurity::Tls
+}
+fn default_auth() -> ImapAuth {
+    ImapAuth::Login
+}
+fn default_mailbox() -> String {
+    "INBOX".into()
+}
+fn default_timeout() -> u64 {
+    60
+}
+fn default_imap_batch() -> u32 {
+    200
+}
+fn default_idle() -> u64 {
+    29 * 60
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repo {
+    /// Short name used in subjects (`[master PATCH <name>]`) and paths.
+    pub name: String,
+    /// Local git repository (bare or not).
+    pub path: Option<PathBuf>,
+    /// Clone URL, when the repository is not local yet.
+    pub url: Option<String>,
+    #[serde(default = "default_branches")]
+    pub branches: Vec<String>,
+    /// Branch used when neither the subject nor a route names one.
+    pub default_branch: Option<String>,
+    /// RPM spec: a path inside the repository, or a file next to the config.
+    pub spec: Option<PathBuf>,
+    /// Build targets (platforms) of this repository.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Routing rules for lists that carry several projects.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+fn default_branches() -> Vec<String> {
+    vec!["master".into()]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// `List-Id` the mail must carry.
+    pub list_id: Option<String>,
+    /// Subject tag conditions: `word` must appear, `/regex` must match a
+    /// tag, `!word` must not appear.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Branch to use; the repository's `default_branch` when absent.
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    #[serde(default = "default_db")]
+    pub db: PathBuf,
+}
+
+fn default_db() -> PathBuf {
+    PathBuf::from("patchline.db")
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self { db: default_db() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    #[serde(default = "default_bind")]
+    pub bind: String,
+    pub token_file: Option<PathBuf>,
+}
+
+fn default_bind() -> String {
+    "127.0.0.1:8080".into()
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            bind: default_bind(),
+            token_file: None,
+        }
+    }
+}
+
+/// Environment variables consulted, as `(name, value)`; a parameter so tests
+/// need not touch the process environment.
+pub type Env = [(String, String)];
+
+impl Config {
+    /// The configuration used when no file exists (`parse`, `am`).
+    pub fn builtin() -> Self {
+        Config {
+            file: PathBuf::from("<built-in>"),
+            intake: Intake::default(),
+            repos: Vec::new(),
+            state: State::default(),
+            server: Server::default(),
+        }
+    }
+
+    /// Loads `file`, applies `PATCHLINE_*` variables from the process
+    /// environment and validates.
+    pub fn load(file: &Path) -> Result<Self, Error> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(file, &env)
+    }
+
+    pub fn load_with_env(file: &Path, env: &Env) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, file, env)
+    }
+
+    /// Parses TOML text as if read from `file` (relative paths resolve
+    /// against `file`'s directory).
+    pub fn from_toml(text: &str, file: &Path, env: &Env) -> Result<Self, Error> {
+        let mut value: toml::Table = toml::from_str(text).map_err(|e| Error::Parse {
+            file: file.to_owned(),
+            message: one_line(&e.to_string()),
+        })?;
+        apply_env(&mut value, env)?;
+        let mut config: Config =
+            Config::deserialize(toml::Value::Table(value)).map_err(|e| Error::Parse {
+                file: file.to_owned(),
+                message: one_line(&e.to_string()),
+            })?;
+        config.file = file.to_owned();
+        let base = file
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        config.resolve_paths(&base);
+        config.validate(env)?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.intake.archive_dir);
+        if let Some(p) = self.intake.path.as_mut() {
+            abs(p)
+        }
+        if let Some(imap) = self.intake.imap.as_mut() {
+            if let Some(p) = imap.password_file.as_mut() {
+                abs(p)
+            }
+            if let Some(p) = imap.ca_file.as_mut() {
+                abs(p)
+            }
+        }
+        abs(&mut self.state.db);
+        if let Some(p) = self.server.token_file.as_mut() {
+            abs(p)
+        }
+        for repo in &mut self.repos {
+            if let Some(p) = repo.path.as_mut() {
+                abs(p)
+            }
+        }
+    }
+
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::Invalid {
+            file: self.file.clone(),
+            key: key.into(),
+            message: one_line(&message.into()),
+        }
+    }
+
+    fn validate(&mut self, env: &Env) -> Result<(), Error> {
+        self.subject_grammar()?;
+        let intake = &self.intake;
+        if intake.max_mail_size == 0 {
+            return Err(self.invalid("intake.max_mail_size", "must be greater than 0"));
+        }
+        if intake.batch == 0 {
+            return Err(self.invalid("intake.batch", "must be greater than 0"));
+        }
+        if intake.thread_window_secs < 0 || intake.incomplete_deadline_hours < 0 {
+            return Err(self.invalid(
+                "intake.thread_window_secs / intake.incomplete_deadline_hours",
+                "must not be negative",
+            ));
+        }
+        match intake.source {
+            SourceKind::Mbox | SourceKind::Maildir => {
+                let kind = if intake.source == SourceKind::Mbox {
+                    "mbox"
+                } else {
+                    "maildir"
+                };
+                let Some(path) = &intake.path else {
+                    return Err(self.invalid(
+                        "intake.path",
+                        format!("required when intake.source = \"{kind}\""),
+                    ));
+                };
+                if intake.source == SourceKind::Maildir && !path.is_dir() {
+                    return Err(self.invalid(
+                        "intake.path",
+                        format!("{} is not a Maildir directory", path.display()),
+                    ));
+                }
+            }
+            SourceKind::Imap => {
+                if intake.imap.is_none() {
+                    return Err(self.invalid(
+                        "intake.imap",
+                        "section [intake.imap] is required when intake.source = \"imap\"",
+                    ));
+                }
+            }
+        }
+        if let Some(imap) = &self.intake.imap {
+            let password = self.imap_password(imap, env)?;
+            if imap.host.trim().is_empty() {
+                return Err(self.invalid("intake.imap.host", "must not be empty"));
+            }
+            if let Some(ca) = &imap.ca_file
+                && let Err(e) = std::fs::metadata(ca)
+            {
+                return Err(self.invalid(
+                    "intake.imap.ca_file",
+                    format!("cannot read {}: {e}", ca.display()),
+                ));
+            }
+            if let Some(imap) = self.intake.imap.as_mut() {
+                imap.password = Some(password);
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, repo) in self.repos.iter().enumerate() {
+            let key = |field: &str| format!("repos[{i}].{field}");
+            if !is_safe_name(&repo.name) {
+                return Err(self.invalid(
+                    key("name"),
+                    format!(
+                        "{:?} is not a valid repository name (letters, digits, '.', '_', '-'; not starting with '.')",
+                        repo.name
+                    ),
+                ));
+            }
+            if !names.insert(repo.name.clone()) {
+                return Err(self.invalid(
+                    key("name"),
+                    format!("repository {:?} is defined twice", repo.name),
+                ));
+            }
+            match (&repo.path, &repo.url) {
+                (None, None) => {
+                    return Err(self.invalid(
+                        key("path"),
+                        format!("repository {:?} needs `path` or `url`", repo.name),
+                    ));
+                }
+                (Some(path), None) if !path.exists() => {
+                    return Err(self.invalid(
+                        key("path"),
+                        format!(
+                            "repository {:?}: {} does not exist",
+                            repo.name,
+                            path.display()
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+            if repo.branches.is_empty() {
+                return Err(self.invalid(key("branches"), "must list at least one branch"));
+            }
+            for branch in &repo.branches {
+                if !is_safe_ref(branch) {
+                    return Err(self.invalid(
+                        key("branches"),
+                        format!("{branch:?} is not a valid branch name"),
+                    ));
+                }
+            }
+            if let Some(b) = &repo.default_branch
+                && !repo.branches.contains(b)
+            {
+                return Err(self.invalid(
+                    key("default_branch"),
+                    format!("{b:?} is not one of `branches` {:?}", repo.branches),
+                ));
+            }
+        }
+        self.route_rules()?;
+        Ok(())
+    }
+
+    fn imap_password(&self, imap: &Imap, env: &Env) -> Result<SecretString, Error> {
+        match (&imap.password_env, &imap.password_file) {
+            (Some(_), Some(_)) => Err(self.invalid(
+                "intake.imap.password_env",
+                "set either password_env or password_file, not both",
+            )),
+            (Some(var), None) => env
+                .iter()
+                .find(|(k, _)| k == var)
+                .map(|(_, v)| SecretString::from(v.clone()))
+                .ok_or_else(|| {
+                    self.invalid(
+                        "intake.imap.password_env",
+                        format!("environment variable {var} is not set"),
+                    )
+                }),
+            (None, Some(file)) => {
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    self.invalid(
+                        "intake.imap.password_file",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })?;
+                let line = text.lines().next().unwrap_or("").to_owned();
+                if line.is_empty() {
+                    return Err(self.invalid(
+                        "intake.imap.password_file",
+                        format!("{} is empty", file.display()),
+                    ));
+                }
+                Ok(SecretString::from(line))
+            }
+            (None, None) => Err(self.invalid(
+                "intake.imap.password_env",
+                "the IMAP password must come from password_env or password_file",
+            )),
+        }
+    }
+
+    /// The subject grammar with the configured patterns.
+    pub fn subject_grammar(&self) -> Result<SubjectGrammar, Error> {
+        SubjectGrammar::new(&self.intake.subject_patterns)
+            .map_err(|e| self.invalid("intake.subject_patterns", e.to_string()))
+    }
+
+    /// Every repository's routes, in config order.
+    pub fn route_rules(&self) -> Result<Vec<RouteRule>, Error> {
+        let mut rules = Vec::new();
+        for (i, repo) in self.repos.iter().enumerate() {
+            for (j, route) in repo.routes.iter().enumerate() {
+                let tags = route
+                    .tags
+                    .iter()
+                    .map(|t| TagMatcher::parse(t))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        self.invalid(format!("repos[{i}].routes[{j}].tags"), e.to_string())
+                    })?;
+                if let Some(b) = &route.branch
+                    && !repo.branches.contains(b)
+                {
+                    return Err(self.invalid(
+                        format!("repos[{i}].routes[{j}].branch"),
+                        format!(
+                            "{b:?} is not one of the repository's branches {:?}",
+                            repo.branches
+                        ),
+                    ));
+                }
+                rules.push(RouteRule {
+                    repo: repo.name.clone(),
+                    branch: route.branch.clone().or_else(|| repo.default_branch.clone()),
+                    list_id: route.list_id.clone(),
+                    tags,
+                });
+            }
+        }
+        Ok(rules)
+    }
+
+    pub fn imap_timeout(&self) -> Duration {
+        Duration::from_secs(self.intake.imap.as_ref().map_or(60, |i| i.timeout_secs))
+    }
+}
+
+/// Repository and other names that become path components.
+pub fn is_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// A conservative subset of `git check-ref-format --branch`.
+pub fn is_safe_ref(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with(['-', '/', '.'])
+        && !name.ends_with(['/', '.'])
+        && !name.ends_with(".lock")
+        && !name.contains("..")
+        && !name.contains("//")
+        && !name.contains("@{")
+        && !name.split('/').any(|c| c.starts_with('.'))
+        && name.chars().all(|c| {
+            !c.is_control() && !matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+        })
+}
+
+const ENV_PREFIX: &str = "PATCHLINE_";
+
+/// Overlays `PATCHLINE_SECTION__KEY=value` onto the parsed file. Values are
+/// read as TOML when they parse as a TOML value (`8080`, `true`,
+/// `["a","b"]`), else as a plain string.
+fn apply_env(table: &mut toml::Table, env: &Env) -> Result<(), Error> {
+    let mut vars: Vec<&(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+        .collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let path: Vec<String> = var[ENV_PREFIX.len()..]
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        if path.iter().any(String::is_empty) {
+            return Err(Error::Env {
+                var: var.clone(),
+                message: "empty key component".into(),
+            });
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let (last, parents) = path.split_last().ok_or_else(|| Error::Env {
+            var: var.clone(),
+            message: "no key".into(),
+        })?;
+        let mut cursor = &mut *table;
+        for part in parents {
+            let entry = cursor
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cursor = entry.as_table_mut().ok_or_else(|| Error::Env {
+                var: var.clone(),
+                message: format!("`{part}` is not a table in the config"),
+            })?;
+        }
+        cursor.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, Error> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("repo")).unwrap();
+        std::fs::create_dir_all(dir.path().join("Maildir")).unwrap();
+        std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_toml(text, &dir.path().join("patchline.toml"), &env)
+    }
+
+    fn err(text: &str) -> String {
+        load(text, &[]).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_mbox_config_gets_defaults_and_absolute_paths() {
+        let c = load("[intake]\npath = \"list.mbox\"\n", &[]).unwrap();
+        assert!(c.intake.path.unwrap().is_absolute());
+        assert!(c.state.db.ends_with("patchline.db") && c.state.db.is_absolute());
+        assert_eq!(c.intake.batch, 512);
+        assert_eq!(c.server.bind, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "[intake]\npath = \"x\"\nbogus = 1\n",
+                &["patchline.toml", "bogus"],
+            ),
+            ("[intake]\nsource = \"pop3\"\n", &["pop3"]),
+            (
+                "[intake]\nsource = \"mbox\"\n",
+                &["intake.path", "required"],
+            ),
+            (
+                "[intake]\nsource = \"maildir\"\npath = \"nope\"\n",
+                &["intake.path", "not a Maildir"],
+            ),
+            (
+                "[intake]\npath = \"x\"\nsubject_patterns = [\"(unclosed\"]\n",
+                &["intake.subject_patterns", "(unclosed"],
+            ),
+            (
+                "[intake]\nsource = \"imap\"\n[intake.imap]\nhost = \"h\"\nuser = \"u\"\npassword_file = \"missing-pw\"\n",
+                &["intake.imap.password_file", "missing-pw"],
+            ),
+            (
+                "[intake]\nsource = \"imap\"\n[intake.imap]\nhost = \"h\"\nuser = \"u\"\npassword_env = \"NOPE_PW\"\n",
+                &["NOPE_PW", "not set"],
+            ),
+            ("[intake]\nsource = \"imap\"\n", &["[intake.imap]"]),
+            (
+                "[intake]\npath=\"x\"\n[[repos]]\nname = \"q\"\npath = \"missing\"\n",
+                &["repos[0].path", "does not exist"],
+            ),
+            (
+                "[intake]\npath=\"x\"\n[[repos]]\nname = \"../etc\"\npath = \"repo\"\n",
+                &["repos[0].name"],
+            ),
+            (
+                "[intake]\npath=\"x\"\n[[repos]]\nname = \"q\"\n",
+                &["needs `path` or `url`"],
+            ),
+            (
+                "[intake]\npath=\"x\"\n[[repos]]\nname = \"q\"\npath = \"repo\"\n[[repos]]\nname = \"q\"\npath = \"repo\"\n",
+                &["repos[1].name", "twice"],
+            ),
+            (
+                "[intake]\npath=\"x\"\n[[repos]]\nname = \"q\"\npath = \"repo\"\nbranches = [\"a..b\"]\n",
+                &["repos[0].branches"],
+            ),
+            (
+                "[intake]\npath=\"x\"\n[[repos]]\nname = \"q\"\npath = \"repo\"\ndefault_branch = \"dev\"\n",
+                &["repos[0].default_branch", "dev"],
+            ),
+            (
+                "[intake]\npath=\"x\"\n[[repos]]\nname = \"q\"\npath = \"repo\"\n[[repos.routes]]\ntags = [\"/(bad\"]\n",
+                &["repos[0].routes[0].tags"],
+            ),
+            ("not toml at all = = =", &["patchline.toml"]),
+            ("[intake]\npath = \"x\"\nbatch = 0\n", &["intake.batch"]),
+        ];
+        for (text, needles) in cases {
+            let msg = err(text);
+            for needle in *needles {
+                assert!(
+                    msg.contains(needle),
+                    "error for {text:?} is {msg:?}, lacks {needle:?}"
+                );
+            }
+            assert!(!msg.contains('\n'), "error must be one line: {msg:?}");
+        }
+    }
+
+    #[test]
+    fn imap_password_from_env_or_file_never_printed() {
+        let text = "[intake]\nsource = \"imap\"\n[intake.imap]\nhost = \"h\"\nuser = \"u\"\npassword_env = \"PW\"\n";
+        let c = load(text, &[("PW", "hunter2")]).unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        let text = "[intake]\nsource = \"imap\"\n[intake.imap]\nhost = \"h\"\nuser = \"u\"\npassword_file = \"pw\"\n";
+        let c = load(text, &[]).unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(
+            c.intake.imap.unwrap().password.unwrap().expose_secret(),
+            "s3cret"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = load(
+            "[intake]\npath = \"x\"\nbatch = 5\n",
+            &[
+                ("PATCHLINE_INTAKE__BATCH", "9"),
+                ("PATCHLINE_STATE__DB", "/tmp/other.db"),
+                ("PATCHLINE_SERVER__BIND", "0.0.0.0:1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.intake.batch, 9);
+        assert_eq!(c.state.db, PathBuf::from("/tmp/other.db"));
+        assert_eq!(c.server.bind, "0.0.0.0:1");
+        let e = load(
+            "[intake]\npath = \"x\"\n",
+            &[("PATCHLINE_INTAKE__NOPE", "1")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn routes_default_to_the_repo_default_branch() {
+        let c = load(
+            "[intake]\npath=\"x\"\n[[repos]]\nname = \"qemu\"\npath = \"repo\"\nbranches = [\"master\", \"stable\"]\ndefault_branch = \"stable\"\n[[repos.routes]]\nlist_id = \"qemu-devel.nongnu.org\"\ntags = [\"qemu\", \"!RFC\"]\n",
+            &[],
+        )
+        .unwrap();
+        let rules = c.route_rules().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].branch.as_deref(), Some("stable"));
+        assert_eq!(rules[0].tags.len(), 2);
+    }
+
+    #[test]
+    fn names_and_refs() {
+        for ok in ["qemu", "libvirt-python", "k.v_2"] {
+            assert!(is_safe_name(ok), "{ok}");
+        }
+        for bad in ["", "..", ".git", "a/b", "a b", "/abs"] {
+            assert!(!is_safe_name(bad), "{bad}");
+        }
+        for ok in ["master", "stable-2.1", "release/v1"] {
+            assert!(is_safe_ref(ok), "{ok}");
+        }
+        for bad in ["", "a..b", "-x", "a/.b", "x.lock", "a b", "a:b", "/a", "a/"] {
+            assert!(!is_safe_ref(bad), "{bad}");
+        }
+    }
+}

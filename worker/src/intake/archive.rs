@@ -1,0 +1,375 @@
+//! The dated mail archive: raw mails are stored here before anything else
+//! looks at them, then patch mails are filed by series.
+//!
+//! Layout under `archive_dir`:
+//! - `YYYY-MM-DD/raw/<sha256>.eml`: every mail as received (the receipt);
+//! - `YYYY-MM-DD/<series-slug>/NNNN-<patch-slug>.eml`: hard link to the raw
+//!   mail, and `NNNN-<patch-slug>.patch`, the same mail as a one-mail mbox
+//!   that `git am` reads.
+//!
+//! Writes go to a temporary file and are renamed into place, so a reader
+//! never sees half a file. Durability is batched: `flush` fsyncs every file
+//! and directory written since the last flush, and the caller commits the
+//! source cursor only after it, so an acknowledged mail is always on disk.
+//! Nothing here ever deletes a raw mail.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("archive: cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("archive: refusing path {path:?}: {reason}")]
+    HostilePath { path: String, reason: &'static str },
+}
+
+pub struct Archive {
+    root: PathBuf,
+    /// Files written since the last flush, kept open to fsync them.
+    pending_files: Vec<(PathBuf, File)>,
+    pending_dirs: BTreeSet<PathBuf>,
+}
+
+/// The archive day of a unix time, `YYYY-MM-DD` in UTC.
+pub fn day(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// A file-name-safe slug: lower-case ASCII letters, digits and `-`, at most
+/// `max` bytes, never empty, never `.`/`..`, never containing `/`.
+pub fn slug(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        if out.len() >= max {
+            break;
+        }
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if c == '.' || c == '_' {
+            // git format-patch keeps these; only between word characters.
+            if !out.is_empty() && !out.ends_with(['-', '.', '_']) {
+                out.push(c);
+            }
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let trimmed = out.trim_end_matches(['-', '.', '_']);
+    if trimmed.is_empty() {
+        "untitled".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+/// Checks that a path relative to the archive stays inside it.
+pub fn check_relative(path: &str) -> Result<&Path, Error> {
+    let p = Path::new(path);
+    let hostile = |reason| Error::HostilePath {
+        path: path.to_owned(),
+        reason,
+    };
+    if p.is_absolute() {
+        return Err(hostile("absolute path"));
+    }
+    for c in p.components() {
+        match c {
+            Component::Normal(s) if s == ".git" => return Err(hostile("`.git` component")),
+            Component::Normal(_) => {}
+            Component::CurDir => {}
+            _ => return Err(hostile("`..` or root component")),
+        }
+    }
+    Ok(p)
+}
+
+impl Archive {
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            pending_files: Vec::new(),
+            pending_dirs: BTreeSet::new(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn absolute(&self, relative: &str) -> PathBuf {
+        self.root.join(relative)
+    }
+
+    /// Stores a raw mail received at `received`, named by its content hash.
+    /// Returns the path relative to the archive root. Storing the same bytes
+    /// twice is a no-op, except that a file damaged by a crash (wrong size)
+    /// is rewritten.
+    pub fn store_raw(
+        &mut self,
+        received: i64,
+        content_hash: &str,
+        bytes: &[u8],
+    ) -> Result<String, Error> {
+        let relative = format!("{}/raw/{content_hash}.eml", day(received));
+        let path = self.root.join(&relative);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
+            return Ok(relative);
+        }
+        self.write_atomically(&path, &[bytes])?;
+        Ok(relative)
+    }
+
+    /// Files a patch mail of a series: `<series_dir>/<NNNN>-<slug>.patch`
+    /// (mboxrd, for `git am`) and `.eml` (hard link to the raw mail).
+    /// `series_dir` is relative to the archive root. Returns the `.patch`
+    /// path relative to the root.
+    pub fn file_patch(
+        &mut self,
+        series_dir: &str,
+        index: u32,
+        title: &str,
+        raw_relative: &str,
+        raw: &[u8],
+    ) -> Result<String, Error> {
+        check_relative(series_dir)?;
+        check_relative(raw_relative)?;
+        let stem = if index == 0 {
+            "0000-cover-letter".to_owned()
+        } else {
+            format!("{index:04}-{}", slug(title, 52))
+        };
+        let patch_rel = format!("{series_dir}/{stem}.patch");
+        let eml_rel = format!("{series_dir}/{stem}.eml");
+        let patch_path = self.root.join(&patch_rel);
+        let mbox = as_mboxrd(raw);
+        if !std::fs::metadata(&patch_path).is_ok_and(|m| m.len() == mbox.len() as u64) {
+            self.write_atomically(&patch_path, &[&mbox])?;
+        }
+        let eml_path = self.root.join(&eml_rel);
+        if !eml_path.exists() {
+            let raw_path = self.root.join(raw_relative);
+            let parent = eml_path.parent().unwrap_or(&self.root).to_path_buf();
+            if std::fs::hard_link(&raw_path, &eml_path).is_err() {
+                self.write_atomically(&eml_path, &[raw])?;
+            } else {
+                self.pending_dirs.insert(parent);
+            }
+        }
+        Ok(patch_rel)
+    }
+
+    /// Removes a filing made by `file_patch` (the raw mail stays).
+    pub fn unfile_patch(&mut self, patch_relative: &str) -> Result<(), Error> {
+        check_relative(patch_relative)?;
+        let patch = self.root.join(patch_relative);
+        let eml = patch.with_extension("eml");
+        for path in [patch, eml] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    if let Some(parent) = path.parent() {
+                        self.pending_dirs.insert(parent.to_path_buf());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(Error::Write { path, source }),
+            }
+        }
+        Ok(())
+    }
+
+    fn write_atomically(&mut self, path: &Path, parts: &[&[u8]]) -> Result<(), Error> {
+        let wrap = |source| Error::Write {
+            path: path.to_owned(),
+            source,
+        };
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        if !self.pending_dirs.contains(&dir) {
+            create_dir_all_synced(&dir, &mut self.pending_dirs).map_err(wrap)?;
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let tmp = dir.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            name.unwrap_or_default()
+        ));
+        let mut file = File::create(&tmp).map_err(wrap)?;
+        for part in parts {
+            file.write_all(part).map_err(wrap)?;
+        }
+        std::fs::rename(&tmp, path).map_err(wrap)?;
+        self.pending_files.push((path.to_owned(), file));
+        self.pending_dirs.insert(dir);
+        Ok(())
+    }
+
+    /// Makes everything written since the last flush durable.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        for (path, file) in self.pending_files.drain(..) {
+            file.sync_data()
+                .map_err(|source| Error::Write { path, source })?;
+        }
+        for dir in std::mem::take(&mut self.pending_dirs) {
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|source| Error::Write { path: dir, source })?;
+        }
+        Ok(())
+    }
+
+    /// Number of files written and not yet flushed.
+    pub fn unflushed(&self) -> usize {
+        self.pending_files.len()
+    }
+}
+
+/// Creates `dir` and its missing parents, remembering every directory
+/// whose entries changed so `flush` syncs them.
+fn create_dir_all_synced(dir: &Path, changed: &mut BTreeSet<PathBuf>) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    while !cur.is_dir() {
+        missing.push(cur.to_path_buf());
+        match cur.parent() {
+            Some(p) => cur = p,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    for d in missing {
+        if let Some(p) = d.parent() {
+            changed.insert(p.to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+/// One mail as an mboxrd file: a `From ` separator line, then the mail
+/// with every `>*From ` line at a line start quoted with one more `>`.
+pub fn as_mboxrd(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + 64);
+    out.extend_from_slice(b"From patchline Mon Sep 17 00:00:00 2001\n");
+    for line in raw.split_inclusive(|b| *b == b'\n') {
+        let unquoted = line.iter().position(|b| *b != b'>').unwrap_or(line.len());
+        if line[unquoted..].starts_with(b"From ") {
+            out.push(b'>');
+        }
+        out.extend_from_slice(line);
+    }
+    if !out.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_safe_and_bounded() {
+        let cases = [
+            ("Fix the frobnicator", "fix-the-frobnicator"),
+            ("../../etc/passwd", "etc-passwd"),
+            ("a/b\\c", "a-b-c"),
+            ("", "untitled"),
+            ("..", "untitled"),
+            ("....", "untitled"),
+            ("--x--", "x"),
+            ("Ünïcödé title", "n-c-d-title"),
+            ("v1.2_fix", "v1.2_fix"),
+            (".hidden", "hidden"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(slug(input, 52), want, "{input:?}");
+        }
+        let long = "x".repeat(500);
+        assert_eq!(slug(&long, 52).len(), 52);
+        for s in ["a/../b", "x/.git/y", "..", "/abs", "../x", "a/../../b"] {
+            let out = slug(s, 52);
+            assert!(
+                !out.contains('/') && out != ".." && !out.starts_with('.'),
+                "{s} -> {out}"
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_relative_paths_are_refused() {
+        for bad in ["/etc/passwd", "../x", "a/../../b", "a/.git/config"] {
+            assert!(check_relative(bad).is_err(), "{bad}");
+        }
+        assert!(check_relative("2026-01-01/raw/x.eml").is_ok());
+    }
+
+    #[test]
+    fn raw_store_is_idempotent_and_repairs_damaged_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Archive::new(dir.path().to_path_buf());
+        let t = 1_700_000_000; // 2023-11-14
+        let rel = a.store_raw(t, "abc", b"Subject: x\n\nbody\n").unwrap();
+        assert_eq!(rel, "2023-11-14/raw/abc.eml");
+        a.flush().unwrap();
+        assert_eq!(a.unflushed(), 0);
+        let rel2 = a.store_raw(t, "abc", b"Subject: x\n\nbody\n").unwrap();
+        assert_eq!(rel, rel2);
+        assert_eq!(a.unflushed(), 0, "same bytes are not written twice");
+        // Simulate a crash that left a truncated file behind.
+        std::fs::write(dir.path().join(&rel), b"Subj").unwrap();
+        a.store_raw(t, "abc", b"Subject: x\n\nbody\n").unwrap();
+        a.flush().unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join(&rel)).unwrap(),
+            b"Subject: x\n\nbody\n"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("2023-11-14/raw"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".tmp")
+            })
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn filed_patch_is_an_mbox_git_am_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Archive::new(dir.path().to_path_buf());
+        let raw =
+            b"From: A <a@x>\nSubject: [PATCH 1/2] Fix it\n\nFrom the start\n>From quoted\n---\n";
+        let raw_rel = a.store_raw(0, "h1", raw).unwrap();
+        let rel = a
+            .file_patch("1970-01-01/fix-it", 1, "Fix it!", &raw_rel, raw)
+            .unwrap();
+        a.flush().unwrap();
+        assert_eq!(rel, "1970-01-01/fix-it/0001-fix-it.patch");
+        let mbox = std::fs::read_to_string(dir.path().join(&rel)).unwrap();
+        assert!(mbox.starts_with("From patchline "));
+        assert!(mbox.contains("\n>From the start\n>>From quoted\n"));
+        let eml = dir.path().join("1970-01-01/fix-it/0001-fix-it.eml");
+        assert_eq!(std::fs::read(eml).unwrap(), raw);
+        assert!(a.file_patch("../evil", 1, "x", &raw_rel, raw).is_err());
+        a.unfile_patch(&rel).unwrap();
+        assert!(!dir.path().join(&rel).exists());
+        assert!(
+            dir.path().join(&raw_rel).exists(),
+            "raw mail is never removed"
+        );
+    }
+}
