@@ -3,6 +3,8 @@
 //! The library does all the work; `main.rs` only parses arguments and maps
 //! errors to exit codes.
 
+pub mod cli;
 pub mod config;
 pub mod intake;
+pub mod pipeline;
 pub mod store;

@@ -6,6 +6,8 @@
 //! Intake never changes a repository; it only records what arrived.
 
 pub mod archive;
+pub mod classify;
+pub mod collect;
 pub mod mail;
 pub mod routing;
 pub mod series;

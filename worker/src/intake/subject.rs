@@ -2,10 +2,10 @@
 //! form, the ordinary `[PATCH v2 3/7]` forms, and user regexes.
 //! OWNER: subject/mail helper. The types below are the contract.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The fields a patch subject carries. `version` is 1 when absent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct SubjectFields {
     pub branch: Option<String>,
     pub repo: Option<String>,

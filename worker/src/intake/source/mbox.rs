@@ -6,3 +6,21 @@ pub enum MboxFormat {
     Mboxrd,
     Mboxo,
 }
+pub struct MboxSource;
+impl MboxSource {
+    pub fn new(_p: std::path::PathBuf, _f: MboxFormat, _m: u64) -> Self {
+        MboxSource
+    }
+}
+impl super::MailSource for MboxSource {
+    fn key(&self) -> String {
+        String::new()
+    }
+    fn fetch(
+        &mut self,
+        _r: &super::Resume<'_>,
+        _s: &mut super::Sink<'_>,
+    ) -> Result<super::FetchStats, super::Error> {
+        Ok(Default::default())
+    }
+}

@@ -74,6 +74,14 @@ pub trait MailSource {
     /// Reads every mail after `resume` and hands it to `sink`, in source
     /// order. Memory use is bounded by the largest single mail.
     fn fetch(&mut self, resume: &Resume<'_>, sink: &mut Sink<'_>) -> Result<FetchStats, Error>;
+
+    /// Blocks until new mail may have arrived or `timeout` passed; true when
+    /// the source knows new mail arrived. Sources that cannot be notified
+    /// (files) poll: they sleep a minute at most and answer true.
+    fn wait_for_mail(&mut self, timeout: std::time::Duration) -> Result<bool, Error> {
+        std::thread::sleep(timeout.min(std::time::Duration::from_secs(60)));
+        Ok(true)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

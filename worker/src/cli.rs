@@ -1,0 +1,498 @@
+//! Command-line interface: argument parsing and the commands' I/O.
+//!
+//! Results go to stdout (one JSON document or JSON lines with `--json`),
+//! human progress and diagnostics to stderr. Every failure is a `Failure`
+//! carrying its exit code: 1 stage failed, 2 usage or config error, 3
+//! infrastructure unreachable.
+
+use crate::config::Config;
+use crate::intake::classify::classify;
+use crate::intake::collect::{self, CollectSummary, Progress};
+use crate::intake::mail::{MailLimits, parse_mail};
+use crate::intake::source::mbox::{MboxFormat, MboxSource};
+use crate::intake::source::{Flow, MailSource, Resume};
+use crate::pipeline;
+use crate::store::Store;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "patchline",
+    version,
+    about = "Mailing list to RPM repository pipeline"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        global = true,
+        env = "PATCHLINE_CONFIG",
+        default_value = "patchline.toml"
+    )]
+    pub config: PathBuf,
+    /// Machine-readable output on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Trigger {
+    Manual,
+    Timer,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Timer => "timer",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline once (the stages implemented so far: collect).
+    Run {
+        #[arg(long, value_enum, default_value = "manual")]
+        trigger: Trigger,
+    },
+    /// Read new mail, archive it, classify it and assemble series.
+    Collect {
+        /// Run the stage as part of this run (default: a new run).
+        #[arg(long)]
+        run: Option<i64>,
+        /// Keep running: wait for new mail (IMAP IDLE, else polling) and
+        /// collect again.
+        #[arg(long)]
+        watch: bool,
+        /// Forget the source's stored position first (after its mailbox was
+        /// replaced); already stored mails are still recognised by
+        /// Message-ID.
+        #[arg(long)]
+        reset_source: bool,
+    },
+    /// Classify mail files and print their subject fields.
+    Parse {
+        /// Mail files (`.eml`, or mbox files such as `git format-patch` output).
+        #[arg(required = true)]
+        mails: Vec<PathBuf>,
+    },
+    /// Show what a run did (default: the latest run).
+    Status { run: Option<i64> },
+}
+
+/// A command's failure with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::config::Error> for Failure {
+    fn from(e: crate::config::Error) -> Self {
+        Failure::usage(e.to_string())
+    }
+}
+
+impl From<crate::store::Error> for Failure {
+    fn from(e: crate::store::Error) -> Self {
+        let code = if matches!(e, crate::store::Error::NoSuchRun(_)) {
+            2
+        } else {
+            1
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<collect::Error> for Failure {
+    fn from(e: collect::Error) -> Self {
+        let code = if e.is_infrastructure() {
+            3
+        } else if matches!(e, collect::Error::Config(_)) {
+            2
+        } else {
+            1
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Run { trigger } => {
+            let config = Config::load(&cli.config)?;
+            let mut store = Store::open(&config.state.db)?;
+            let outcome =
+                pipeline::run(&mut store, &config, *trigger, &terminal_progress(cli.json))?;
+            if cli.json {
+                print_json(&pipeline::status(&store, outcome.run)?);
+            } else {
+                print_collect(&outcome.collect);
+                eprintln!("run {} finished: {}", outcome.run, outcome.state);
+            }
+            Ok(())
+        }
+        Command::Collect {
+            run,
+            watch,
+            reset_source,
+        } => {
+            let config = Config::load(&cli.config)?;
+            let mut store = Store::open(&config.state.db)?;
+            let mut source = collect::source_from_config(&config)?;
+            if *reset_source && store.reset_source(&source.key())? {
+                eprintln!("forgot the stored position of {}", source.key());
+            }
+            let run = match run {
+                Some(id) => store.run(*id)?.id,
+                None => store.create_run(
+                    "manual",
+                    Some("patchline collect"),
+                    user().as_deref(),
+                    None,
+                )?,
+            };
+            loop {
+                let summary = pipeline::collect_stage(
+                    &mut store,
+                    &config,
+                    source.as_mut(),
+                    run,
+                    &terminal_progress(cli.json),
+                )?;
+                if cli.json {
+                    print_json(&summary);
+                } else {
+                    print_collect(&summary);
+                }
+                if !*watch {
+                    return Ok(());
+                }
+                let wait = std::time::Duration::from_secs(
+                    config.intake.imap.as_ref().map_or(60, |i| i.idle_secs),
+                );
+                source.wait_for_mail(wait).map_err(collect::Error::from)?;
+            }
+        }
+        Command::Parse { mails } => parse(&cli, mails),
+        Command::Status { run } => {
+            let config = Config::load(&cli.config)?;
+            let store = Store::open(&config.state.db)?;
+            let id = match run {
+                Some(id) => *id,
+                None => match store.latest_run()? {
+                    Some(r) => r.id,
+                    None => {
+                        return Err(Failure::usage(format!(
+                            "no runs yet in {}",
+                            config.state.db.display()
+                        )));
+                    }
+                },
+            };
+            let status = pipeline::status(&store, id)?;
+            if cli.json {
+                print_json(&status);
+            } else {
+                print_status(&status);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn user() -> Option<String> {
+    std::env::var("USER").ok().filter(|u| !u.is_empty())
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`| head`) is not worth a panic.
+    let _ = serde_json::to_writer(&mut out, value);
+    let _ = writeln!(out);
+}
+
+fn print_collect(s: &CollectSummary) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "run {}: {} mails from {}: {} patches, {} ignored, {} duplicates, {} errors",
+        s.run,
+        s.mails,
+        s.source,
+        s.patches,
+        s.ignored,
+        s.duplicates,
+        s.errors.len()
+    );
+    let _ = writeln!(
+        out,
+        "series: {} complete, {} incomplete",
+        s.series_complete, s.series_incomplete
+    );
+    for line in &s.series {
+        let target = match (&line.repo, &line.branch) {
+            (Some(r), Some(b)) => format!("{r}/{b}"),
+            (Some(r), None) => r.clone(),
+            _ => "no repository".into(),
+        };
+        let missing = if line.missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " missing {}",
+                line.missing
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        };
+        let _ = writeln!(
+            out,
+            "  [{}] v{} {}/{} {} -> {}{}  ({})",
+            line.state,
+            line.version,
+            line.total,
+            line.total,
+            line.title,
+            target,
+            missing,
+            line.archive_dir
+        );
+    }
+    for e in &s.errors {
+        let _ = writeln!(
+            out,
+            "  error: <{}> {:?}: {}",
+            e.message_id, e.subject, e.error
+        );
+    }
+    for w in &s.warnings {
+        let _ = writeln!(out, "  warning: {w}");
+    }
+}
+
+fn print_status(status: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let run = &status["run"];
+    let _ = writeln!(
+        out,
+        "run {} ({}) {}",
+        run["id"],
+        run["trigger"].as_str().unwrap_or("?"),
+        run["state"].as_str().unwrap_or("?")
+    );
+    if let Some(stages) = status["stages"].as_array() {
+        for s in stages {
+            let _ = writeln!(
+                out,
+                "  {:<8} {:<8} {}",
+                s["stage"].as_str().unwrap_or("?"),
+                s["state"].as_str().unwrap_or("?"),
+                s["error"].as_str().unwrap_or("")
+            );
+        }
+    }
+}
+
+struct TerminalProgress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress for TerminalProgress {
+    fn mail(&self, stored: u64, origin: &str) {
+        if let Some(bar) = &self.bar
+            && stored % 64 == 1
+        {
+            bar.set_position(stored);
+            bar.set_message(origin.to_owned());
+        }
+    }
+    fn done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn terminal_progress(json: bool) -> TerminalProgress {
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos} mails stored ({per_sec}) {wide_msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    TerminalProgress { bar }
+}
+
+/// `patchline parse`: one result per mail; files that begin with an mbox
+/// `From ` line are split like an mbox (`file:N` names the Nth mail).
+fn parse(cli: &Cli, files: &[PathBuf]) -> Result<(), Failure> {
+    let config = if cli.config.exists() {
+        Config::load(&cli.config)?
+    } else if cli.config != Path::new("patchline.toml") {
+        return Err(Failure::usage(format!(
+            "config {}: cannot read: no such file",
+            cli.config.display()
+        )));
+    } else {
+        Config::builtin()
+    };
+    let grammar = config.subject_grammar()?;
+    let limits = MailLimits {
+        max_size: usize::try_from(config.intake.max_mail_size).unwrap_or(usize::MAX),
+        max_parts: config.intake.max_parts,
+    };
+    let mut unreadable = 0;
+    for file in files {
+        let name = file.display().to_string();
+        let mut mails: Vec<(String, Vec<u8>)> = Vec::new();
+        let head = match std::fs::File::open(file).and_then(|mut f| {
+            let mut buf = [0u8; 5];
+            let n = std::io::Read::read(&mut f, &mut buf)?;
+            Ok(buf[..n].to_vec())
+        }) {
+            Ok(h) => h,
+            Err(e) => {
+                unreadable += 1;
+                emit_parse(
+                    cli.json,
+                    &name,
+                    None,
+                    Some(format!("cannot read {name}: {e}")),
+                );
+                continue;
+            }
+        };
+        if head == b"From " {
+            let mut mbox = MboxSource::new(
+                file.clone(),
+                MboxFormat::Mboxrd,
+                config.intake.max_mail_size,
+            );
+            let never = |_: &str| false;
+            let resume = Resume {
+                cursor: None,
+                seen: &never,
+            };
+            let mut n = 0;
+            let res = mbox.fetch(&resume, &mut |raw| {
+                n += 1;
+                mails.push((format!("{name}:{n}"), raw.bytes));
+                Ok(Flow::Continue)
+            });
+            if let Err(e) = res {
+                unreadable += 1;
+                emit_parse(cli.json, &name, None, Some(e.to_string()));
+                continue;
+            }
+        } else {
+            match std::fs::read(file) {
+                Ok(bytes) => mails.push((name.clone(), bytes)),
+                Err(e) => {
+                    unreadable += 1;
+                    emit_parse(
+                        cli.json,
+                        &name,
+                        None,
+                        Some(format!("cannot read {name}: {e}")),
+                    );
+                    continue;
+                }
+            }
+        }
+        for (label, bytes) in mails {
+            match parse_mail(&bytes, &limits) {
+                Ok(mail) => {
+                    let verdict = classify(&mail, &grammar);
+                    emit_parse(cli.json, &label, Some((&mail, &verdict)), None);
+                }
+                Err(e) => emit_parse(cli.json, &label, None, Some(format!("{label}: {e}"))),
+            }
+        }
+    }
+    if unreadable > 0 {
+        return Err(Failure::usage(format!(
+            "{unreadable} file(s) could not be read"
+        )));
+    }
+    Ok(())
+}
+
+fn emit_parse(
+    json_out: bool,
+    file: &str,
+    parsed: Option<(
+        &crate::intake::mail::ParsedMail,
+        &crate::intake::classify::Verdict,
+    )>,
+    error: Option<String>,
+) {
+    let fields = parsed.and_then(|(_, v)| v.fields.as_ref());
+    let value = json!({
+        "file": file,
+        "message_id": parsed.map(|(m, _)| m.message_id.clone()),
+        "is_patch": parsed.is_some_and(|(_, v)| v.is_patch),
+        "branch": fields.and_then(|f| f.branch.clone()),
+        "repo": fields.and_then(|f| f.repo.clone()),
+        "version": fields.map(|f| f.version),
+        "index": fields.and_then(|f| f.index),
+        "total": fields.and_then(|f| f.total),
+        "title": fields.map(|f| f.title.clone()),
+        "reason": match (&error, parsed) {
+            (Some(e), _) => Some(e.clone()),
+            (None, Some((_, v))) if !v.is_patch => v.reason.clone(),
+            _ => None,
+        },
+    });
+    let mut out = std::io::stdout().lock();
+    if json_out {
+        let _ = writeln!(out, "{value}");
+        return;
+    }
+    let verdict = if value["is_patch"] == true {
+        "patch"
+    } else {
+        "not a patch"
+    };
+    let mut line = format!("{file}: {verdict}");
+    for key in [
+        "branch", "repo", "version", "index", "total", "title", "reason",
+    ] {
+        if !value[key].is_null() {
+            line.push_str(&format!(" {key}={}", value[key]));
+        }
+    }
+    let _ = writeln!(out, "{line}");
+}

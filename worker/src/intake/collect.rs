@@ -1,0 +1,900 @@
+//! The `collect` stage: source -> archive -> parse/classify -> state, then
+//! series assembly.
+//!
+//! Order matters for "nothing lost, nothing doubled": each mail is written to
+//! the archive first; every `batch` mails the archive is fsynced and only
+//! then are the mails, their source items and the source cursor committed in
+//! one transaction. A crash before that commit makes the next run read the
+//! same mails again (the archive write is idempotent and the Message-ID is
+//! unique), a crash after it never re-reads them.
+
+use crate::config::{Config, SourceKind};
+use crate::intake::archive::{self, Archive};
+use crate::intake::classify::classify;
+use crate::intake::mail::{MailLimits, ParsedMail, parse_mail};
+use crate::intake::routing::{RouteRule, route};
+use crate::intake::series::{AssembledSeries, AssemblyConfig, PatchMail, SeriesState, assemble};
+use crate::intake::source::imap::{ImapSettings, ImapSource};
+use crate::intake::source::maildir::MaildirSource;
+use crate::intake::source::mbox::MboxSource;
+use crate::intake::source::{self, Flow, MailSource, RawMail, Resume};
+use crate::intake::subject::{SubjectFields, SubjectGrammar};
+use crate::store::{self, Store, now};
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Source(#[from] source::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Archive(#[from] archive::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+}
+
+impl Error {
+    pub fn is_infrastructure(&self) -> bool {
+        matches!(self, Error::Source(e) if e.is_infrastructure())
+    }
+}
+
+/// A mail that could not be used, as the report names it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MailError {
+    pub message_id: String,
+    pub subject: String,
+    pub error: String,
+}
+
+/// One pending series as the summary shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SeriesLine {
+    pub key: String,
+    pub title: String,
+    pub version: u32,
+    pub total: u32,
+    pub state: String,
+    pub missing: Vec<u32>,
+    pub repo: Option<String>,
+    pub branch: Option<String>,
+    pub archive_dir: String,
+}
+
+/// The `collect --json` object. Counts are of this run, so re-running the
+/// stage of a run after a crash reports the same numbers.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct CollectSummary {
+    pub run: i64,
+    pub source: String,
+    pub mails: u64,
+    pub patches: u64,
+    pub series_complete: u64,
+    pub series_incomplete: u64,
+    pub ignored: u64,
+    pub duplicates: u64,
+    pub errors: Vec<MailError>,
+    pub warnings: Vec<String>,
+    pub series: Vec<SeriesLine>,
+}
+
+/// Progress callbacks (a terminal progress bar, or nothing).
+pub trait Progress {
+    fn mail(&self, _stored: u64, _origin: &str) {}
+    fn done(&self) {}
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Builds the configured mail source.
+pub fn source_from_config(config: &Config) -> Result<Box<dyn MailSource>, crate::config::Error> {
+    let intake = &config.intake;
+    let invalid = |key: &str, message: &str| crate::config::Error::Invalid {
+        file: config.file.clone(),
+        key: key.to_owned(),
+        message: message.to_owned(),
+    };
+    Ok(match intake.source {
+        SourceKind::Mbox => Box::new(MboxSource::new(
+            intake
+                .path
+                .clone()
+                .ok_or_else(|| invalid("intake.path", "required for an mbox source"))?,
+            intake.mbox_format,
+            intake.max_mail_size,
+        )),
+        SourceKind::Maildir => Box::new(MaildirSource::new(
+            intake
+                .path
+                .clone()
+                .ok_or_else(|| invalid("intake.path", "required for a maildir source"))?,
+            intake.max_mail_size,
+        )),
+        SourceKind::Imap => Box::new(ImapSource::new(imap_settings(config)?)),
+    })
+}
+
+pub fn imap_settings(config: &Config) -> Result<ImapSettings, crate::config::Error> {
+    let invalid = |message: &str| crate::config::Error::Invalid {
+        file: config.file.clone(),
+        key: "intake.imap".to_owned(),
+        message: message.to_owned(),
+    };
+    let imap = config
+        .intake
+        .imap
+        .as_ref()
+        .ok_or_else(|| invalid("section [intake.imap] is missing"))?;
+    let password = imap
+        .password
+        .clone()
+        .ok_or_else(|| invalid("no password (password_env or password_file)"))?;
+    use crate::intake::source::imap::ImapSecurity;
+    Ok(ImapSettings {
+        host: imap.host.clone(),
+        port: imap.port.unwrap_or(match imap.security {
+            ImapSecurity::Tls => 993,
+            _ => 143,
+        }),
+        security: imap.security,
+        user: imap.user.clone(),
+        password,
+        auth: imap.auth,
+        mailbox: imap.mailbox.clone(),
+        ca_file: imap.ca_file.clone(),
+        timeout: std::time::Duration::from_secs(imap.timeout_secs),
+        max_mail_size: config.intake.max_mail_size,
+        batch: imap.batch,
+    })
+}
+
+/// One mail read and archived, waiting for its batch to be committed.
+struct Received {
+    raw: RawMail,
+    raw_path: String,
+    content_hash: String,
+    received_at: i64,
+    parsed: Result<ParsedMail, String>,
+    is_patch: bool,
+    is_cover: bool,
+    fields: Option<SubjectFields>,
+    reason: Option<String>,
+}
+
+/// Runs the collect stage of `run` against `source`.
+pub fn collect(
+    store: &mut Store,
+    config: &Config,
+    source: &mut dyn MailSource,
+    run: i64,
+    progress: &dyn Progress,
+) -> Result<CollectSummary, Error> {
+    let grammar = config.subject_grammar()?;
+    let rules = config.route_rules()?;
+    let limits = MailLimits {
+        max_size: usize::try_from(config.intake.max_mail_size).unwrap_or(usize::MAX),
+        max_parts: config.intake.max_parts,
+    };
+    let key = source.key();
+    let cursor = store.source_cursor(&key)?;
+    let archive = RefCell::new(Archive::new(config.intake.archive_dir.clone()));
+    let store_cell = RefCell::new(&mut *store);
+    let batch: RefCell<Vec<Received>> = RefCell::new(Vec::new());
+    let stored = RefCell::new(0u64);
+    let batch_size = config.intake.batch.max(1);
+
+    let seen = |item: &str| {
+        // A read error here means the database is gone; the commit that
+        // follows reports it, so treating the item as new is safe (the
+        // Message-ID unique key still prevents a double).
+        store_cell.borrow().item_seen(&key, item).unwrap_or(false)
+    };
+    let resume = Resume {
+        cursor: cursor.as_deref(),
+        seen: &seen,
+    };
+    let mut sink = |raw: RawMail| -> Result<Flow, Box<dyn std::error::Error + Send + Sync>> {
+        let received = receive(&mut archive.borrow_mut(), raw, &limits, &grammar)?;
+        let mut pending = batch.borrow_mut();
+        pending.push(received);
+        let n = {
+            let mut s = stored.borrow_mut();
+            *s += 1;
+            *s
+        };
+        if let Some(last) = pending.last() {
+            progress.mail(n, &last.raw.origin);
+        }
+        if pending.len() >= batch_size {
+            commit_batch(
+                &mut store_cell.borrow_mut(),
+                &mut archive.borrow_mut(),
+                &key,
+                run,
+                &mut pending,
+            )?;
+        }
+        Ok(Flow::Continue)
+    };
+    let fetched = source.fetch(&resume, &mut sink);
+    // Whatever the source said, the mails it delivered were accepted: commit
+    // them before reporting a source failure.
+    commit_batch(
+        &mut store_cell.borrow_mut(),
+        &mut archive.borrow_mut(),
+        &key,
+        run,
+        &mut batch.borrow_mut(),
+    )?;
+    progress.done();
+    let mut archive = archive.into_inner();
+    let stats = fetched?;
+    assemble_series(store, config, &mut archive, &rules, run)?;
+    let mut summary = summarize(store, run, &key)?;
+    summary.warnings = stats.warnings;
+    Ok(summary)
+}
+
+fn receive(
+    archive: &mut Archive,
+    raw: RawMail,
+    limits: &MailLimits,
+    grammar: &SubjectGrammar,
+) -> Result<Received, archive::Error> {
+    let received_at = now();
+    let content_hash = hex::encode(Sha256::digest(&raw.bytes));
+    let raw_path = archive.store_raw(received_at, &content_hash, &raw.bytes)?;
+    let parsed = parse_mail(&raw.bytes, limits).map_err(|e| e.to_string());
+    let (is_patch, is_cover, fields, reason) = match &parsed {
+        Ok(mail) => {
+            let v = classify(mail, grammar);
+            (v.is_patch, v.is_cover, v.fields, v.reason)
+        }
+        Err(_) => (false, false, None, None),
+    };
+    // The body is not needed any more: drop it so a batch holds little.
+    let parsed = parsed.map(|mut m| {
+        m.body = String::new();
+        m
+    });
+    Ok(Received {
+        raw: RawMail {
+            bytes: Vec::new(),
+            ..raw
+        },
+        raw_path,
+        content_hash,
+        received_at,
+        parsed,
+        is_patch,
+        is_cover,
+        fields,
+        reason,
+    })
+}
+
+fn commit_batch(
+    store: &mut Store,
+    archive: &mut Archive,
+    source_key: &str,
+    run: i64,
+    pending: &mut Vec<Received>,
+) -> Result<(), Error> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    archive.flush()?;
+    let tx = store.transaction()?;
+    let result = (|| -> rusqlite::Result<()> {
+        for mail in pending.iter() {
+            insert_mail(&tx, source_key, run, mail)?;
+        }
+        if let Some(last) = pending.last() {
+            tx.execute(
+                "INSERT INTO sources (key, cursor, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                params![source_key, last.raw.cursor, now()],
+            )?;
+        }
+        Ok(())
+    })();
+    result
+        .and_then(|()| tx.commit())
+        .map_err(|e| store.err(e))?;
+    pending.clear();
+    Ok(())
+}
+
+fn insert_mail(
+    tx: &Transaction<'_>,
+    source_key: &str,
+    run: i64,
+    mail: &Received,
+) -> rusqlite::Result<()> {
+    let message_id = match &mail.parsed {
+        Ok(p) => p.message_id.clone(),
+        Err(_) => format!("{}@patchline.invalid", &mail.content_hash[..32]),
+    };
+    let existing: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT id, content_hash FROM mails WHERE message_id = ?1",
+            [&message_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (mail_id, kind) = match existing {
+        Some((id, hash)) if hash == mail.content_hash => (id, "duplicate"),
+        Some((id, _)) => (id, "conflict"),
+        None => {
+            let (
+                subject,
+                from_name,
+                from_email,
+                date,
+                irt,
+                refs,
+                list_id,
+                patch_hash,
+                warnings,
+                error,
+            ) = match &mail.parsed {
+                Ok(p) => (
+                    p.subject.clone(),
+                    p.from.as_ref().and_then(|a| a.name.clone()),
+                    p.from.as_ref().map(|a| a.email.clone()),
+                    p.date,
+                    p.in_reply_to.clone(),
+                    serde_json::to_string(&p.references).unwrap_or_else(|_| "[]".into()),
+                    p.list_id.clone(),
+                    p.patch_hash.clone(),
+                    serde_json::to_string(&merged_warnings(&p.warnings, &mail.raw.warnings))
+                        .unwrap_or_else(|_| "[]".into()),
+                    None,
+                ),
+                Err(e) => (
+                    String::new(),
+                    None,
+                    None,
+                    None,
+                    None,
+                    "[]".to_owned(),
+                    None,
+                    None,
+                    serde_json::to_string(&mail.raw.warnings).unwrap_or_else(|_| "[]".into()),
+                    Some(e.clone()),
+                ),
+            };
+            tx.execute(
+                "INSERT INTO mails (message_id, content_hash, source_key, item, origin, run_id, received_at, raw_path,
+                    subject, from_name, from_email, date, in_reply_to, refs, list_id, is_patch, is_cover, fields, reason,
+                    patch_hash, warnings, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+                params![
+                    message_id,
+                    mail.content_hash,
+                    source_key,
+                    mail.raw.item,
+                    mail.raw.origin,
+                    run,
+                    mail.received_at,
+                    mail.raw_path,
+                    subject,
+                    from_name,
+                    from_email,
+                    date,
+                    irt,
+                    refs,
+                    list_id,
+                    mail.is_patch,
+                    mail.is_cover,
+                    mail.fields.as_ref().and_then(|f| serde_json::to_string(f).ok()),
+                    mail.reason,
+                    patch_hash,
+                    warnings,
+                    error,
+                ],
+            )?;
+            (tx.last_insert_rowid(), "new")
+        }
+    };
+    // OR IGNORE: the same item delivered twice (a source re-read after a
+    // crash before its cursor was committed cannot happen inside one
+    // transaction, but a Maildir listing may name a file twice).
+    tx.execute(
+        "INSERT OR IGNORE INTO source_items (source_key, item, mail_id, run_id, kind, raw_path, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            source_key,
+            mail.raw.item,
+            mail_id,
+            run,
+            kind,
+            mail.raw_path,
+            mail.received_at
+        ],
+    )?;
+    Ok(())
+}
+
+fn merged_warnings(a: &[String], b: &[String]) -> Vec<String> {
+    a.iter().chain(b).cloned().collect()
+}
+
+/// Series states that no later collect may change (set by `apply`).
+const TERMINAL: &str = "('applied', 'failed')";
+
+struct PatchRow {
+    mail: PatchMail,
+    raw_path: String,
+    list_id: Option<String>,
+}
+
+fn load_open_patch_mails(store: &Store) -> Result<Vec<PatchRow>, store::Error> {
+    let sql = format!(
+        "SELECT m.id, m.message_id, m.in_reply_to, m.refs, m.from_email, m.date, m.received_at, m.fields,
+                m.patch_hash, m.is_cover, m.raw_path, m.list_id
+         FROM mails m
+         WHERE m.is_patch = 1 AND m.error IS NULL
+           AND NOT EXISTS (SELECT 1 FROM patches p JOIN series s ON s.id = p.series_id
+                           WHERE p.mail_id = m.id AND s.state IN {TERMINAL})
+         ORDER BY m.received_at, m.id"
+    );
+    let conn = store.conn();
+    let mut stmt = conn.prepare(&sql).map_err(|e| store.err(e))?;
+    let rows = stmt
+        .query_map([], |r| {
+            let refs: String = r.get(3)?;
+            let fields: Option<String> = r.get(7)?;
+            let received: i64 = r.get(6)?;
+            Ok(PatchRow {
+                mail: PatchMail {
+                    mail_id: r.get(0)?,
+                    message_id: r.get(1)?,
+                    in_reply_to: r.get(2)?,
+                    references: serde_json::from_str(&refs).unwrap_or_default(),
+                    author: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                    date: r.get::<_, Option<i64>>(5)?.unwrap_or(received),
+                    received,
+                    fields: fields
+                        .and_then(|f| serde_json::from_str(&f).ok())
+                        .unwrap_or_default(),
+                    patch_hash: r.get(8)?,
+                    is_cover: r.get(9)?,
+                },
+                raw_path: r.get(10)?,
+                list_id: r.get(11)?,
+            })
+        })
+        .map_err(|e| store.err(e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| store.err(e))?;
+    Ok(rows)
+}
+
+fn state_parts(state: &SeriesState) -> (&'static str, Vec<u32>, Option<String>) {
+    match state {
+        SeriesState::Complete => ("complete", Vec::new(), None),
+        SeriesState::Incomplete { missing } => ("incomplete", missing.clone(), None),
+        SeriesState::Expired { missing } => ("expired", missing.clone(), None),
+        SeriesState::Superseded { by } => ("superseded", Vec::new(), Some(by.clone())),
+    }
+}
+
+/// Where a series goes: the subject's repo/branch, else the first routing
+/// rule that matches, else the only configured repository.
+fn resolve_route(
+    config: &Config,
+    rules: &[RouteRule],
+    series: &AssembledSeries,
+    list_id: Option<&str>,
+    tags: &[String],
+) -> (Option<String>, Option<String>) {
+    let default_branch = |repo: &str| {
+        config.repos.iter().find(|r| r.name == repo).and_then(|r| {
+            r.default_branch
+                .clone()
+                .or_else(|| r.branches.first().cloned())
+        })
+    };
+    if let Some(repo) = &series.repo {
+        let branch = series.branch.clone().or_else(|| default_branch(repo));
+        return (Some(repo.clone()), branch);
+    }
+    if let Some(r) = route(rules, list_id, tags) {
+        let branch = series
+            .branch
+            .clone()
+            .or(r.branch)
+            .or_else(|| default_branch(&r.repo));
+        return (Some(r.repo), branch);
+    }
+    if let [only] = config.repos.as_slice() {
+        let branch = series.branch.clone().or_else(|| default_branch(&only.name));
+        return (Some(only.name.clone()), branch);
+    }
+    (None, series.branch.clone())
+}
+
+/// Re-assembles every open series from all patch mails not in a finished
+/// series, and stores the result (and the archive filings) in one
+/// transaction.
+fn assemble_series(
+    store: &mut Store,
+    config: &Config,
+    archive: &mut Archive,
+    rules: &[RouteRule],
+    run: i64,
+) -> Result<(), Error> {
+    let rows = load_open_patch_mails(store)?;
+    let by_id: HashMap<i64, &PatchRow> = rows.iter().map(|r| (r.mail.mail_id, r)).collect();
+    let mails: Vec<PatchMail> = rows.iter().map(|r| r.mail.clone()).collect();
+    let cfg = AssemblyConfig {
+        thread_window: config.intake.thread_window_secs,
+        incomplete_deadline: config.intake.incomplete_deadline_hours * 3600,
+    };
+    let assembly = assemble(&mails, now(), &cfg);
+
+    struct Existing {
+        id: i64,
+        archive_dir: String,
+        patches: BTreeMap<u32, (i64, String)>,
+    }
+    let mut existing: HashMap<String, Existing> = HashMap::new();
+    let mut terminal_keys: HashMap<String, i64> = HashMap::new();
+    let mut used_dirs: HashSet<String> = HashSet::new();
+    {
+        let conn = store.conn();
+        let mut stmt = conn
+            .prepare("SELECT id, key, archive_dir, state FROM series")
+            .map_err(|e| store.err(e))?;
+        let series_rows: Vec<(i64, String, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(|e| store.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| store.err(e))?;
+        let mut pstmt = conn
+            .prepare("SELECT idx, mail_id, archive_path FROM patches WHERE series_id = ?1")
+            .map_err(|e| store.err(e))?;
+        for (id, key, dir, state) in series_rows {
+            used_dirs.insert(dir.clone());
+            if state == "applied" || state == "failed" {
+                terminal_keys.insert(key, id);
+                continue;
+            }
+            let patches = pstmt
+                .query_map([id], |r| Ok((r.get::<_, u32>(0)?, (r.get(1)?, r.get(2)?))))
+                .map_err(|e| store.err(e))?
+                .collect::<Result<BTreeMap<_, _>, _>>()
+                .map_err(|e| store.err(e))?;
+            existing.insert(
+                key,
+                Existing {
+                    id,
+                    archive_dir: dir,
+                    patches,
+                },
+            );
+        }
+    }
+
+    // Plan every change first (archive writes included), then commit.
+    struct Plan {
+        key: String,
+        series: AssembledSeries,
+        existing_id: Option<i64>,
+        archive_dir: String,
+        patches: Vec<(u32, i64, String)>,
+        repo: Option<String>,
+        branch: Option<String>,
+    }
+    let mut plans = Vec::new();
+    let mut unfiled: Vec<String> = Vec::new();
+    let mut kept_keys = HashSet::new();
+    for series in &assembly.series {
+        let mut key = series.key.clone();
+        if let Some(id) = terminal_keys.get(&key) {
+            // A late mail in the thread of a finished series: a new series.
+            key = format!("{key}#after-{id}");
+        }
+        kept_keys.insert(key.clone());
+        let prior = existing.get(&key);
+        let archive_dir = match prior {
+            Some(e) => e.archive_dir.clone(),
+            None => {
+                let base = if series.version > 1 {
+                    format!("v{}-{}", series.version, archive::slug(&series.title, 52))
+                } else {
+                    archive::slug(&series.title, 52)
+                };
+                let mut dir = format!("{}/{base}", archive::day(series.first_received));
+                let mut n = 2;
+                while used_dirs.contains(&dir) {
+                    dir = format!("{}/{base}-{n}", archive::day(series.first_received));
+                    n += 1;
+                }
+                used_dirs.insert(dir.clone());
+                dir
+            }
+        };
+        let lead = series
+            .cover
+            .or_else(|| series.patches.first().map(|p| p.1))
+            .and_then(|id| by_id.get(&id));
+        let (repo, branch) = resolve_route(
+            config,
+            rules,
+            series,
+            lead.and_then(|r| r.list_id.as_deref()),
+            lead.map(|r| r.mail.fields.tags.as_slice()).unwrap_or(&[]),
+        );
+        let mut members: Vec<(u32, i64)> = series.patches.clone();
+        if let Some(cover) = series.cover {
+            members.insert(0, (0, cover));
+        }
+        let mut patches = Vec::new();
+        for (idx, mail_id) in members {
+            let Some(row) = by_id.get(&mail_id) else {
+                continue;
+            };
+            let reuse = prior
+                .and_then(|e| e.patches.get(&idx))
+                .filter(|(m, _)| *m == mail_id)
+                .map(|(_, path)| path.clone());
+            let path = match reuse {
+                Some(p) => p,
+                None => {
+                    let raw = std::fs::read(archive.absolute(&row.raw_path)).map_err(|source| {
+                        archive::Error::Write {
+                            path: archive.absolute(&row.raw_path),
+                            source,
+                        }
+                    })?;
+                    archive.file_patch(
+                        &archive_dir,
+                        idx,
+                        &row.mail.fields.title,
+                        &row.raw_path,
+                        &raw,
+                    )?
+                }
+            };
+            patches.push((idx, mail_id, path));
+        }
+        if let Some(e) = prior {
+            for (idx, (mail_id, path)) in &e.patches {
+                if !patches.iter().any(|(i, m, _)| i == idx && m == mail_id) {
+                    unfiled.push(path.clone());
+                }
+            }
+        }
+        plans.push(Plan {
+            key,
+            series: series.clone(),
+            existing_id: prior.map(|e| e.id),
+            archive_dir,
+            patches,
+            repo,
+            branch,
+        });
+    }
+    let vanished: Vec<(i64, Vec<String>)> = existing
+        .iter()
+        .filter(|(k, _)| !kept_keys.contains(*k))
+        .map(|(_, e)| (e.id, e.patches.values().map(|(_, p)| p.clone()).collect()))
+        .collect();
+    archive.flush()?;
+
+    let tx = store.transaction()?;
+    let result = (|| -> rusqlite::Result<()> {
+        for (id, _) in &vanished {
+            tx.execute("DELETE FROM patches WHERE series_id = ?1", [id])?;
+            tx.execute("DELETE FROM series WHERE id = ?1", [id])?;
+        }
+        for plan in &plans {
+            let s = &plan.series;
+            let (state, missing, superseded_by) = state_parts(&s.state);
+            let missing = serde_json::to_string(&missing).unwrap_or_else(|_| "[]".into());
+            let id = match plan.existing_id {
+                Some(id) => {
+                    tx.execute(
+                        "UPDATE series SET version = ?2, total = ?3, title = ?4, author = ?5, branch = ?6, repo = ?7,
+                            cover_mail_id = ?8, state = ?9, missing = ?10, superseded_by = ?11, first_received = ?12,
+                            updated_run = CASE WHEN state IS ?9 AND missing IS ?10 THEN updated_run ELSE ?13 END
+                         WHERE id = ?1",
+                        params![
+                            id,
+                            s.version,
+                            s.total,
+                            s.title,
+                            s.author,
+                            plan.branch,
+                            plan.repo,
+                            s.cover,
+                            state,
+                            missing,
+                            superseded_by,
+                            s.first_received,
+                            run
+                        ],
+                    )?;
+                    tx.execute("DELETE FROM patches WHERE series_id = ?1", [id])?;
+                    id
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO series (key, version, total, title, author, branch, repo, cover_mail_id, state,
+                            missing, superseded_by, archive_dir, first_received, created_run, updated_run)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
+                        params![
+                            plan.key,
+                            s.version,
+                            s.total,
+                            s.title,
+                            s.author,
+                            plan.branch,
+                            plan.repo,
+                            s.cover,
+                            state,
+                            missing,
+                            superseded_by,
+                            plan.archive_dir,
+                            s.first_received,
+                            run
+                        ],
+                    )?;
+                    tx.last_insert_rowid()
+                }
+            };
+            for (idx, mail_id, path) in &plan.patches {
+                tx.execute(
+                    "INSERT INTO patches (series_id, idx, mail_id, archive_path) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, idx, mail_id, path],
+                )?;
+            }
+        }
+        let open_ids: Vec<i64> = by_id.keys().copied().collect();
+        for id in &open_ids {
+            tx.execute("DELETE FROM duplicates WHERE mail_id = ?1", [id])?;
+        }
+        for (dup, kept) in &assembly.duplicates {
+            tx.execute(
+                "INSERT OR REPLACE INTO duplicates (mail_id, kept_id) VALUES (?1, ?2)",
+                params![dup, kept],
+            )?;
+        }
+        Ok(())
+    })();
+    result
+        .and_then(|()| tx.commit())
+        .map_err(|e| store.err(e))?;
+    // Only after the commit: stale filings of mails that moved to another
+    // series (the raw mails stay).
+    for path in unfiled
+        .iter()
+        .chain(vanished.iter().flat_map(|(_, paths)| paths.iter()))
+    {
+        let still_used = plans
+            .iter()
+            .any(|p| p.patches.iter().any(|(_, _, q)| q == path));
+        if !still_used {
+            archive.unfile_patch(path)?;
+        }
+    }
+    archive.flush()?;
+    Ok(())
+}
+
+/// Counts of one run's collect, read back from the state.
+pub fn summarize(
+    store: &Store,
+    run: i64,
+    source_key: &str,
+) -> Result<CollectSummary, store::Error> {
+    let conn = store.conn();
+    let count = |sql: &str| -> Result<u64, store::Error> {
+        conn.query_row(sql, [run], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| store.err(e))
+    };
+    let mails = count("SELECT COUNT(*) FROM source_items WHERE run_id = ?1")?;
+    let patches =
+        count("SELECT COUNT(*) FROM mails WHERE run_id = ?1 AND is_patch = 1 AND is_cover = 0")?;
+    let ignored =
+        count("SELECT COUNT(*) FROM mails WHERE run_id = ?1 AND is_patch = 0 AND error IS NULL")?;
+    let duplicates = count(
+        "SELECT (SELECT COUNT(*) FROM source_items WHERE run_id = ?1 AND kind = 'duplicate')
+              + (SELECT COUNT(*) FROM duplicates d JOIN mails m ON m.id = d.mail_id WHERE m.run_id = ?1)",
+    )?;
+    let mut errors = Vec::new();
+    {
+        let mut stmt = conn
+            .prepare(
+                "SELECT message_id, subject, error FROM mails WHERE run_id = ?1 AND error IS NOT NULL ORDER BY id",
+            )
+            .map_err(|e| store.err(e))?;
+        let rows = stmt
+            .query_map([run], |r| {
+                Ok(MailError {
+                    message_id: r.get(0)?,
+                    subject: r.get(1)?,
+                    error: r.get(2)?,
+                })
+            })
+            .map_err(|e| store.err(e))?;
+        for row in rows {
+            errors.push(row.map_err(|e| store.err(e))?);
+        }
+        let mut stmt = conn
+            .prepare(
+                "SELECT m.message_id, m.subject, i.raw_path, m.raw_path FROM source_items i JOIN mails m ON m.id = i.mail_id
+                 WHERE i.run_id = ?1 AND i.kind = 'conflict' ORDER BY i.received_at, i.item",
+            )
+            .map_err(|e| store.err(e))?;
+        let rows = stmt
+            .query_map([run], |r| {
+                let message_id: String = r.get(0)?;
+                let copy: String = r.get(2)?;
+                let first: String = r.get(3)?;
+                Ok(MailError {
+                    message_id: message_id.clone(),
+                    subject: r.get(1)?,
+                    error: format!(
+                        "Message-ID <{message_id}> was already received with different content (kept {first}); this copy is archived as {copy} and not used"
+                    ),
+                })
+            })
+            .map_err(|e| store.err(e))?;
+        for row in rows {
+            errors.push(row.map_err(|e| store.err(e))?);
+        }
+    }
+    let mut series = Vec::new();
+    {
+        let mut stmt = conn
+            .prepare(
+                "SELECT key, title, version, total, state, missing, repo, branch, archive_dir FROM series
+                 WHERE state IN ('complete', 'incomplete') OR updated_run = ?1 ORDER BY first_received, id",
+            )
+            .map_err(|e| store.err(e))?;
+        let rows = stmt
+            .query_map([run], |r| {
+                let missing: String = r.get(5)?;
+                Ok(SeriesLine {
+                    key: r.get(0)?,
+                    title: r.get(1)?,
+                    version: r.get(2)?,
+                    total: r.get(3)?,
+                    state: r.get(4)?,
+                    missing: serde_json::from_str(&missing).unwrap_or_default(),
+                    repo: r.get(6)?,
+                    branch: r.get(7)?,
+                    archive_dir: r.get(8)?,
+                })
+            })
+            .map_err(|e| store.err(e))?;
+        for row in rows {
+            series.push(row.map_err(|e| store.err(e))?);
+        }
+    }
+    let series_complete = series.iter().filter(|s| s.state == "complete").count() as u64;
+    let series_incomplete = series.iter().filter(|s| s.state == "incomplete").count() as u64;
+    Ok(CollectSummary {
+        run,
+        source: source_key.to_owned(),
+        mails,
+        patches,
+        series_complete,
+        series_incomplete,
+        ignored,
+        duplicates,
+        errors,
+        warnings: Vec::new(),
+        series,
+    })
+}
