@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs patchline's whole test suite on a fresh Debian machine: installs what
+# the tests need (dovecot, git send-email, rpm, ...), runs every Rust test
+# (unit, integration against real dovecot), then the demo end to end.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+bash scripts/setup.sh
+cargo test --workspace --no-fail-fast
+
+# The README's first command, end to end, checked through `status --json`.
+bash scripts/demo.sh >/tmp/patchline-demo.out 2>&1 || { cat /tmp/patchline-demo.out; exit 1; }
+status="$(target/debug/patchline --config examples/demo/patchline.toml status --json)"
+python3 - "$status" <<'PY'
+import json, sys
+s = json.loads(sys.argv[1])
+collect = next(st for st in s["stages"] if st["stage"] == "collect")
+summary = collect["summary"]
+assert collect["state"] == "ok", collect
+assert summary["mails"] == 10, summary
+assert summary["series_complete"] == 3 and summary["series_incomplete"] == 1, summary
+assert summary["ignored"] == 2 and not summary["errors"], summary
+print("demo: 1 passed, 0 failed")
+PY

@@ -1,0 +1,466 @@
+//! `patchline collect`, `parse` and `status` end to end on mbox and Maildir
+//! sources, with the real binary and real git.
+
+use crate::util::{MailSpec, diff_body, git, mail, mbox, patchline, run_in};
+use std::path::{Path, PathBuf};
+
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    /// A config reading `list.mbox` with `extra` appended to `[intake]`.
+    fn mbox(extra: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("list.mbox"), "").unwrap();
+        std::fs::write(
+            dir.path().join("patchline.toml"),
+            format!("[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\n{extra}\n"),
+        )
+        .unwrap();
+        Site { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write_mbox(&self, mails: &[String]) {
+        std::fs::write(self.path().join("list.mbox"), mbox(mails)).unwrap();
+    }
+
+    fn append_mbox(&self, mails: &[String]) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.path().join("list.mbox"))
+            .unwrap();
+        f.write_all(mbox(mails).as_bytes()).unwrap();
+    }
+
+    fn collect(&self) -> serde_json::Value {
+        let ran = patchline(self.path(), &["collect", "--json"]);
+        let value = ran.json();
+        assert_eq!(ran.code(), 0, "{}", ran.describe());
+        value
+    }
+
+    fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.path().join("patchline.db")).unwrap()
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+}
+
+fn patch(id: &str, subject: &str, irt: Option<&str>, file: &str) -> String {
+    mail(&MailSpec {
+        message_id: id,
+        subject,
+        from: "Ada Contributor <ada@example.org>",
+        in_reply_to: irt,
+        body: &diff_body(file, "new line"),
+    })
+}
+
+fn cover(id: &str, subject: &str) -> String {
+    mail(&MailSpec {
+        message_id: id,
+        subject,
+        from: "Ada Contributor <ada@example.org>",
+        in_reply_to: None,
+        body: "This series does things.\n\nAda Contributor (2):\n  a\n  b\n",
+    })
+}
+
+#[test]
+fn series_arriving_across_runs_is_assembled_once_and_archived() {
+    let site = Site::mbox("");
+    site.write_mbox(&[
+        cover("c@x", "[PATCH 0/2] Two fixes"),
+        patch("p2@x", "[PATCH 2/2] Second fix", Some("c@x"), "b.c"),
+        mail(&MailSpec {
+            message_id: "chat@x",
+            subject: "Lunch?",
+            from: "Bob <bob@example.org>",
+            in_reply_to: None,
+            body: "Anyone?\n",
+        }),
+    ]);
+    let first = site.collect();
+    assert_eq!(first["mails"], 3);
+    assert_eq!(first["patches"], 1);
+    assert_eq!(first["ignored"], 1);
+    assert_eq!(first["series_complete"], 0);
+    assert_eq!(first["series_incomplete"], 1);
+    assert_eq!(first["series"][0]["missing"], serde_json::json!([1]));
+
+    // Nothing new: nothing counted again.
+    let again = site.collect();
+    assert_eq!(again["run"], first["run"].as_i64().unwrap() + 1);
+    assert_eq!(again["mails"], 0);
+    assert_eq!(site.count("SELECT COUNT(*) FROM mails"), 3);
+
+    // The missing patch arrives in a later run: same series, now complete.
+    site.append_mbox(&[patch("p1@x", "[PATCH 1/2] First fix", Some("c@x"), "a.c")]);
+    let third = site.collect();
+    assert_eq!(third["mails"], 1);
+    assert_eq!(third["series_complete"], 1);
+    assert_eq!(third["series_incomplete"], 0);
+    assert_eq!(site.count("SELECT COUNT(*) FROM series"), 1);
+    assert_eq!(site.count("SELECT COUNT(*) FROM patches"), 3);
+    let key: String = site
+        .db()
+        .query_row("SELECT key FROM series", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(key, first["series"][0]["key"].as_str().unwrap());
+
+    // Archive: every mail raw, patches filed by series with .patch + .eml.
+    let dir = third["series"][0]["archive_dir"].as_str().unwrap();
+    let series_dir = site.path().join("archive").join(dir);
+    let mut names: Vec<String> = std::fs::read_dir(&series_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "0000-cover-letter.eml",
+            "0000-cover-letter.patch",
+            "0001-first-fix.eml",
+            "0001-first-fix.patch",
+            "0002-second-fix.eml",
+            "0002-second-fix.patch"
+        ]
+    );
+    let raw_count: usize = walk(&site.path().join("archive"))
+        .iter()
+        .filter(|p| p.parent().unwrap().ends_with("raw"))
+        .count();
+    assert_eq!(raw_count, 4, "every mail, patch or not, is archived raw");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn archived_patches_apply_with_git_am() {
+    // A real repository and real `git format-patch` output.
+    let site = Site::mbox("");
+    let repo = site.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    std::fs::write(repo.join("a.txt"), "one\n").unwrap();
+    git(&repo, &["add", "a.txt"]);
+    git(&repo, &["commit", "-q", "-m", "base"]);
+    git(&repo, &["checkout", "-q", "-b", "topic"]);
+    for (i, line) in ["two", "From the start of a line", "three"]
+        .iter()
+        .enumerate()
+    {
+        let mut text = std::fs::read_to_string(repo.join("a.txt")).unwrap();
+        text.push_str(line);
+        text.push('\n');
+        std::fs::write(repo.join("a.txt"), text).unwrap();
+        git(
+            &repo,
+            &[
+                "commit",
+                "-q",
+                "-am",
+                &format!("Add line {i}"),
+                "-m",
+                "From here on the body mentions From lines.",
+            ],
+        );
+    }
+    let mbox = git(
+        &repo,
+        &[
+            "format-patch",
+            "--stdout",
+            "--cover-letter",
+            "--thread=shallow",
+            "--pretty=mboxrd",
+            "master..topic",
+        ],
+    );
+    std::fs::write(site.path().join("list.mbox"), mbox).unwrap();
+    let summary = site.collect();
+    assert_eq!(summary["patches"], 3, "{summary}");
+    assert_eq!(summary["series_complete"], 1, "{summary}");
+
+    let dir = site
+        .path()
+        .join("archive")
+        .join(summary["series"][0]["archive_dir"].as_str().unwrap());
+    let mut patches: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "patch") && !p.to_string_lossy().contains("cover")
+        })
+        .collect();
+    patches.sort();
+    git(&repo, &["checkout", "-q", "-b", "replay", "master"]);
+    let mut args = vec!["am", "-q"];
+    let paths: Vec<String> = patches.iter().map(|p| p.display().to_string()).collect();
+    args.extend(paths.iter().map(String::as_str));
+    git(&repo, &args);
+    assert_eq!(
+        git(&repo, &["rev-parse", "replay^{tree}"]),
+        git(&repo, &["rev-parse", "topic^{tree}"]),
+        "the archived .patch files rebuild the same tree"
+    );
+}
+
+#[test]
+fn duplicates_counted_once_and_conflicting_ids_reported() {
+    let site = Site::mbox("");
+    let p = patch("same@x", "[PATCH] Fix", None, "a.c");
+    site.write_mbox(&[
+        p.clone(),
+        p,
+        patch("same@x", "[PATCH] Fix, but different", None, "zzz.c"),
+    ]);
+    let s = site.collect();
+    assert_eq!(s["mails"], 3);
+    assert_eq!(s["duplicates"], 1);
+    assert_eq!(s["patches"], 1);
+    let errors = s["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{s}");
+    let msg = errors[0]["error"].as_str().unwrap();
+    assert!(
+        msg.contains("same@x") && msg.contains("different content"),
+        "{msg}"
+    );
+    assert_eq!(site.count("SELECT COUNT(*) FROM mails"), 1);
+    assert_eq!(
+        site.count("SELECT COUNT(*) FROM source_items"),
+        3,
+        "every delivered item is recorded"
+    );
+}
+
+#[test]
+fn a_killed_collect_resumes_without_loss_or_double() {
+    let site = Site::mbox("batch = 7");
+    let n = 1500;
+    let mails: Vec<String> = (0..n)
+        .map(|i| {
+            patch(
+                &format!("m{i}@x"),
+                &format!("[PATCH] Change {i}"),
+                None,
+                &format!("f{i}.c"),
+            )
+        })
+        .collect();
+    site.write_mbox(&mails);
+    let config = site.path().join("patchline.toml");
+    // Kill the collector at varying points until one run finishes.
+    let mut finished = false;
+    for attempt in 0..40u64 {
+        let mut child = std::process::Command::new(crate::util::patchline_bin())
+            .args(["--config", config.to_str().unwrap(), "collect", "--json"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(40 + attempt * 25));
+        if child.try_wait().unwrap().is_some() {
+            finished = true;
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    if !finished {
+        site.collect();
+    }
+    site.collect();
+    assert_eq!(site.count("SELECT COUNT(*) FROM mails"), n as i64);
+    assert_eq!(
+        site.count("SELECT COUNT(DISTINCT message_id) FROM mails"),
+        n as i64
+    );
+    assert_eq!(
+        site.count("SELECT COUNT(*) FROM source_items"),
+        n as i64,
+        "no item taken twice"
+    );
+    assert_eq!(site.count("SELECT COUNT(*) FROM series"), n as i64);
+    assert_eq!(site.count("SELECT COUNT(*) FROM patches"), n as i64);
+}
+
+#[test]
+fn bad_corpus_is_archived_and_reported_never_fatal() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/bad");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no bad corpus in {}", corpus.display());
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    for (i, f) in files.iter().enumerate() {
+        std::fs::copy(
+            f,
+            maildir
+                .join("new")
+                .join(format!("1700000{i:03}.M{i}P1.host")),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("patchline.toml"),
+        "[intake]\nsource = \"maildir\"\npath = \"Maildir\"\n",
+    )
+    .unwrap();
+    let ran = patchline(dir.path(), &["collect", "--json"]);
+    let s = ran.json();
+    assert_eq!(ran.code(), 0, "{}", ran.describe());
+    assert_eq!(s["mails"], files.len() as u64, "{s}");
+    let conn = rusqlite::Connection::open(dir.path().join("patchline.db")).unwrap();
+    let raw: i64 = conn
+        .query_row(
+            "SELECT COUNT(DISTINCT raw_path) FROM source_items",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(raw >= 1);
+    for e in s["errors"].as_array().unwrap() {
+        let text = e["error"].as_str().unwrap();
+        assert!(!text.is_empty() && !text.contains('\n'), "{e}");
+    }
+    // Every item maps to a stored file.
+    let mut stmt = conn.prepare("SELECT raw_path FROM source_items").unwrap();
+    let paths: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for p in paths {
+        assert!(dir.path().join("archive").join(&p).is_file(), "{p} missing");
+    }
+}
+
+#[test]
+fn parse_prints_one_json_object_per_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.eml");
+    std::fs::write(
+        &a,
+        patch("a@x", "[stable PATCH v2 3/7 qemu] Fix it", None, "a.c"),
+    )
+    .unwrap();
+    let b = dir.path().join("b.eml");
+    std::fs::write(
+        &b,
+        mail(&MailSpec {
+            message_id: "b@x",
+            subject: "Re: [PATCH] Fix",
+            from: "R <r@example.org>",
+            in_reply_to: Some("a@x"),
+            body: "Looks good.\n",
+        }),
+    )
+    .unwrap();
+    let out = patchline(dir.path(), &["parse", "--json", "a.eml", "b.eml"]).ok();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let keys = [
+        "file",
+        "message_id",
+        "is_patch",
+        "branch",
+        "repo",
+        "version",
+        "index",
+        "total",
+        "title",
+        "reason",
+    ];
+    for l in &lines {
+        for k in keys {
+            assert!(l.get(k).is_some(), "{k} missing in {l}");
+        }
+    }
+    assert_eq!(lines[0]["is_patch"], true);
+    assert_eq!(lines[0]["branch"], "stable");
+    assert_eq!(lines[0]["repo"], "qemu");
+    assert_eq!(lines[0]["version"], 2);
+    assert_eq!(lines[0]["index"], 3);
+    assert_eq!(lines[0]["total"], 7);
+    assert_eq!(lines[0]["title"], "Fix it");
+    assert!(lines[0]["reason"].is_null());
+    assert_eq!(lines[1]["is_patch"], false);
+    assert_eq!(lines[1]["reason"], "reply to a patch");
+    // A missing file: exit 2, named.
+    let ran = patchline(dir.path(), &["parse", "nope.eml"]).fails_with(2);
+    assert!(ran.stderr().contains("nope.eml") || ran.stdout().contains("nope.eml"));
+}
+
+#[test]
+fn config_errors_exit_2_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("patchline.toml"),
+        "[intake]\nsourse = \"mbox\"\n",
+    )
+    .unwrap();
+    let ran = patchline(dir.path(), &["collect"]).fails_with(2);
+    let err = ran.stderr();
+    assert!(
+        err.contains("patchline.toml") && err.contains("sourse"),
+        "{err}"
+    );
+    let ran = patchline(dir.path(), &["--config", "missing.toml", "status"]).fails_with(2);
+    assert!(ran.stderr().contains("missing.toml"), "{}", ran.describe());
+    let ran = run_in(
+        dir.path(),
+        &crate::util::patchline_bin(),
+        &["collect", "--bogus-flag"],
+    );
+    assert_eq!(ran.code(), 2, "{}", ran.describe());
+}
+
+#[test]
+fn status_reports_the_collect_stage() {
+    let site = Site::mbox("");
+    site.write_mbox(&[patch("one@x", "[PATCH] One", None, "a.c")]);
+    let s = site.collect();
+    let ran = patchline(site.path(), &["status", "--json"]);
+    let status = ran.json();
+    assert_eq!(status["run"]["id"], s["run"]);
+    assert_eq!(status["stages"][0]["stage"], "collect");
+    assert_eq!(status["stages"][0]["state"], "ok");
+    assert_eq!(status["stages"][0]["summary"]["patches"], 1);
+    // Global flags work after the subcommand too.
+    let ran = patchline(
+        site.path(),
+        &["status", "--json", "--config", "patchline.toml"],
+    );
+    assert_eq!(ran.code(), 0, "{}", ran.describe());
+}

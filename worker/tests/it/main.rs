@@ -1,0 +1,2 @@
+mod collect;
+mod util;
