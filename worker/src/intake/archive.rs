@@ -3,9 +3,8 @@
 //!
 //! Layout under `archive_dir`:
 //! - `YYYY-MM-DD/raw/<sha256>.eml`: every mail as received (the receipt);
-//! - `YYYY-MM-DD/<series-slug>/NNNN-<patch-slug>.eml`: hard link to the raw
-//!   mail, and `NNNN-<patch-slug>.patch`, the same mail as a one-mail mbox
-//!   that `git am` reads.
+//! - `YYYY-MM-DD/<series-slug>/NNNN-<patch-slug>.patch` and `.eml`: hard
+//!   links to the raw mail (`git am` reads a single mail file as it is).
 //!
 //! Writes go to a temporary file and are renamed into place, so a reader
 //! never sees half a file. Durability is batched: `flush` fsyncs every file
@@ -32,8 +31,8 @@ pub enum Error {
 
 pub struct Archive {
     root: PathBuf,
-    /// Files written since the last flush, kept open to fsync them.
-    pending_files: Vec<(PathBuf, File)>,
+    /// Files written since the last flush.
+    pending_files: Vec<PathBuf>,
     pending_dirs: BTreeSet<PathBuf>,
 }
 
@@ -129,17 +128,17 @@ impl Archive {
         Ok(relative)
     }
 
-    /// Files a patch mail of a series: `<series_dir>/<NNNN>-<slug>.patch`
-    /// (mboxrd, for `git am`) and `.eml` (hard link to the raw mail).
-    /// `series_dir` is relative to the archive root. Returns the `.patch`
-    /// path relative to the root.
+    /// Files a patch mail of a series as `<series_dir>/<NNNN>-<slug>.patch`
+    /// (for `git am`, which reads a single RFC 5322 mail as it is) and
+    /// `.eml` (for mail clients): both hard links to the raw receipt, so
+    /// filing costs no copy. `series_dir` is relative to the archive root.
+    /// Returns the `.patch` path relative to the root.
     pub fn file_patch(
         &mut self,
         series_dir: &str,
         index: u32,
         title: &str,
         raw_relative: &str,
-        raw: &[u8],
     ) -> Result<String, Error> {
         check_relative(series_dir)?;
         check_relative(raw_relative)?;
@@ -149,21 +148,29 @@ impl Archive {
             format!("{index:04}-{}", slug(title, 52))
         };
         let patch_rel = format!("{series_dir}/{stem}.patch");
-        let eml_rel = format!("{series_dir}/{stem}.eml");
-        let patch_path = self.root.join(&patch_rel);
-        let mbox = as_mboxrd(raw);
-        if !std::fs::metadata(&patch_path).is_ok_and(|m| m.len() == mbox.len() as u64) {
-            self.write_atomically(&patch_path, &[&mbox])?;
-        }
-        let eml_path = self.root.join(&eml_rel);
-        if !eml_path.exists() {
-            let raw_path = self.root.join(raw_relative);
-            let parent = eml_path.parent().unwrap_or(&self.root).to_path_buf();
-            if std::fs::hard_link(&raw_path, &eml_path).is_err() {
-                self.write_atomically(&eml_path, &[raw])?;
-            } else {
-                self.pending_dirs.insert(parent);
+        let raw_path = self.root.join(raw_relative);
+        for rel in [&patch_rel, &format!("{series_dir}/{stem}.eml")] {
+            let path = self.root.join(rel);
+            if path.exists() {
+                continue;
             }
+            let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+            let wrap = |source| Error::Write {
+                path: path.clone(),
+                source,
+            };
+            if !self.pending_dirs.contains(&dir) {
+                create_dir_all_synced(&dir, &mut self.pending_dirs).map_err(wrap)?;
+            }
+            if std::fs::hard_link(&raw_path, &path).is_err() {
+                // Another file system (or no hard links): copy instead.
+                let bytes = std::fs::read(&raw_path).map_err(|source| Error::Write {
+                    path: raw_path.clone(),
+                    source,
+                })?;
+                self.write_atomically(&path, &[&bytes])?;
+            }
+            self.pending_dirs.insert(dir);
         }
         Ok(patch_rel)
     }
@@ -207,15 +214,33 @@ impl Archive {
             file.write_all(part).map_err(wrap)?;
         }
         std::fs::rename(&tmp, path).map_err(wrap)?;
-        self.pending_files.push((path.to_owned(), file));
+        drop(file);
+        self.pending_files.push(path.to_owned());
         self.pending_dirs.insert(dir);
         Ok(())
     }
 
     /// Makes everything written since the last flush durable.
+    ///
+    /// On Linux one `syncfs` of the archive's file system replaces an fsync
+    /// per file and per directory: for a batch of hundreds of mails that is
+    /// hundreds of times fewer disk flushes, with the same guarantee.
     pub fn flush(&mut self) -> Result<(), Error> {
-        for (path, file) in self.pending_files.drain(..) {
-            file.sync_data()
+        if self.pending_files.is_empty() && self.pending_dirs.is_empty() {
+            return Ok(());
+        }
+        let root = File::open(&self.root).map_err(|source| Error::Write {
+            path: self.root.clone(),
+            source,
+        })?;
+        if rustix::fs::syncfs(&root).is_ok() {
+            self.pending_files.clear();
+            self.pending_dirs.clear();
+            return Ok(());
+        }
+        for path in self.pending_files.drain(..) {
+            File::open(&path)
+                .and_then(|f| f.sync_data())
                 .map_err(|source| Error::Write { path, source })?;
         }
         for dir in std::mem::take(&mut self.pending_dirs) {
@@ -254,24 +279,6 @@ fn create_dir_all_synced(dir: &Path, changed: &mut BTreeSet<PathBuf>) -> std::io
         }
     }
     Ok(())
-}
-
-/// One mail as an mboxrd file: a `From ` separator line, then the mail
-/// with every `>*From ` line at a line start quoted with one more `>`.
-pub fn as_mboxrd(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + 64);
-    out.extend_from_slice(b"From patchline Mon Sep 17 00:00:00 2001\n");
-    for line in raw.split_inclusive(|b| *b == b'\n') {
-        let unquoted = line.iter().position(|b| *b != b'>').unwrap_or(line.len());
-        if line[unquoted..].starts_with(b"From ") {
-            out.push(b'>');
-        }
-        out.extend_from_slice(line);
-    }
-    if !out.ends_with(b"\n") {
-        out.push(b'\n');
-    }
-    out
 }
 
 #[cfg(test)]
@@ -348,23 +355,23 @@ mod tests {
     }
 
     #[test]
-    fn filed_patch_is_an_mbox_git_am_reads() {
+    fn filed_patch_is_the_raw_mail_linked_twice() {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Archive::new(dir.path().to_path_buf());
-        let raw =
-            b"From: A <a@x>\nSubject: [PATCH 1/2] Fix it\n\nFrom the start\n>From quoted\n---\n";
+        let raw = b"From: A <a@x>\nSubject: [PATCH 1/2] Fix it\n\nFrom the start\n---\n";
         let raw_rel = a.store_raw(0, "h1", raw).unwrap();
         let rel = a
-            .file_patch("1970-01-01/fix-it", 1, "Fix it!", &raw_rel, raw)
+            .file_patch("1970-01-01/fix-it", 1, "Fix it!", &raw_rel)
             .unwrap();
         a.flush().unwrap();
         assert_eq!(rel, "1970-01-01/fix-it/0001-fix-it.patch");
-        let mbox = std::fs::read_to_string(dir.path().join(&rel)).unwrap();
-        assert!(mbox.starts_with("From patchline "));
-        assert!(mbox.contains("\n>From the start\n>>From quoted\n"));
+        assert_eq!(std::fs::read(dir.path().join(&rel)).unwrap(), raw);
         let eml = dir.path().join("1970-01-01/fix-it/0001-fix-it.eml");
         assert_eq!(std::fs::read(eml).unwrap(), raw);
-        assert!(a.file_patch("../evil", 1, "x", &raw_rel, raw).is_err());
+        let again = a.file_patch("1970-01-01/fix-it", 1, "Fix it!", &raw_rel);
+        assert_eq!(again.unwrap(), rel, "filing twice is a no-op");
+        assert!(a.file_patch("../evil", 1, "x", &raw_rel).is_err());
+        assert!(a.file_patch("x", 1, "x", "/etc/passwd").is_err());
         a.unfile_patch(&rel).unwrap();
         assert!(!dir.path().join(&rel).exists());
         assert!(

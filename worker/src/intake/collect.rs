@@ -649,19 +649,7 @@ fn assemble_series(
             let path = match reuse {
                 Some(p) => p,
                 None => {
-                    let raw = std::fs::read(archive.absolute(&row.raw_path)).map_err(|source| {
-                        archive::Error::Write {
-                            path: archive.absolute(&row.raw_path),
-                            source,
-                        }
-                    })?;
-                    archive.file_patch(
-                        &archive_dir,
-                        idx,
-                        &row.mail.fields.title,
-                        &row.raw_path,
-                        &raw,
-                    )?
+                    archive.file_patch(&archive_dir, idx, &row.mail.fields.title, &row.raw_path)?
                 }
             };
             patches.push((idx, mail_id, path));
