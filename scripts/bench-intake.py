@@ -33,7 +33,7 @@ def run(cmd, **kw):
 
 
 def make_mbox(n, path):
-    """N commits, each changing ~60 lines of a ~200 line file."""
+    """N commits, each changing ~18 lines of a ~200 line file (~11 KiB mails)."""
     repo = tempfile.mkdtemp(prefix="bench-repo-")
     run(["git", "init", "-q", repo])
     lines = [f"line {i} of a moderately long source file, padded to look real ......" for i in range(200)]
@@ -41,7 +41,7 @@ def make_mbox(n, path):
     mark = 0
     for c in range(n):
         mark += 1
-        for j in range(60):
+        for j in range(18):
             k = (c * 7 + j * 3) % 200
             lines[k] = f"commit {c} rewrote line {k} with text that makes the diff realistic ......"
         blob = ("\n".join(lines) + "\n").encode()
