@@ -107,7 +107,7 @@ def main():
             largest = max(os.path.getsize(os.path.join(outdir, f)) for f in os.listdir(outdir))
             count = len(os.listdir(outdir))
             with open(os.path.join(work, "patchline.toml"), "w") as cfg:
-                cfg.write(f'[intake]\nsource = "mbox"\npath = "{mbox}"\nmbox_format = "mboxo"\n')
+                cfg.write(f'[intake]\nsource = "mbox"\npath = "{mbox}"\nmbox_format = "none"\n')
             t, maxrss, out = timed([binary, "--config", os.path.join(work, "patchline.toml"), "collect", "--json"])
             ours_times.append(t)
             rss = max(rss, maxrss)

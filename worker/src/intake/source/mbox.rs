@@ -1,26 +1,547 @@
-//! TODO(h-sources): replaced by the sources helper.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+//! mbox files as a mail source: streamed, memory bounded by the largest
+//! mail, resumable by byte offset.
+//!
+//! A separator is a line starting with `From ` at the start of the file or
+//! after an empty line (`git mailsplit` and mutt accept the same). The file is
+//! only read, never rewritten or locked; a mail still being appended (the
+//! file does not end with a newline) is left for the next run.
+
+use super::{Error, FetchStats, Flow, MailSource, RawMail, Resume, Sink};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::PathBuf;
+
+/// How `From ` lines inside mails were quoted by the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MboxFormat {
+    /// `>From `, `>>From `, ... lose one `>` (reversible at any depth).
     #[default]
     Mboxrd,
+    /// Only `>From ` becomes `From ` (the classic format of mail servers).
     Mboxo,
+    /// Nothing was quoted: `git format-patch --stdout` without
+    /// `--pretty=mboxrd` (what `git mailsplit` assumes without `--mboxrd`).
+    None,
 }
-pub struct MboxSource;
+
+pub struct MboxSource {
+    path: PathBuf,
+    format: MboxFormat,
+    max_mail_size: u64,
+}
+
+/// Bytes of the file's start fingerprinted in the cursor, to notice a
+/// replaced or rewritten mbox.
+const FINGERPRINT_LEN: u64 = 4096;
+
+/// The parsed cursor: `offset=N;fp=HEX`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Cursor {
+    offset: u64,
+    fingerprint: String,
+}
+
+impl Cursor {
+    fn parse(text: &str) -> Option<Cursor> {
+        let mut offset = None;
+        let mut fingerprint = None;
+        for part in text.split(';') {
+            match part.split_once('=') {
+                Some(("offset", v)) => offset = v.parse().ok(),
+                Some(("fp", v)) => fingerprint = Some(v.to_owned()),
+                _ => return None,
+            }
+        }
+        Some(Cursor {
+            offset: offset?,
+            fingerprint: fingerprint?,
+        })
+    }
+
+    fn render(&self) -> String {
+        format!("offset={};fp={}", self.offset, self.fingerprint)
+    }
+}
+
 impl MboxSource {
-    pub fn new(_p: std::path::PathBuf, _f: MboxFormat, _m: u64) -> Self {
-        MboxSource
+    pub fn new(path: PathBuf, format: MboxFormat, max_mail_size: u64) -> Self {
+        Self {
+            path,
+            format,
+            max_mail_size,
+        }
+    }
+
+    fn io(&self, source: std::io::Error) -> Error {
+        Error::Io {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    /// sha256 of the first `FINGERPRINT_LEN` bytes (or fewer when the cursor
+    /// offset is smaller: those bytes cannot change without the mails we
+    /// already took changing).
+    fn fingerprint(&self, file: &mut File, len: u64) -> Result<String, Error> {
+        file.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
+        let mut head = Vec::with_capacity(len as usize);
+        file.by_ref()
+            .take(len)
+            .read_to_end(&mut head)
+            .map_err(|e| self.io(e))?;
+        Ok(hex::encode(&Sha256::digest(&head)[..12]))
     }
 }
-impl super::MailSource for MboxSource {
-    fn key(&self) -> String {
-        String::new()
+
+/// A real separator: `From <sender> <asctime date>`, e.g.
+/// `From 4ce3fb9a Mon Sep 17 00:00:00 2001`. Requiring the time and the year
+/// (as `git mailsplit` does) keeps an unquoted `From the start...` line in
+/// a message body from splitting the mail.
+fn is_separator(line: &[u8]) -> bool {
+    let Some(rest) = line.strip_prefix(b"From ") else {
+        return false;
+    };
+    let rest = rest.trim_ascii_end();
+    let Some(sender_end) = rest.iter().position(|b| *b == b' ') else {
+        return false;
+    };
+    let date = &rest[sender_end..];
+    let has_time = date.windows(5).any(|w| {
+        w[0].is_ascii_digit()
+            && w[1].is_ascii_digit()
+            && w[2] == b':'
+            && w[3].is_ascii_digit()
+            && w[4].is_ascii_digit()
+    });
+    let has_year = date
+        .split(|b| *b == b' ')
+        .any(|w| w.len() == 4 && w.iter().all(u8::is_ascii_digit));
+    has_time && has_year
+}
+
+fn is_blank(line: &[u8]) -> bool {
+    line == b"\n" || line == b"\r\n"
+}
+
+/// Removes one level of `>From ` quoting from `line` per `format`.
+fn unquote(line: &[u8], format: MboxFormat) -> &[u8] {
+    if format == MboxFormat::None || !line.starts_with(b">") {
+        return line;
     }
-    fn fetch(
-        &mut self,
-        _r: &super::Resume<'_>,
-        _s: &mut super::Sink<'_>,
-    ) -> Result<super::FetchStats, super::Error> {
-        Ok(Default::default())
+    let depth = line.iter().take_while(|b| **b == b'>').count();
+    let rest = &line[depth..];
+    let quoted = rest.starts_with(b"From ")
+        && match format {
+            MboxFormat::Mboxrd => true,
+            MboxFormat::Mboxo => depth == 1,
+            MboxFormat::None => false,
+        };
+    if quoted { &line[1..] } else { line }
+}
+
+impl MailSource for MboxSource {
+    fn key(&self) -> String {
+        let path = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
+        format!("mbox:{}", path.display())
+    }
+
+    fn fetch(&mut self, resume: &Resume<'_>, sink: &mut Sink<'_>) -> Result<FetchStats, Error> {
+        let mut file = File::open(&self.path).map_err(|e| self.io(e))?;
+        let size = file.metadata().map_err(|e| self.io(e))?.len();
+        let mut stats = FetchStats {
+            total_hint: Some(size),
+            ..FetchStats::default()
+        };
+        let start = match resume.cursor {
+            None => 0,
+            Some(text) => {
+                let bad = |reason: String| Error::BadCursor {
+                    source_key: self.key(),
+                    cursor: text.to_owned(),
+                    reason,
+                };
+                let cursor = Cursor::parse(text)
+                    .ok_or_else(|| bad("not an mbox cursor (offset=N;fp=HEX)".into()))?;
+                if cursor.offset > size {
+                    return Err(bad(format!(
+                        "the file is now {size} bytes, shorter than the {} bytes already read: it was truncated or replaced; run `patchline collect --reset-source` to read it from the start",
+                        cursor.offset
+                    )));
+                }
+                let fp = self.fingerprint(&mut file, cursor.offset.min(FINGERPRINT_LEN))?;
+                if fp != cursor.fingerprint {
+                    return Err(bad(
+                        "the start of the file changed since it was last read: it was replaced; run `patchline collect --reset-source` to read it from the start".into(),
+                    ));
+                }
+                cursor.offset
+            }
+        };
+        file.seek(SeekFrom::Start(start)).map_err(|e| self.io(e))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut offset = start;
+        let mut line = Vec::with_capacity(256);
+        // The mail being read: its separator offset and bytes so far.
+        let mut current: Option<(u64, Vec<u8>)> = None;
+        let mut oversized = false;
+        // A cursor always points at a separator line (or the end).
+        let mut prev_blank = true;
+        let mut fingerprint: Option<String> = None;
+
+        loop {
+            line.clear();
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| self.io(e))?;
+            let at_eof = n == 0;
+            let complete_line = line.ends_with(b"\n");
+            if !at_eof && !complete_line {
+                // A last line without newline: the writer is not done.
+                if current.is_some() || !line.iter().all(u8::is_ascii_whitespace) {
+                    let at = current.as_ref().map_or(offset, |(o, _)| *o);
+                    stats.warnings.push(format!(
+                        "mbox {} ends mid-line at byte {}: the last mail (from byte {at}) is left for the next run",
+                        self.path.display(),
+                        offset + n as u64
+                    ));
+                }
+                break;
+            }
+            let separator = !at_eof && prev_blank && is_separator(&line);
+            if (separator || at_eof)
+                && let Some((mail_offset, mut bytes)) = current.take()
+            {
+                // The blank line before the separator belongs to the mbox.
+                if bytes.ends_with(b"\r\n\r\n") {
+                    bytes.truncate(bytes.len() - 2);
+                } else if bytes.ends_with(b"\n\n") {
+                    bytes.truncate(bytes.len() - 1);
+                }
+                let item = mail_offset.to_string();
+                let fp = match &fingerprint {
+                    Some(fp) => fp.clone(),
+                    None => {
+                        let mut f = File::open(&self.path).map_err(|e| self.io(e))?;
+                        let fp = self.fingerprint(&mut f, FINGERPRINT_LEN)?;
+                        fingerprint = Some(fp.clone());
+                        fp
+                    }
+                };
+                let cursor = Cursor {
+                    offset,
+                    fingerprint: if offset < FINGERPRINT_LEN {
+                        let mut f = File::open(&self.path).map_err(|e| self.io(e))?;
+                        self.fingerprint(&mut f, offset)?
+                    } else {
+                        fp
+                    },
+                }
+                .render();
+                if oversized {
+                    stats.warnings.push(format!(
+                        "mbox {}: mail at byte {mail_offset} is larger than the limit of {} bytes: skipped",
+                        self.path.display(),
+                        self.max_mail_size
+                    ));
+                    oversized = false;
+                } else if (resume.seen)(&item) {
+                    stats.skipped_seen += 1;
+                } else {
+                    let raw = RawMail {
+                        bytes,
+                        origin: format!("mbox {} @ {mail_offset}", self.path.display()),
+                        item: item.clone(),
+                        cursor,
+                        warnings: Vec::new(),
+                    };
+                    stats.delivered += 1;
+                    match sink(raw) {
+                        Ok(Flow::Continue) => {}
+                        Ok(Flow::Stop) => return Ok(stats),
+                        Err(source) => return Err(Error::Sink { item, source }),
+                    }
+                }
+            }
+            if at_eof {
+                break;
+            }
+            if separator {
+                current = Some((offset, Vec::new()));
+            } else if let Some((_, bytes)) = current.as_mut() {
+                if !oversized {
+                    bytes.extend_from_slice(unquote(&line, self.format));
+                    if bytes.len() as u64 > self.max_mail_size {
+                        oversized = true;
+                        *bytes = Vec::new();
+                    }
+                }
+            } else if !is_blank(&line) && offset == 0 {
+                stats.warnings.push(format!(
+                    "mbox {} does not start with a `From ` line: text before the first mail ignored",
+                    self.path.display()
+                ));
+            }
+            prev_blank = is_blank(&line);
+            offset += n as u64;
+        }
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mails(
+        path: &std::path::Path,
+        format: MboxFormat,
+        cursor: Option<&str>,
+    ) -> (Vec<RawMail>, FetchStats) {
+        let mut src = MboxSource::new(path.to_path_buf(), format, 1 << 20);
+        let mut out = Vec::new();
+        let never = |_: &str| false;
+        let stats = src
+            .fetch(
+                &Resume {
+                    cursor,
+                    seen: &never,
+                },
+                &mut |m| {
+                    out.push(m);
+                    Ok(Flow::Continue)
+                },
+            )
+            .unwrap();
+        (out, stats)
+    }
+
+    fn mail(i: usize) -> String {
+        format!(
+            "From: a@x\nSubject: [PATCH] {i}\nMessage-Id: <{i}@x>\n\nbody {i}\n>From quoted\n>>From twice\n"
+        )
+    }
+
+    fn mbox_of(n: usize) -> String {
+        (0..n)
+            .map(|i| format!("From x@y Thu Jan  1 00:00:00 1970\n{}\n", mail(i)))
+            .collect()
+    }
+
+    #[test]
+    fn separators_need_a_date() {
+        for yes in [
+            "From 4ce3fb9afeca Mon Sep 17 00:00:00 2001\n",
+            "From mboxrd@z Thu Jan  1 00:00:00 1970\r\n",
+            "From MAILER-DAEMON Fri Jul  8 12:08:34 2011\n",
+        ] {
+            assert!(is_separator(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            "From the body of a commit\n",
+            "From: a@x\n",
+            "From \n",
+            "From x 12:00\n",
+        ] {
+            assert!(!is_separator(no.as_bytes()), "{no}");
+        }
+    }
+
+    #[test]
+    fn splits_unquotes_and_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.mbox");
+        std::fs::write(&p, mbox_of(5)).unwrap();
+        let (all, _) = mails(&p, MboxFormat::Mboxrd, None);
+        assert_eq!(all.len(), 5);
+        assert_eq!(
+            String::from_utf8_lossy(&all[0].bytes),
+            "From: a@x\nSubject: [PATCH] 0\nMessage-Id: <0@x>\n\nbody 0\nFrom quoted\n>From twice\n"
+        );
+        let (o, _) = mails(&p, MboxFormat::Mboxo, None);
+        assert!(String::from_utf8_lossy(&o[0].bytes).ends_with("\nFrom quoted\n>>From twice\n"));
+        let (rest, _) = mails(&p, MboxFormat::Mboxrd, Some(&all[1].cursor));
+        assert_eq!(rest.len(), 3);
+        assert_eq!(rest[0].bytes, all[2].bytes);
+        let (none, _) = mails(&p, MboxFormat::Mboxrd, Some(&all[4].cursor));
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn crlf_and_truncated_last_mail() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.mbox");
+        let text = mbox_of(2).replace('\n', "\r\n");
+        std::fs::write(
+            &p,
+            format!("{text}From x Thu Jan  1 00:00:00 1970\r\nSubject: half"),
+        )
+        .unwrap();
+        let (got, stats) = mails(&p, MboxFormat::Mboxrd, None);
+        assert_eq!(got.len(), 2);
+        assert!(got[0].bytes.ends_with(b">From twice\r\n"));
+        assert!(
+            stats.warnings[0].contains("left for the next run"),
+            "{:?}",
+            stats.warnings
+        );
+        // Completed later: delivered once, from the cursor.
+        std::fs::write(
+            &p,
+            format!("{text}From x Thu Jan  1 00:00:00 1970\r\nSubject: half done\r\n\r\nbody\r\n"),
+        )
+        .unwrap();
+        let (later, stats) = mails(&p, MboxFormat::Mboxrd, Some(&got[1].cursor));
+        assert_eq!(later.len(), 1, "{stats:?}");
+        assert_eq!(later[0].bytes, b"Subject: half done\r\n\r\nbody\r\n");
+    }
+
+    #[test]
+    fn replaced_or_shrunk_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.mbox");
+        std::fs::write(&p, mbox_of(3)).unwrap();
+        let (all, _) = mails(&p, MboxFormat::Mboxrd, None);
+        std::fs::write(&p, mbox_of(1)).unwrap();
+        let mut src = MboxSource::new(p.clone(), MboxFormat::Mboxrd, 1 << 20);
+        let never = |_: &str| false;
+        let err = src
+            .fetch(
+                &Resume {
+                    cursor: Some(&all[2].cursor),
+                    seen: &never,
+                },
+                &mut |_| Ok(Flow::Continue),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--reset-source"), "{err}");
+        std::fs::write(&p, mbox_of(3).replace("body 0", "BODY 0")).unwrap();
+        let err = src
+            .fetch(
+                &Resume {
+                    cursor: Some(&all[1].cursor),
+                    seen: &never,
+                },
+                &mut |_| Ok(Flow::Continue),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("replaced"), "{err}");
+    }
+
+    #[test]
+    fn oversized_mail_skipped_and_sink_error_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.mbox");
+        let big = format!(
+            "From x Thu Jan  1 00:00:00 1970\nSubject: big\n\n{}\n\n",
+            "x".repeat(5000)
+        );
+        std::fs::write(&p, format!("{big}{}", mbox_of(1))).unwrap();
+        let mut src = MboxSource::new(p.clone(), MboxFormat::Mboxrd, 1000);
+        let never = |_: &str| false;
+        let mut got = Vec::new();
+        let stats = src
+            .fetch(
+                &Resume {
+                    cursor: None,
+                    seen: &never,
+                },
+                &mut |m| {
+                    got.push(m);
+                    Ok(Flow::Continue)
+                },
+            )
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(stats.warnings[0].contains("byte 0") && stats.warnings[0].contains("limit"));
+        let err = src
+            .fetch(
+                &Resume {
+                    cursor: None,
+                    seen: &never,
+                },
+                &mut |_| Err("disk full".into()),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("disk full") && err.contains(&got[0].item),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn same_split_as_git_mailsplit() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("r");
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args([
+                    "-c",
+                    "user.name=T",
+                    "-c",
+                    "user.email=t@x",
+                    "-c",
+                    "init.defaultBranch=master",
+                ])
+                .args(args)
+                .current_dir(&repo)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        std::fs::create_dir(&repo).unwrap();
+        git(&["init", "-q"]);
+        for i in 0..4 {
+            std::fs::write(repo.join("f"), format!("{i}\n")).unwrap();
+            git(&["add", "f"]);
+            git(&[
+                "commit",
+                "-q",
+                "-m",
+                &format!("c{i}"),
+                "-m",
+                "From the body\n>From quoted",
+            ]);
+        }
+        for (pretty, format, flag) in [
+            ("--pretty=mboxrd", MboxFormat::Mboxrd, "--mboxrd"),
+            ("--pretty=email", MboxFormat::None, ""),
+        ] {
+            let mbox = git(&["format-patch", "--stdout", pretty, "--root", "HEAD"]);
+            let p = dir.path().join("l.mbox");
+            std::fs::write(&p, &mbox).unwrap();
+            let split = dir.path().join(format!("split{flag}"));
+            std::fs::create_dir_all(&split).unwrap();
+            let mut args = vec!["mailsplit".to_owned(), format!("-o{}", split.display())];
+            if !flag.is_empty() {
+                args.push(flag.to_owned());
+            }
+            args.push(p.display().to_string());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            git(&args);
+            let (ours, _) = mails(&p, format, None);
+            assert_eq!(ours.len(), 4);
+            for (i, m) in ours.iter().enumerate() {
+                // mailsplit keeps the separator line and the blank line
+                // that ends each mail in an mbox; we hand over neither.
+                let theirs = std::fs::read(split.join(format!("{:04}", i + 1))).unwrap();
+                let start = theirs.iter().position(|b| *b == b'\n').unwrap() + 1;
+                let theirs = &theirs[start..theirs.len() - 1];
+                assert_eq!(
+                    String::from_utf8_lossy(&m.bytes),
+                    String::from_utf8_lossy(&theirs),
+                    "mail {i} {pretty}"
+                );
+            }
+        }
     }
 }
