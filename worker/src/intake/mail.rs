@@ -1,8 +1,15 @@
 //! Parsing one raw mail into what intake needs (pure): ids, threading
-//! headers, author, date, the decoded text body and whether it holds a diff.
-//! OWNER: subject/mail helper. The types below are the contract.
+//! headers, author, date, the decoded text a `git am` would read, and
+//! whether it holds a diff.
+//!
+//! Lenient with limits, as mail-parser itself: recoverable damage (no
+//! Message-ID, 8-bit headers, broken MIME) becomes a warning on the result;
+//! only input that is not a mail at all, or is over the size limit, fails.
+//! Never panics on any input.
 
+use mail_parser::{HeaderValue, MessageParser, MimeHeaders, PartType};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Author {
@@ -66,8 +73,449 @@ pub enum Error {
     NotAMail { reason: String },
 }
 
-pub fn parse_mail(_raw: &[u8], _limits: &MailLimits) -> Result<ParsedMail, Error> {
-    Err(Error::NotAMail {
-        reason: "not implemented".into(),
+/// The domain of synthesised Message-IDs (RFC 2606 reserves `.invalid`).
+pub const SYNTHETIC_DOMAIN: &str = "patchline.invalid";
+
+pub fn synthetic_message_id(content_hash: &str) -> String {
+    format!(
+        "{}@{SYNTHETIC_DOMAIN}",
+        &content_hash[..32.min(content_hash.len())]
+    )
+}
+
+pub fn parse_mail(raw: &[u8], limits: &MailLimits) -> Result<ParsedMail, Error> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::Empty);
+    }
+    if raw.len() > limits.max_size {
+        return Err(Error::TooLarge {
+            size: raw.len(),
+            limit: limits.max_size,
+        });
+    }
+    let content_hash = hex::encode(Sha256::digest(raw));
+    let mut warnings = Vec::new();
+    let header_end = header_block_len(raw);
+    if !looks_like_headers(&raw[..header_end]) {
+        return Err(Error::NotAMail {
+            reason: "it does not start with header lines (`Name: value`)".into(),
+        });
+    }
+    if raw[..header_end].iter().any(|b| *b >= 0x80) {
+        warnings.push(if std::str::from_utf8(&raw[..header_end]).is_ok() {
+            "headers contain raw 8-bit (UTF-8) text instead of RFC 2047 encoded words".to_owned()
+        } else {
+            "headers contain bytes that are not valid UTF-8: decoded with replacement characters"
+                .to_owned()
+        });
+    }
+    let message = MessageParser::default()
+        .parse(raw)
+        .ok_or_else(|| Error::NotAMail {
+            reason: "no header could be parsed".into(),
+        })?;
+
+    let (message_id, message_id_synthesized) = match message.message_id() {
+        Some(id) if !id.trim().is_empty() => (strip_angles(id), false),
+        _ => {
+            warnings
+                .push("no Message-ID header: a stable id was made from the mail's content".into());
+            (synthetic_message_id(&content_hash), true)
+        }
+    };
+    let subject = message.subject().map(unfold).unwrap_or_default();
+    let from = message.from().and_then(|a| a.first()).and_then(|addr| {
+        let email = addr.address.as_deref()?.trim().to_ascii_lowercase();
+        (!email.is_empty()).then(|| Author {
+            name: addr
+                .name
+                .as_deref()
+                .map(|n| unfold(n.trim_matches('"')))
+                .filter(|n| !n.is_empty()),
+            email,
+        })
+    });
+    if from.is_none() {
+        warnings.push("no usable From address".into());
+    }
+    let date = message.date().map(|d| d.to_timestamp());
+    if date.is_none() && message.header_raw("Date").is_some() {
+        warnings.push("the Date header could not be parsed".into());
+    }
+    let in_reply_to = ids(message.in_reply_to()).into_iter().next();
+    let references = ids(message.references());
+    let list_id = list_id(message.list_id());
+
+    let mut body = String::new();
+    let mut looked_at = 0usize;
+    // mail-parser offers an HTML part as the text body when there is no
+    // text/plain alternative: look at what the parts really are.
+    let html_only = message.html_body_count() > 0
+        && message.text_body.iter().all(|id| {
+            message
+                .parts
+                .get(*id as usize)
+                .is_none_or(|p| matches!(p.body, PartType::Html(_)))
+        });
+    for (i, part) in message.parts.iter().enumerate() {
+        if part.is_encoding_problem {
+            warnings.push(format!(
+                "MIME part {i} could not be decoded as declared: used as is"
+            ));
+        }
+    }
+    // Text bodies first, in order, then attachments that carry a patch.
+    for id in &message.text_body {
+        looked_at += 1;
+        if looked_at > limits.max_parts {
+            break;
+        }
+        if let Some(part) = message.parts.get(*id as usize)
+            && let PartType::Text(text) = &part.body
+        {
+            push_text(&mut body, text);
+        }
+    }
+    for id in &message.attachments {
+        looked_at += 1;
+        if looked_at > limits.max_parts {
+            break;
+        }
+        let Some(part) = message.parts.get(*id as usize) else {
+            continue;
+        };
+        let name = part.attachment_name().unwrap_or("").to_ascii_lowercase();
+        let ctype = part
+            .content_type()
+            .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")).to_ascii_lowercase())
+            .unwrap_or_default();
+        let patchy = name.ends_with(".patch")
+            || name.ends_with(".diff")
+            || ctype.starts_with("text/x-patch")
+            || ctype.starts_with("text/x-diff")
+            || ctype == "text/plain";
+        if !patchy {
+            continue;
+        }
+        match &part.body {
+            PartType::Text(text) => push_text(&mut body, text),
+            PartType::Binary(bytes) | PartType::InlineBinary(bytes) => {
+                push_text(&mut body, &String::from_utf8_lossy(bytes))
+            }
+            _ => {}
+        }
+    }
+    if looked_at > limits.max_parts {
+        warnings.push(format!(
+            "more than {} MIME parts: the rest were ignored",
+            limits.max_parts
+        ));
+    }
+    if html_only {
+        // Patches sent as HTML are mangled by design; say so rather than
+        // scraping them.
+        warnings.push("HTML-only mail: no text/plain part to read a patch from".into());
+        body.clear();
+    }
+    let diff_start = find_diff(&body);
+    let patch_hash = diff_start.map(|start| patch_hash(&body[start..]));
+    Ok(ParsedMail {
+        message_id,
+        message_id_synthesized,
+        subject,
+        from,
+        date,
+        in_reply_to,
+        references,
+        list_id,
+        has_diff: diff_start.is_some(),
+        body,
+        content_hash,
+        patch_hash,
+        warnings,
     })
+}
+
+fn push_text(body: &mut String, text: &str) {
+    if !body.is_empty() && !body.ends_with('\n') {
+        body.push('\n');
+    }
+    body.push_str(text);
+}
+
+/// Length of the header block (up to and including the blank line).
+fn header_block_len(raw: &[u8]) -> usize {
+    let mut pos = 0;
+    for line in raw.split_inclusive(|b| *b == b'\n') {
+        pos += line.len();
+        if line == b"\n" || line == b"\r\n" {
+            break;
+        }
+    }
+    pos
+}
+
+/// The first line must be a header field (`Name: value`, name of printable
+/// ASCII without spaces) — what every RFC 5322 message starts with.
+fn looks_like_headers(block: &[u8]) -> bool {
+    let first = block.split(|b| *b == b'\n').next().unwrap_or_default();
+    match first.iter().position(|b| *b == b':') {
+        Some(colon) if colon > 0 => first[..colon]
+            .iter()
+            .all(|b| b.is_ascii_graphic() && *b != b':'),
+        _ => false,
+    }
+}
+
+fn strip_angles(id: &str) -> String {
+    id.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim()
+        .to_owned()
+}
+
+fn unfold(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn ids(value: &HeaderValue<'_>) -> Vec<String> {
+    let raw: Vec<String> = match value {
+        HeaderValue::Text(t) => vec![t.to_string()],
+        HeaderValue::TextList(l) => l.iter().map(|t| t.to_string()).collect(),
+        _ => Vec::new(),
+    };
+    raw.iter()
+        .flat_map(|t| t.split_whitespace())
+        .map(strip_angles)
+        .filter(|id| !id.is_empty())
+        .collect()
+}
+
+fn list_id(value: &HeaderValue<'_>) -> Option<String> {
+    let text = match value {
+        HeaderValue::Text(t) => t.to_string(),
+        HeaderValue::TextList(l) => l.first()?.to_string(),
+        HeaderValue::Address(a) => a.first()?.address.as_deref()?.to_owned(),
+        _ => return None,
+    };
+    let inner = match (text.rfind('<'), text.rfind('>')) {
+        (Some(a), Some(b)) if a < b => &text[a + 1..b],
+        _ => text.as_str(),
+    };
+    let id = inner.trim().to_ascii_lowercase();
+    (!id.is_empty()).then_some(id)
+}
+
+/// Byte offset of the first line of a unified diff in `body`: a
+/// `diff --git ` line, or a `--- ` line followed by `+++ ` and an `@@ `
+/// hunk header. A lone `---` (the separator before a diffstat) is not one.
+pub fn find_diff(body: &str) -> Option<usize> {
+    let mut offset = 0;
+    let lines = body.split_inclusive('\n');
+    let mut prev: [Option<(usize, &str)>; 2] = [None, None];
+    for line in lines {
+        let start = offset;
+        offset += line.len();
+        let l = line.trim_end_matches(['\n', '\r']);
+        if l.starts_with("diff --git ") {
+            return Some(start);
+        }
+        if l.starts_with("@@ -")
+            && let [Some((minus_at, minus)), Some((_, plus))] = prev
+            && minus.starts_with("--- ")
+            && plus.starts_with("+++ ")
+        {
+            return Some(minus_at);
+        }
+        prev = [prev[1], Some((start, l))];
+    }
+    None
+}
+
+/// Hash of a diff that ignores what changes when the same patch is sent
+/// again: `index` lines (abbreviation length), trailing whitespace, the
+/// signature after `-- `, and line endings.
+fn patch_hash(diff: &str) -> String {
+    let mut h = Sha256::new();
+    for line in diff.lines() {
+        if line == "-- " {
+            break;
+        }
+        if line.starts_with("index ") {
+            continue;
+        }
+        h.update(line.trim_end().as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn fixture(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/mail")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Each fixture with LF and with CRLF line endings.
+    pub(crate) fn both_endings(raw: &[u8]) -> [Vec<u8>; 2] {
+        let lf: Vec<u8> = String::from_utf8_lossy(raw)
+            .replace("\r\n", "\n")
+            .into_bytes();
+        let crlf = String::from_utf8_lossy(&lf)
+            .replace('\n', "\r\n")
+            .into_bytes();
+        [lf, crlf]
+    }
+
+    fn parse(raw: &[u8]) -> ParsedMail {
+        parse_mail(raw, &MailLimits::default()).unwrap()
+    }
+
+    #[test]
+    fn plain_patch() {
+        for raw in both_endings(&fixture("plain-patch.eml")) {
+            let m = parse(&raw);
+            assert_eq!(m.message_id, "20261124090000.1234-1-ada@example.org");
+            assert!(!m.message_id_synthesized);
+            assert_eq!(m.subject, "[PATCH 1/2] hello: greet the world");
+            let from = m.from.clone().unwrap();
+            assert_eq!(from.email, "ada@example.org");
+            assert_eq!(from.name.as_deref(), Some("Ada Contributor"));
+            assert_eq!(m.date, Some(1_795_510_800));
+            assert_eq!(m.in_reply_to.as_deref(), Some("cover.1234@example.org"));
+            assert_eq!(m.references, ["cover.1234@example.org"]);
+            assert_eq!(m.list_id.as_deref(), Some("hello-devel.example.org"));
+            assert!(m.has_diff);
+            assert!(m.patch_hash.is_some());
+            assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+            assert!(m.body.contains("Signed-off-by: Ada"));
+        }
+    }
+
+    #[test]
+    fn encoded_and_folded_subject_and_author() {
+        for raw in both_endings(&fixture("encoded-subject.eml")) {
+            let m = parse(&raw);
+            assert_eq!(
+                m.subject,
+                "[PATCH v2] qemu: réparer le démarrage après une mise à jour"
+            );
+            assert_eq!(m.from.unwrap().name.as_deref(), Some("Jérôme Prüfer"));
+            assert!(m.has_diff);
+        }
+    }
+
+    #[test]
+    fn base64_and_quoted_printable_bodies_are_decoded() {
+        for name in ["base64-patch.eml", "qp-patch.eml"] {
+            let [lf, crlf] = both_endings(&fixture(name));
+            let a = parse(&lf);
+            let b = parse(&crlf);
+            assert!(a.has_diff, "{name}: {}", a.body);
+            assert!(a.body.contains("+int answer = 42;"), "{name}: {}", a.body);
+            assert!(b.has_diff, "{name} CRLF");
+        }
+        // The same patch sent plain, base64 and quoted-printable hashes equal.
+        let hashes: Vec<_> = ["base64-patch.eml", "qp-patch.eml"]
+            .iter()
+            .map(|n| parse(&fixture(n)).patch_hash.unwrap())
+            .collect();
+        assert_eq!(hashes[0], hashes[1]);
+    }
+
+    #[test]
+    fn patch_as_attachment_is_read() {
+        for raw in both_endings(&fixture("attachment-patch.eml")) {
+            let m = parse(&raw);
+            assert!(m.has_diff, "{}", m.body);
+            assert!(m.body.starts_with("Please apply"), "{}", m.body);
+            assert!(m.body.contains("diff --git a/Makefile b/Makefile"));
+        }
+    }
+
+    #[test]
+    fn html_only_mail_has_no_diff_and_says_why() {
+        for raw in both_endings(&fixture("html-only.eml")) {
+            let m = parse(&raw);
+            assert!(!m.has_diff);
+            assert!(
+                m.warnings.iter().any(|w| w.contains("HTML-only")),
+                "{:?}",
+                m.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn missing_message_id_gets_a_stable_synthetic_one() {
+        let raw = b"From: a@x\nSubject: [PATCH] x\n\nbody\n";
+        let a = parse(raw);
+        let b = parse(raw);
+        assert!(a.message_id_synthesized);
+        assert_eq!(a.message_id, b.message_id);
+        assert!(a.message_id.ends_with("@patchline.invalid"));
+        assert!(a.warnings.iter().any(|w| w.contains("Message-ID")));
+    }
+
+    #[test]
+    fn invalid_input_errors_are_clear() {
+        let limits = MailLimits {
+            max_size: 100,
+            max_parts: 4,
+        };
+        assert!(matches!(parse_mail(b"", &limits), Err(Error::Empty)));
+        assert!(matches!(parse_mail(b"\n\n", &limits), Err(Error::Empty)));
+        let big = vec![b'a'; 101];
+        let e = parse_mail(&big, &limits).unwrap_err().to_string();
+        assert!(e.contains("101 bytes") && e.contains("100"), "{e}");
+        let e = parse_mail(b"\x00\x01\x02 binary junk\n", &limits)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("not a mail"), "{e}");
+    }
+
+    #[test]
+    fn eight_bit_and_invalid_utf8_headers_warn() {
+        let raw = b"From: J\xc3\xa9r\xc3\xb4me <j@x>\nSubject: [PATCH] caf\xe9\nMessage-Id: <8@x>\n\nbody\n";
+        let m = parse(raw);
+        assert!(m.subject.starts_with("[PATCH] caf"));
+        assert!(
+            m.warnings.iter().any(|w| w.contains("not valid UTF-8")),
+            "{:?}",
+            m.warnings
+        );
+    }
+
+    #[test]
+    fn a_50_mb_mail_parses_under_a_64_mb_limit() {
+        let mut raw = b"From: a@x\nSubject: [PATCH] big\nMessage-Id: <big@x>\n\nbig change\n---\ndiff --git a/f b/f\n--- a/f\n+++ b/f\n@@ -1 +1,800000 @@\n".to_vec();
+        while raw.len() < 50 * 1024 * 1024 {
+            raw.extend_from_slice(
+                b"+a line of a very large generated file, sixty-four bytes long..\n",
+            );
+        }
+        let m = parse(&raw);
+        assert!(m.has_diff);
+        assert_eq!(m.message_id, "big@x");
+    }
+
+    #[test]
+    fn diff_detection_is_exact() {
+        let cases = [
+            ("diff --git a/x b/x\n", true),
+            ("text\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n", true),
+            ("Regards,\n---\nsig\n", false),
+            ("--- a/x\nsome text\n@@ -1 +1 @@\n", false),
+            ("see diff --git in the docs\n", false),
+        ];
+        for (body, want) in cases {
+            assert_eq!(find_diff(body).is_some(), want, "{body:?}");
+        }
+    }
 }
