@@ -364,12 +364,21 @@ mod tests {
 
     /// Each fixture with LF and with CRLF line endings.
     pub(crate) fn both_endings(raw: &[u8]) -> [Vec<u8>; 2] {
-        let lf: Vec<u8> = String::from_utf8_lossy(raw)
-            .replace("\r\n", "\n")
-            .into_bytes();
-        let crlf = String::from_utf8_lossy(&lf)
-            .replace('\n', "\r\n")
-            .into_bytes();
+        // Byte-wise, so invalid UTF-8 in a fixture stays invalid.
+        let mut lf = Vec::with_capacity(raw.len());
+        for (i, b) in raw.iter().enumerate() {
+            if *b == b'\r' && raw.get(i + 1) == Some(&b'\n') {
+                continue;
+            }
+            lf.push(*b);
+        }
+        let mut crlf = Vec::with_capacity(lf.len() + lf.len() / 16);
+        for b in &lf {
+            if *b == b'\n' {
+                crlf.push(b'\r');
+            }
+            crlf.push(*b);
+        }
         [lf, crlf]
     }
 
@@ -503,6 +512,50 @@ mod tests {
         let m = parse(&raw);
         assert!(m.has_diff);
         assert_eq!(m.message_id, "big@x");
+    }
+
+    #[test]
+    fn bad_corpus_gives_clear_results() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/bad");
+        let expect: &[(&str, Result<&str, &str>)] = &[
+            ("no-message-id.eml", Ok("no Message-ID")),
+            ("invalid-utf8-headers.eml", Ok("not valid UTF-8")),
+            ("malformed-mime.eml", Ok("")),
+            ("dup-id-a.eml", Ok("")),
+            ("dup-id-b.eml", Ok("")),
+            ("empty.eml", Err("mail is empty")),
+            ("binary-garbage.eml", Err("not a mail")),
+            ("headers-only.eml", Ok("")),
+            ("bad-date-and-from.eml", Ok("From")),
+        ];
+        let mut listed = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "eml") {
+                continue;
+            }
+            listed += 1;
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let (_, want) = expect
+                .iter()
+                .find(|(n, _)| *n == name)
+                .unwrap_or_else(|| panic!("{name} has no expectation here"));
+            for raw in both_endings(&std::fs::read(&path).unwrap()) {
+                match (parse_mail(&raw, &MailLimits::default()), want) {
+                    (Ok(m), Ok(warning)) => assert!(
+                        warning.is_empty() || m.warnings.iter().any(|w| w.contains(warning)),
+                        "{name}: {:?}",
+                        m.warnings
+                    ),
+                    (Err(e), Err(msg)) => {
+                        let text = e.to_string();
+                        assert!(text.contains(msg) && !text.contains('\n'), "{name}: {text}");
+                    }
+                    (got, _) => panic!("{name}: unexpected {got:?}"),
+                }
+            }
+        }
+        assert_eq!(listed, expect.len());
     }
 
     #[test]
