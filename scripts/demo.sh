@@ -56,7 +56,9 @@ g format-patch -q --from="Eve Plain <eve@example.org>" -o "$work/mail/plain" mas
 # A series whose first patch has not arrived yet: held as incomplete.
 g checkout -q -b partial master
 for n in 1 2 3; do echo "line $n" >> "$work/src/hello/README"; g commit -q -am "README: line $n"; done
-g format-patch -q --cover-letter --thread=shallow -v2 --from="Carol Late <carol@example.org>" \
+# (Its own committer identity: format-patch derives cover letter Message-IDs
+# from the time and the committer, and both series are made in one second.)
+GIT_COMMITTER_EMAIL=carol@example.org g format-patch -q --cover-letter --thread=shallow -v2 --from="Carol Late <carol@example.org>" \
   -o "$work/mail/partial" master..partial
 sed -i 's/\*\*\* SUBJECT HERE \*\*\*/More README lines/' "$work/mail/partial/v2-0000-cover-letter.patch"
 
@@ -76,7 +78,7 @@ Message-Id: <release-plans@example.org>
 Shall we release 1.1 after the world greeting lands?
 
 MAIL
-  sed -n 's/^Message-Id: <\(.*\)>$/\1/p' "$work"/mail/series/0001-*.patch | head -1 | {
+  sed -n 's/^Message-I[Dd]: <\(.*\)>$/\1/p' "$work"/mail/series/0001-*.patch | head -1 | {
     read -r id
     cat <<MAIL
 From nobody Tue Nov 24 11:00:00 2026

@@ -310,11 +310,21 @@ fn print_status(status: &serde_json::Value) {
     );
     if let Some(stages) = status["stages"].as_array() {
         for s in stages {
+            let counts = match s["summary"].as_object() {
+                Some(summary) => summary
+                    .iter()
+                    .filter(|(_, v)| v.is_u64())
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "  {:<8} {:<8} {}",
+                "  {:<8} {:<8} {} {}",
                 s["stage"].as_str().unwrap_or("?"),
                 s["state"].as_str().unwrap_or("?"),
+                counts,
                 s["error"].as_str().unwrap_or("")
             );
         }

@@ -59,6 +59,8 @@ pub struct SeriesLine {
     pub title: String,
     pub version: u32,
     pub total: u32,
+    /// Patches present (cover letter not counted).
+    pub received: u32,
     pub state: String,
     pub missing: Vec<u32>,
     pub repo: Option<String>,
@@ -846,7 +848,8 @@ pub fn summarize(
     {
         let mut stmt = conn
             .prepare(
-                "SELECT key, title, version, total, state, missing, repo, branch, archive_dir FROM series
+                "SELECT key, title, version, total, state, missing, repo, branch, archive_dir,
+                        (SELECT COUNT(*) FROM patches p WHERE p.series_id = series.id AND p.idx > 0) FROM series
                  WHERE state IN ('complete', 'incomplete') OR updated_run = ?1 ORDER BY first_received, id",
             )
             .map_err(|e| store.err(e))?;
@@ -863,6 +866,7 @@ pub fn summarize(
                     repo: r.get(6)?,
                     branch: r.get(7)?,
                     archive_dir: r.get(8)?,
+                    received: r.get(9)?,
                 })
             })
             .map_err(|e| store.err(e))?;
