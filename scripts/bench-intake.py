@@ -18,7 +18,6 @@ Usage: scripts/bench-intake.py [--mails N] [--repeat R]
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -68,14 +67,18 @@ def make_mbox(n, path):
 
 
 def timed(cmd, cwd=None):
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    """Wall time, peak RSS (KiB, of this command alone, via GNU time) and stdout."""
+    rss_file = tempfile.mktemp(prefix="bench-rss-")
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss_file] + cmd, cwd=cwd,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr.decode()}")
-    return elapsed, after.ru_maxrss, proc.stdout
+    with open(rss_file) as f:
+        rss = int(f.read().split()[-1])
+    os.unlink(rss_file)
+    return elapsed, rss, proc.stdout
 
 
 def main():

@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -29,11 +30,20 @@ pub enum Error {
     HostilePath { path: String, reason: &'static str },
 }
 
+/// Shared by the threads that write a batch (`Archive` is `Sync`).
 pub struct Archive {
     root: PathBuf,
-    /// Files written since the last flush.
-    pending_files: Vec<PathBuf>,
-    pending_dirs: BTreeSet<PathBuf>,
+    pending: Mutex<Pending>,
+}
+
+/// Written since the last flush.
+#[derive(Default)]
+struct Pending {
+    files: Vec<PathBuf>,
+    /// Directories whose entries changed.
+    dirs: BTreeSet<PathBuf>,
+    /// Directories known to exist (kept across flushes).
+    existing: BTreeSet<PathBuf>,
 }
 
 /// The archive day of a unix time, `YYYY-MM-DD` in UTC.
@@ -96,9 +106,14 @@ impl Archive {
     pub fn new(root: PathBuf) -> Self {
         Self {
             root,
-            pending_files: Vec::new(),
-            pending_dirs: BTreeSet::new(),
+            pending: Mutex::new(Pending::default()),
         }
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        // A writer that panicked cannot leave the lists inconsistent: they
+        // only grow, and a spurious entry costs one extra fsync.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn root(&self) -> &Path {
@@ -114,16 +129,17 @@ impl Archive {
     /// twice is a no-op, except that a file damaged by a crash (wrong size)
     /// is rewritten.
     pub fn store_raw(
-        &mut self,
+        &self,
         received: i64,
         content_hash: &str,
         bytes: &[u8],
     ) -> Result<String, Error> {
         let relative = format!("{}/raw/{content_hash}.eml", day(received));
         let path = self.root.join(&relative);
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
-            return Ok(relative);
-        }
+        // Written again even when present: the same name means the same
+        // bytes, the rename is atomic, and it repairs a file a crash left
+        // short — cheaper than checking first, in the common case of a new
+        // mail.
         self.write_atomically(&path, &[bytes])?;
         Ok(relative)
     }
@@ -134,7 +150,7 @@ impl Archive {
     /// filing costs no copy. `series_dir` is relative to the archive root.
     /// Returns the `.patch` path relative to the root.
     pub fn file_patch(
-        &mut self,
+        &self,
         series_dir: &str,
         index: u32,
         title: &str,
@@ -151,32 +167,31 @@ impl Archive {
         let raw_path = self.root.join(raw_relative);
         for rel in [&patch_rel, &format!("{series_dir}/{stem}.eml")] {
             let path = self.root.join(rel);
-            if path.exists() {
-                continue;
-            }
             let dir = path.parent().unwrap_or(&self.root).to_path_buf();
             let wrap = |source| Error::Write {
                 path: path.clone(),
                 source,
             };
-            if !self.pending_dirs.contains(&dir) {
-                create_dir_all_synced(&dir, &mut self.pending_dirs).map_err(wrap)?;
+            self.ensure_dir(&dir).map_err(wrap)?;
+            match std::fs::hard_link(&raw_path, &path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(_) => {
+                    // Another file system (or no hard links): copy instead.
+                    let bytes = std::fs::read(&raw_path).map_err(|source| Error::Write {
+                        path: raw_path.clone(),
+                        source,
+                    })?;
+                    self.write_atomically(&path, &[&bytes])?;
+                }
             }
-            if std::fs::hard_link(&raw_path, &path).is_err() {
-                // Another file system (or no hard links): copy instead.
-                let bytes = std::fs::read(&raw_path).map_err(|source| Error::Write {
-                    path: raw_path.clone(),
-                    source,
-                })?;
-                self.write_atomically(&path, &[&bytes])?;
-            }
-            self.pending_dirs.insert(dir);
+            self.pending().dirs.insert(dir);
         }
         Ok(patch_rel)
     }
 
     /// Removes a filing made by `file_patch` (the raw mail stays).
-    pub fn unfile_patch(&mut self, patch_relative: &str) -> Result<(), Error> {
+    pub fn unfile_patch(&self, patch_relative: &str) -> Result<(), Error> {
         check_relative(patch_relative)?;
         let patch = self.root.join(patch_relative);
         let eml = patch.with_extension("eml");
@@ -184,7 +199,7 @@ impl Archive {
             match std::fs::remove_file(&path) {
                 Ok(()) => {
                     if let Some(parent) = path.parent() {
-                        self.pending_dirs.insert(parent.to_path_buf());
+                        self.pending().dirs.insert(parent.to_path_buf());
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -194,15 +209,26 @@ impl Archive {
         Ok(())
     }
 
-    fn write_atomically(&mut self, path: &Path, parts: &[&[u8]]) -> Result<(), Error> {
+    /// Creates `dir` (and parents) if needed, remembering new entries.
+    fn ensure_dir(&self, dir: &Path) -> std::io::Result<()> {
+        if self.pending().existing.contains(dir) {
+            return Ok(());
+        }
+        let mut created = BTreeSet::new();
+        create_dir_all_synced(dir, &mut created)?;
+        let mut pending = self.pending();
+        pending.dirs.extend(created);
+        pending.existing.insert(dir.to_path_buf());
+        Ok(())
+    }
+
+    fn write_atomically(&self, path: &Path, parts: &[&[u8]]) -> Result<(), Error> {
         let wrap = |source| Error::Write {
             path: path.to_owned(),
             source,
         };
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        if !self.pending_dirs.contains(&dir) {
-            create_dir_all_synced(&dir, &mut self.pending_dirs).map_err(wrap)?;
-        }
+        self.ensure_dir(&dir).map_err(wrap)?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let tmp = dir.join(format!(
             ".tmp-{}-{}",
@@ -215,8 +241,9 @@ impl Archive {
         }
         std::fs::rename(&tmp, path).map_err(wrap)?;
         drop(file);
-        self.pending_files.push(path.to_owned());
-        self.pending_dirs.insert(dir);
+        let mut pending = self.pending();
+        pending.files.push(path.to_owned());
+        pending.dirs.insert(dir);
         Ok(())
     }
 
@@ -225,8 +252,9 @@ impl Archive {
     /// On Linux one `syncfs` of the archive's file system replaces an fsync
     /// per file and per directory: for a batch of hundreds of mails that is
     /// hundreds of times fewer disk flushes, with the same guarantee.
-    pub fn flush(&mut self) -> Result<(), Error> {
-        if self.pending_files.is_empty() && self.pending_dirs.is_empty() {
+    pub fn flush(&self) -> Result<(), Error> {
+        let mut pending = self.pending();
+        if pending.files.is_empty() && pending.dirs.is_empty() {
             return Ok(());
         }
         let root = File::open(&self.root).map_err(|source| Error::Write {
@@ -234,16 +262,16 @@ impl Archive {
             source,
         })?;
         if rustix::fs::syncfs(&root).is_ok() {
-            self.pending_files.clear();
-            self.pending_dirs.clear();
+            pending.files.clear();
+            pending.dirs.clear();
             return Ok(());
         }
-        for path in self.pending_files.drain(..) {
+        for path in pending.files.drain(..) {
             File::open(&path)
                 .and_then(|f| f.sync_data())
                 .map_err(|source| Error::Write { path, source })?;
         }
-        for dir in std::mem::take(&mut self.pending_dirs) {
+        for dir in std::mem::take(&mut pending.dirs) {
             File::open(&dir)
                 .and_then(|d| d.sync_all())
                 .map_err(|source| Error::Write { path: dir, source })?;
@@ -253,7 +281,7 @@ impl Archive {
 
     /// Number of files written and not yet flushed.
     pub fn unflushed(&self) -> usize {
-        self.pending_files.len()
+        self.pending().files.len()
     }
 }
 
@@ -324,7 +352,7 @@ mod tests {
     #[test]
     fn raw_store_is_idempotent_and_repairs_damaged_files() {
         let dir = tempfile::tempdir().unwrap();
-        let mut a = Archive::new(dir.path().to_path_buf());
+        let a = Archive::new(dir.path().to_path_buf());
         let t = 1_700_000_000; // 2023-11-14
         let rel = a.store_raw(t, "abc", b"Subject: x\n\nbody\n").unwrap();
         assert_eq!(rel, "2023-11-14/raw/abc.eml");
@@ -332,7 +360,6 @@ mod tests {
         assert_eq!(a.unflushed(), 0);
         let rel2 = a.store_raw(t, "abc", b"Subject: x\n\nbody\n").unwrap();
         assert_eq!(rel, rel2);
-        assert_eq!(a.unflushed(), 0, "same bytes are not written twice");
         // Simulate a crash that left a truncated file behind.
         std::fs::write(dir.path().join(&rel), b"Subj").unwrap();
         a.store_raw(t, "abc", b"Subject: x\n\nbody\n").unwrap();
@@ -357,7 +384,7 @@ mod tests {
     #[test]
     fn filed_patch_is_the_raw_mail_linked_twice() {
         let dir = tempfile::tempdir().unwrap();
-        let mut a = Archive::new(dir.path().to_path_buf());
+        let a = Archive::new(dir.path().to_path_buf());
         let raw = b"From: A <a@x>\nSubject: [PATCH 1/2] Fix it\n\nFrom the start\n---\n";
         let raw_rel = a.store_raw(0, "h1", raw).unwrap();
         let rel = a

@@ -11,7 +11,7 @@
 use crate::config::{Config, SourceKind};
 use crate::intake::archive::{self, Archive};
 use crate::intake::classify::classify;
-use crate::intake::mail::{MailLimits, ParsedMail, parse_mail};
+use crate::intake::mail::{MailLimits, ParsedMail, parse_mail_hashed};
 use crate::intake::routing::{RouteRule, route};
 use crate::intake::series::{AssembledSeries, AssemblyConfig, PatchMail, SeriesState, assemble};
 use crate::intake::source::imap::{ImapSettings, ImapSource};
@@ -185,9 +185,10 @@ pub fn collect(
     };
     let key = source.key();
     let cursor = store.source_cursor(&key)?;
-    let archive = RefCell::new(Archive::new(config.intake.archive_dir.clone()));
+    let archive = Archive::new(config.intake.archive_dir.clone());
     let store_cell = RefCell::new(&mut *store);
-    let batch: RefCell<Vec<Received>> = RefCell::new(Vec::new());
+    let batch: RefCell<Vec<RawMail>> = RefCell::new(Vec::new());
+    let batch_bytes = RefCell::new(0usize);
     let stored = RefCell::new(0u64);
     let batch_size = config.intake.batch.max(1);
 
@@ -201,58 +202,103 @@ pub fn collect(
         cursor: cursor.as_deref(),
         seen: &seen,
     };
+    let flush_batch = |pending: &mut Vec<RawMail>| -> Result<(), Error> {
+        let received = receive_batch(&archive, std::mem::take(pending), &limits, &grammar)?;
+        *batch_bytes.borrow_mut() = 0;
+        commit_batch(&mut store_cell.borrow_mut(), &archive, &key, run, &received)
+    };
     let mut sink = |raw: RawMail| -> Result<Flow, Box<dyn std::error::Error + Send + Sync>> {
-        let received = receive(&mut archive.borrow_mut(), raw, &limits, &grammar)?;
-        let mut pending = batch.borrow_mut();
-        pending.push(received);
         let n = {
             let mut s = stored.borrow_mut();
             *s += 1;
             *s
         };
-        if let Some(last) = pending.last() {
-            progress.mail(n, &last.raw.origin);
-        }
-        if pending.len() >= batch_size {
-            commit_batch(
-                &mut store_cell.borrow_mut(),
-                &mut archive.borrow_mut(),
-                &key,
-                run,
-                &mut pending,
-            )?;
+        progress.mail(n, &raw.origin);
+        *batch_bytes.borrow_mut() += raw.bytes.len();
+        let mut pending = batch.borrow_mut();
+        pending.push(raw);
+        if pending.len() >= batch_size || *batch_bytes.borrow() >= MAX_BATCH_BYTES {
+            flush_batch(&mut pending)?;
         }
         Ok(Flow::Continue)
     };
     let fetched = source.fetch(&resume, &mut sink);
-    // Whatever the source said, the mails it delivered were accepted: commit
-    // them before reporting a source failure.
-    commit_batch(
-        &mut store_cell.borrow_mut(),
-        &mut archive.borrow_mut(),
-        &key,
-        run,
-        &mut batch.borrow_mut(),
-    )?;
+    // Whatever the source said, the mails it delivered were accepted: store
+    // and commit them before reporting a source failure.
+    flush_batch(&mut batch.borrow_mut())?;
     progress.done();
-    let mut archive = archive.into_inner();
     let stats = fetched?;
-    assemble_series(store, config, &mut archive, &rules, run)?;
+    assemble_series(store, config, &archive, &rules, run)?;
     let mut summary = summarize(store, run, &key)?;
     summary.warnings = stats.warnings;
     Ok(summary)
 }
 
+/// Raw bytes held in memory per batch at most (plus one mail): the batch
+/// is cut early when its mails are large.
+const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// Archives, parses and classifies a batch, spread over the cores. Each
+/// mail is written to the archive before it is parsed.
+fn receive_batch(
+    archive: &Archive,
+    raws: Vec<RawMail>,
+    limits: &MailLimits,
+    grammar: &SubjectGrammar,
+) -> Result<Vec<Received>, archive::Error> {
+    let received_at = now();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+        .min(raws.len().max(1));
+    if workers <= 1 {
+        return raws
+            .into_iter()
+            .map(|raw| receive(archive, raw, received_at, limits, grammar))
+            .collect();
+    }
+    let chunk = raws.len().div_ceil(workers);
+    let mut chunks: Vec<Vec<RawMail>> = Vec::with_capacity(workers);
+    let mut iter = raws.into_iter();
+    loop {
+        let part: Vec<RawMail> = iter.by_ref().take(chunk).collect();
+        if part.is_empty() {
+            break;
+        }
+        chunks.push(part);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|part| {
+                scope.spawn(move || {
+                    part.into_iter()
+                        .map(|raw| receive(archive, raw, received_at, limits, grammar))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for handle in handles {
+            match handle.join() {
+                Ok(part) => out.extend(part?),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(out)
+    })
+}
+
 fn receive(
-    archive: &mut Archive,
+    archive: &Archive,
     raw: RawMail,
+    received_at: i64,
     limits: &MailLimits,
     grammar: &SubjectGrammar,
 ) -> Result<Received, archive::Error> {
-    let received_at = now();
     let content_hash = hex::encode(Sha256::digest(&raw.bytes));
     let raw_path = archive.store_raw(received_at, &content_hash, &raw.bytes)?;
-    let parsed = parse_mail(&raw.bytes, limits).map_err(|e| e.to_string());
+    let parsed = parse_mail_hashed(&raw.bytes, &content_hash, limits).map_err(|e| e.to_string());
     let (is_patch, is_cover, fields, reason) = match &parsed {
         Ok(mail) => {
             let v = classify(mail, grammar);
@@ -283,10 +329,10 @@ fn receive(
 
 fn commit_batch(
     store: &mut Store,
-    archive: &mut Archive,
+    archive: &Archive,
     source_key: &str,
     run: i64,
-    pending: &mut Vec<Received>,
+    pending: &[Received],
 ) -> Result<(), Error> {
     if pending.is_empty() {
         return Ok(());
@@ -294,22 +340,21 @@ fn commit_batch(
     archive.flush()?;
     let tx = store.transaction()?;
     let result = (|| -> rusqlite::Result<()> {
-        for mail in pending.iter() {
+        for mail in pending {
             insert_mail(&tx, source_key, run, mail)?;
         }
         if let Some(last) = pending.last() {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO sources (key, cursor, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (key) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-                params![source_key, last.raw.cursor, now()],
-            )?;
+            )?
+            .execute(params![source_key, last.raw.cursor, now()])?;
         }
         Ok(())
     })();
     result
         .and_then(|()| tx.commit())
         .map_err(|e| store.err(e))?;
-    pending.clear();
     Ok(())
 }
 
@@ -324,11 +369,8 @@ fn insert_mail(
         Err(_) => format!("{}@patchline.invalid", &mail.content_hash[..32]),
     };
     let existing: Option<(i64, String)> = tx
-        .query_row(
-            "SELECT id, content_hash FROM mails WHERE message_id = ?1",
-            [&message_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT id, content_hash FROM mails WHERE message_id = ?1")?
+        .query_row([&message_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (mail_id, kind) = match existing {
         Some((id, hash)) if hash == mail.content_hash => (id, "duplicate"),
@@ -372,12 +414,13 @@ fn insert_mail(
                     Some(e.clone()),
                 ),
             };
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO mails (message_id, content_hash, source_key, item, origin, run_id, received_at, raw_path,
                     subject, from_name, from_email, date, in_reply_to, refs, list_id, is_patch, is_cover, fields, reason,
                     patch_hash, warnings, error)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
-                params![
+            )?
+            .execute(params![
                     message_id,
                     mail.content_hash,
                     source_key,
@@ -408,10 +451,11 @@ fn insert_mail(
     // OR IGNORE: the same item delivered twice (a source re-read after a
     // crash before its cursor was committed cannot happen inside one
     // transaction, but a Maildir listing may name a file twice).
-    tx.execute(
+    tx.prepare_cached(
         "INSERT OR IGNORE INTO source_items (source_key, item, mail_id, run_id, kind, raw_path, received_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
+    )?
+    .execute(params![
             source_key,
             mail.raw.item,
             mail_id,
@@ -529,7 +573,7 @@ fn resolve_route(
 fn assemble_series(
     store: &mut Store,
     config: &Config,
-    archive: &mut Archive,
+    archive: &Archive,
     rules: &[RouteRule],
     run: i64,
 ) -> Result<(), Error> {
@@ -742,21 +786,22 @@ fn assemble_series(
                 }
             };
             for (idx, mail_id, path) in &plan.patches {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO patches (series_id, idx, mail_id, archive_path) VALUES (?1, ?2, ?3, ?4)",
-                    params![id, idx, mail_id, path],
-                )?;
+                )?
+                .execute(params![id, idx, mail_id, path])?;
             }
         }
         let open_ids: Vec<i64> = by_id.keys().copied().collect();
         for id in &open_ids {
-            tx.execute("DELETE FROM duplicates WHERE mail_id = ?1", [id])?;
+            tx.prepare_cached("DELETE FROM duplicates WHERE mail_id = ?1")?
+                .execute([id])?;
         }
         for (dup, kept) in &assembly.duplicates {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR REPLACE INTO duplicates (mail_id, kept_id) VALUES (?1, ?2)",
-                params![dup, kept],
-            )?;
+            )?
+            .execute(params![dup, kept])?;
         }
         Ok(())
     })();

@@ -84,6 +84,15 @@ pub fn synthetic_message_id(content_hash: &str) -> String {
 }
 
 pub fn parse_mail(raw: &[u8], limits: &MailLimits) -> Result<ParsedMail, Error> {
+    parse_mail_hashed(raw, &hex::encode(Sha256::digest(raw)), limits)
+}
+
+/// `parse_mail` for a caller that already has the sha256 hex of `raw`.
+pub fn parse_mail_hashed(
+    raw: &[u8],
+    content_hash: &str,
+    limits: &MailLimits,
+) -> Result<ParsedMail, Error> {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::Empty);
     }
@@ -93,7 +102,7 @@ pub fn parse_mail(raw: &[u8], limits: &MailLimits) -> Result<ParsedMail, Error> 
             limit: limits.max_size,
         });
     }
-    let content_hash = hex::encode(Sha256::digest(raw));
+    let content_hash = content_hash.to_owned();
     let mut warnings = Vec::new();
     let header_end = header_block_len(raw);
     if !looks_like_headers(&raw[..header_end]) {
