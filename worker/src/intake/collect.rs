@@ -642,6 +642,7 @@ fn assemble_series(
     let mut plans = Vec::new();
     let mut unfiled: Vec<String> = Vec::new();
     let mut kept_keys = HashSet::new();
+    let mut next_suffix: HashMap<String, u32> = HashMap::new();
     for series in &assembly.series {
         let mut key = series.key.clone();
         if let Some(id) = terminal_keys.get(&key) {
@@ -658,11 +659,14 @@ fn assemble_series(
                 } else {
                     archive::slug(&series.title, 52)
                 };
-                let mut dir = format!("{}/{base}", archive::day(series.first_received));
-                let mut n = 2;
+                let plain = format!("{}/{base}", archive::day(series.first_received));
+                // Many series can share a title: remember the next free
+                // suffix per name instead of probing from 2 every time.
+                let next = next_suffix.entry(plain.clone()).or_insert(2u32);
+                let mut dir = plain.clone();
                 while used_dirs.contains(&dir) {
-                    dir = format!("{}/{base}-{n}", archive::day(series.first_received));
-                    n += 1;
+                    dir = format!("{plain}-{next}");
+                    *next += 1;
                 }
                 used_dirs.insert(dir.clone());
                 dir

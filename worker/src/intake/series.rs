@@ -328,6 +328,43 @@ pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly
     // 7. Supersession: a newer version of the same series (same thread, the
     // newer cover replying into the older thread, or same author and title).
     // A re-send of the same version with identical patches is a duplicate.
+    // Candidate pairs come from indexes (thread root, ids replied to, author
+    // and title), so this stays linear in practice, not quadratic.
+    let mut owner: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut by_root: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut by_title: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    for (gi, g) in built.iter().enumerate() {
+        for i in &g.members {
+            owner
+                .entry(mails[*i].message_id.as_str())
+                .or_default()
+                .push(gi);
+        }
+        owner.entry(g.root.as_str()).or_default().push(gi);
+        by_root.entry(g.root.as_str()).or_default().push(gi);
+        by_title
+            .entry((series[gi].author.clone(), norm_title(&series[gi].title)))
+            .or_default()
+            .push(gi);
+    }
+    let mut pairs: BTreeSet<(usize, usize)> = BTreeSet::new();
+    for (b, g) in built.iter().enumerate() {
+        let mut related: Vec<usize> = by_root[g.root.as_str()].clone();
+        related.extend(&by_title[&(series[b].author.clone(), norm_title(&series[b].title))]);
+        for i in &g.members {
+            let m = mails[*i];
+            for id in m.in_reply_to.iter().chain(&m.references) {
+                if let Some(owners) = owner.get(id.as_str()) {
+                    related.extend(owners);
+                }
+            }
+        }
+        for a in related {
+            if a != b {
+                pairs.insert((a, b));
+            }
+        }
+    }
     let ids_of = |g: &Group| -> HashSet<String> {
         g.members
             .iter()
@@ -336,9 +373,9 @@ pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly
             .collect()
     };
     let mut dropped: HashSet<usize> = HashSet::new();
-    for a in 0..built.len() {
-        for b in 0..built.len() {
-            if a == b || dropped.contains(&a) || dropped.contains(&b) {
+    for (a, b) in pairs {
+        {
+            if dropped.contains(&a) || dropped.contains(&b) {
                 continue;
             }
             let (old, new) = (&built[a], &built[b]);
