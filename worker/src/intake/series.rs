@@ -111,7 +111,7 @@ struct Group {
 pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly {
     // Deterministic order whatever the input order.
     let mut sorted: Vec<&PatchMail> = mails.iter().collect();
-    sorted.sort_by(|a, b| (a.received, a.mail_id).cmp(&(b.received, b.mail_id)));
+    sorted.sort_by_key(|m| (m.received, m.mail_id));
     let mut duplicates = Vec::new();
     let mut seen_ids: HashMap<&str, i64> = HashMap::new();
     let mut unique: Vec<&PatchMail> = Vec::with_capacity(sorted.len());
@@ -558,7 +558,9 @@ mod tests {
         }
     }
 
-    fn keys(a: &Assembly) -> Vec<(&str, &SeriesState, Vec<(u32, i64)>)> {
+    type Row<'a> = (&'a str, &'a SeriesState, Vec<(u32, i64)>);
+
+    fn keys(a: &Assembly) -> Vec<Row<'_>> {
         a.series
             .iter()
             .map(|s| (s.key.as_str(), &s.state, s.patches.clone()))

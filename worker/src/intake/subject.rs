@@ -239,10 +239,11 @@ fn patch_token(group: &str) -> Option<(usize, Option<u32>)> {
         let upper = w.to_ascii_uppercase();
         if upper == "PATCH" {
             Some((i, None))
-        } else if let Some(v) = upper.strip_prefix("PATCH").and_then(parse_version) {
-            Some((i, Some(v)))
         } else {
-            None
+            upper
+                .strip_prefix("PATCH")
+                .and_then(parse_version)
+                .map(|v| (i, Some(v)))
         }
     })
 }

@@ -538,7 +538,7 @@ mod tests {
                 let theirs = &theirs[start..theirs.len() - 1];
                 assert_eq!(
                     String::from_utf8_lossy(&m.bytes),
-                    String::from_utf8_lossy(&theirs),
+                    String::from_utf8_lossy(theirs),
                     "mail {i} {pretty}"
                 );
             }
