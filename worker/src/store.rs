@@ -214,6 +214,28 @@ impl Store {
         Ok(store)
     }
 
+    /// A second, read-only connection to the same database, for reading
+    /// while another thread writes through this one.
+    pub fn open_reader(path: &Path) -> Result<Self, Error> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| Error::Sqlite {
+            path: path.to_owned(),
+            source,
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|source| Error::Sqlite {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -402,6 +424,17 @@ impl Store {
             .optional()
             .map(Option::flatten)
             .map_err(|e| self.err(e))
+    }
+
+    pub fn set_source_cursor(&mut self, key: &str, cursor: &str) -> Result<(), Error> {
+        self.conn
+            .execute(
+                "INSERT INTO sources (key, cursor, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                params![key, cursor, now()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// Forgets a source's position (after its mailbox was replaced). Items

@@ -252,31 +252,56 @@ impl Archive {
     /// On Linux one `syncfs` of the archive's file system replaces an fsync
     /// per file and per directory: for a batch of hundreds of mails that is
     /// hundreds of times fewer disk flushes, with the same guarantee.
+    ///
+    /// Safe to call while other threads keep writing: it makes durable
+    /// everything written before the call; later writes stay pending for
+    /// the next flush.
     pub fn flush(&self) -> Result<(), Error> {
-        let mut pending = self.pending();
-        if pending.files.is_empty() && pending.dirs.is_empty() {
+        let (files, dirs) = {
+            let mut pending = self.pending();
+            (
+                std::mem::take(&mut pending.files),
+                std::mem::take(&mut pending.dirs),
+            )
+        };
+        if files.is_empty() && dirs.is_empty() {
             return Ok(());
         }
-        let root = File::open(&self.root).map_err(|source| Error::Write {
-            path: self.root.clone(),
-            source,
-        })?;
+        let restore = |files: Vec<PathBuf>, dirs: BTreeSet<PathBuf>| {
+            // Not durable after all: keep them for the next attempt.
+            let mut pending = self.pending();
+            pending.files.extend(files);
+            pending.dirs.extend(dirs);
+        };
+        let root = match File::open(&self.root) {
+            Ok(root) => root,
+            Err(source) => {
+                restore(files, dirs);
+                return Err(Error::Write {
+                    path: self.root.clone(),
+                    source,
+                });
+            }
+        };
         if rustix::fs::syncfs(&root).is_ok() {
-            pending.files.clear();
-            pending.dirs.clear();
             return Ok(());
         }
-        for path in pending.files.drain(..) {
-            File::open(&path)
-                .and_then(|f| f.sync_data())
-                .map_err(|source| Error::Write { path, source })?;
+        let synced = files
+            .iter()
+            .map(|p| (p, false))
+            .chain(dirs.iter().map(|p| (p, true)))
+            .try_for_each(|(path, is_dir)| {
+                File::open(path)
+                    .and_then(|f| if is_dir { f.sync_all() } else { f.sync_data() })
+                    .map_err(|source| Error::Write {
+                        path: path.clone(),
+                        source,
+                    })
+            });
+        if synced.is_err() {
+            restore(files, dirs);
         }
-        for dir in std::mem::take(&mut pending.dirs) {
-            File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|source| Error::Write { path: dir, source })?;
-        }
-        Ok(())
+        synced
     }
 
     /// Number of files written and not yet flushed.

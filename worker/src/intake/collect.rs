@@ -36,6 +36,10 @@ pub enum Error {
     Archive(#[from] archive::Error),
     #[error(transparent)]
     Config(#[from] crate::config::Error),
+    /// Only seen when the committer thread failed without an error, which
+    /// cannot happen; kept rather than a panic.
+    #[error("the thread committing mails to the state database stopped")]
+    CommitterStopped,
 }
 
 impl Error {
@@ -186,48 +190,84 @@ pub fn collect(
     let key = source.key();
     let cursor = store.source_cursor(&key)?;
     let archive = Archive::new(config.intake.archive_dir.clone());
-    let store_cell = RefCell::new(&mut *store);
-    let batch: RefCell<Vec<RawMail>> = RefCell::new(Vec::new());
-    let batch_bytes = RefCell::new(0usize);
-    let stored = RefCell::new(0u64);
+    // `seen` reads through its own connection while the committer thread
+    // writes through the main one (WAL allows both).
+    let reader = Store::open_reader(store.path())?;
     let batch_size = config.intake.batch.max(1);
-
-    let seen = |item: &str| {
-        // A read error here means the database is gone; the commit that
-        // follows reports it, so treating the item as new is safe (the
-        // Message-ID unique key still prevents a double).
-        store_cell.borrow().item_seen(&key, item).unwrap_or(false)
-    };
-    let resume = Resume {
-        cursor: cursor.as_deref(),
-        seen: &seen,
-    };
-    let flush_batch = |pending: &mut Vec<RawMail>| -> Result<(), Error> {
-        let received = receive_batch(&archive, std::mem::take(pending), &limits, &grammar)?;
-        *batch_bytes.borrow_mut() = 0;
-        commit_batch(&mut store_cell.borrow_mut(), &archive, &key, run, &received)
-    };
-    let mut sink = |raw: RawMail| -> Result<Flow, Box<dyn std::error::Error + Send + Sync>> {
-        let n = {
-            let mut s = stored.borrow_mut();
-            *s += 1;
-            *s
+    let stats = std::thread::scope(|scope| -> Result<source::FetchStats, Error> {
+        // Batch N is made durable and committed while batch N+1 is read,
+        // archived and parsed; capacity 1 bounds memory to two batches.
+        let (to_committer, batches) = std::sync::mpsc::sync_channel::<Vec<Received>>(1);
+        let committer_store = &mut *store;
+        let committer_archive = &archive;
+        let committer_key = key.as_str();
+        let committer = scope.spawn(move || -> Result<(), Error> {
+            for batch in batches {
+                commit_batch(
+                    committer_store,
+                    committer_archive,
+                    committer_key,
+                    run,
+                    &batch,
+                )?;
+            }
+            Ok(())
+        });
+        let pending: RefCell<(Vec<RawMail>, usize)> = RefCell::new((Vec::new(), 0));
+        let stored = std::cell::Cell::new(0u64);
+        let hand_over = |pending: &mut (Vec<RawMail>, usize)| -> Result<(), Error> {
+            let raws = std::mem::take(&mut pending.0);
+            pending.1 = 0;
+            if raws.is_empty() {
+                return Ok(());
+            }
+            let received = receive_batch(&archive, raws, &limits, &grammar)?;
+            // A closed channel means the committer failed: its error is
+            // the one reported, after the join below.
+            to_committer
+                .send(received)
+                .map_err(|_| Error::CommitterStopped)
         };
-        progress.mail(n, &raw.origin);
-        *batch_bytes.borrow_mut() += raw.bytes.len();
-        let mut pending = batch.borrow_mut();
-        pending.push(raw);
-        if pending.len() >= batch_size || *batch_bytes.borrow() >= MAX_BATCH_BYTES {
-            flush_batch(&mut pending)?;
+        let fetched = {
+            let seen = |item: &str| {
+                // A read error here means the database is gone; the commit
+                // that follows reports it, so treating the item as new is
+                // safe (the unique Message-ID still prevents a double).
+                reader.item_seen(&key, item).unwrap_or(false)
+            };
+            let resume = Resume {
+                cursor: cursor.as_deref(),
+                seen: &seen,
+            };
+            let mut sink =
+                |raw: RawMail| -> Result<Flow, Box<dyn std::error::Error + Send + Sync>> {
+                    stored.set(stored.get() + 1);
+                    progress.mail(stored.get(), &raw.origin);
+                    let mut pending = pending.borrow_mut();
+                    pending.1 += raw.bytes.len();
+                    pending.0.push(raw);
+                    if pending.0.len() >= batch_size || pending.1 >= MAX_BATCH_BYTES {
+                        hand_over(&mut pending)?;
+                    }
+                    Ok(Flow::Continue)
+                };
+            source.fetch(&resume, &mut sink)
+        };
+        // Whatever the source said, the mails it delivered were accepted:
+        // store and commit them before reporting a source failure.
+        let last = hand_over(&mut pending.borrow_mut());
+        drop(to_committer);
+        match committer.join() {
+            Ok(committed) => committed?,
+            Err(panic) => std::panic::resume_unwind(panic),
         }
-        Ok(Flow::Continue)
-    };
-    let fetched = source.fetch(&resume, &mut sink);
-    // Whatever the source said, the mails it delivered were accepted: store
-    // and commit them before reporting a source failure.
-    flush_batch(&mut batch.borrow_mut())?;
-    progress.done();
-    let stats = fetched?;
+        last?;
+        progress.done();
+        Ok(fetched?)
+    })?;
+    if let Some(cursor) = &stats.cursor {
+        store.set_source_cursor(&key, cursor)?;
+    }
     assemble_series(store, config, &archive, &rules, run)?;
     let mut summary = summarize(store, run, &key)?;
     summary.warnings = stats.warnings;

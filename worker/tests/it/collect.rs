@@ -257,7 +257,7 @@ fn duplicates_counted_once_and_conflicting_ids_reported() {
 #[test]
 fn a_killed_collect_resumes_without_loss_or_double() {
     let site = Site::mbox("batch = 7");
-    let n = 1500;
+    let n = 4000;
     let mails: Vec<String> = (0..n)
         .map(|i| {
             patch(
@@ -272,21 +272,27 @@ fn a_killed_collect_resumes_without_loss_or_double() {
     let config = site.path().join("patchline.toml");
     // Kill the collector at varying points until one run finishes.
     let mut finished = false;
-    for attempt in 0..40u64 {
+    let mut kills = 0;
+    for attempt in 0..60u64 {
         let mut child = std::process::Command::new(crate::util::patchline_bin())
             .args(["--config", config.to_str().unwrap(), "collect", "--json"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(40 + attempt * 25));
+        std::thread::sleep(std::time::Duration::from_millis(5 + attempt * attempt * 3));
         if child.try_wait().unwrap().is_some() {
             finished = true;
             break;
         }
         child.kill().unwrap();
         child.wait().unwrap();
+        kills += 1;
     }
+    assert!(
+        kills >= 3,
+        "the collector was killed only {kills} times: the test proves nothing"
+    );
     if !finished {
         site.collect();
     }

@@ -239,6 +239,10 @@ impl MailSource for MboxSource {
                     },
                 }
                 .render();
+                let skipped = oversized || (resume.seen)(&item);
+                if skipped {
+                    stats.cursor = Some(cursor.clone());
+                }
                 if oversized {
                     stats.warnings.push(format!(
                         "mbox {}: mail at byte {mail_offset} is larger than the limit of {} bytes: skipped",
@@ -249,6 +253,7 @@ impl MailSource for MboxSource {
                 } else if (resume.seen)(&item) {
                     stats.skipped_seen += 1;
                 } else {
+                    stats.cursor = None;
                     let raw = RawMail {
                         bytes,
                         origin: format!("mbox {} @ {mail_offset}", self.path.display()),
@@ -457,6 +462,10 @@ mod tests {
             .unwrap();
         assert_eq!(got.len(), 1);
         assert!(stats.warnings[0].contains("byte 0") && stats.warnings[0].contains("limit"));
+        assert_eq!(
+            stats.cursor, None,
+            "a delivered mail follows the skipped one"
+        );
         let err = src
             .fetch(
                 &Resume {
@@ -471,6 +480,19 @@ mod tests {
             err.contains("disk full") && err.contains(&got[0].item),
             "{err}"
         );
+        // Over-limit mail last: the final cursor moves past it.
+        std::fs::write(&p, format!("{}{big}", mbox_of(1))).unwrap();
+        let stats = src
+            .fetch(
+                &Resume {
+                    cursor: None,
+                    seen: &never,
+                },
+                &mut |_| Ok(Flow::Continue),
+            )
+            .unwrap();
+        let end = std::fs::metadata(&p).unwrap().len();
+        assert!(stats.cursor.unwrap().starts_with(&format!("offset={end};")));
     }
 
     #[test]

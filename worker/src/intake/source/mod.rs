@@ -59,6 +59,10 @@ pub struct FetchStats {
     /// The source's total size if known (mbox bytes, Maildir/IMAP message
     /// count), for a progress bar.
     pub total_hint: Option<u64>,
+    /// The cursor after the last item looked at, when items were skipped
+    /// after the last delivered one (an over-limit mail at the end of an
+    /// mbox): persisting it keeps the next run from warning again.
+    pub cursor: Option<String>,
 }
 
 /// The sink receives every mail in order; an error from the sink aborts the
