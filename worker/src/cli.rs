@@ -193,9 +193,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 if !*watch {
                     return Ok(());
                 }
-                let wait = std::time::Duration::from_secs(
-                    config.intake.imap.as_ref().map_or(60, |i| i.idle_secs),
-                );
+                let wait = std::time::Duration::from_secs(match config.intake.source {
+                    crate::config::SourceKind::Imap => {
+                        config.intake.imap.as_ref().map_or(60, |i| i.idle_secs)
+                    }
+                    _ => config.intake.poll_secs,
+                });
                 source.wait_for_mail(wait).map_err(collect::Error::from)?;
             }
         }

@@ -94,6 +94,14 @@ pub struct Intake {
     /// Mails stored per transaction (and per archive flush).
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// Seconds `collect --watch` waits between two looks at an mbox or
+    /// Maildir (IMAP uses IDLE, see `imap.idle_secs`).
+    #[serde(default = "default_poll")]
+    pub poll_secs: u64,
+}
+
+fn default_poll() -> u64 {
+    60
 }
 
 fn default_archive_dir() -> PathBuf {
@@ -129,6 +137,7 @@ impl Default for Intake {
             thread_window_secs: default_thread_window(),
             incomplete_deadline_hours: default_incomplete_deadline(),
             batch: default_batch(),
+            poll_secs: default_poll(),
         }
     }
 }
@@ -359,6 +368,9 @@ impl Config {
         }
         if intake.batch == 0 {
             return Err(self.invalid("intake.batch", "must be greater than 0"));
+        }
+        if intake.poll_secs == 0 {
+            return Err(self.invalid("intake.poll_secs", "must be greater than 0"));
         }
         if intake.thread_window_secs < 0 || intake.incomplete_deadline_hours < 0 {
             return Err(self.invalid(

@@ -470,3 +470,48 @@ fn status_reports_the_collect_stage() {
     );
     assert_eq!(ran.code(), 0, "{}", ran.describe());
 }
+
+#[test]
+fn watch_collects_mail_appended_later() {
+    let site = Site::mbox("poll_secs = 1");
+    site.write_mbox(&[patch("w1@x", "[PATCH] First", None, "a.c")]);
+    let mut child = std::process::Command::new(crate::util::patchline_bin())
+        .args(["collect", "--watch", "--json"])
+        .current_dir(site.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || -> serde_json::Value {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("collect --watch printed nothing");
+        serde_json::from_str(&line).unwrap()
+    };
+    let first = next();
+    assert_eq!(first["mails"], 1);
+    site.append_mbox(&[patch("w2@x", "[PATCH] Second", None, "b.c")]);
+    // Rounds without new mail print the same run totals; wait for the new one.
+    let mut later = next();
+    for _ in 0..20 {
+        if later["mails"] == 2 {
+            break;
+        }
+        later = next();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(later["mails"], 2, "{later}");
+    assert_eq!(later["run"], first["run"], "one run for the whole watch");
+    assert_eq!(site.count("SELECT COUNT(*) FROM mails"), 2);
+}
