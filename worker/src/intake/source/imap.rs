@@ -541,8 +541,8 @@ fn examine(
 /// Connects, secures the connection as configured and logs in.
 fn connect(settings: &ImapSettings) -> Result<Connection, Error> {
     let server = settings.server();
-    let _span = tracing::debug_span!("imap_connect", server = %server, user = %settings.user)
-        .entered();
+    let _span =
+        tracing::debug_span!("imap_connect", server = %server, user = %settings.user).entered();
     let tcp = connect_tcp(settings)?;
     let unreachable = |reason: String| Error::Unreachable {
         server: server.clone(),
@@ -550,9 +550,9 @@ fn connect(settings: &ImapSettings) -> Result<Connection, Error> {
     };
     let mut client = match settings.security {
         ImapSecurity::Plain => imap::Client::new(Transport::Plain(tcp)),
-        ImapSecurity::Tls => imap::Client::new(Transport::Tls(Box::new(tls_handshake(
-            settings, tcp,
-        )?))),
+        ImapSecurity::Tls => {
+            imap::Client::new(Transport::Tls(Box::new(tls_handshake(settings, tcp)?)))
+        }
         ImapSecurity::StartTls => {
             let mut tcp = tcp;
             let greeting = read_plain_line(&mut tcp)
@@ -661,7 +661,10 @@ fn start_tls(tcp: &mut TcpStream) -> Result<(), String> {
         let line = read_plain_line(tcp).map_err(|e| format!("STARTTLS got no answer: {e}"))?;
         let text = String::from_utf8_lossy(&line);
         if let Some(status) = text.strip_prefix("T1 ") {
-            if status.get(..2).is_some_and(|s| s.eq_ignore_ascii_case("OK")) {
+            if status
+                .get(..2)
+                .is_some_and(|s| s.eq_ignore_ascii_case("OK"))
+            {
                 return Ok(());
             }
             return Err(format!(
@@ -705,10 +708,13 @@ fn tls_handshake(
         reason: format!("TLS handshake failed: {reason}"),
     };
     let config = tls_config(settings)?;
-    let name = ServerName::try_from(settings.host.clone())
-        .map_err(|e| failed(format!("{:?} is not a valid server name: {e}", settings.host)))?;
-    let mut connection =
-        ClientConnection::new(config, name).map_err(|e| failed(e.to_string()))?;
+    let name = ServerName::try_from(settings.host.clone()).map_err(|e| {
+        failed(format!(
+            "{:?} is not a valid server name: {e}",
+            settings.host
+        ))
+    })?;
+    let mut connection = ClientConnection::new(config, name).map_err(|e| failed(e.to_string()))?;
     while connection.is_handshaking() {
         connection
             .complete_io(&mut tcp)
@@ -822,7 +828,9 @@ impl SetReadTimeout for Transport {
     /// IDLE raises it, and IDLE lowers it back when done.
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> imap::error::Result<()> {
         match timeout {
-            Some(timeout) => self.tcp().set_read_timeout(Some(timeout.max(Duration::from_millis(1)))),
+            Some(timeout) => self
+                .tcp()
+                .set_read_timeout(Some(timeout.max(Duration::from_millis(1)))),
             None => Ok(()),
         }
         .map_err(imap::Error::Io)
@@ -869,8 +877,9 @@ fn interrupted(
         (Some(uid), _) => {
             format!("mails up to uid {uid} are stored and the next run resumes after uid {uid}")
         }
-        (None, 0) => "no mail was stored by this run; the next run starts from the first mail"
-            .to_string(),
+        (None, 0) => {
+            "no mail was stored by this run; the next run starts from the first mail".to_string()
+        }
         (None, uid) => {
             format!("no mail was stored by this run; the next run resumes after uid {uid}")
         }
@@ -890,7 +899,10 @@ mod tests {
         let good = [
             ("uidvalidity=1;uid=0", (1, 0)),
             ("uidvalidity=1700000000;uid=42", (1_700_000_000, 42)),
-            ("uidvalidity=4294967295;uid=4294967295", (u32::MAX, u32::MAX)),
+            (
+                "uidvalidity=4294967295;uid=4294967295",
+                (u32::MAX, u32::MAX),
+            ),
         ];
         for (text, (uidvalidity, uid)) in good {
             let cursor: Cursor = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -940,7 +952,12 @@ mod tests {
         };
         let cases: [(&[u64], u32, u64, Vec<Vec<u32>>); 6] = [
             (&[], 10, 100, vec![]),
-            (&[1, 1, 1, 1, 1], 2, 100, vec![vec![1, 2], vec![3, 4], vec![5]]),
+            (
+                &[1, 1, 1, 1, 1],
+                2,
+                100,
+                vec![vec![1, 2], vec![3, 4], vec![5]],
+            ),
             (&[40, 40, 40], 10, 100, vec![vec![1, 2], vec![3]]),
             (&[500, 1, 1], 10, 100, vec![vec![1], vec![2, 3]]),
             (&[1, 500, 1], 10, 100, vec![vec![1], vec![2], vec![3]]),

@@ -1,0 +1,2 @@
+mod dovecot;
+mod imap_source;
