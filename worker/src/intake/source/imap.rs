@@ -150,15 +150,15 @@ impl ImapSource {
             if remaining.is_zero() {
                 return Ok(false);
             }
-            let server = self.settings.server();
-            let connection = self.connected()?;
+            let settings = &self.settings;
+            let connection = connected(&mut self.connection, settings)?;
             if connection.has_idle {
                 let slice = remaining.min(IDLE_REFRESH);
                 let outcome = connection
                     .session
                     .idle()
                     .and_then(|idle| idle.wait_with_timeout(slice))
-                    .map_err(|e| session_error(&server, "waiting for new mail (IDLE)", &e))?;
+                    .map_err(|e| session_error(settings, "waiting for new mail (IDLE)", &e))?;
                 if outcome == WaitOutcome::TimedOut {
                     continue;
                 }
@@ -170,14 +170,6 @@ impl ImapSource {
                 return Ok(true);
             }
         }
-    }
-
-    fn connected(&mut self) -> Result<&mut Connection, Error> {
-        let server = self.settings.server();
-        self.connection.as_mut().ok_or_else(|| Error::Imap {
-            server,
-            reason: "the connection was closed unexpectedly".to_string(),
-        })
     }
 
     /// A connection that failed once is not trusted again: the imap crate
@@ -216,7 +208,6 @@ impl ImapSource {
         sink: &mut Sink<'_>,
     ) -> Result<FetchStats, Error> {
         let key = self.key();
-        let server = self.settings.server();
         let state = self.open_mailbox()?;
         let mut stats = FetchStats {
             total_hint: Some(u64::from(state.exists)),
@@ -265,13 +256,14 @@ impl ImapSource {
         let batches = plan_batches(&wanted, self.settings.batch, self.settings.max_mail_size);
         for uids in batches {
             let uid_list = uid_set(&uids);
-            let connection = self.connected()?;
+            let settings = &self.settings;
+            let connection = connected(&mut self.connection, settings)?;
             let fetches = connection
                 .session
                 .uid_fetch(&uid_list, "(UID BODY.PEEK[])")
                 .map_err(|e| {
-                    let during = format!("fetching uid {uid_list} of {}", self.settings.mailbox);
-                    interrupted(&server, &during, &e, last_stored, start_after)
+                    let during = format!("fetching uid {uid_list} of {}", settings.mailbox);
+                    interrupted(settings, &during, &e, last_stored, start_after)
                 })?;
             let mut bodies: HashMap<u32, &[u8]> = HashMap::with_capacity(uids.len());
             for fetch in fetches.iter() {
@@ -339,15 +331,14 @@ impl ImapSource {
         if nothing_new {
             return Ok(Vec::new());
         }
-        let server = self.settings.server();
-        let mailbox = self.settings.mailbox.clone();
-        let connection = self.connected()?;
+        let settings = &self.settings;
+        let connection = connected(&mut self.connection, settings)?;
         let fetches = connection
             .session
             .uid_fetch(format!("{first}:*"), "(UID RFC822.SIZE)")
             .map_err(|e| {
-                let during = format!("listing new mail in {mailbox}");
-                interrupted(&server, &during, &e, None, start_after)
+                let during = format!("listing new mail in {}", settings.mailbox);
+                interrupted(settings, &during, &e, None, start_after)
             })?;
         let mut listing: Vec<MessageSize> = fetches
             .iter()
@@ -522,7 +513,7 @@ fn examine(
             mailbox: settings.mailbox.clone(),
             reason,
         },
-        e => session_error(&server, &format!("opening {}", settings.mailbox), &e),
+        e => session_error(settings, &format!("opening {}", settings.mailbox), &e),
     })?;
     let uidvalidity = mailbox.uid_validity.ok_or_else(|| Error::Imap {
         server: server.clone(),
@@ -556,7 +547,7 @@ fn connect(settings: &ImapSettings) -> Result<Connection, Error> {
         ImapSecurity::StartTls => {
             let mut tcp = tcp;
             let greeting = read_plain_line(&mut tcp)
-                .map_err(|e| unreachable(format!("no greeting: {}", describe_io(&e))))?;
+                .map_err(|e| unreachable(format!("no greeting: {}", describe_io(&e, settings))))?;
             check_greeting(&greeting).map_err(unreachable)?;
             start_tls(&mut tcp).map_err(|reason| Error::Imap {
                 server: server.clone(),
@@ -572,7 +563,7 @@ fn connect(settings: &ImapSettings) -> Result<Connection, Error> {
     if !client.greeting_read {
         let greeting = client
             .read_greeting()
-            .map_err(|e| unreachable(format!("no greeting: {}", describe(&e))))?;
+            .map_err(|e| unreachable(format!("no greeting: {}", describe(&e, settings))))?;
         check_greeting(&greeting).map_err(unreachable)?;
     }
 
@@ -600,12 +591,12 @@ fn connect(settings: &ImapSettings) -> Result<Connection, Error> {
                 "the user name or password contains a line break, which IMAP cannot send"
                     .to_string(),
             ),
-            e => session_error(&server, "logging in", &e),
+            e => session_error(settings, "logging in", &e),
         }
     })?;
     let has_idle = session
         .capabilities()
-        .map_err(|e| session_error(&server, "asking for CAPABILITY", &e))?
+        .map_err(|e| session_error(settings, "asking for CAPABILITY", &e))?
         .has_str("IDLE");
     tracing::debug!(has_idle, "logged in");
     Ok(Connection { session, has_idle })
@@ -635,7 +626,7 @@ fn connect_tcp(settings: &ImapSettings) -> Result<TcpStream, Error> {
         }
     }
     Err(unreachable(match last_error {
-        Some((address, e)) => format!("cannot connect to {address}: {}", describe_io(&e)),
+        Some((address, e)) => format!("cannot connect to {address}: {}", describe_io(&e, settings)),
         None => format!("{} resolves to no address", settings.host),
     }))
 }
@@ -718,7 +709,7 @@ fn tls_handshake(
     while connection.is_handshaking() {
         connection
             .complete_io(&mut tcp)
-            .map_err(|e| failed(describe_io(&e)))?;
+            .map_err(|e| failed(describe_io(&e, settings)))?;
     }
     Ok(StreamOwned::new(connection, tcp))
 }
@@ -837,18 +828,18 @@ impl SetReadTimeout for Transport {
     }
 }
 
-fn describe_io(error: &io::Error) -> String {
+fn describe_io(error: &io::Error, settings: &ImapSettings) -> String {
     match error.kind() {
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-            "no answer within the configured timeout".to_string()
+            format!("no answer within {:?}", settings.timeout)
         }
         _ => error.to_string(),
     }
 }
 
-fn describe(error: &imap::Error) -> String {
+fn describe(error: &imap::Error, settings: &ImapSettings) -> String {
     match error {
-        imap::Error::Io(e) => describe_io(e),
+        imap::Error::Io(e) => describe_io(e, settings),
         imap::Error::ConnectionLost => "the server closed the connection".to_string(),
         imap::Error::No(text) => format!("refused: {text}"),
         imap::Error::Bad(text) => format!("rejected as bad: {text}"),
@@ -856,18 +847,29 @@ fn describe(error: &imap::Error) -> String {
     }
 }
 
+/// The live connection; only missing if a caller forgot `open_mailbox`.
+fn connected<'a>(
+    connection: &'a mut Option<Connection>,
+    settings: &ImapSettings,
+) -> Result<&'a mut Connection, Error> {
+    connection.as_mut().ok_or_else(|| Error::Imap {
+        server: settings.server(),
+        reason: "the connection was closed unexpectedly".to_string(),
+    })
+}
+
 /// A failed command on an established session: always the server's or the
 /// network's fault, never the input's.
-fn session_error(server: &str, during: &str, error: &imap::Error) -> Error {
+fn session_error(settings: &ImapSettings, during: &str, error: &imap::Error) -> Error {
     Error::Imap {
-        server: server.to_string(),
-        reason: format!("{during}: {}", describe(error)),
+        server: settings.server(),
+        reason: format!("{during}: {}", describe(error, settings)),
     }
 }
 
 /// An error in the middle of reading mail, saying where the next run resumes.
 fn interrupted(
-    server: &str,
+    settings: &ImapSettings,
     during: &str,
     error: &imap::Error,
     last_stored: Option<u32>,
@@ -885,14 +887,30 @@ fn interrupted(
         }
     };
     Error::Imap {
-        server: server.to_string(),
-        reason: format!("{during}: {}; {resume}", describe(error)),
+        server: settings.server(),
+        reason: format!("{during}: {}; {resume}", describe(error, settings)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings() -> ImapSettings {
+        ImapSettings {
+            host: "mail.example.org".to_string(),
+            port: 993,
+            security: ImapSecurity::Tls,
+            user: "list".to_string(),
+            password: SecretString::from("hunter2-secret"),
+            auth: ImapAuth::Login,
+            mailbox: "INBOX".to_string(),
+            ca_file: None,
+            timeout: Duration::from_secs(30),
+            max_mail_size: 1 << 20,
+            batch: 50,
+        }
+    }
 
     #[test]
     fn cursor_round_trips_and_rejects_garbage() {
@@ -950,7 +968,9 @@ mod tests {
                 .map(|(&size, uid)| MessageSize { uid, size })
                 .collect()
         };
-        let cases: [(&[u64], u32, u64, Vec<Vec<u32>>); 6] = [
+        // (sizes of uid 1, 2, ..., batch, byte budget, expected batches)
+        type Case = (&'static [u64], u32, u64, Vec<Vec<u32>>);
+        let cases: [Case; 6] = [
             (&[], 10, 100, vec![]),
             (
                 &[1, 1, 1, 1, 1],
@@ -998,36 +1018,44 @@ mod tests {
     #[test]
     fn interruption_says_where_the_next_run_resumes() {
         let lost = imap::Error::ConnectionLost;
+        let timed_out = imap::Error::Io(io::ErrorKind::WouldBlock.into());
         let cases = [
-            (Some(7), 3, "after uid 7"),
-            (None, 3, "resumes after uid 3"),
-            (None, 0, "from the first mail"),
+            (&lost, Some(7), 3, "after uid 7", "closed the connection"),
+            (
+                &lost,
+                None,
+                3,
+                "resumes after uid 3",
+                "closed the connection",
+            ),
+            (
+                &lost,
+                None,
+                0,
+                "from the first mail",
+                "closed the connection",
+            ),
+            (
+                &timed_out,
+                Some(2),
+                0,
+                "after uid 2",
+                "no answer within 30s",
+            ),
         ];
-        for (last_stored, start_after, expected) in cases {
-            let error = interrupted("h:1", "fetching", &lost, last_stored, start_after);
+        for (cause, last_stored, start_after, resume, why) in cases {
+            let error = interrupted(&settings(), "fetching", cause, last_stored, start_after);
             assert!(error.is_infrastructure());
             let message = error.to_string();
-            assert!(message.contains(expected), "{message}");
-            assert!(message.contains("closed the connection"), "{message}");
+            assert!(message.contains("mail.example.org:993"), "{message}");
+            assert!(message.contains(resume), "{message}");
+            assert!(message.contains(why), "{message}");
         }
     }
 
     #[test]
     fn settings_debug_hides_the_password() {
-        let settings = ImapSettings {
-            host: "mail.example.org".to_string(),
-            port: 993,
-            security: ImapSecurity::Tls,
-            user: "list".to_string(),
-            password: SecretString::from("hunter2-secret"),
-            auth: ImapAuth::Login,
-            mailbox: "INBOX".to_string(),
-            ca_file: None,
-            timeout: Duration::from_secs(30),
-            max_mail_size: 1 << 20,
-            batch: 50,
-        };
-        let source = ImapSource::new(settings);
+        let source = ImapSource::new(settings());
         assert_eq!(source.key(), "imap://list@mail.example.org:993/INBOX");
         let debug = format!("{source:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
