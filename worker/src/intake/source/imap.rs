@@ -540,9 +540,9 @@ fn connect(settings: &ImapSettings) -> Result<Connection, Error> {
         reason,
     };
     let mut client = match settings.security {
-        ImapSecurity::Plain => imap::Client::new(Transport::Plain(tcp)),
+        ImapSecurity::Plain => imap::Client::new(Transport::plain(tcp, settings)),
         ImapSecurity::Tls => {
-            imap::Client::new(Transport::Tls(Box::new(tls_handshake(settings, tcp)?)))
+            imap::Client::new(Transport::tls(tls_handshake(settings, tcp)?, settings))
         }
         ImapSecurity::StartTls => {
             let mut tcp = tcp;
@@ -554,7 +554,7 @@ fn connect(settings: &ImapSettings) -> Result<Connection, Error> {
                 reason,
             })?;
             let mut client =
-                imap::Client::new(Transport::Tls(Box::new(tls_handshake(settings, tcp)?)));
+                imap::Client::new(Transport::tls(tls_handshake(settings, tcp)?, settings));
             // RFC 3501: no second greeting after STARTTLS.
             client.greeting_read = true;
             client
@@ -764,67 +764,88 @@ impl imap::Authenticator for PlainAuthenticator<'_> {
     }
 }
 
-/// The byte stream under the imap crate.
-enum Transport {
+/// The byte stream under the imap crate, with the read timeout every
+/// command gets.
+struct Transport {
+    stream: Stream,
+    timeout: Duration,
+}
+
+enum Stream {
     Plain(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
 }
 
 impl Transport {
+    fn plain(tcp: TcpStream, settings: &ImapSettings) -> Transport {
+        Transport {
+            stream: Stream::Plain(tcp),
+            timeout: settings.timeout,
+        }
+    }
+
+    fn tls(tls: StreamOwned<ClientConnection, TcpStream>, settings: &ImapSettings) -> Transport {
+        Transport {
+            stream: Stream::Tls(Box::new(tls)),
+            timeout: settings.timeout,
+        }
+    }
+
     fn tcp(&self) -> &TcpStream {
-        match self {
-            Transport::Plain(tcp) => tcp,
-            Transport::Tls(tls) => tls.get_ref(),
+        match &self.stream {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref(),
         }
     }
 }
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Transport::Plain(_) => f.write_str("Transport::Plain"),
-            Transport::Tls(_) => f.write_str("Transport::Tls"),
-        }
+        let kind = match self.stream {
+            Stream::Plain(_) => "plain",
+            Stream::Tls(_) => "TLS",
+        };
+        write!(f, "Transport({kind}, timeout {:?})", self.timeout)
     }
 }
 
 impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(tcp) => tcp.read(buf),
-            Transport::Tls(tls) => tls.read(buf),
+        match &mut self.stream {
+            Stream::Plain(tcp) => tcp.read(buf),
+            Stream::Tls(tls) => tls.read(buf),
         }
     }
 }
 
 impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(tcp) => tcp.write(buf),
-            Transport::Tls(tls) => tls.write(buf),
+        match &mut self.stream {
+            Stream::Plain(tcp) => tcp.write(buf),
+            Stream::Tls(tls) => tls.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Transport::Plain(tcp) => tcp.flush(),
-            Transport::Tls(tls) => tls.flush(),
+        match &mut self.stream {
+            Stream::Plain(tcp) => tcp.flush(),
+            Stream::Tls(tls) => tls.flush(),
         }
     }
 }
 
 impl SetReadTimeout for Transport {
-    /// The imap crate lifts the timeout (`None`) after IDLE; keep the
-    /// configured one instead, so later commands still cannot hang. Only
-    /// IDLE raises it, and IDLE lowers it back when done.
+    /// IDLE sets its own wait and then lifts the timeout (`None`); fall back
+    /// to the configured timeout instead, so no later command (the DONE
+    /// ending the IDLE included) can hang on a dead server.
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> imap::error::Result<()> {
-        match timeout {
-            Some(timeout) => self
-                .tcp()
-                .set_read_timeout(Some(timeout.max(Duration::from_millis(1)))),
-            None => Ok(()),
-        }
-        .map_err(imap::Error::Io)
+        // A zero timeout means "none" to the socket: never let that through.
+        let timeout = timeout
+            .unwrap_or(self.timeout)
+            .max(Duration::from_millis(1));
+        self.tcp()
+            .set_read_timeout(Some(timeout))
+            .map_err(imap::Error::Io)
     }
 }
 
@@ -1050,6 +1071,27 @@ mod tests {
             assert!(message.contains("mail.example.org:993"), "{message}");
             assert!(message.contains(resume), "{message}");
             assert!(message.contains(why), "{message}");
+        }
+    }
+
+    #[test]
+    fn lifting_the_read_timeout_restores_the_configured_one() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let tcp = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+        let mut transport = Transport::plain(tcp, &settings());
+        let cases = [
+            (Some(Duration::from_secs(1500)), Duration::from_secs(1500)),
+            (None, Duration::from_secs(30)),
+            (Some(Duration::ZERO), Duration::from_millis(1)),
+        ];
+        for (asked, expected) in cases {
+            transport.set_read_timeout(asked).expect("set timeout");
+            // The kernel rounds to its clock tick.
+            let actual = transport.tcp().read_timeout().expect("read timeout");
+            assert!(
+                actual.is_some_and(|t| t >= expected && t < expected + Duration::from_millis(20)),
+                "asked {asked:?}, expected {expected:?}, got {actual:?}"
+            );
         }
     }
 
