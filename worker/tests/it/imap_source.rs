@@ -539,12 +539,19 @@ fn a_connection_cut_mid_fetch_loses_nothing_and_duplicates_nothing() {
         let (result, after) = fetch_all(&mut healthy, cursor.as_deref(), &never_seen);
         result.unwrap_or_else(|e| panic!("{e}"));
 
-        let all: Vec<_> = before.iter().chain(&after).collect();
         let mut all_uids = uids(&before);
         all_uids.extend(uids(&after));
         assert_eq!(all_uids, vec![1, 2, 3, 4, 5], "{message}");
-        let received: Vec<_> = all.iter().map(|mail| mail.bytes.clone()).collect();
-        assert_eq!(received, sent, "every mail exactly once, in order");
+        let received: Vec<&Vec<u8>> = before
+            .iter()
+            .chain(&after)
+            .map(|mail| &mail.bytes)
+            .collect();
+        assert_eq!(
+            received,
+            sent.iter().collect::<Vec<_>>(),
+            "every mail exactly once"
+        );
     }
 }
 
@@ -598,11 +605,18 @@ fn without_idle_the_source_polls() {
         let mut client = crate::dovecot::ImapClient::login(port, crate::dovecot::USER, &password);
         client.append("INBOX", &patch_mail(1, 200, "\r\n"))
     });
+    let started = Instant::now();
     let woke = source.wait_for_mail(Duration::from_secs(2));
     appender.join().expect("append thread");
     assert!(
         woke.unwrap_or_else(|e| panic!("{e}")),
         "the poll at the deadline sees the mail"
+    );
+    // IDLE would have woken at once; a poll only looks again at the deadline.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
     );
 }
 
