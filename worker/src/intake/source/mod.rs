@@ -63,8 +63,7 @@ pub struct FetchStats {
 
 /// The sink receives every mail in order; an error from the sink aborts the
 /// fetch and is returned as `Error::Sink`.
-pub type Sink<'a> =
-    dyn FnMut(RawMail) -> Result<Flow, Box<dyn std::error::Error + Send + Sync>> + 'a;
+pub type Sink<'a> = dyn FnMut(RawMail) -> Result<Flow, Box<dyn std::error::Error + Send + Sync>> + 'a;
 
 pub trait MailSource {
     /// Stable key of this source in the state database, e.g.
