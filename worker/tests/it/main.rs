@@ -1,2 +1,4 @@
 mod collect;
+mod dovecot;
+mod imap_source;
 mod util;

@@ -118,6 +118,14 @@ pub enum Error {
         user: String,
         reason: String,
     },
+    /// The server is fine but the configured mailbox cannot be opened
+    /// (missing, no permission): a configuration fault, not infrastructure.
+    #[error("IMAP server {server}: cannot open mailbox {mailbox:?}: {reason}")]
+    MailboxUnavailable {
+        server: String,
+        mailbox: String,
+        reason: String,
+    },
     #[error("storing mail {item} failed: {source}")]
     Sink {
         item: String,
