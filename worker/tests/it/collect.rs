@@ -515,3 +515,47 @@ fn watch_collects_mail_appended_later() {
     assert_eq!(later["run"], first["run"], "one run for the whole watch");
     assert_eq!(site.count("SELECT COUNT(*) FROM mails"), 2);
 }
+
+#[test]
+fn collect_reads_imap_through_the_config_over_starttls() {
+    let server = crate::dovecot::Dovecot::start();
+    let mut client = server.client();
+    for m in [
+        cover("ic@x", "[PATCH 0/2] Over IMAP"),
+        patch("ip1@x", "[PATCH 1/2] One", Some("ic@x"), "a.c"),
+        patch("ip2@x", "[PATCH 2/2] Two", Some("ic@x"), "b.c"),
+    ] {
+        client.append("INBOX", m.as_bytes());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("imap-password"),
+        format!("{}\n", server.password),
+    )
+    .unwrap();
+    let settings = server.settings("INBOX");
+    // A copy: the server's directory goes away with it at the end.
+    std::fs::copy(&server.cert, dir.path().join("ca.pem")).unwrap();
+    std::fs::write(
+        dir.path().join("patchline.toml"),
+        format!(
+            "[intake]\nsource = \"imap\"\n[intake.imap]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"starttls\"\nauth = \"plain\"\nuser = \"{}\"\npassword_file = \"imap-password\"\nca_file = \"ca.pem\"\n",
+            server.imap_port, settings.user,
+        ),
+    )
+    .unwrap();
+    let ran = patchline(dir.path(), &["collect", "--json"]);
+    let s = ran.json();
+    assert_eq!(ran.code(), 0, "{}\n{}", ran.describe(), server.logs());
+    assert_eq!(s["mails"], 3);
+    assert_eq!(s["series_complete"], 1);
+    assert!(s["source"].as_str().unwrap().starts_with("imap://"));
+    assert!(!ran.stderr().contains(&server.password));
+    // Again: nothing new, nothing counted twice.
+    let again = patchline(dir.path(), &["collect", "--json"]).json();
+    assert_eq!(again["mails"], 0);
+    // The server gone: exit 3 with a one-line cause.
+    drop(server);
+    let ran = patchline(dir.path(), &["collect"]).fails_with(3);
+    assert!(ran.stderr().contains("unreachable"), "{}", ran.describe());
+}
