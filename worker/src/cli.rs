@@ -390,61 +390,14 @@ fn parse(cli: &Cli, files: &[PathBuf]) -> Result<(), Failure> {
     let mut unreadable = 0;
     for file in files {
         let name = file.display().to_string();
-        let mut mails: Vec<(String, Vec<u8>)> = Vec::new();
-        let head = match std::fs::File::open(file).and_then(|mut f| {
-            let mut buf = [0u8; 5];
-            let n = std::io::Read::read(&mut f, &mut buf)?;
-            Ok(buf[..n].to_vec())
-        }) {
-            Ok(h) => h,
+        let mails = match read_mail_file(file, config.intake.max_mail_size) {
+            Ok(mails) => mails,
             Err(e) => {
                 unreadable += 1;
-                emit_parse(
-                    cli.json,
-                    &name,
-                    None,
-                    Some(format!("cannot read {name}: {e}")),
-                );
+                emit_parse(cli.json, &name, None, Some(e));
                 continue;
             }
         };
-        if head == b"From " {
-            let mut mbox = MboxSource::new(
-                file.clone(),
-                MboxFormat::Mboxrd,
-                config.intake.max_mail_size,
-            );
-            let never = |_: &str| false;
-            let resume = Resume {
-                cursor: None,
-                seen: &never,
-            };
-            let mut n = 0;
-            let res = mbox.fetch(&resume, &mut |raw| {
-                n += 1;
-                mails.push((format!("{name}:{n}"), raw.bytes));
-                Ok(Flow::Continue)
-            });
-            if let Err(e) = res {
-                unreadable += 1;
-                emit_parse(cli.json, &name, None, Some(e.to_string()));
-                continue;
-            }
-        } else {
-            match std::fs::read(file) {
-                Ok(bytes) => mails.push((name.clone(), bytes)),
-                Err(e) => {
-                    unreadable += 1;
-                    emit_parse(
-                        cli.json,
-                        &name,
-                        None,
-                        Some(format!("cannot read {name}: {e}")),
-                    );
-                    continue;
-                }
-            }
-        }
         for (label, bytes) in mails {
             match parse_mail(&bytes, &limits) {
                 Ok(mail) => {
@@ -461,6 +414,36 @@ fn parse(cli: &Cli, files: &[PathBuf]) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+/// The mails of one file: the file itself, or each mail when it begins
+/// with an mbox `From ` line (named `file:N`).
+fn read_mail_file(file: &Path, max_mail_size: u64) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let name = file.display().to_string();
+    let unreadable = |e: std::io::Error| format!("cannot read {name}: {e}");
+    let mut head = Vec::with_capacity(5);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(file).map_err(unreadable)?, 5),
+        &mut head,
+    )
+    .map_err(unreadable)?;
+    if head != b"From " {
+        let bytes = std::fs::read(file).map_err(unreadable)?;
+        return Ok(vec![(name, bytes)]);
+    }
+    let mut mails = Vec::new();
+    let mut mbox = MboxSource::new(file.to_path_buf(), MboxFormat::Mboxrd, max_mail_size);
+    let never = |_: &str| false;
+    let resume = Resume {
+        cursor: None,
+        seen: &never,
+    };
+    mbox.fetch(&resume, &mut |raw| {
+        mails.push((format!("{name}:{}", mails.len() + 1), raw.bytes));
+        Ok(Flow::Continue)
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(mails)
 }
 
 fn emit_parse(

@@ -778,57 +778,45 @@ fn assemble_series(
             let s = &plan.series;
             let (state, missing, superseded_by) = state_parts(&s.state);
             let missing = serde_json::to_string(&missing).unwrap_or_else(|_| "[]".into());
-            let id = match plan.existing_id {
-                Some(id) => {
-                    tx.execute(
-                        "UPDATE series SET version = ?2, total = ?3, title = ?4, author = ?5, branch = ?6, repo = ?7,
-                            cover_mail_id = ?8, state = ?9, missing = ?10, superseded_by = ?11, first_received = ?12,
-                            updated_run = CASE WHEN state IS ?9 AND missing IS ?10 THEN updated_run ELSE ?13 END
-                         WHERE id = ?1",
-                        params![
-                            id,
-                            s.version,
-                            s.total,
-                            s.title,
-                            s.author,
-                            plan.branch,
-                            plan.repo,
-                            s.cover,
-                            state,
-                            missing,
-                            superseded_by,
-                            s.first_received,
-                            run
-                        ],
-                    )?;
-                    tx.execute("DELETE FROM patches WHERE series_id = ?1", [id])?;
-                    id
-                }
-                None => {
-                    tx.execute(
-                        "INSERT INTO series (key, version, total, title, author, branch, repo, cover_mail_id, state,
-                            missing, superseded_by, archive_dir, first_received, created_run, updated_run)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
-                        params![
-                            plan.key,
-                            s.version,
-                            s.total,
-                            s.title,
-                            s.author,
-                            plan.branch,
-                            plan.repo,
-                            s.cover,
-                            state,
-                            missing,
-                            superseded_by,
-                            plan.archive_dir,
-                            s.first_received,
-                            run
-                        ],
-                    )?;
-                    tx.last_insert_rowid()
-                }
-            };
+            // One upsert: the archive directory is chosen once, at insert;
+            // `updated_run` moves only when the state really changed.
+            let id: i64 = tx
+                .prepare_cached(
+                    "INSERT INTO series (key, version, total, title, author, branch, repo, cover_mail_id, state,
+                        missing, superseded_by, archive_dir, first_received, created_run, updated_run)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
+                     ON CONFLICT (key) DO UPDATE SET version = excluded.version, total = excluded.total,
+                        title = excluded.title, author = excluded.author, branch = excluded.branch,
+                        repo = excluded.repo, cover_mail_id = excluded.cover_mail_id, state = excluded.state,
+                        missing = excluded.missing, superseded_by = excluded.superseded_by,
+                        first_received = excluded.first_received,
+                        updated_run = CASE WHEN series.state IS excluded.state AND series.missing IS excluded.missing
+                                           THEN series.updated_run ELSE excluded.updated_run END
+                     RETURNING id",
+                )?
+                .query_row(
+                    params![
+                        plan.key,
+                        s.version,
+                        s.total,
+                        s.title,
+                        s.author,
+                        plan.branch,
+                        plan.repo,
+                        s.cover,
+                        state,
+                        missing,
+                        superseded_by,
+                        plan.archive_dir,
+                        s.first_received,
+                        run
+                    ],
+                    |r| r.get(0),
+                )?;
+            if plan.existing_id.is_some() {
+                tx.prepare_cached("DELETE FROM patches WHERE series_id = ?1")?
+                    .execute([id])?;
+            }
             for (idx, mail_id, path) in &plan.patches {
                 tx.prepare_cached(
                     "INSERT INTO patches (series_id, idx, mail_id, archive_path) VALUES (?1, ?2, ?3, ?4)",
