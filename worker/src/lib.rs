@@ -6,5 +6,6 @@
 pub mod cli;
 pub mod config;
 pub mod intake;
+pub mod patch;
 pub mod pipeline;
 pub mod store;

@@ -1,0 +1,5 @@
+//! The patch engine: parsing mailed diffs and applying them to git trees
+//! with `git am` semantics. This part reads patches; it never touches a
+//! repository.
+
+pub mod parse;
