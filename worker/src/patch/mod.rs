@@ -2,4 +2,5 @@
 //! with `git am` semantics. This part reads patches; it never touches a
 //! repository.
 
+pub mod hunks;
 pub mod parse;
