@@ -3,4 +3,5 @@
 //! repository.
 
 pub mod hunks;
+pub mod mailinfo;
 pub mod parse;

@@ -1,0 +1,448 @@
+//! What `git am` takes from a patch mail (pure), as `git mailinfo` does:
+//! the author (From:, or an in-body `From:`), the author date, the subject
+//! cleaned of `Re:` and `[...]` prefixes, the commit message up to the patch
+//! break, and the patch text after it.
+
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("not a mail: no header could be parsed")]
+    NotAMail,
+    #[error("the mail has no author: no usable From header")]
+    NoAuthor,
+    #[error("the mail has no patch: nothing after the message looks like a diff")]
+    NoPatch,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailInfoOptions {
+    /// `--scissors`: drop everything above a `-- >8 --` line.
+    pub scissors: bool,
+    /// `--keep-cr`: keep `\r` of CRLF lines (off by default, as in `git am`).
+    pub keep_cr: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailInfo {
+    pub author_name: String,
+    pub author_email: String,
+    /// Seconds since the epoch and the zone offset in seconds east of UTC,
+    /// from the `Date:` header (or an in-body `Date:`).
+    pub date: Option<(i64, i32)>,
+    /// The cleaned subject: the commit's first line.
+    pub subject: String,
+    /// The whole commit message as `git am` writes it: subject, a blank
+    /// line, the body up to the patch break, cleaned like `git stripspace`.
+    pub message: String,
+    /// The text from the patch break on.
+    pub patch: Vec<u8>,
+}
+
+/// `git mailinfo`'s `cleanup_subject`: strips `Re:`, `:`, whitespace and
+/// `[...]` groups from the front.
+pub fn clean_subject(subject: &str) -> String {
+    let mut s = subject;
+    loop {
+        let lower = s.get(..3).map(str::to_ascii_lowercase);
+        if lower.as_deref() == Some("re:") && s.len() > 3 {
+            s = &s[3..];
+        } else if let Some(rest) = s.strip_prefix([' ', '\t', ':']) {
+            s = rest;
+        } else if s.starts_with('[') {
+            match s.find(']') {
+                Some(end) => s = &s[end + 1..],
+                None => break,
+            }
+        } else {
+            break;
+        }
+    }
+    s.trim().to_owned()
+}
+
+/// `git mailinfo`'s patch break: `diff -`, `Index: `, `--- <name>`, or a
+/// `---` line with only whitespace after it.
+fn is_patch_break(line: &str) -> bool {
+    if line.starts_with("diff -") || line.starts_with("Index: ") {
+        return true;
+    }
+    let Some(rest) = line.strip_prefix("---") else {
+        return false;
+    };
+    let rest = rest.trim_end_matches('\n');
+    if let Some(name) = rest.strip_prefix(' ')
+        && name.chars().next().is_some_and(|c| !c.is_whitespace())
+    {
+        return true;
+    }
+    rest.chars().all(char::is_whitespace)
+}
+
+fn is_scissors(line: &str) -> bool {
+    let t = line.trim();
+    (t.contains(">8") || t.contains("8<") || t.contains(">%") || t.contains("%<"))
+        && t.chars()
+            .all(|c| matches!(c, '-' | ' ' | '>' | '<' | '8' | '%'))
+        && t.matches('-').count() >= 2
+}
+
+/// `git stripspace`: trailing whitespace removed from every line, runs of
+/// blank lines collapsed to one, no blank lines at the start or end, and a
+/// final newline.
+pub fn stripspace(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut pending_blank = false;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if line.is_empty() {
+            pending_blank = !out.is_empty();
+            continue;
+        }
+        if pending_blank {
+            out.push('\n');
+            pending_blank = false;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// A `Name <email>` (or bare email) value as mailinfo reads it.
+fn parse_address(value: &str) -> Option<(String, String)> {
+    let value = value.trim();
+    if let (Some(lt), Some(gt)) = (value.rfind('<'), value.rfind('>'))
+        && lt < gt
+    {
+        let email = value[lt + 1..gt].trim().to_owned();
+        let name = value[..lt].trim().trim_matches('"').trim().to_owned();
+        return (!email.is_empty()).then_some((name, email));
+    }
+    value
+        .contains('@')
+        .then(|| (String::new(), value.to_owned()))
+}
+
+fn date_of(d: &mail_parser::DateTime) -> (i64, i32) {
+    let offset =
+        (d.tz_hour as i32 * 3600 + d.tz_minute as i32 * 60) * if d.tz_before_gmt { -1 } else { 1 };
+    (d.to_timestamp(), offset)
+}
+
+pub fn mailinfo(raw: &[u8], opts: MailInfoOptions) -> Result<MailInfo, Error> {
+    let message = MessageParser::default().parse(raw).ok_or(Error::NotAMail)?;
+    let mut author = message.from().and_then(|a| a.first()).and_then(|a| {
+        let email = a.address.as_deref()?.trim().to_owned();
+        let name = a.name.as_deref().unwrap_or("").trim().to_owned();
+        (!email.is_empty()).then_some((name, email))
+    });
+    let mut date = message.date().map(date_of);
+    let mut subject = message
+        .subject()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+
+    // The text `git am` reads: text parts, then patch attachments.
+    let mut body = String::new();
+    for id in message.text_body.iter().chain(&message.attachments) {
+        let Some(part) = message.parts.get(*id as usize) else {
+            continue;
+        };
+        let is_attachment = message.attachments.contains(id);
+        if is_attachment {
+            let name = part.attachment_name().unwrap_or("").to_ascii_lowercase();
+            let ctype = part
+                .content_type()
+                .map(|c| {
+                    format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")).to_ascii_lowercase()
+                })
+                .unwrap_or_default();
+            let patchy = name.ends_with(".patch")
+                || name.ends_with(".diff")
+                || ctype.starts_with("text/x-patch")
+                || ctype.starts_with("text/x-diff")
+                || ctype == "text/plain";
+            if !patchy {
+                continue;
+            }
+        }
+        let text = match &part.body {
+            PartType::Text(t) => t.to_string(),
+            PartType::Binary(b) | PartType::InlineBinary(b) if is_attachment => {
+                String::from_utf8_lossy(b).into_owned()
+            }
+            _ => continue,
+        };
+        if !body.is_empty() && !body.ends_with('\n') {
+            body.push('\n');
+        }
+        body.push_str(&text);
+    }
+    if !opts.keep_cr {
+        body = body.replace("\r\n", "\n");
+    }
+
+    // Scissors: everything above the last scissors line is discussion.
+    let mut lines: Vec<&str> = body.split_inclusive('\n').collect();
+    if opts.scissors
+        && let Some(at) = lines.iter().rposition(|l| is_scissors(l))
+    {
+        lines.drain(..=at);
+    }
+    // In-body headers at the start of the body override the mail's.
+    let mut i = 0;
+    while i < lines.len() && lines[i].trim().is_empty() {
+        i += 1;
+    }
+    let mut in_body = false;
+    while i < lines.len() {
+        let line = lines[i].trim_end();
+        if let Some(v) = line.strip_prefix("From:") {
+            if let Some(a) = parse_address(v) {
+                author = Some(a);
+            }
+        } else if let Some(v) = line.strip_prefix("Subject:") {
+            subject = v.trim().to_owned();
+        } else if let Some(v) = line.strip_prefix("Date:") {
+            if let Some(d) = mail_parser::DateTime::parse_rfc822(v.trim()) {
+                date = Some(date_of(&d));
+            }
+        } else {
+            break;
+        }
+        in_body = true;
+        i += 1;
+    }
+    if in_body {
+        while i < lines.len() && lines[i].trim().is_empty() {
+            i += 1;
+        }
+    } else {
+        i = 0;
+    }
+    let (name, email) = author.ok_or(Error::NoAuthor)?;
+    let rest = &lines[i..];
+    let break_at = rest
+        .iter()
+        .position(|l| is_patch_break(l))
+        .ok_or(Error::NoPatch)?;
+    let log: String = rest[..break_at].concat();
+    let patch: Vec<u8> = rest[break_at..].concat().into_bytes();
+    let subject = clean_subject(&subject);
+    let message_text = stripspace(&format!("{subject}\n\n{log}"));
+    Ok(MailInfo {
+        // git uses the address as the name when there is none.
+        author_name: if name.is_empty() { email.clone() } else { name },
+        author_email: email,
+        date,
+        subject,
+        message: message_text,
+        patch,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_cleaned_like_git_mailinfo() {
+        let cases = [
+            ("[PATCH] Fix it", "Fix it"),
+            ("[PATCH v2 3/7] Fix it", "Fix it"),
+            ("Re: [PATCH] Fix it", "Fix it"),
+            ("[master PATCH kimchi] Team form", "Team form"),
+            ("[qemu-devel] [PATCH 1/2] Two groups", "Two groups"),
+            ("  :  Fix  ", "Fix"),
+            ("[unclosed Fix", "[unclosed Fix"),
+            ("Fix: keep the colon", "Fix: keep the colon"),
+            ("re:", "re:"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(clean_subject(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn patch_breaks() {
+        for yes in [
+            "---\n",
+            "--- \n",
+            "--- a/file\n",
+            "diff --git a/x b/x\n",
+            "Index: foo\n",
+            "---\t\n",
+        ] {
+            assert!(is_patch_break(yes), "{yes:?}");
+        }
+        for no in [
+            "--\n",
+            "----\n",
+            "--- \tx\n",
+            "-- \n",
+            "---x\n",
+            "text ---\n",
+        ] {
+            assert!(!is_patch_break(no), "{no:?}");
+        }
+    }
+
+    #[test]
+    fn stripspace_like_git() {
+        assert_eq!(
+            stripspace("\n\nSubj  \n\n\n\nbody \t\nmore\n\n\n"),
+            "Subj\n\nbody\nmore\n"
+        );
+        assert_eq!(stripspace(""), "");
+    }
+
+    #[test]
+    fn in_body_from_and_subject_override_the_headers() {
+        let mail = b"From: Sender <sender@example.org>\nSubject: [PATCH] Wrong\nDate: Tue, 24 Nov 2026 09:00:00 +0100\nMessage-Id: <x@y>\n\nFrom: Real Author <real@example.org>\nSubject: Right subject\n\nThe body.\n\nSigned-off-by: Real Author <real@example.org>\n---\n f | 1 +\n\ndiff --git a/f b/f\n";
+        let info = mailinfo(mail, MailInfoOptions::default()).unwrap();
+        assert_eq!(info.author_name, "Real Author");
+        assert_eq!(info.author_email, "real@example.org");
+        assert_eq!(info.subject, "Right subject");
+        assert_eq!(info.date, Some((1_795_507_200, 3600)));
+        assert_eq!(
+            info.message,
+            "Right subject\n\nThe body.\n\nSigned-off-by: Real Author <real@example.org>\n"
+        );
+        assert!(info.patch.starts_with(b"---\n f | 1 +"));
+    }
+
+    #[test]
+    fn scissors_drop_the_discussion_when_asked() {
+        let mail = b"From: A <a@x>\nSubject: Re: question\n\nYes, like this:\n\n-- >8 --\nSubject: [PATCH] The fix\n\nFix it.\n---\ndiff --git a/f b/f\n";
+        let info = mailinfo(
+            mail,
+            MailInfoOptions {
+                scissors: true,
+                ..MailInfoOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(info.message, "The fix\n\nFix it.\n");
+        let plain = mailinfo(mail, MailInfoOptions::default()).unwrap();
+        assert!(plain.message.contains("Yes, like this"));
+    }
+
+    /// Real `git format-patch` mails through `git mailinfo` and through us.
+    #[test]
+    fn same_as_git_mailinfo_on_format_patch_output() {
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let git = |args: &[&str], env: &[(&str, &str)]| {
+            let out = Command::new("git")
+                .args([
+                    "-c",
+                    "user.name=Committer",
+                    "-c",
+                    "user.email=c@example.org",
+                    "-c",
+                    "init.defaultBranch=master",
+                ])
+                .args(args)
+                .envs(env.iter().copied())
+                .current_dir(p)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        git(&["init", "-q"], &[]);
+        let messages = [
+            (
+                "Ada Lovelace",
+                "ada@example.org",
+                "Plain subject\n\nBody line.\n\nSigned-off-by: Ada <ada@example.org>",
+            ),
+            (
+                "J\u{e9}r\u{f4}me Pr\u{fc}fer",
+                "jerome@example.org",
+                "Non-ASCII auth\u{f6}r and subject \u{e9}\n\nCorps du message.",
+            ),
+            (
+                "Bob",
+                "bob@example.org",
+                "[tag] kept? no: brackets go\n\n  indented body\n\n\n\nafter blank lines   ",
+            ),
+            ("Eve", "eve@example.org", "Subject only"),
+            (
+                "Carol",
+                "carol@example.org",
+                "Body mentions --- dashes\n\nA line with --- inside is fine.\n--not a break",
+            ),
+        ];
+        for (i, (name, email, msg)) in messages.iter().enumerate() {
+            std::fs::write(p.join("f"), format!("{i}\n")).unwrap();
+            git(&["add", "f"], &[]);
+            git(
+                &["commit", "-q", "-m", msg],
+                &[
+                    ("GIT_AUTHOR_NAME", name),
+                    ("GIT_AUTHOR_EMAIL", email),
+                    ("GIT_AUTHOR_DATE", "2026-11-24T09:00:00+0530"),
+                ],
+            );
+            let mail = git(&["format-patch", "-1", "--stdout"], &[]);
+            let mut child = Command::new("git")
+                .args(["mailinfo", "msg", "patch"])
+                .current_dir(p)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&mail).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let info_text = String::from_utf8(out.stdout).unwrap();
+            let field = |k: &str| {
+                info_text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{k}: ")))
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let theirs_msg = std::fs::read_to_string(p.join("msg")).unwrap();
+            let theirs_patch = std::fs::read(p.join("patch")).unwrap();
+            let ours = mailinfo(&mail, MailInfoOptions::default()).unwrap();
+            assert_eq!(ours.author_name, field("Author"), "case {i}");
+            assert_eq!(ours.author_email, field("Email"), "case {i}");
+            assert_eq!(ours.subject, field("Subject"), "case {i}");
+            assert_eq!(
+                ours.message,
+                stripspace(&format!("{}\n\n{theirs_msg}", field("Subject"))),
+                "case {i}"
+            );
+            assert_eq!(ours.patch, theirs_patch, "case {i}");
+            assert_eq!(ours.date, Some((1_795_491_000, 19800)), "case {i}");
+        }
+    }
+
+    #[test]
+    fn errors_are_named() {
+        assert_eq!(
+            mailinfo(
+                b"Subject: x\n\nno author\n---\n",
+                MailInfoOptions::default()
+            ),
+            Err(Error::NoAuthor)
+        );
+        assert_eq!(
+            mailinfo(
+                b"From: a@x\nSubject: x\n\njust talk\n",
+                MailInfoOptions::default()
+            ),
+            Err(Error::NoPatch)
+        );
+    }
+}
