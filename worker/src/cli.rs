@@ -88,6 +88,27 @@ pub enum Command {
     },
     /// Show what a run did (default: the latest run).
     Status { run: Option<i64> },
+    /// Apply patch mails to a branch like `git am`, without a work tree.
+    Am {
+        /// The git repository (bare or not).
+        #[arg(long)]
+        repo: PathBuf,
+        /// The branch to apply to; it moves only if every patch applies.
+        #[arg(long)]
+        branch: String,
+        /// Context may differ in whitespace (`git am --ignore-whitespace`).
+        #[arg(long)]
+        ignore_whitespace: bool,
+        /// Drop everything above a `-- >8 --` line (`git am --scissors`).
+        #[arg(long)]
+        scissors: bool,
+        /// Keep `\r` at the end of lines (`git am --keep-cr`).
+        #[arg(long)]
+        keep_cr: bool,
+        /// Mail files or mboxes (e.g. `git format-patch` output), in order.
+        #[arg(required = true)]
+        mbox: Vec<PathBuf>,
+    },
 }
 
 /// A command's failure with its exit code.
@@ -203,6 +224,29 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Parse { mails } => parse(&cli, mails),
+        Command::Am {
+            repo,
+            branch,
+            ignore_whitespace,
+            scissors,
+            keep_cr,
+            mbox,
+        } => am(
+            cli.json,
+            repo,
+            branch,
+            crate::patch::apply::AmOptions {
+                apply: crate::patch::hunks::ApplyOptions {
+                    ignore_whitespace: *ignore_whitespace,
+                    unidiff_zero: false,
+                },
+                mailinfo: crate::patch::mailinfo::MailInfoOptions {
+                    scissors: *scissors,
+                    keep_cr: *keep_cr,
+                },
+            },
+            mbox,
+        ),
         Command::Status { run } => {
             let config = Config::load(&cli.config)?;
             let store = Store::open(&config.state.db)?;
@@ -390,7 +434,7 @@ fn parse(cli: &Cli, files: &[PathBuf]) -> Result<(), Failure> {
     let mut unreadable = 0;
     for file in files {
         let name = file.display().to_string();
-        let mails = match read_mail_file(file, config.intake.max_mail_size) {
+        let mails = match read_mail_file(file, MboxFormat::Mboxrd, config.intake.max_mail_size) {
             Ok(mails) => mails,
             Err(e) => {
                 unreadable += 1;
@@ -418,7 +462,11 @@ fn parse(cli: &Cli, files: &[PathBuf]) -> Result<(), Failure> {
 
 /// The mails of one file: the file itself, or each mail when it begins
 /// with an mbox `From ` line (named `file:N`).
-fn read_mail_file(file: &Path, max_mail_size: u64) -> Result<Vec<(String, Vec<u8>)>, String> {
+fn read_mail_file(
+    file: &Path,
+    format: MboxFormat,
+    max_mail_size: u64,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
     let name = file.display().to_string();
     let unreadable = |e: std::io::Error| format!("cannot read {name}: {e}");
     let mut head = Vec::with_capacity(5);
@@ -432,7 +480,7 @@ fn read_mail_file(file: &Path, max_mail_size: u64) -> Result<Vec<(String, Vec<u8
         return Ok(vec![(name, bytes)]);
     }
     let mut mails = Vec::new();
-    let mut mbox = MboxSource::new(file.to_path_buf(), MboxFormat::Mboxrd, max_mail_size);
+    let mut mbox = MboxSource::new(file.to_path_buf(), format, max_mail_size);
     let never = |_: &str| false;
     let resume = Resume {
         cursor: None,
@@ -444,6 +492,70 @@ fn read_mail_file(file: &Path, max_mail_size: u64) -> Result<Vec<(String, Vec<u8
     })
     .map_err(|e| e.to_string())?;
     Ok(mails)
+}
+
+/// `patchline am`: every mail of every file, in order, as one series.
+fn am(
+    json_out: bool,
+    repo: &Path,
+    branch: &str,
+    opts: crate::patch::apply::AmOptions,
+    files: &[PathBuf],
+) -> Result<(), Failure> {
+    use crate::patch::apply;
+    let mut mails = Vec::new();
+    for file in files {
+        // As `git am`: format-patch output does not quote `From ` lines.
+        mails.extend(read_mail_file(file, MboxFormat::None, u64::MAX).map_err(Failure::usage)?);
+    }
+    let committer =
+        apply::committer_from_env_or_config(repo).map_err(|e| Failure::usage(e.to_string()))?;
+    let result =
+        apply::apply_series(repo, branch, &mails, &committer, opts).map_err(|e| match e {
+            apply::Error::BranchMoved { .. } => Failure {
+                code: 1,
+                message: e.to_string(),
+            },
+            _ => Failure::usage(e.to_string()),
+        })?;
+    let mut out = std::io::stdout().lock();
+    for p in &result.patches {
+        if json_out {
+            let value = json!({
+                "file": p.file, "subject": p.subject, "ok": p.ok, "commit": p.commit,
+                "tree": p.tree, "error": p.error,
+            });
+            let _ = writeln!(out, "{value}");
+        } else if p.ok {
+            let _ = writeln!(out, "Applying: {}", p.subject);
+        } else if let Some(e) = &p.error {
+            let _ = writeln!(out, "Applying: {}\nerror: {}", p.subject, e.message);
+        }
+    }
+    if json_out {
+        let value = json!({
+            "branch": result.branch, "old_tip": result.old_tip, "new_tip": result.new_tip,
+            "applied": result.applied,
+        });
+        let _ = writeln!(out, "{value}");
+    }
+    match &result.new_tip {
+        Some(tip) => {
+            eprintln!(
+                "{branch}: {} -> {tip} ({} patches)",
+                result.old_tip, result.applied
+            );
+            Ok(())
+        }
+        None if result.patches.iter().all(|p| p.ok) => Ok(()),
+        None => Err(Failure {
+            code: 1,
+            message: format!(
+                "{branch} left at {}: the series did not apply (nothing was changed)",
+                result.old_tip
+            ),
+        }),
+    }
 }
 
 fn emit_parse(

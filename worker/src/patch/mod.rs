@@ -2,6 +2,7 @@
 //! with `git am` semantics. This part reads patches; it never touches a
 //! repository.
 
+pub mod apply;
 pub mod hunks;
 pub mod mailinfo;
 pub mod parse;

@@ -1,0 +1,473 @@
+//! Applying patch mails to a branch with gitoxide, as `git am` would:
+//! blobs and trees are written to the object database, one commit per
+//! mail, and the branch moves once, by compare-and-swap, after the whole
+//! series applied. The working tree is never touched (bare repositories
+//! work), and a series that fails leaves the branch where it was.
+
+use crate::patch::hunks::{ApplyOptions, HunkFailure, apply_hunks};
+use crate::patch::mailinfo::{MailInfoOptions, mailinfo};
+use crate::patch::parse::{BinaryData, FilePatch, Status, apply_delta, parse};
+use gix::ObjectId;
+use gix::bstr::BString;
+use gix::objs::tree::EntryKind;
+use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+use gix::refs::{FullName, Target};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open repository {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("repository {path}: branch {branch:?} does not exist")]
+    NoBranch { path: PathBuf, branch: String },
+    #[error("repository {path}: {message}")]
+    Git { path: PathBuf, message: String },
+    #[error(
+        "repository {path}: branch {branch} moved from {expected} while the series was applied; nothing was changed"
+    )]
+    BranchMoved {
+        path: PathBuf,
+        branch: String,
+        expected: String,
+    },
+    #[error(
+        "no committer identity: set GIT_COMMITTER_NAME and GIT_COMMITTER_EMAIL or user.name/user.email"
+    )]
+    NoCommitter,
+}
+
+/// Why one patch did not apply: what the report names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PatchFailure {
+    /// The file the failure is about, when there is one.
+    pub path: Option<String>,
+    pub message: String,
+    /// The hunk that did not match, for context-mismatch failures.
+    pub hunk: Option<String>,
+    pub expected: Vec<String>,
+    pub found: Vec<String>,
+}
+
+impl PatchFailure {
+    fn file(path: &str, message: impl Into<String>) -> Self {
+        Self {
+            path: Some(path.to_owned()),
+            message: message.into(),
+            hunk: None,
+            expected: Vec::new(),
+            found: Vec::new(),
+        }
+    }
+
+    fn hunk(path: &str, failure: HunkFailure) -> Self {
+        Self {
+            path: Some(path.to_owned()),
+            message: format!("patch failed: {path}: {failure}"),
+            hunk: Some(failure.header),
+            expected: failure.expected,
+            found: failure.found,
+        }
+    }
+}
+
+/// One mail's result (`am --json` prints these).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PatchResult {
+    pub file: String,
+    pub subject: String,
+    pub ok: bool,
+    pub commit: Option<String>,
+    pub tree: Option<String>,
+    pub error: Option<PatchFailure>,
+}
+
+/// The series' result: the branch moved only when every patch applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SeriesResult {
+    pub branch: String,
+    pub old_tip: String,
+    pub new_tip: Option<String>,
+    pub applied: usize,
+    pub patches: Vec<PatchResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub email: String,
+    /// Seconds since the epoch and offset east of UTC in seconds.
+    pub time: (i64, i32),
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AmOptions {
+    pub apply: ApplyOptions,
+    pub mailinfo: MailInfoOptions,
+}
+
+fn git_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Git {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// The committer of the new commits: `GIT_COMMITTER_*` from the
+/// environment, else the repository's configuration, at the current time.
+pub fn committer_from_env_or_config(repo_path: &Path) -> Result<Identity, Error> {
+    let repo = open(repo_path)?;
+    let now = gix::date::Time::now_local_or_utc();
+    let time = (now.seconds, now.offset);
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let (Some(name), Some(email)) = (env("GIT_COMMITTER_NAME"), env("GIT_COMMITTER_EMAIL")) {
+        return Ok(Identity { name, email, time });
+    }
+    match repo.committer() {
+        Some(Ok(sig)) => Ok(Identity {
+            name: sig.name.to_string(),
+            email: sig.email.to_string(),
+            time,
+        }),
+        _ => Err(Error::NoCommitter),
+    }
+}
+
+fn open(path: &Path) -> Result<gix::Repository, Error> {
+    gix::open(path).map_err(|e| Error::Open {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Applies the mails (`(label, raw bytes)`) in order on `branch` of the
+/// repository at `repo_path`. All or nothing: the branch moves, by one
+/// compare-and-swap, only if every mail applied.
+pub fn apply_series(
+    repo_path: &Path,
+    branch: &str,
+    mails: &[(String, Vec<u8>)],
+    committer: &Identity,
+    opts: AmOptions,
+) -> Result<SeriesResult, Error> {
+    let repo = open(repo_path)?;
+    let ref_name = format!("refs/heads/{branch}");
+    let full: FullName = ref_name
+        .as_str()
+        .try_into()
+        .map_err(|e| git_err(repo_path, format!("bad branch name {branch:?}: {e}")))?;
+    let mut reference = repo
+        .try_find_reference(ref_name.as_str())
+        .map_err(|e| git_err(repo_path, e))?
+        .ok_or_else(|| Error::NoBranch {
+            path: repo_path.to_owned(),
+            branch: branch.to_owned(),
+        })?;
+    let old_tip = reference
+        .peel_to_id()
+        .map_err(|e| git_err(repo_path, e))?
+        .detach();
+    let mut tip = old_tip;
+    let mut tree = repo
+        .find_commit(tip)
+        .map_err(|e| git_err(repo_path, e))?
+        .tree_id()
+        .map_err(|e| git_err(repo_path, e))?
+        .detach();
+    let mut results = Vec::with_capacity(mails.len());
+    let mut failed = false;
+    for (label, raw) in mails {
+        if failed {
+            break;
+        }
+        let info = match mailinfo(raw, opts.mailinfo) {
+            Ok(info) => info,
+            Err(e) => {
+                results.push(failed_result(
+                    label,
+                    "",
+                    PatchFailure {
+                        path: None,
+                        message: e.to_string(),
+                        hunk: None,
+                        expected: Vec::new(),
+                        found: Vec::new(),
+                    },
+                ));
+                failed = true;
+                continue;
+            }
+        };
+        let files = match parse(&info.patch) {
+            Ok(files) => files,
+            Err(e) => {
+                results.push(failed_result(
+                    label,
+                    &info.subject,
+                    PatchFailure {
+                        path: None,
+                        message: e.to_string(),
+                        hunk: None,
+                        expected: Vec::new(),
+                        found: Vec::new(),
+                    },
+                ));
+                failed = true;
+                continue;
+            }
+        };
+        let new_tree = match apply_to_tree(&repo, tree, &files, opts.apply) {
+            Ok(t) => t,
+            Err(ApplyError::Patch(f)) => {
+                results.push(failed_result(label, &info.subject, f));
+                failed = true;
+                continue;
+            }
+            Err(ApplyError::Git(message)) => return Err(git_err(repo_path, message)),
+        };
+        let (seconds, offset) = info.date.unwrap_or(committer.time);
+        let commit = gix::objs::Commit {
+            tree: new_tree,
+            parents: [tip].into_iter().collect(),
+            author: gix::actor::Signature {
+                name: BString::from(info.author_name.as_str()),
+                email: BString::from(info.author_email.as_str()),
+                time: gix::date::Time::new(seconds, offset),
+            },
+            committer: gix::actor::Signature {
+                name: BString::from(committer.name.as_str()),
+                email: BString::from(committer.email.as_str()),
+                time: gix::date::Time::new(committer.time.0, committer.time.1),
+            },
+            encoding: None,
+            message: BString::from(info.message.as_str()),
+            extra_headers: Vec::new(),
+        };
+        let id = repo
+            .write_object(&commit)
+            .map_err(|e| git_err(repo_path, e))?
+            .detach();
+        tip = id;
+        tree = new_tree;
+        results.push(PatchResult {
+            file: label.clone(),
+            subject: info.subject,
+            ok: true,
+            commit: Some(id.to_string()),
+            tree: Some(new_tree.to_string()),
+            error: None,
+        });
+    }
+    let applied = results.iter().filter(|r| r.ok).count();
+    if failed || tip == old_tip {
+        return Ok(SeriesResult {
+            branch: branch.to_owned(),
+            old_tip: old_tip.to_string(),
+            new_tip: None,
+            applied: if failed { 0 } else { applied },
+            patches: results,
+        });
+    }
+    let last_subject = results
+        .last()
+        .map(|r| r.subject.clone())
+        .unwrap_or_default();
+    let edit = RefEdit {
+        change: Change::Update {
+            log: LogChange {
+                mode: RefLog::AndReference,
+                force_create_reflog: false,
+                message: BString::from(format!("am: {last_subject}")),
+            },
+            expected: PreviousValue::MustExistAndMatch(Target::Object(old_tip)),
+            new: Target::Object(tip),
+        },
+        name: full,
+        deref: false,
+    };
+    if let Err(e) = repo.edit_reference(edit) {
+        // Re-read: if the branch is elsewhere now, someone else moved it.
+        let now = repo
+            .try_find_reference(ref_name.as_str())
+            .ok()
+            .flatten()
+            .and_then(|mut r| r.peel_to_id().ok().map(|id| id.detach()));
+        if now != Some(old_tip) {
+            return Err(Error::BranchMoved {
+                path: repo_path.to_owned(),
+                branch: branch.to_owned(),
+                expected: old_tip.to_string(),
+            });
+        }
+        return Err(git_err(repo_path, e));
+    }
+    Ok(SeriesResult {
+        branch: branch.to_owned(),
+        old_tip: old_tip.to_string(),
+        new_tip: Some(tip.to_string()),
+        applied,
+        patches: results,
+    })
+}
+
+fn failed_result(label: &str, subject: &str, failure: PatchFailure) -> PatchResult {
+    PatchResult {
+        file: label.to_owned(),
+        subject: subject.to_owned(),
+        ok: false,
+        commit: None,
+        tree: None,
+        error: Some(failure),
+    }
+}
+
+enum ApplyError {
+    Patch(PatchFailure),
+    Git(String),
+}
+
+fn kind_of(mode: u32) -> Option<EntryKind> {
+    match mode {
+        0o100644 | 0o100664 => Some(EntryKind::Blob),
+        0o100755 => Some(EntryKind::BlobExecutable),
+        0o120000 => Some(EntryKind::Link),
+        0o160000 => Some(EntryKind::Commit),
+        _ => None,
+    }
+}
+
+/// What a path holds while a patch is applied: `None` once deleted.
+type Entry = Option<(EntryKind, ObjectId)>;
+
+/// Applies one mail's file patches to `base` and writes the new tree.
+fn apply_to_tree(
+    repo: &gix::Repository,
+    base: ObjectId,
+    files: &[FilePatch<'_>],
+    opts: ApplyOptions,
+) -> Result<ObjectId, ApplyError> {
+    let git = |e: &dyn std::fmt::Display| ApplyError::Git(e.to_string());
+    let base_tree = repo.find_tree(base).map_err(|e| git(&e))?;
+    // Paths changed by earlier files of this patch, seen by later ones.
+    let mut changed: HashMap<String, Entry> = HashMap::new();
+    let lookup = |changed: &HashMap<String, Entry>, path: &str| -> Result<Entry, ApplyError> {
+        if let Some(entry) = changed.get(path) {
+            return Ok(*entry);
+        }
+        let entry = base_tree
+            .lookup_entry_by_path(path)
+            .map_err(|e| ApplyError::Git(e.to_string()))?;
+        Ok(entry.map(|e| (e.mode().kind(), e.object_id())))
+    };
+    let read_blob = |id: ObjectId| -> Result<Vec<u8>, ApplyError> {
+        repo.find_blob(id)
+            .map(|mut b| b.take_data())
+            .map_err(|e| ApplyError::Git(e.to_string()))
+    };
+    for file in files {
+        let path = file.display_path().to_owned();
+        let fail = |message: String| ApplyError::Patch(PatchFailure::file(&path, message));
+        if file.binary_without_data {
+            return Err(fail(format!(
+                "cannot apply binary patch to '{path}' without full index line"
+            )));
+        }
+        let source_path = file.old_path.as_deref();
+        let old: Entry = match (file.status, source_path) {
+            (Status::Added, _) | (_, None) => None,
+            (_, Some(p)) => {
+                let entry = lookup(&changed, p)?;
+                if entry.is_none() {
+                    return Err(ApplyError::Patch(PatchFailure::file(
+                        p,
+                        format!("{p}: does not exist in index"),
+                    )));
+                }
+                entry
+            }
+        };
+        if file.status == Status::Added
+            && let Some(new) = &file.new_path
+            && lookup(&changed, new)?.is_some()
+        {
+            return Err(fail(format!("{new}: already exists in index")));
+        }
+        if matches!(file.status, Status::Renamed { .. } | Status::Copied { .. })
+            && let Some(new) = &file.new_path
+            && lookup(&changed, new)?.is_some()
+        {
+            return Err(fail(format!("{new}: already exists in index")));
+        }
+        if let Some((EntryKind::Commit, _)) = old {
+            return Err(fail(format!("{path}: submodule changes are not supported")));
+        }
+        let old_content = match old {
+            Some((_, id)) => read_blob(id)?,
+            None => Vec::new(),
+        };
+        if let (Some(expected), Some((_, id))) = (&file.old_id, old)
+            && file.binary.is_some()
+            && !id.to_string().starts_with(expected.as_str())
+        {
+            return Err(fail(format!(
+                "the patch applies to '{path}' ({expected}), which does not match the current contents"
+            )));
+        }
+        let new_content = match &file.binary {
+            Some(bin) => match &bin.forward {
+                BinaryData::Literal(bytes) => bytes.clone(),
+                BinaryData::Delta(delta) => apply_delta(&old_content, delta)
+                    .map_err(|e| fail(format!("binary patch does not apply to '{path}': {e}")))?,
+            },
+            None if file.hunks.is_empty() => old_content.clone(),
+            None => apply_hunks(&old_content, &file.hunks, opts)
+                .map_err(|f| ApplyError::Patch(PatchFailure::hunk(&path, f)))?,
+        };
+        if file.status == Status::Deleted {
+            if !new_content.is_empty() && file.binary.is_none() {
+                return Err(fail(format!("removal patch leaves file contents: {path}")));
+            }
+            if let Some(p) = source_path {
+                changed.insert(p.to_owned(), None);
+            }
+            continue;
+        }
+        let kind = match file.new_mode.or(file.old_mode) {
+            Some(mode) => kind_of(mode)
+                .ok_or_else(|| fail(format!("{path}: unsupported file mode {mode:o}")))?,
+            None => old.map_or(EntryKind::Blob, |(k, _)| k),
+        };
+        // A pure mode change or rename keeps the blob as it is.
+        let unchanged = old.filter(|_| file.binary.is_none() && file.hunks.is_empty());
+        let id = if let Some((_, id)) = unchanged {
+            id
+        } else {
+            repo.write_blob(&new_content).map_err(|e| git(&e))?.detach()
+        };
+        if let Status::Renamed { .. } = file.status
+            && let Some(p) = source_path
+        {
+            changed.insert(p.to_owned(), None);
+        }
+        if let Some(new) = &file.new_path {
+            changed.insert(new.clone(), Some((kind, id)));
+        }
+    }
+    let mut editor = repo.edit_tree(base).map_err(|e| git(&e))?;
+    let mut paths: Vec<(&String, &Entry)> = changed.iter().collect();
+    paths.sort();
+    for (path, entry) in paths {
+        match entry {
+            Some((kind, id)) => {
+                editor
+                    .upsert(path.as_str(), *kind, *id)
+                    .map_err(|e| git(&e))?;
+            }
+            None => {
+                editor.remove(path.as_str()).map_err(|e| git(&e))?;
+            }
+        }
+    }
+    Ok(editor.write().map_err(|e| git(&e))?.detach())
+}
