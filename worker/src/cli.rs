@@ -491,6 +491,10 @@ fn read_mail_file(
         Ok(Flow::Continue)
     })
     .map_err(|e| e.to_string())?;
+    // A one-mail file (a `git format-patch` .patch) is named plainly.
+    if let [(label, _)] = mails.as_mut_slice() {
+        *label = name;
+    }
     Ok(mails)
 }
 

@@ -1,3 +1,4 @@
+mod am;
 mod collect;
 mod dovecot;
 mod imap_source;

@@ -1,0 +1,372 @@
+//! `patchline am` against `git am` on a generated history: same trees, same
+//! authors, same messages; and failures that leave the branch alone.
+
+use crate::util::{git, patchline};
+use std::path::Path;
+
+/// A tiny deterministic generator (no extra crate).
+struct Lcg(u64);
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % n.max(1)
+    }
+}
+
+fn git_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "init.defaultBranch=master",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .envs(env.iter().copied())
+        .env("GIT_COMMITTER_NAME", "Committer")
+        .env("GIT_COMMITTER_EMAIL", "committer@example.org")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Commits of every kind `git am` meets: edits at the start, middle and
+/// end of files, additions, deletions, renames, mode changes, binary
+/// files, files without a final newline, paths with spaces and non-ASCII,
+/// non-ASCII authors.
+fn generate_history(dir: &Path, commits: usize) {
+    let authors = [
+        ("Ada Lovelace", "ada@example.org"),
+        ("Jérôme Prüfer", "jerome@example.org"),
+        ("Zoë Ünal", "zoe@example.org"),
+        ("Bob", "bob@example.org"),
+    ];
+    let mut rng = Lcg(1234);
+    let mut files: Vec<String> = Vec::new();
+    for i in 0..6 {
+        let name = format!("src/file {i}.c");
+        let body: String = (0..40).map(|l| format!("line {l} of {i}\n")).collect();
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::write(dir.join(&name), body).unwrap();
+        files.push(name);
+    }
+    git_env(dir, &["add", "-A"], &[]);
+    git_env(dir, &["commit", "-q", "-m", "base"], &[]);
+    git_env(dir, &["branch", "base"], &[]);
+    for c in 0..commits {
+        let op = rng.below(10);
+        let pick = rng.below(files.len());
+        let path = dir.join(&files[pick]);
+        match op {
+            0 => {
+                let name = format!("src/new-{c}-é.txt");
+                std::fs::write(dir.join(&name), format!("new file {c}\nno newline")).unwrap();
+                files.push(name);
+            }
+            1 if files.len() > 3 => {
+                std::fs::remove_file(&path).unwrap();
+                files.remove(pick);
+            }
+            2 => {
+                let to = format!("src/renamed {c}.c");
+                std::fs::rename(&path, dir.join(&to)).unwrap();
+                files[pick] = to;
+            }
+            3 => {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+                let new = if mode & 0o111 != 0 { 0o644 } else { 0o755 };
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(new)).unwrap();
+            }
+            4 => {
+                let bin: Vec<u8> = (0..600).map(|b| ((b * 31 + c * 7) % 256) as u8).collect();
+                std::fs::write(dir.join(format!("data-{}.bin", c % 3)), bin).unwrap();
+            }
+            _ => {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let mut lines: Vec<String> =
+                    text.split_inclusive('\n').map(str::to_owned).collect();
+                for _ in 0..1 + rng.below(3) {
+                    let at = rng.below(lines.len() + 1);
+                    if at < lines.len() && rng.below(2) == 0 {
+                        lines[at] = format!("edited by {c}\n");
+                    } else {
+                        lines.insert(at.min(lines.len()), format!("inserted by {c}\n"));
+                    }
+                }
+                if rng.below(8) == 0
+                    && let Some(last) = lines.last_mut()
+                {
+                    *last = last.trim_end_matches('\n').to_owned();
+                }
+                std::fs::write(&path, lines.concat()).unwrap();
+            }
+        }
+        let (name, email) = authors[c % authors.len()];
+        let date = format!("2026-11-{:02}T{:02}:00:00+0{}00", 1 + c % 28, c % 24, c % 9);
+        git_env(dir, &["add", "-A"], &[]);
+        git_env(
+            dir,
+            &[
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                &format!("change {c}: op {op}"),
+                "-m",
+                &format!("Body of change {c}.\n\nSigned-off-by: {name} <{email}>"),
+            ],
+            &[
+                ("GIT_AUTHOR_NAME", name),
+                ("GIT_AUTHOR_EMAIL", email),
+                ("GIT_AUTHOR_DATE", &date),
+            ],
+        );
+    }
+}
+
+#[test]
+fn same_trees_authors_and_messages_as_git_am() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    git_env(&src, &["init", "-q"], &[]);
+    generate_history(&src, 150);
+    let patches = tmp.path().join("patches");
+    git_env(
+        &src,
+        &[
+            "format-patch",
+            "-q",
+            "--binary",
+            "-o",
+            patches.to_str().unwrap(),
+            "base..master",
+        ],
+        &[],
+    );
+    let mut files: Vec<String> = std::fs::read_dir(&patches)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    files.sort();
+
+    // git am in a clone with a work tree.
+    let theirs = tmp.path().join("theirs");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            "-b",
+            "base",
+            src.to_str().unwrap(),
+            theirs.to_str().unwrap(),
+        ],
+    );
+    let mut am: Vec<&str> = vec!["am", "-q"];
+    am.extend(files.iter().map(String::as_str));
+    git_env(&theirs, &am, &[]);
+
+    // patchline am in a bare clone.
+    let ours = tmp.path().join("ours.git");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            src.to_str().unwrap(),
+            ours.to_str().unwrap(),
+        ],
+    );
+    git(&ours, &["update-ref", "refs/heads/master", "base"]);
+    let mut args = vec![
+        "am",
+        "--json",
+        "--repo",
+        ours.to_str().unwrap(),
+        "--branch",
+        "master",
+    ];
+    args.extend(files.iter().map(String::as_str));
+    let ran = std::process::Command::new(crate::util::patchline_bin())
+        .args(&args)
+        .env("GIT_COMMITTER_NAME", "Committer")
+        .env("GIT_COMMITTER_EMAIL", "committer@example.org")
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&ran.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), files.len() + 1);
+    assert_eq!(lines.last().unwrap()["applied"], files.len());
+
+    let log = |dir: &Path, range: &str| {
+        git(
+            dir,
+            &[
+                "log",
+                "--format=%T%x00%an%x00%ae%x00%ad%x00%B%x01",
+                "--date=raw",
+                range,
+            ],
+        )
+    };
+    let (a, b) = (
+        log(&theirs, "origin/base..HEAD"),
+        log(&ours, "base..master"),
+    );
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.split('\u{1}').collect(), b.split('\u{1}').collect());
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(
+            x, y,
+            "commit {i} from the top differs (tree, author, date or message)"
+        );
+    }
+    for (line, file) in lines.iter().zip(&files) {
+        assert_eq!(line["file"], file.as_str());
+        assert_eq!(line["ok"], true);
+    }
+}
+
+#[test]
+fn a_failing_patch_leaves_the_branch_and_names_file_and_hunk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    git_env(&src, &["init", "-q"], &[]);
+    std::fs::write(src.join("a.txt"), "one\ntwo\nthree\n").unwrap();
+    git_env(&src, &["add", "-A"], &[]);
+    git_env(&src, &["commit", "-q", "-m", "base"], &[]);
+    git_env(&src, &["branch", "base"], &[]);
+    std::fs::write(src.join("b.txt"), "new\n").unwrap();
+    git_env(&src, &["add", "-A"], &[]);
+    git_env(&src, &["commit", "-q", "-m", "first applies"], &[]);
+    std::fs::write(src.join("a.txt"), "one\nTWO\nthree\n").unwrap();
+    git_env(&src, &["commit", "-q", "-am", "second conflicts"], &[]);
+    let patches = tmp.path().join("p");
+    git_env(
+        &src,
+        &[
+            "format-patch",
+            "-q",
+            "-o",
+            patches.to_str().unwrap(),
+            "base..master",
+        ],
+        &[],
+    );
+    let repo = tmp.path().join("r.git");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            src.to_str().unwrap(),
+            repo.to_str().unwrap(),
+        ],
+    );
+    // The target branch moved on: line two differs, so patch 2 cannot apply.
+    let work = tmp.path().join("w");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            "-b",
+            "base",
+            src.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    std::fs::write(work.join("a.txt"), "one\n2\nthree\n").unwrap();
+    git_env(&work, &["commit", "-q", "-am", "diverge"], &[]);
+    git(
+        &work,
+        &[
+            "push",
+            "-q",
+            repo.to_str().unwrap(),
+            "HEAD:refs/heads/target",
+        ],
+    );
+    let before = git(&repo, &["rev-parse", "target"]);
+    let mut files: Vec<String> = std::fs::read_dir(&patches)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    files.sort();
+    let mut args = vec![
+        "am",
+        "--json",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--branch",
+        "target",
+    ];
+    args.extend(files.iter().map(String::as_str));
+    let ran = patchline(tmp.path(), &args).fails_with(1);
+    assert_eq!(
+        git(&repo, &["rev-parse", "target"]),
+        before,
+        "the branch must not move"
+    );
+    let lines: Vec<serde_json::Value> = ran
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["ok"], true);
+    assert_eq!(lines[1]["ok"], false);
+    let error = &lines[1]["error"];
+    assert_eq!(error["path"], "a.txt");
+    assert_eq!(error["hunk"], "@@ -1,3 +1,3 @@");
+    assert_eq!(error["expected"][1], "two");
+    assert_eq!(error["found"][1], "2");
+    assert!(lines[2]["new_tip"].is_null());
+    assert_eq!(lines[2]["applied"], 0);
+    // git apply agrees that it does not apply.
+    let check = std::process::Command::new("git")
+        .args(["apply", "--check", &files[1]])
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    // A missing branch is a usage error naming it.
+    let ran = patchline(
+        tmp.path(),
+        &[
+            "am",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--branch",
+            "nope",
+            &files[0],
+        ],
+    )
+    .fails_with(2);
+    assert!(
+        ran.stderr().contains("\"nope\" does not exist"),
+        "{}",
+        ran.describe()
+    );
+}
