@@ -21,5 +21,8 @@ assert collect["state"] == "ok", collect
 assert summary["mails"] == 10, summary
 assert summary["series_complete"] == 3 and summary["series_incomplete"] == 1, summary
 assert summary["ignored"] == 2 and not summary["errors"], summary
+apply = next(st for st in s["stages"] if st["stage"] == "apply")
+assert apply["state"] == "ok", apply
+assert apply["summary"]["series_applied"] == 3 and apply["summary"]["patches_applied"] == 5, apply
 print("demo: 1 passed, 0 failed")
 PY

@@ -80,6 +80,12 @@ pub enum Command {
         #[arg(long)]
         reset_source: bool,
     },
+    /// Apply every complete series to its repository and branch.
+    Apply {
+        /// Run the stage as part of this run (default: a new run).
+        #[arg(long)]
+        run: Option<i64>,
+    },
     /// Classify mail files and print their subject fields.
     Parse {
         /// Mail files (`.eml`, or mbox files such as `git format-patch` output).
@@ -174,7 +180,19 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 print_json(&pipeline::status(&store, outcome.run)?);
             } else {
                 print_collect(&outcome.collect);
+                if let Some(apply) = &outcome.apply {
+                    print_apply(apply);
+                }
                 eprintln!("run {} finished: {}", outcome.run, outcome.state);
+            }
+            if outcome.state == "failed" {
+                return Err(Failure {
+                    code: 1,
+                    message: format!(
+                        "run {} failed (see `patchline status {}`)",
+                        outcome.run, outcome.run
+                    ),
+                });
             }
             Ok(())
         }
@@ -222,6 +240,29 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 });
                 source.wait_for_mail(wait).map_err(collect::Error::from)?;
             }
+        }
+        Command::Apply { run } => {
+            let config = Config::load(&cli.config)?;
+            let mut store = Store::open(&config.state.db)?;
+            let run = match run {
+                Some(id) => store.run(*id)?.id,
+                None => {
+                    store.create_run("manual", Some("patchline apply"), user().as_deref(), None)?
+                }
+            };
+            let summary = pipeline::apply_stage(&mut store, &config, run)?;
+            if cli.json {
+                print_json(&summary);
+            } else {
+                print_apply(&summary);
+            }
+            if summary.series_failed > 0 {
+                return Err(Failure {
+                    code: 1,
+                    message: format!("{} series did not apply", summary.series_failed),
+                });
+            }
+            Ok(())
         }
         Command::Parse { mails } => parse(&cli, mails),
         Command::Am {
@@ -342,6 +383,40 @@ fn print_collect(s: &CollectSummary) {
     }
     for w in &s.warnings {
         let _ = writeln!(out, "  warning: {w}");
+    }
+}
+
+fn print_apply(s: &crate::patch::stage::ApplySummary) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "run {}: {} series applied ({} patches), {} failed",
+        s.run, s.series_applied, s.patches_applied, s.series_failed
+    );
+    for series in &s.series {
+        let target = format!(
+            "{}/{}",
+            series.repo.as_deref().unwrap_or("?"),
+            series.branch.as_deref().unwrap_or("?")
+        );
+        match (&series.new_tip, &series.error) {
+            (Some(tip), _) => {
+                let _ = writeln!(out, "  [applied] {} -> {target} at {tip}", series.title);
+            }
+            (None, Some(e)) => {
+                let _ = writeln!(
+                    out,
+                    "  [failed] {} -> {target}: {}",
+                    series.title, e.message
+                );
+                if let Some(patch) = &series.failed_patch {
+                    let _ = writeln!(out, "    patch: {patch}");
+                }
+            }
+            (None, None) => {
+                let _ = writeln!(out, "  [{}] {} -> {target}", series.state, series.title);
+            }
+        }
     }
 }
 

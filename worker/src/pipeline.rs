@@ -1,7 +1,7 @@
 //! The run state machine: which stages a run goes through, in which order,
 //! and how a stage's outcome is recorded.
 //!
-//! Stages implemented so far: `collect`. A stage is recorded as `running`
+//! Stages implemented so far: `collect`, `apply`. A stage is recorded as `running`
 //! before it starts and `ok`/`failed` with its summary after, so `status`
 //! always tells where a run is, and a killed run shows the stage it died in.
 
@@ -9,6 +9,8 @@ use crate::cli::{Failure, Trigger};
 use crate::config::Config;
 use crate::intake::collect::{self, CollectSummary, Progress};
 use crate::intake::source::MailSource;
+use crate::patch::apply::AmOptions;
+use crate::patch::stage::ApplySummary;
 use crate::store::{self, Store};
 use serde_json::json;
 
@@ -16,6 +18,41 @@ pub struct Outcome {
     pub run: i64,
     pub state: String,
     pub collect: CollectSummary,
+    pub apply: Option<ApplySummary>,
+}
+
+/// Runs `apply` of `run`, recording the stage: it fails when a series did
+/// not apply (the others are applied all the same).
+pub fn apply_stage(store: &mut Store, config: &Config, run: i64) -> Result<ApplySummary, Failure> {
+    store.start_stage(run, "apply")?;
+    let _span = tracing::info_span!("stage", run, stage = "apply").entered();
+    match crate::patch::stage::apply_stage(store, config, run, None, AmOptions::default()) {
+        Ok(summary) => {
+            let value = serde_json::to_value(&summary).unwrap_or_default();
+            let failed = summary.series_failed > 0;
+            let error = failed.then(|| {
+                format!(
+                    "{} series did not apply: {}",
+                    summary.series_failed,
+                    summary
+                        .series
+                        .iter()
+                        .filter(|s| s.state == "failed")
+                        .map(|s| s.title.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            });
+            store.finish_stage(run, "apply", !failed, &value, error.as_deref())?;
+            Ok(summary)
+        }
+        Err(e) => {
+            let message = e.to_string();
+            store.finish_stage(run, "apply", false, &json!({}), Some(&message))?;
+            store.event(Some(run), Some("apply"), "error", &message)?;
+            Err(Failure { code: 1, message })
+        }
+    }
 }
 
 /// Runs `collect` of `run` with `source`, recording the stage.
@@ -63,11 +100,17 @@ pub fn run(
     let run = store.create_run(trigger.as_str(), Some(cause), user.as_deref(), None)?;
     let mut source = collect::source_from_config(config)?;
     let summary = collect_stage(store, config, source.as_mut(), run, progress)?;
+    let apply = apply_stage(store, config, run)?;
+    let finished = if apply.series_failed > 0 {
+        "failed"
+    } else {
+        "ok"
+    };
     store
         .conn()
         .execute(
-            "UPDATE runs SET state = 'ok', finished_at = ?2 WHERE id = ?1 AND state = 'running'",
-            rusqlite::params![run, store::now()],
+            "UPDATE runs SET state = CASE WHEN state = 'running' THEN ?3 ELSE state END, finished_at = ?2 WHERE id = ?1",
+            rusqlite::params![run, store::now(), finished],
         )
         .map_err(|e| store.err(e))?;
     let state = store.run(run)?.state;
@@ -75,6 +118,7 @@ pub fn run(
         run,
         state,
         collect: summary,
+        apply: Some(apply),
     })
 }
 

@@ -37,7 +37,8 @@ pub enum Error {
 }
 
 /// Schema migrations; entry `i` takes the schema from version `i` to `i+1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id          INTEGER PRIMARY KEY,
     trigger     TEXT NOT NULL,
@@ -143,7 +144,16 @@ CREATE TABLE events (
     stage   TEXT,
     message TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+-- The apply stage: the planned branch move (written before the branch
+-- moves, so a resumed run knows whether it happened) and the outcome.
+ALTER TABLE series ADD COLUMN apply_old_tip TEXT;
+ALTER TABLE series ADD COLUMN apply_new_tip TEXT;
+ALTER TABLE series ADD COLUMN apply_result TEXT;
+ALTER TABLE series ADD COLUMN applied_run INTEGER REFERENCES runs(id);
+"#,
+];
 
 pub struct Store {
     conn: Connection,

@@ -513,7 +513,7 @@ fn merged_warnings(a: &[String], b: &[String]) -> Vec<String> {
 }
 
 /// Series states that no later collect may change (set by `apply`).
-const TERMINAL: &str = "('applied', 'failed')";
+const TERMINAL: &str = "('applied', 'failed', 'applying')";
 
 struct PatchRow {
     mail: PatchMail,
@@ -649,7 +649,7 @@ fn assemble_series(
             .map_err(|e| store.err(e))?;
         for (id, key, dir, state) in series_rows {
             used_dirs.insert(dir.clone());
-            if state == "applied" || state == "failed" {
+            if matches!(state.as_str(), "applied" | "failed" | "applying") {
                 terminal_keys.insert(key, id);
                 continue;
             }

@@ -39,7 +39,7 @@ pub enum Error {
 }
 
 /// Why one patch did not apply: what the report names.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PatchFailure {
     /// The file the failure is about, when there is one.
     pub path: Option<String>,
@@ -151,12 +151,96 @@ pub fn apply_series(
     committer: &Identity,
     opts: AmOptions,
 ) -> Result<SeriesResult, Error> {
+    let prepared = prepare_series(repo_path, branch, mails, committer, opts)?;
+    if let Some(new_tip) = &prepared.new_tip {
+        let subject = prepared
+            .patches
+            .last()
+            .map(|r| r.subject.as_str())
+            .unwrap_or_default();
+        update_branch(
+            repo_path,
+            branch,
+            &prepared.old_tip,
+            new_tip,
+            &format!("am: {subject}"),
+        )?;
+    }
+    Ok(prepared)
+}
+
+/// The current tip of `branch`, if the branch exists.
+pub fn branch_tip(repo_path: &Path, branch: &str) -> Result<Option<String>, Error> {
+    let repo = open(repo_path)?;
+    let name = format!("refs/heads/{branch}");
+    let reference = repo
+        .try_find_reference(name.as_str())
+        .map_err(|e| git_err(repo_path, e))?;
+    match reference {
+        Some(mut r) => Ok(Some(
+            r.peel_to_id()
+                .map_err(|e| git_err(repo_path, e))?
+                .to_string(),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Moves `branch` from `old` to `new` in one compare-and-swap: fails with
+/// `BranchMoved` when the branch is not at `old` any more.
+pub fn update_branch(
+    repo_path: &Path,
+    branch: &str,
+    old: &str,
+    new: &str,
+    reflog: &str,
+) -> Result<(), Error> {
     let repo = open(repo_path)?;
     let ref_name = format!("refs/heads/{branch}");
     let full: FullName = ref_name
         .as_str()
         .try_into()
         .map_err(|e| git_err(repo_path, format!("bad branch name {branch:?}: {e}")))?;
+    let parse = |hex: &str| ObjectId::from_hex(hex.as_bytes()).map_err(|e| git_err(repo_path, e));
+    let (old_id, new_id) = (parse(old)?, parse(new)?);
+    let edit = RefEdit {
+        change: Change::Update {
+            log: LogChange {
+                mode: RefLog::AndReference,
+                force_create_reflog: false,
+                message: BString::from(reflog),
+            },
+            expected: PreviousValue::MustExistAndMatch(Target::Object(old_id)),
+            new: Target::Object(new_id),
+        },
+        name: full,
+        deref: false,
+    };
+    if let Err(e) = repo.edit_reference(edit) {
+        // Re-read: if the branch is elsewhere now, someone else moved it.
+        if branch_tip(repo_path, branch)?.as_deref() != Some(old) {
+            return Err(Error::BranchMoved {
+                path: repo_path.to_owned(),
+                branch: branch.to_owned(),
+                expected: old.to_owned(),
+            });
+        }
+        return Err(git_err(repo_path, e));
+    }
+    Ok(())
+}
+
+/// Writes the blobs, trees and commits of the series without moving any
+/// reference; `new_tip` is `None` when a patch failed.
+pub fn prepare_series(
+    repo_path: &Path,
+    branch: &str,
+    mails: &[(String, Vec<u8>)],
+    committer: &Identity,
+    opts: AmOptions,
+) -> Result<SeriesResult, Error> {
+    let repo = open(repo_path)?;
+    let ref_name = format!("refs/heads/{branch}");
     let mut reference = repo
         .try_find_reference(ref_name.as_str())
         .map_err(|e| git_err(repo_path, e))?
@@ -260,53 +344,12 @@ pub fn apply_series(
         });
     }
     let applied = results.iter().filter(|r| r.ok).count();
-    if failed || tip == old_tip {
-        return Ok(SeriesResult {
-            branch: branch.to_owned(),
-            old_tip: old_tip.to_string(),
-            new_tip: None,
-            applied: if failed { 0 } else { applied },
-            patches: results,
-        });
-    }
-    let last_subject = results
-        .last()
-        .map(|r| r.subject.clone())
-        .unwrap_or_default();
-    let edit = RefEdit {
-        change: Change::Update {
-            log: LogChange {
-                mode: RefLog::AndReference,
-                force_create_reflog: false,
-                message: BString::from(format!("am: {last_subject}")),
-            },
-            expected: PreviousValue::MustExistAndMatch(Target::Object(old_tip)),
-            new: Target::Object(tip),
-        },
-        name: full,
-        deref: false,
-    };
-    if let Err(e) = repo.edit_reference(edit) {
-        // Re-read: if the branch is elsewhere now, someone else moved it.
-        let now = repo
-            .try_find_reference(ref_name.as_str())
-            .ok()
-            .flatten()
-            .and_then(|mut r| r.peel_to_id().ok().map(|id| id.detach()));
-        if now != Some(old_tip) {
-            return Err(Error::BranchMoved {
-                path: repo_path.to_owned(),
-                branch: branch.to_owned(),
-                expected: old_tip.to_string(),
-            });
-        }
-        return Err(git_err(repo_path, e));
-    }
+    let complete = !failed && tip != old_tip;
     Ok(SeriesResult {
         branch: branch.to_owned(),
         old_tip: old_tip.to_string(),
-        new_tip: Some(tip.to_string()),
-        applied,
+        new_tip: complete.then(|| tip.to_string()),
+        applied: if failed { 0 } else { applied },
         patches: results,
     })
 }

@@ -6,3 +6,4 @@ pub mod apply;
 pub mod hunks;
 pub mod mailinfo;
 pub mod parse;
+pub mod stage;

@@ -1,4 +1,5 @@
 mod am;
+mod apply;
 mod collect;
 mod dovecot;
 mod imap_source;

@@ -1,0 +1,390 @@
+//! The `apply` stage: every complete series from intake, in arrival order
+//! (of its first mail), applied to its repository and branch from the
+//! config. A series that fails does not stop the others.
+//!
+//! Crash safety: the commits of a series are written first (objects only),
+//! then the planned move `old tip -> new tip` is committed to the state as
+//! `applying`, then the branch moves by compare-and-swap, then the series
+//! is marked `applied`. A run killed anywhere resumes: a series found
+//! `applying` is `applied` if its branch is at the new tip, is moved again
+//! if the branch is still at the old tip, and fails as "branch moved"
+//! otherwise — never applied twice.
+
+use crate::config::Config;
+use crate::patch::apply::{self, AmOptions, Identity, PatchFailure, SeriesResult};
+use crate::store::{self, Store};
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("cannot read archived mail {path}: {source}")]
+    Archive {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Git(#[from] apply::Error),
+}
+
+/// One series' outcome, as the report and `status --json` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeriesOutcome {
+    pub key: String,
+    pub title: String,
+    pub version: u32,
+    pub repo: Option<String>,
+    pub branch: Option<String>,
+    pub state: String,
+    pub old_tip: Option<String>,
+    pub new_tip: Option<String>,
+    pub commits: Vec<String>,
+    /// The patch that failed (`file` is its archived `.patch`), and why.
+    pub failed_patch: Option<String>,
+    pub error: Option<PatchFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct ApplySummary {
+    pub run: i64,
+    pub series_applied: u64,
+    pub series_failed: u64,
+    pub patches_applied: u64,
+    pub series: Vec<SeriesOutcome>,
+}
+
+struct Candidate {
+    id: i64,
+    key: String,
+    title: String,
+    version: u32,
+    repo: Option<String>,
+    branch: Option<String>,
+    state: String,
+    old_tip: Option<String>,
+    new_tip: Option<String>,
+}
+
+fn failure(message: impl Into<String>) -> PatchFailure {
+    PatchFailure {
+        path: None,
+        message: message.into(),
+        hunk: None,
+        expected: Vec::new(),
+        found: Vec::new(),
+    }
+}
+
+pub fn apply_stage(
+    store: &mut Store,
+    config: &Config,
+    run: i64,
+    committer: Option<&Identity>,
+    opts: AmOptions,
+) -> Result<ApplySummary, Error> {
+    let candidates: Vec<Candidate> = {
+        let conn = store.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, key, title, version, repo, branch, state, apply_old_tip, apply_new_tip FROM series
+                 WHERE state IN ('applying', 'complete')
+                 ORDER BY state = 'complete', (SELECT MIN(mail_id) FROM patches WHERE series_id = series.id), id",
+            )
+            .map_err(|e| store.err(e))?;
+        stmt.query_map([], |r| {
+            Ok(Candidate {
+                id: r.get(0)?,
+                key: r.get(1)?,
+                title: r.get(2)?,
+                version: r.get(3)?,
+                repo: r.get(4)?,
+                branch: r.get(5)?,
+                state: r.get(6)?,
+                old_tip: r.get(7)?,
+                new_tip: r.get(8)?,
+            })
+        })
+        .map_err(|e| store.err(e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| store.err(e))?
+    };
+    let mut summary = ApplySummary {
+        run,
+        ..ApplySummary::default()
+    };
+    for c in candidates {
+        let _span = tracing::info_span!("series", run, key = %c.key).entered();
+        let outcome = apply_one(store, config, run, committer, opts, &c)?;
+        match outcome.state.as_str() {
+            "applied" => {
+                summary.series_applied += 1;
+                summary.patches_applied += outcome.commits.len() as u64;
+            }
+            _ => summary.series_failed += 1,
+        }
+        summary.series.push(outcome);
+    }
+    Ok(summary)
+}
+
+fn finish(
+    store: &mut Store,
+    run: i64,
+    c: &Candidate,
+    outcome: &SeriesOutcome,
+) -> Result<(), Error> {
+    let result = serde_json::to_string(outcome).unwrap_or_default();
+    store
+        .conn()
+        .execute(
+            "UPDATE series SET state = ?2, apply_result = ?3, applied_run = ?4, apply_old_tip = ?5,
+                apply_new_tip = ?6, updated_run = ?4 WHERE id = ?1",
+            params![
+                c.id,
+                outcome.state,
+                result,
+                run,
+                outcome.old_tip,
+                outcome.new_tip
+            ],
+        )
+        .map_err(|e| store.err(e))?;
+    Ok(())
+}
+
+fn apply_one(
+    store: &mut Store,
+    config: &Config,
+    run: i64,
+    committer: Option<&Identity>,
+    opts: AmOptions,
+    c: &Candidate,
+) -> Result<SeriesOutcome, Error> {
+    let mut outcome = SeriesOutcome {
+        key: c.key.clone(),
+        title: c.title.clone(),
+        version: c.version,
+        repo: c.repo.clone(),
+        branch: c.branch.clone(),
+        state: "failed".into(),
+        old_tip: c.old_tip.clone(),
+        new_tip: None,
+        commits: Vec::new(),
+        failed_patch: None,
+        error: None,
+    };
+    let fail = |store: &mut Store, mut outcome: SeriesOutcome, why: PatchFailure| {
+        outcome.state = "failed".into();
+        outcome.error = Some(why);
+        finish(store, run, c, &outcome).map(|()| outcome)
+    };
+    let Some(repo_name) = &c.repo else {
+        return fail(
+            store,
+            outcome,
+            failure("no repository: the subject names none and no route of the config matches"),
+        );
+    };
+    let Some(repo) = config.repos.iter().find(|r| &r.name == repo_name) else {
+        return fail(
+            store,
+            outcome,
+            failure(format!(
+                "repository {repo_name:?} is not in the configuration"
+            )),
+        );
+    };
+    let Some(repo_path) = &repo.path else {
+        return fail(
+            store,
+            outcome,
+            failure(format!(
+                "repository {repo_name:?} has only a clone URL; patchline applies to local repositories (set `path`)"
+            )),
+        );
+    };
+    let branch = c
+        .branch
+        .clone()
+        .or_else(|| repo.default_branch.clone())
+        .or_else(|| repo.branches.first().cloned())
+        .unwrap_or_else(|| "master".into());
+    outcome.branch = Some(branch.clone());
+    if !repo.branches.contains(&branch) {
+        return fail(
+            store,
+            outcome,
+            failure(format!(
+                "branch {branch:?} is not one of {repo_name}'s branches {:?}",
+                repo.branches
+            )),
+        );
+    }
+
+    // Resume a series that was being applied when a run stopped.
+    if c.state == "applying"
+        && let (Some(old), Some(new)) = (&c.old_tip, &c.new_tip)
+    {
+        let tip = apply::branch_tip(repo_path, &branch)?;
+        outcome.new_tip = Some(new.clone());
+        outcome.commits = stored_commits(store, c.id)?;
+        if tip.as_deref() == Some(old) {
+            apply::update_branch(
+                repo_path,
+                &branch,
+                old,
+                new,
+                &format!("patchline: {}", c.title),
+            )?;
+        } else if tip.as_deref() != Some(new) {
+            outcome.new_tip = None;
+            return fail(
+                store,
+                outcome,
+                failure(format!(
+                    "branch {branch} moved to {} while this series was being applied; it was not applied",
+                    tip.unwrap_or_default()
+                )),
+            );
+        }
+        outcome.state = "applied".into();
+        finish(store, run, c, &outcome)?;
+        return Ok(outcome);
+    }
+
+    let mails = series_mails(store, config, c.id)?;
+    let committer = match committer {
+        Some(id) => id.clone(),
+        None => apply::committer_from_env_or_config(repo_path)?,
+    };
+    let result: SeriesResult =
+        match apply::prepare_series(repo_path, &branch, &mails, &committer, opts) {
+            Ok(r) => r,
+            Err(e @ apply::Error::NoBranch { .. }) => {
+                return fail(store, outcome, failure(e.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+    outcome.old_tip = Some(result.old_tip.clone());
+    if let Some(bad) = result.patches.iter().find(|p| !p.ok) {
+        outcome.failed_patch = Some(bad.file.clone());
+        let why = bad
+            .error
+            .clone()
+            .unwrap_or_else(|| failure("did not apply"));
+        return fail(store, outcome, why);
+    }
+    let Some(new_tip) = result.new_tip.clone() else {
+        return fail(store, outcome, failure("the series changes nothing"));
+    };
+    outcome.commits = result
+        .patches
+        .iter()
+        .filter_map(|p| p.commit.clone())
+        .collect();
+    outcome.new_tip = Some(new_tip.clone());
+    // Write-ahead: the planned move is on disk before the branch moves.
+    store
+        .conn()
+        .execute(
+            "UPDATE series SET state = 'applying', apply_old_tip = ?2, apply_new_tip = ?3, applied_run = ?4,
+                apply_result = ?5 WHERE id = ?1",
+            params![c.id, result.old_tip, new_tip, run, serde_json::to_string(&outcome).unwrap_or_default()],
+        )
+        .map_err(|e| store.err(e))?;
+    match apply::update_branch(
+        repo_path,
+        &branch,
+        &result.old_tip,
+        &new_tip,
+        &format!("patchline: {}", c.title),
+    ) {
+        Ok(()) => {
+            outcome.state = "applied".into();
+            finish(store, run, c, &outcome)?;
+            Ok(outcome)
+        }
+        Err(e @ apply::Error::BranchMoved { .. }) => {
+            outcome.new_tip = None;
+            fail(store, outcome, failure(e.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn stored_commits(store: &Store, series: i64) -> Result<Vec<String>, Error> {
+    let json: Option<String> = store
+        .conn()
+        .query_row(
+            "SELECT apply_result FROM series WHERE id = ?1",
+            [series],
+            |r| r.get(0),
+        )
+        .map_err(|e| store.err(e))?;
+    Ok(json
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
+        .and_then(|v| {
+            v["commits"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default())
+}
+
+/// The series' patch mails (cover letter excluded), in order, as
+/// `(archived .patch path, raw bytes)`.
+fn series_mails(
+    store: &Store,
+    config: &Config,
+    series: i64,
+) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    let rows: Vec<(String, String)> = {
+        let conn = store.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT p.archive_path, m.raw_path FROM patches p JOIN mails m ON m.id = p.mail_id
+                 WHERE p.series_id = ?1 AND p.idx > 0 ORDER BY p.idx",
+            )
+            .map_err(|e| store.err(e))?;
+        stmt.query_map([series], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| store.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| store.err(e))?
+    };
+    rows.into_iter()
+        .map(|(label, raw)| {
+            let path = config.intake.archive_dir.join(&raw);
+            std::fs::read(&path)
+                .map(|bytes| (label, bytes))
+                .map_err(|source| Error::Archive { path, source })
+        })
+        .collect()
+}
+
+/// Outcomes recorded by the apply stage of `run`.
+pub fn outcomes_of_run(store: &Store, run: i64) -> Result<Vec<SeriesOutcome>, store::Error> {
+    let conn = store.conn();
+    let mut stmt = conn
+        .prepare(
+            "SELECT apply_result FROM series WHERE applied_run = ?1 ORDER BY first_received, id",
+        )
+        .map_err(|e| store.err(e))?;
+    let rows = stmt
+        .query_map([run], |r| r.get::<_, Option<String>>(0))
+        .map_err(|e| store.err(e))?;
+    let mut out = Vec::new();
+    for row in rows {
+        if let Some(json) = row.map_err(|e| store.err(e))?
+            && let Ok(outcome) = serde_json::from_str(&json)
+        {
+            out.push(outcome);
+        }
+    }
+    Ok(out)
+}

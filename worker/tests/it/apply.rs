@@ -1,0 +1,181 @@
+//! The apply stage end to end: collect a real `git format-patch` series,
+//! apply it to a bare repository, fail cleanly, and resume after a crash
+//! between the planned and the done branch move.
+
+use crate::util::{git, patchline};
+use std::path::{Path, PathBuf};
+
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn repo(&self) -> PathBuf {
+        self.path().join("hello.git")
+    }
+    fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.path().join("patchline.db")).unwrap()
+    }
+    fn tip(&self) -> String {
+        git(&self.repo(), &["rev-parse", "master"])
+            .trim()
+            .to_owned()
+    }
+}
+
+/// A bare repository `hello.git` (master at "base") and `list.mbox` with a
+/// two-patch series made from commits on top of base (`diverge`: the
+/// bare master gets a conflicting commit first).
+fn site(diverge: bool) -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let src = p.join("src");
+    std::fs::create_dir(&src).unwrap();
+    git(&src, &["init", "-q"]);
+    std::fs::write(src.join("a.txt"), "one\ntwo\nthree\n").unwrap();
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "base"]);
+    git(
+        p,
+        &["clone", "-q", "--bare", src.to_str().unwrap(), "hello.git"],
+    );
+    std::fs::write(src.join("a.txt"), "one\nTWO\nthree\n").unwrap();
+    git(&src, &["commit", "-q", "-am", "Shout two"]);
+    std::fs::write(src.join("b.txt"), "bee\n").unwrap();
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "Add bee"]);
+    let mbox = git(
+        &src,
+        &[
+            "format-patch",
+            "--stdout",
+            "--cover-letter",
+            "--thread=shallow",
+            "--subject-prefix=master PATCH hello",
+            "HEAD~2",
+        ],
+    );
+    std::fs::write(
+        p.join("list.mbox"),
+        mbox.replace("*** SUBJECT HERE ***", "Two changes"),
+    )
+    .unwrap();
+    if diverge {
+        let work = p.join("work");
+        git(
+            p,
+            &[
+                "clone",
+                "-q",
+                p.join("hello.git").to_str().unwrap(),
+                work.to_str().unwrap(),
+            ],
+        );
+        std::fs::write(work.join("a.txt"), "one\n2\nthree\n").unwrap();
+        git(&work, &["commit", "-q", "-am", "diverge"]);
+        git(&work, &["push", "-q", "origin", "HEAD:master"]);
+    }
+    std::fs::write(
+        p.join("patchline.toml"),
+        "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_format = \"none\"\n\n[[repos]]\nname = \"hello\"\npath = \"hello.git\"\n",
+    )
+    .unwrap();
+    Site { dir }
+}
+
+#[test]
+fn run_collects_and_applies_then_nothing_twice() {
+    let s = site(false);
+    let base = s.tip();
+    let ran = patchline(s.path(), &["run", "--json"]);
+    let status = ran.json();
+    assert_eq!(ran.code(), 0, "{}", ran.describe());
+    let apply = &status["stages"][1];
+    assert_eq!(apply["stage"], "apply");
+    assert_eq!(apply["state"], "ok");
+    assert_eq!(apply["summary"]["series_applied"], 1);
+    assert_eq!(apply["summary"]["patches_applied"], 2);
+    let tip = s.tip();
+    assert_eq!(apply["summary"]["series"][0]["new_tip"], tip.as_str());
+    assert_eq!(git(&s.repo(), &["rev-parse", "master~2"]).trim(), base);
+    assert_eq!(
+        git(&s.repo(), &["log", "-1", "--format=%s", "master"]).trim(),
+        "Add bee"
+    );
+    // Another run: the series is applied already; nothing moves.
+    let again = patchline(s.path(), &["run", "--json"]).json();
+    assert_eq!(again["stages"][1]["summary"]["series_applied"], 0);
+    assert_eq!(s.tip(), tip);
+}
+
+#[test]
+fn a_series_that_does_not_apply_fails_the_stage_and_leaves_the_branch() {
+    let s = site(true);
+    let before = s.tip();
+    let ran = patchline(s.path(), &["run"]).fails_with(1);
+    assert!(
+        ran.stdout()
+            .contains("[failed] Two changes -> hello/master"),
+        "{}",
+        ran.describe()
+    );
+    assert_eq!(s.tip(), before);
+    let status = patchline(s.path(), &["status", "--json"]).json();
+    let apply = &status["stages"][1];
+    assert_eq!(apply["state"], "failed");
+    let series = &apply["summary"]["series"][0];
+    assert_eq!(series["error"]["path"], "a.txt");
+    assert_eq!(series["error"]["hunk"], "@@ -1,3 +1,3 @@");
+    assert!(
+        series["failed_patch"]
+            .as_str()
+            .unwrap()
+            .ends_with("0001-shout-two.patch"),
+        "{series}"
+    );
+    let state: String = s
+        .db()
+        .query_row("SELECT state FROM series", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(state, "failed");
+}
+
+#[test]
+fn an_interrupted_branch_move_is_finished_once_on_resume() {
+    let s = site(false);
+    let base = s.tip();
+    patchline(s.path(), &["run"]).ok();
+    let tip = s.tip();
+    // As if the run died after writing the plan but before moving the
+    // branch: state `applying`, branch back at the old tip.
+    s.db()
+        .execute("UPDATE series SET state = 'applying'", [])
+        .unwrap();
+    git(&s.repo(), &["update-ref", "refs/heads/master", &base]);
+    let ran = patchline(s.path(), &["apply", "--json"]);
+    let summary = ran.json();
+    assert_eq!(ran.code(), 0, "{}", ran.describe());
+    assert_eq!(summary["series_applied"], 1);
+    assert_eq!(s.tip(), tip, "the planned commits, not new ones");
+    // As if it died after moving the branch but before recording it.
+    s.db()
+        .execute("UPDATE series SET state = 'applying'", [])
+        .unwrap();
+    patchline(s.path(), &["apply"]).ok();
+    assert_eq!(s.tip(), tip, "nothing applied twice");
+    // Someone else moved the branch meanwhile: fail, do not touch it.
+    s.db()
+        .execute("UPDATE series SET state = 'applying'", [])
+        .unwrap();
+    git(
+        &s.repo(),
+        &["update-ref", "refs/heads/master", &format!("{tip}~1")],
+    );
+    let moved = s.tip();
+    let ran = patchline(s.path(), &["apply"]).fails_with(1);
+    assert!(ran.stdout().contains("moved"), "{}", ran.describe());
+    assert_eq!(s.tip(), moved);
+}
