@@ -2,7 +2,7 @@
 //! authors, same messages; and failures that leave the branch alone.
 
 use crate::util::{git, patchline};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A tiny deterministic generator (no extra crate).
 struct Lcg(u64);
@@ -141,7 +141,7 @@ fn same_trees_authors_and_messages_as_git_am() {
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
     git_env(&src, &["init", "-q"], &[]);
-    generate_history(&src, 150);
+    generate_history(&src, 300);
     let patches = tmp.path().join("patches");
     git_env(
         &src,
@@ -369,4 +369,123 @@ fn a_failing_patch_leaves_the_branch_and_names_file_and_hunk() {
         "{}",
         ran.describe()
     );
+}
+
+/// Each way a patch can fail: `patchline am` and `git apply --cached
+/// --check` give the same verdict, and ours names the file.
+#[test]
+fn failure_verdicts_match_git_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    git_env(&src, &["init", "-q"], &[]);
+    let bin_a: Vec<u8> = (0..3000u32)
+        .flat_map(|i| i.wrapping_mul(2654435761u32).to_le_bytes())
+        .collect();
+    std::fs::write(src.join("exists.txt"), "here\n").unwrap();
+    std::fs::write(src.join("blob.bin"), &bin_a).unwrap();
+    git_env(&src, &["add", "-A"], &[]);
+    git_env(&src, &["commit", "-q", "-m", "base"], &[]);
+    let base = git(&src, &["rev-parse", "HEAD"]).trim().to_owned();
+    // Patches made against other trees than the target's.
+    let make = |name: &str, change: &dyn Fn(&Path)| -> PathBuf {
+        git_env(&src, &["checkout", "-q", "-B", name, &base], &[]);
+        change(&src);
+        git_env(&src, &["add", "-A"], &[]);
+        git_env(&src, &["commit", "-q", "-m", name], &[]);
+        let out = tmp.path().join(format!("{name}.patch"));
+        let patch = git_env(&src, &["format-patch", "--binary", "--stdout", "-1"], &[]);
+        std::fs::write(&out, patch).unwrap();
+        out
+    };
+    let cases: Vec<(PathBuf, &str, &str)> = vec![
+        (
+            make("missing-file", &|p| {
+                std::fs::write(p.join("only-here.txt"), "a\n").unwrap();
+                git_env(p, &["add", "-A"], &[]);
+                git_env(p, &["commit", "-q", "-m", "x"], &[]);
+                std::fs::write(p.join("only-here.txt"), "b\n").unwrap();
+            }),
+            "only-here.txt",
+            "does not exist",
+        ),
+        (
+            make("file-exists", &|p| {
+                git_env(p, &["rm", "-q", "exists.txt"], &[]);
+                git_env(p, &["commit", "-q", "-m", "x"], &[]);
+                std::fs::write(p.join("exists.txt"), "again\n").unwrap();
+            }),
+            "exists.txt",
+            "already exists",
+        ),
+        (
+            make("bad-binary", &|p| {
+                let mut other = bin_a.clone();
+                other[10] ^= 1;
+                std::fs::write(p.join("blob.bin"), &other).unwrap();
+                git_env(p, &["commit", "-q", "-am", "x"], &[]);
+                other[2000] ^= 1;
+                std::fs::write(p.join("blob.bin"), &other).unwrap();
+            }),
+            "blob.bin",
+            "does not match",
+        ),
+    ];
+    for (patch, path, message) in cases {
+        let target = tmp.path().join(format!(
+            "t-{}",
+            patch.file_stem().unwrap().to_string_lossy()
+        ));
+        git(
+            tmp.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                src.to_str().unwrap(),
+                target.to_str().unwrap(),
+            ],
+        );
+        git(&target, &["update-ref", "refs/heads/master", &base]);
+        let ran = patchline(
+            tmp.path(),
+            &[
+                "am",
+                "--json",
+                "--repo",
+                target.to_str().unwrap(),
+                "--branch",
+                "master",
+                patch.to_str().unwrap(),
+            ],
+        )
+        .fails_with(1);
+        let first: serde_json::Value =
+            serde_json::from_str(ran.stdout().lines().next().unwrap()).unwrap();
+        assert_eq!(first["error"]["path"], path, "{}", ran.describe());
+        let text = first["error"]["message"].as_str().unwrap();
+        assert!(text.contains(message), "{text}");
+        assert_eq!(git(&target, &["rev-parse", "master"]).trim(), base);
+        // git agrees: the same patch does not apply to the same tree.
+        let work = tmp.path().join(format!("w-{path}"));
+        git(
+            tmp.path(),
+            &[
+                "clone",
+                "-q",
+                target.to_str().unwrap(),
+                work.to_str().unwrap(),
+            ],
+        );
+        let check = std::process::Command::new("git")
+            .args(["apply", "--cached", "--check", patch.to_str().unwrap()])
+            .current_dir(&work)
+            .output()
+            .unwrap();
+        assert!(
+            !check.status.success(),
+            "git apply accepted {}",
+            patch.display()
+        );
+    }
 }
