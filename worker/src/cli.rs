@@ -111,6 +111,10 @@ pub enum Command {
         /// Keep `\r` at the end of lines (`git am --keep-cr`).
         #[arg(long)]
         keep_cr: bool,
+        /// Fall back to a 3-way merge when a patch does not apply and the
+        /// repository has the blobs its `index` lines name (`git am -3`).
+        #[arg(long = "3way", short = '3')]
+        three_way: bool,
         /// Mail files or mboxes (e.g. `git format-patch` output), in order.
         #[arg(required = true)]
         mbox: Vec<PathBuf>,
@@ -271,6 +275,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             ignore_whitespace,
             scissors,
             keep_cr,
+            three_way,
             mbox,
         } => am(
             cli.json,
@@ -285,6 +290,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     scissors: *scissors,
                     keep_cr: *keep_cr,
                 },
+                three_way: *three_way,
             },
             mbox,
         ),

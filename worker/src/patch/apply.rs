@@ -105,6 +105,9 @@ pub struct Identity {
 pub struct AmOptions {
     pub apply: ApplyOptions,
     pub mailinfo: MailInfoOptions,
+    /// `--3way`: when a file's hunks do not apply and its `index` line
+    /// names a preimage blob the repository has, merge instead.
+    pub three_way: bool,
 }
 
 fn git_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -301,7 +304,7 @@ pub fn prepare_series(
                 continue;
             }
         };
-        let new_tree = match apply_to_tree(&repo, tree, &files, opts.apply) {
+        let new_tree = match apply_to_tree(&repo, tree, &files, opts.apply, opts.three_way) {
             Ok(t) => t,
             Err(ApplyError::Patch(f)) => {
                 results.push(failed_result(label, &info.subject, f));
@@ -370,6 +373,62 @@ enum ApplyError {
     Git(String),
 }
 
+/// `git am --3way` for one file: apply the hunks to the blob the patch was
+/// made against (named by its `index` line) and merge that result with the
+/// current content.
+fn merge_three_way(
+    repo: &gix::Repository,
+    file: &FilePatch<'_>,
+    current: &[u8],
+    opts: ApplyOptions,
+) -> Result<Vec<u8>, String> {
+    use gix::merge::blob::builtin_driver::text::{Conflict, Labels, Options};
+    use gix::merge::blob::{Resolution, builtin_driver};
+    let prefix = file
+        .old_id
+        .as_deref()
+        .ok_or("the patch has no index line")?;
+    let prefix = gix::hash::Prefix::from_hex(prefix).map_err(|e| format!("bad index line: {e}"))?;
+    let base_id = match repo.objects.lookup_prefix(prefix, None) {
+        Ok(Some(Ok(id))) => id,
+        Ok(Some(Err(()))) => return Err(format!("blob {prefix} is ambiguous")),
+        Ok(None) => {
+            return Err(format!(
+                "the repository lacks blob {prefix} the patch was made against"
+            ));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let base = repo
+        .find_blob(base_id)
+        .map(|mut b| b.take_data())
+        .map_err(|e| e.to_string())?;
+    let theirs = apply_hunks(&base, &file.hunks, opts)
+        .map_err(|e| format!("does not apply to its own preimage either: {e}"))?;
+    let mut out = Vec::new();
+    let mut input = gix_imara_diff::InternedInput::default();
+    let resolution = builtin_driver::text(
+        &mut out,
+        &mut input,
+        Labels {
+            ancestor: None,
+            current: None,
+            other: None,
+        },
+        current,
+        &base,
+        &theirs,
+        Options {
+            conflict: Conflict::default(),
+            ..Options::default()
+        },
+    );
+    match resolution {
+        Resolution::Complete => Ok(out),
+        _ => Err(format!("merging {} leaves conflicts", file.display_path())),
+    }
+}
+
 fn kind_of(mode: u32) -> Option<EntryKind> {
     match mode {
         0o100644 | 0o100664 => Some(EntryKind::Blob),
@@ -389,6 +448,7 @@ fn apply_to_tree(
     base: ObjectId,
     files: &[FilePatch<'_>],
     opts: ApplyOptions,
+    three_way: bool,
 ) -> Result<ObjectId, ApplyError> {
     let git = |e: &dyn std::fmt::Display| ApplyError::Git(e.to_string());
     let base_tree = repo.find_tree(base).map_err(|e| git(&e))?;
@@ -464,8 +524,17 @@ fn apply_to_tree(
                     .map_err(|e| fail(format!("binary patch does not apply to '{path}': {e}")))?,
             },
             None if file.hunks.is_empty() => old_content.clone(),
-            None => apply_hunks(&old_content, &file.hunks, opts)
-                .map_err(|f| ApplyError::Patch(PatchFailure::hunk(&path, f)))?,
+            None => match apply_hunks(&old_content, &file.hunks, opts) {
+                Ok(content) => content,
+                Err(f) if three_way && old.is_some() => {
+                    merge_three_way(repo, file, &old_content, opts).map_err(|why| {
+                        let mut failure = PatchFailure::hunk(&path, f);
+                        failure.message = format!("{} (3-way: {why})", failure.message);
+                        ApplyError::Patch(failure)
+                    })?
+                }
+                Err(f) => return Err(ApplyError::Patch(PatchFailure::hunk(&path, f))),
+            },
         };
         if file.status == Status::Deleted {
             if !new_content.is_empty() && file.binary.is_none() {

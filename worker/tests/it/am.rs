@@ -489,3 +489,117 @@ fn failure_verdicts_match_git_apply() {
         );
     }
 }
+
+/// `--3way`: a patch whose context moved under it merges like `git am -3`
+/// (same tree); a real conflict fails for both, naming the file.
+#[test]
+fn three_way_fallback_merges_like_git_am() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    git_env(&src, &["init", "-q"], &[]);
+    let lines: String = (1..=20).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(src.join("f.txt"), &lines).unwrap();
+    git_env(&src, &["add", "-A"], &[]);
+    git_env(&src, &["commit", "-q", "-m", "base"], &[]);
+    let base = git(&src, &["rev-parse", "HEAD"]).trim().to_owned();
+    // The patch changes line 10 (context 7..13).
+    git_env(&src, &["checkout", "-q", "-b", "topic"], &[]);
+    std::fs::write(src.join("f.txt"), lines.replace("line 10\n", "line ten\n")).unwrap();
+    git_env(&src, &["commit", "-q", "-am", "ten"], &[]);
+    let patch = tmp.path().join("ten.patch");
+    std::fs::write(
+        &patch,
+        git_env(&src, &["format-patch", "--stdout", "-1"], &[]),
+    )
+    .unwrap();
+    for (name, change, merges) in [
+        ("clean", "line 8\n", true),
+        ("conflict", "line 10\n", false),
+    ] {
+        // The target changed a context line (clean) or the same line.
+        git_env(&src, &["checkout", "-q", "-B", name, &base], &[]);
+        std::fs::write(
+            src.join("f.txt"),
+            lines.replace(change, "changed on target\n"),
+        )
+        .unwrap();
+        git_env(&src, &["commit", "-q", "-am", name], &[]);
+        let ours = tmp.path().join(format!("{name}.git"));
+        git(
+            tmp.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                src.to_str().unwrap(),
+                ours.to_str().unwrap(),
+            ],
+        );
+        let without = patchline(
+            tmp.path(),
+            &[
+                "am",
+                "--repo",
+                ours.to_str().unwrap(),
+                "--branch",
+                name,
+                patch.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(
+            without.code(),
+            1,
+            "no 3-way: context mismatch\n{}",
+            without.describe()
+        );
+        let ran = patchline(
+            tmp.path(),
+            &[
+                "am",
+                "--json",
+                "--3way",
+                "--repo",
+                ours.to_str().unwrap(),
+                "--branch",
+                name,
+                patch.to_str().unwrap(),
+            ],
+        );
+        let theirs = tmp.path().join(format!("{name}-work"));
+        git(
+            tmp.path(),
+            &[
+                "clone",
+                "-q",
+                "-b",
+                name,
+                src.to_str().unwrap(),
+                theirs.to_str().unwrap(),
+            ],
+        );
+        let git_am = std::process::Command::new("git")
+            .args(["am", "-q", "-3", patch.to_str().unwrap()])
+            .env("GIT_COMMITTER_NAME", "C")
+            .env("GIT_COMMITTER_EMAIL", "c@example.org")
+            .current_dir(&theirs)
+            .output()
+            .unwrap();
+        assert_eq!(git_am.status.success(), merges, "git am -3 on {name}");
+        if merges {
+            assert_eq!(ran.code(), 0, "{}", ran.describe());
+            assert_eq!(
+                git(&ours, &["rev-parse", &format!("{name}^{{tree}}")]),
+                git(&theirs, &["rev-parse", "HEAD^{tree}"]),
+                "same merged tree as git am -3"
+            );
+        } else {
+            assert_eq!(ran.code(), 1, "{}", ran.describe());
+            assert!(
+                ran.stdout().contains("leaves conflicts") && ran.stdout().contains("f.txt"),
+                "{}",
+                ran.describe()
+            );
+        }
+    }
+}
