@@ -195,10 +195,15 @@ fn default_idle() -> u64 {
 pub struct Repo {
     /// Short name used in subjects (`[master PATCH <name>]`) and paths.
     pub name: String,
-    /// Local git repository (bare or not).
+    /// Local git repository (bare or not). With `url`, where the clone is
+    /// made (default `<state dir>/repos/<name>.git`).
     pub path: Option<PathBuf>,
-    /// Clone URL, when the repository is not local yet.
+    /// Clone URL: cloned (bare) to `path` the first time it is needed; the
+    /// clone is then patchline's integration repository.
     pub url: Option<String>,
+    /// A branch of `branches` that does not exist yet is created from this
+    /// branch when a series targets it.
+    pub base_branch: Option<String>,
     #[serde(default = "default_branches")]
     pub branches: Vec<String>,
     /// Branch used when neither the subject nor a route names one.
@@ -472,6 +477,19 @@ impl Config {
                     ));
                 }
             }
+            if let Some(url) = &repo.url
+                && (url.starts_with('-') || url.trim().is_empty())
+            {
+                return Err(self.invalid(key("url"), format!("{url:?} is not a clone URL")));
+            }
+            if let Some(b) = &repo.base_branch
+                && !is_safe_ref(b)
+            {
+                return Err(self.invalid(
+                    key("base_branch"),
+                    format!("{b:?} is not a valid branch name"),
+                ));
+            }
             if let Some(b) = &repo.default_branch
                 && !repo.branches.contains(b)
             {
@@ -563,6 +581,20 @@ impl Config {
             }
         }
         Ok(rules)
+    }
+
+    /// Where the repository lives on this machine.
+    pub fn repo_path(&self, repo: &Repo) -> PathBuf {
+        match &repo.path {
+            Some(p) => p.clone(),
+            None => self
+                .state
+                .db
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("repos")
+                .join(format!("{}.git", repo.name)),
+        }
     }
 
     pub fn imap_timeout(&self) -> Duration {

@@ -189,6 +189,31 @@ pub fn branch_tip(repo_path: &Path, branch: &str) -> Result<Option<String>, Erro
     }
 }
 
+/// Creates `branch` at `at`; fails if it exists already.
+pub fn create_branch(repo_path: &Path, branch: &str, at: &str, reflog: &str) -> Result<(), Error> {
+    let repo = open(repo_path)?;
+    let full: FullName = format!("refs/heads/{branch}")
+        .as_str()
+        .try_into()
+        .map_err(|e| git_err(repo_path, format!("bad branch name {branch:?}: {e}")))?;
+    let id = ObjectId::from_hex(at.as_bytes()).map_err(|e| git_err(repo_path, e))?;
+    repo.edit_reference(RefEdit {
+        change: Change::Update {
+            log: LogChange {
+                mode: RefLog::AndReference,
+                force_create_reflog: false,
+                message: BString::from(reflog),
+            },
+            expected: PreviousValue::MustNotExist,
+            new: Target::Object(id),
+        },
+        name: full,
+        deref: false,
+    })
+    .map_err(|e| git_err(repo_path, e))?;
+    Ok(())
+}
+
 /// Moves `branch` from `old` to `new` in one compare-and-swap: fails with
 /// `BranchMoved` when the branch is not at `old` any more.
 pub fn update_branch(

@@ -198,15 +198,13 @@ fn apply_one(
             )),
         );
     };
-    let Some(repo_path) = &repo.path else {
-        return fail(
-            store,
-            outcome,
-            failure(format!(
-                "repository {repo_name:?} has only a clone URL; patchline applies to local repositories (set `path`)"
-            )),
-        );
-    };
+    let repo_path = &config.repo_path(repo);
+    if !repo_path.exists()
+        && let Some(url) = &repo.url
+        && let Err(e) = clone_bare(url, repo_path)
+    {
+        return fail(store, outcome, failure(e));
+    }
     let branch = c
         .branch
         .clone()
@@ -256,6 +254,27 @@ fn apply_one(
         return Ok(outcome);
     }
 
+    if apply::branch_tip(repo_path, &branch)?.is_none()
+        && let Some(base) = &repo.base_branch
+    {
+        match apply::branch_tip(repo_path, base)? {
+            Some(tip) => apply::create_branch(
+                repo_path,
+                &branch,
+                &tip,
+                &format!("patchline: branch from {base}"),
+            )?,
+            None => {
+                return fail(
+                    store,
+                    outcome,
+                    failure(format!(
+                        "branch {branch:?} is missing and its base {base:?} too"
+                    )),
+                );
+            }
+        }
+    }
     let mails = series_mails(store, config, c.id)?;
     let committer = match committer {
         Some(id) => id.clone(),
@@ -313,6 +332,28 @@ fn apply_one(
             fail(store, outcome, failure(e.to_string()))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// `git clone --bare URL PATH`, with an argument vector (the URL comes
+/// from the configuration, never from mail).
+fn clone_bare(url: &str, path: &std::path::Path) -> Result<(), String> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let out = std::process::Command::new("git")
+        .args(["clone", "--quiet", "--bare", "--", url])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("cannot run git clone: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "git clone {url} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 

@@ -179,3 +179,35 @@ fn an_interrupted_branch_move_is_finished_once_on_resume() {
     assert!(ran.stdout().contains("moved"), "{}", ran.describe());
     assert_eq!(s.tip(), moved);
 }
+
+#[test]
+fn a_url_repository_is_cloned_and_a_missing_branch_made_from_its_base() {
+    let s = site(false);
+    let p = s.path();
+    let mbox = std::fs::read_to_string(p.join("list.mbox"))
+        .unwrap()
+        .replace("[master PATCH hello", "[next PATCH hello");
+    std::fs::write(p.join("list.mbox"), mbox).unwrap();
+    let url = format!("file://{}", s.repo().display());
+    std::fs::write(
+        p.join("patchline.toml"),
+        format!(
+            "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_format = \"none\"\n\n[[repos]]\nname = \"hello\"\nurl = \"{url}\"\nbranches = [\"master\", \"next\"]\nbase_branch = \"master\"\n\n[state]\ndb = \"state/patchline.db\"\n"
+        ),
+    )
+    .unwrap();
+    let ran = patchline(p, &["run", "--json"]);
+    let status = ran.json();
+    assert_eq!(ran.code(), 0, "{}", ran.describe());
+    assert_eq!(status["stages"][1]["summary"]["series_applied"], 1);
+    let clone = p.join("state/repos/hello.git");
+    assert_eq!(
+        git(&clone, &["rev-parse", "next~2"]).trim(),
+        git(&clone, &["rev-parse", "master"]).trim(),
+        "next was made from master, then the two patches applied"
+    );
+    assert_eq!(
+        git(&clone, &["log", "-1", "--format=%s", "next"]).trim(),
+        "Add bee"
+    );
+}
