@@ -267,7 +267,9 @@ pub fn prepare_series(
     committer: &Identity,
     opts: AmOptions,
 ) -> Result<SeriesResult, Error> {
-    let repo = open(repo_path)?;
+    // New objects stay in memory until the whole series applied: a failed
+    // series leaves nothing behind, and a good one is written in one go.
+    let repo = open(repo_path)?.with_object_memory();
     let ref_name = format!("refs/heads/{branch}");
     let mut reference = repo
         .try_find_reference(ref_name.as_str())
@@ -373,6 +375,10 @@ pub fn prepare_series(
     }
     let applied = results.iter().filter(|r| r.ok).count();
     let complete = !failed && tip != old_tip;
+    if complete && let Some(objects) = repo.objects.reset_object_memory() {
+        write_loose_objects(&repo.git_dir().join("objects"), objects.iter())
+            .map_err(|e| git_err(repo_path, e))?;
+    }
     Ok(SeriesResult {
         branch: branch.to_owned(),
         old_tip: old_tip.to_string(),
@@ -380,6 +386,57 @@ pub fn prepare_series(
         applied: if failed { 0 } else { applied },
         patches: results,
     })
+}
+
+/// Writes objects as loose files, one zlib stream reused for all (gix
+/// sets a new one up per object, which dominates for small objects), then
+/// makes them durable with one `syncfs`.
+fn write_loose_objects<'a>(
+    objects_dir: &Path,
+    objects: impl IntoIterator<Item = (&'a ObjectId, &'a (gix::objs::Kind, Vec<u8>))>,
+) -> std::io::Result<()> {
+    use flate2::{Compress, Compression, FlushCompress};
+    use std::io::Write;
+    let mut compress = Compress::new(Compression::fast(), true);
+    let mut out = Vec::new();
+    let mut wrote = false;
+    for (id, (kind, data)) in objects {
+        let hex = id.to_string();
+        let dir = objects_dir.join(&hex[..2]);
+        let path = dir.join(&hex[2..]);
+        if path.exists() {
+            continue;
+        }
+        let mut input = format!("{} {}\0", kind, data.len()).into_bytes();
+        input.extend_from_slice(data);
+        compress.reset();
+        out.clear();
+        out.reserve(input.len() / 2 + 64);
+        loop {
+            let consumed = compress.total_in() as usize;
+            let status = compress
+                .compress_vec(&input[consumed..], &mut out, FlushCompress::Finish)
+                .map_err(std::io::Error::other)?;
+            if status == flate2::Status::StreamEnd {
+                break;
+            }
+            out.reserve(out.capacity().max(4096));
+        }
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), &hex[2..]));
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&out)?;
+        drop(file);
+        std::fs::rename(&tmp, &path)?;
+        wrote = true;
+    }
+    if wrote {
+        let dir = std::fs::File::open(objects_dir)?;
+        if rustix::fs::syncfs(&dir).is_err() {
+            dir.sync_all()?;
+        }
+    }
+    Ok(())
 }
 
 fn failed_result(label: &str, subject: &str, failure: PatchFailure) -> PatchResult {

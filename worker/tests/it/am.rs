@@ -245,6 +245,8 @@ fn same_trees_authors_and_messages_as_git_am() {
         assert_eq!(line["file"], file.as_str());
         assert_eq!(line["ok"], true);
     }
+    // The objects patchline wrote are valid for git itself.
+    git(&ours, &["fsck", "--strict", "--no-dangling"]);
 }
 
 #[test]
