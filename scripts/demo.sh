@@ -49,8 +49,9 @@ g commit -q -am "README: mention the stable branch" -m "Signed-off-by: Bob Fixer
 g format-patch -q --subject-prefix="stable-1.0 PATCH hello" --from="Bob Fixer <bob@example.org>" \
   -o "$work/mail/stable" stable-1.0..fix
 g checkout -q -b plain master
-printf '\n' >> "$work/src/hello/hello.c"
-g commit -q -am "hello.c: end with an empty line" -m "Signed-off-by: Eve Plain <eve@example.org>"
+printf 'Demo Maintainer <maintainer@example.org>\n' > "$work/src/hello/AUTHORS"
+g add AUTHORS
+g commit -q -m "AUTHORS: list the maintainer" -m "Signed-off-by: Eve Plain <eve@example.org>"
 g format-patch -q --from="Eve Plain <eve@example.org>" -o "$work/mail/plain" master..plain
 
 # A series whose first patch has not arrived yet: held as incomplete.
