@@ -193,17 +193,7 @@ pub fn parse_mail_hashed(
         let Some(part) = message.parts.get(*id as usize) else {
             continue;
         };
-        let name = part.attachment_name().unwrap_or("").to_ascii_lowercase();
-        let ctype = part
-            .content_type()
-            .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")).to_ascii_lowercase())
-            .unwrap_or_default();
-        let patchy = name.ends_with(".patch")
-            || name.ends_with(".diff")
-            || ctype.starts_with("text/x-patch")
-            || ctype.starts_with("text/x-diff")
-            || ctype == "text/plain";
-        if !patchy {
+        if !is_patch_attachment(part) {
             continue;
         }
         match &part.body {
@@ -243,6 +233,22 @@ pub fn parse_mail_hashed(
         patch_hash,
         warnings,
     })
+}
+
+/// An attachment that carries a patch (as `git am` reads them): named
+/// `*.patch`/`*.diff`, or typed `text/x-patch`, `text/x-diff`,
+/// `text/plain`.
+pub fn is_patch_attachment(part: &mail_parser::MessagePart<'_>) -> bool {
+    let name = part.attachment_name().unwrap_or("").to_ascii_lowercase();
+    let ctype = part
+        .content_type()
+        .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")).to_ascii_lowercase())
+        .unwrap_or_default();
+    name.ends_with(".patch")
+        || name.ends_with(".diff")
+        || ctype.starts_with("text/x-patch")
+        || ctype.starts_with("text/x-diff")
+        || ctype == "text/plain"
 }
 
 fn push_text(body: &mut String, text: &str) {

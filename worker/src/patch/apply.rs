@@ -51,6 +51,17 @@ pub struct PatchFailure {
 }
 
 impl PatchFailure {
+    /// A failure that is not about one file (no mail author, no diff...).
+    pub fn general(message: impl Into<String>) -> Self {
+        Self {
+            path: None,
+            message: message.into(),
+            hunk: None,
+            expected: Vec::new(),
+            found: Vec::new(),
+        }
+    }
+
     fn file(path: &str, message: impl Into<String>) -> Self {
         Self {
             path: Some(path.to_owned()),
@@ -301,13 +312,7 @@ pub fn prepare_series(
                 results.push(failed_result(
                     label,
                     "",
-                    PatchFailure {
-                        path: None,
-                        message: e.to_string(),
-                        hunk: None,
-                        expected: Vec::new(),
-                        found: Vec::new(),
-                    },
+                    PatchFailure::general(e.to_string()),
                 ));
                 failed = true;
                 continue;
@@ -319,13 +324,7 @@ pub fn prepare_series(
                 results.push(failed_result(
                     label,
                     &info.subject,
-                    PatchFailure {
-                        path: None,
-                        message: e.to_string(),
-                        hunk: None,
-                        expected: Vec::new(),
-                        found: Vec::new(),
-                    },
+                    PatchFailure::general(e.to_string()),
                 ));
                 failed = true;
                 continue;

@@ -3,7 +3,7 @@
 //! cleaned of `Re:` and `[...]` prefixes, the commit message up to the patch
 //! break, and the patch text after it.
 
-use mail_parser::{MessageParser, MimeHeaders, PartType};
+use mail_parser::{MessageParser, PartType};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -152,22 +152,8 @@ pub fn mailinfo(raw: &[u8], opts: MailInfoOptions) -> Result<MailInfo, Error> {
             continue;
         };
         let is_attachment = message.attachments.contains(id);
-        if is_attachment {
-            let name = part.attachment_name().unwrap_or("").to_ascii_lowercase();
-            let ctype = part
-                .content_type()
-                .map(|c| {
-                    format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")).to_ascii_lowercase()
-                })
-                .unwrap_or_default();
-            let patchy = name.ends_with(".patch")
-                || name.ends_with(".diff")
-                || ctype.starts_with("text/x-patch")
-                || ctype.starts_with("text/x-diff")
-                || ctype == "text/plain";
-            if !patchy {
-                continue;
-            }
+        if is_attachment && !crate::intake::mail::is_patch_attachment(part) {
+            continue;
         }
         let text = match &part.body {
             PartType::Text(t) => t.to_string(),

@@ -70,13 +70,7 @@ struct Candidate {
 }
 
 fn failure(message: impl Into<String>) -> PatchFailure {
-    PatchFailure {
-        path: None,
-        message: message.into(),
-        hunk: None,
-        expected: Vec::new(),
-        found: Vec::new(),
-    }
+    PatchFailure::general(message)
 }
 
 pub fn apply_stage(
