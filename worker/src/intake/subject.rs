@@ -91,6 +91,17 @@ impl SubjectGrammar {
 
     pub fn parse(&self, subject: &str) -> Result<SubjectFields, NotPatch> {
         let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+        // Replies first, so a loose user pattern cannot make a reply to a
+        // patch (`Re: PULL qemu: ...`) a patch of its own.
+        if let Some(rest) = strip_reply(&subject) {
+            let patchlike = self.custom.iter().any(|re| re.is_match(rest))
+                || !matches!(parse_builtin(rest), Err(NotPatch::NoMatch));
+            return Err(if patchlike {
+                NotPatch::Reply
+            } else {
+                NotPatch::NoMatch
+            });
+        }
         for re in &self.custom {
             if let Some(fields) = parse_custom(re, &subject) {
                 return validate(fields);
@@ -136,6 +147,29 @@ fn parse_custom(re: &regex::Regex, subject: &str) -> Option<SubjectFields> {
         title,
         tags: Vec::new(),
     })
+}
+
+/// The subject after list tags and reply/forward prefixes, when one of the
+/// prefixes is a reply (`[list] Re: Fwd: x` -> `x`).
+fn strip_reply(subject: &str) -> Option<&str> {
+    let mut rest = subject.trim();
+    let mut reply = false;
+    loop {
+        if let Some(after) = rest.strip_prefix('[') {
+            let Some(end) = after.find(']') else { break };
+            let group = &after[..end];
+            if patch_token(group).is_some() {
+                break;
+            }
+            rest = after[end + 1..].trim_start();
+        } else if let Some((after, is_reply)) = strip_prefix_word(rest) {
+            reply |= is_reply;
+            rest = after;
+        } else {
+            break;
+        }
+    }
+    reply.then_some(rest)
 }
 
 /// Strips one `Re:`-like prefix; returns the rest and whether it was a
@@ -428,6 +462,9 @@ mod tests {
         );
         // Falls back to the built-in grammar.
         assert_eq!(g.parse("[PATCH] x").unwrap().title, "x");
+        // A reply to a patch in the user's form is a reply, not a patch.
+        assert_eq!(g.parse("Re: PULL qemu: the rest"), Err(NotPatch::Reply));
+        assert_eq!(g.parse("Re: lunch"), Err(NotPatch::NoMatch));
         let e = SubjectGrammar::new(&["(".to_owned()])
             .unwrap_err()
             .to_string();
