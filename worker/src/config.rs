@@ -50,9 +50,27 @@ pub struct Config {
     #[serde(default)]
     pub repos: Vec<Repo>,
     #[serde(default)]
+    pub apply: Apply,
+    #[serde(default)]
     pub state: State,
     #[serde(default)]
     pub server: Server,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Apply {
+    /// Committer of the commits the apply stage writes; when absent,
+    /// `GIT_COMMITTER_NAME`/`GIT_COMMITTER_EMAIL`, then the repository's
+    /// `user.name`/`user.email`, then `patchline <patchline@localhost>`.
+    pub committer_name: Option<String>,
+    pub committer_email: Option<String>,
+    /// Fall back to a 3-way merge when a patch does not apply.
+    #[serde(default)]
+    pub three_way: bool,
+    /// Context may differ in whitespace.
+    #[serde(default)]
+    pub ignore_whitespace: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -284,6 +302,7 @@ impl Config {
             file: PathBuf::from("<built-in>"),
             intake: Intake::default(),
             repos: Vec::new(),
+            apply: Apply::default(),
             state: State::default(),
             server: Server::default(),
         }

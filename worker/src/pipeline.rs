@@ -26,7 +26,15 @@ pub struct Outcome {
 pub fn apply_stage(store: &mut Store, config: &Config, run: i64) -> Result<ApplySummary, Failure> {
     store.start_stage(run, "apply")?;
     let _span = tracing::info_span!("stage", run, stage = "apply").entered();
-    match crate::patch::stage::apply_stage(store, config, run, None, AmOptions::default()) {
+    let opts = AmOptions {
+        apply: crate::patch::hunks::ApplyOptions {
+            ignore_whitespace: config.apply.ignore_whitespace,
+            unidiff_zero: false,
+        },
+        three_way: config.apply.three_way,
+        ..AmOptions::default()
+    };
+    match crate::patch::stage::apply_stage(store, config, run, None, opts) {
         Ok(summary) => {
             let value = serde_json::to_value(&summary).unwrap_or_default();
             let failed = summary.series_failed > 0;

@@ -272,7 +272,7 @@ fn apply_one(
     let mails = series_mails(store, config, c.id)?;
     let committer = match committer {
         Some(id) => id.clone(),
-        None => apply::committer_from_env_or_config(repo_path)?,
+        None => configured_committer(config, repo_path),
     };
     let result: SeriesResult =
         match apply::prepare_series(repo_path, &branch, &mails, &committer, opts) {
@@ -327,6 +327,27 @@ fn apply_one(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The committer: `[apply]` in the config, else the environment or the
+/// repository's configuration, else `patchline <patchline@localhost>` — a
+/// nightly run must not fail for want of a `user.name`.
+fn configured_committer(config: &Config, repo_path: &std::path::Path) -> Identity {
+    let now = gix::date::Time::now_local_or_utc();
+    let time = (now.seconds, now.offset);
+    if let (Some(name), Some(email)) = (&config.apply.committer_name, &config.apply.committer_email)
+    {
+        return Identity {
+            name: name.clone(),
+            email: email.clone(),
+            time,
+        };
+    }
+    apply::committer_from_env_or_config(repo_path).unwrap_or(Identity {
+        name: "patchline".into(),
+        email: "patchline@localhost".into(),
+        time,
+    })
 }
 
 /// `git clone --bare URL PATH`, with an argument vector (the URL comes
