@@ -7,6 +7,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 bash scripts/setup.sh
+# Tests must not depend on the machine's git configuration (a fresh CI
+# machine has no user.name): every identity they need, they set.
+export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1
 cargo test --workspace --no-fail-fast
 
 # The README's first command, end to end, checked through `status --json`.

@@ -25,6 +25,9 @@ fn git_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
             "commit.gpgsign=false",
         ])
         .args(args)
+        // A fresh machine has no user.name: every identity comes from here.
+        .env("GIT_AUTHOR_NAME", "Test Author")
+        .env("GIT_AUTHOR_EMAIL", "author@example.org")
         .envs(env.iter().copied())
         .env("GIT_COMMITTER_NAME", "Committer")
         .env("GIT_COMMITTER_EMAIL", "committer@example.org")

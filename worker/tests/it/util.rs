@@ -65,6 +65,9 @@ pub fn run_in(cwd: &Path, program: &Path, args: &[&str]) -> Ran {
         .args(args)
         .current_dir(cwd)
         .env_remove("PATCHLINE_CONFIG")
+        // The machine may have no user.name (CI): the committer of `am`.
+        .env("GIT_COMMITTER_NAME", "Test Committer")
+        .env("GIT_COMMITTER_EMAIL", "committer@example.org")
         .output()
         .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", program.display()));
     Ran {
