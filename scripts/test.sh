@@ -27,5 +27,7 @@ assert summary["ignored"] == 2 and not summary["errors"], summary
 apply = next(st for st in s["stages"] if st["stage"] == "apply")
 assert apply["state"] == "ok", apply
 assert apply["summary"]["series_applied"] == 3 and apply["summary"]["patches_applied"] == 5, apply
+build = next(st for st in s["stages"] if st["stage"] == "build")
+assert build["state"] == "ok" and build["summary"]["built"] == 4, build
 print("demo: 1 passed, 0 failed")
 PY

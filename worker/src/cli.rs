@@ -86,6 +86,12 @@ pub enum Command {
         #[arg(long)]
         run: Option<i64>,
     },
+    /// Build RPMs of every branch the apply stage of the run moved.
+    Build {
+        /// The run whose applied branches are built (default: the latest).
+        #[arg(long)]
+        run: Option<i64>,
+    },
     /// Classify mail files and print their subject fields.
     Parse {
         /// Mail files (`.eml`, or mbox files such as `git format-patch` output).
@@ -187,6 +193,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 if let Some(apply) = &outcome.apply {
                     print_apply(apply);
                 }
+                if let Some(build) = &outcome.build {
+                    print_build(build);
+                }
                 eprintln!("run {} finished: {}", outcome.run, outcome.state);
             }
             if outcome.state == "failed" {
@@ -264,6 +273,32 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 return Err(Failure {
                     code: 1,
                     message: format!("{} series did not apply", summary.series_failed),
+                });
+            }
+            Ok(())
+        }
+        Command::Build { run } => {
+            let config = Config::load(&cli.config)?;
+            let mut store = Store::open(&config.state.db)?;
+            let run = match run {
+                Some(id) => store.run(*id)?.id,
+                None => {
+                    store
+                        .latest_run()?
+                        .ok_or_else(|| Failure::usage("no runs yet: nothing was applied to build"))?
+                        .id
+                }
+            };
+            let summary = pipeline::build_stage(&mut store, &config, run)?;
+            if cli.json {
+                print_json(&summary);
+            } else {
+                print_build(&summary);
+            }
+            if summary.failed > 0 {
+                return Err(Failure {
+                    code: 1,
+                    message: format!("{} target build(s) failed", summary.failed),
                 });
             }
             Ok(())
@@ -421,6 +456,33 @@ fn print_apply(s: &crate::patch::stage::ApplySummary) {
             }
             (None, None) => {
                 let _ = writeln!(out, "  [{}] {} -> {target}", series.state, series.title);
+            }
+        }
+    }
+}
+
+fn print_build(s: &crate::build::BuildSummary) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "run {}: {} target builds ok, {} failed",
+        s.run, s.built, s.failed
+    );
+    for b in &s.builds {
+        match &b.error {
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  [ok] {}/{} {} {}: {}",
+                    b.repo,
+                    b.branch,
+                    b.target,
+                    b.nvr.as_deref().unwrap_or("?"),
+                    b.rpms.join(" ")
+                );
+            }
+            Some(e) => {
+                let _ = writeln!(out, "  [failed] {}/{} {}: {e}", b.repo, b.branch, b.target);
             }
         }
     }

@@ -52,9 +52,46 @@ pub struct Config {
     #[serde(default)]
     pub apply: Apply,
     #[serde(default)]
+    pub build: Build,
+    #[serde(default)]
     pub state: State,
     #[serde(default)]
     pub server: Server,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildBackend {
+    /// `rpmbuild --rebuild` on this machine (host architecture only).
+    #[default]
+    Local,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Build {
+    #[serde(default)]
+    pub backend: BuildBackend,
+    /// Targets of repositories that list none.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Target builds run at once.
+    #[serde(default = "default_jobs")]
+    pub jobs: usize,
+}
+
+fn default_jobs() -> usize {
+    2
+}
+
+impl Default for Build {
+    fn default() -> Self {
+        Self {
+            backend: BuildBackend::default(),
+            targets: Vec::new(),
+            jobs: default_jobs(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -303,6 +340,7 @@ impl Config {
             intake: Intake::default(),
             repos: Vec::new(),
             apply: Apply::default(),
+            build: Build::default(),
             state: State::default(),
             server: Server::default(),
         }
@@ -342,6 +380,9 @@ impl Config {
             .map(Path::to_path_buf)
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."));
+        // Absolute, so paths stay right for processes started elsewhere
+        // (rpmbuild changes directory).
+        let base = std::path::absolute(&base).unwrap_or(base);
         config.resolve_paths(&base);
         config.validate(env)?;
         Ok(config)
@@ -393,6 +434,25 @@ impl Config {
         if intake.batch == 0 {
             return Err(self.invalid("intake.batch", "must be greater than 0"));
         }
+        if self.build.jobs == 0 {
+            return Err(self.invalid("build.jobs", "must be greater than 0"));
+        }
+        for target in self
+            .build
+            .targets
+            .iter()
+            .chain(self.repos.iter().flat_map(|r| &r.targets))
+        {
+            if !is_safe_name(target) {
+                return Err(self.invalid(
+                    "targets",
+                    format!(
+                        "{target:?} is not a valid target name (letters, digits, '.', '_', '-')"
+                    ),
+                ));
+            }
+        }
+        let intake = &self.intake;
         if intake.poll_secs == 0 {
             return Err(self.invalid("intake.poll_secs", "must be greater than 0"));
         }

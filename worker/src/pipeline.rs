@@ -1,10 +1,11 @@
 //! The run state machine: which stages a run goes through, in which order,
 //! and how a stage's outcome is recorded.
 //!
-//! Stages implemented so far: `collect`, `apply`. A stage is recorded as `running`
+//! Stages implemented so far: `collect`, `apply`, `build` (local). A stage is recorded as `running`
 //! before it starts and `ok`/`failed` with its summary after, so `status`
 //! always tells where a run is, and a killed run shows the stage it died in.
 
+use crate::build::BuildSummary;
 use crate::cli::{Failure, Trigger};
 use crate::config::Config;
 use crate::intake::collect::{self, CollectSummary, Progress};
@@ -19,6 +20,43 @@ pub struct Outcome {
     pub state: String,
     pub collect: CollectSummary,
     pub apply: Option<ApplySummary>,
+    pub build: Option<BuildSummary>,
+}
+
+/// Runs `build` of `run`, recording the stage: it fails when a target build
+/// failed (the others are built all the same).
+pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<BuildSummary, Failure> {
+    store.start_stage(run, "build")?;
+    let _span = tracing::info_span!("stage", run, stage = "build").entered();
+    match crate::build::build_stage(store, config, run) {
+        Ok(summary) => {
+            let value = serde_json::to_value(&summary).unwrap_or_default();
+            let error = (summary.failed > 0).then(|| {
+                summary
+                    .builds
+                    .iter()
+                    .filter(|b| b.state != "ok")
+                    .map(|b| {
+                        format!(
+                            "{}/{} for {}: {}",
+                            b.repo,
+                            b.branch,
+                            b.target,
+                            b.error.as_deref().unwrap_or("failed")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            });
+            store.finish_stage(run, "build", summary.failed == 0, &value, error.as_deref())?;
+            Ok(summary)
+        }
+        Err(e) => {
+            let message = e.to_string();
+            store.finish_stage(run, "build", false, &json!({}), Some(&message))?;
+            Err(Failure { code: 1, message })
+        }
+    }
 }
 
 /// Runs `apply` of `run`, recording the stage: it fails when a series did
@@ -109,7 +147,9 @@ pub fn run(
     let mut source = collect::source_from_config(config)?;
     let summary = collect_stage(store, config, source.as_mut(), run, progress)?;
     let apply = apply_stage(store, config, run)?;
-    let finished = if apply.series_failed > 0 {
+    // Whatever applied is built, even when another series failed.
+    let build = build_stage(store, config, run)?;
+    let finished = if apply.series_failed > 0 || build.failed > 0 {
         "failed"
     } else {
         "ok"
@@ -127,6 +167,7 @@ pub fn run(
         state,
         collect: summary,
         apply: Some(apply),
+        build: Some(build),
     })
 }
 

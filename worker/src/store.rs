@@ -153,6 +153,21 @@ ALTER TABLE series ADD COLUMN apply_new_tip TEXT;
 ALTER TABLE series ADD COLUMN apply_result TEXT;
 ALTER TABLE series ADD COLUMN applied_run INTEGER REFERENCES runs(id);
 "#,
+    r#"
+-- The build stage: one row per run, repository, branch and target.
+CREATE TABLE builds (
+    id          INTEGER PRIMARY KEY,
+    run_id      INTEGER NOT NULL REFERENCES runs(id),
+    repo        TEXT NOT NULL,
+    branch      TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    commit_id   TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    result      TEXT NOT NULL,
+    finished_at INTEGER NOT NULL,
+    UNIQUE (run_id, repo, branch, target)
+);
+"#,
 ];
 
 pub struct Store {

@@ -1,0 +1,236 @@
+//! Source RPMs from a commit: the tree as `<name>-<version>.tar.gz` (as the
+//! spec's `Source0` expects), the spec with its `Release` stamped
+//! `<base>.<YYYYMMDD>git<shortsha>` so every nightly build is newer than
+//! the last, and `rpmbuild -bs` in a private `_topdir`.
+//!
+//! Processes are spawned with argument vectors only.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("spec {spec}: no `Release:` line")]
+    NoRelease { spec: String },
+    #[error("spec {spec}: {message}")]
+    Spec { spec: String, message: String },
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("rpmbuild -bs failed for {spec}: {message}")]
+    Rpmbuild { spec: String, message: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("repository {path}: {message}")]
+    Git { path: PathBuf, message: String },
+}
+
+/// Rewrites the `Release:` value `1%{?dist}` as `1.<date>git<short>%{?dist}`
+/// (the macro tail is kept as written).
+pub fn stamp_release(
+    spec: &str,
+    spec_name: &str,
+    date: &str,
+    short: &str,
+) -> Result<String, Error> {
+    let mut out = String::with_capacity(spec.len() + 32);
+    let mut stamped = false;
+    for line in spec.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let is_release = trimmed.len() > 8 && trimmed[..8].eq_ignore_ascii_case("release:");
+        if !stamped && is_release {
+            let value = trimmed[8..].trim();
+            let (base, tail) = match value.find('%') {
+                Some(at) => (value[..at].trim(), &value[at..]),
+                None => (value, ""),
+            };
+            let base = if base.is_empty() { "0" } else { base };
+            let eol = if line.ends_with('\n') { "\n" } else { "" };
+            out.push_str(&format!(
+                "Release:        {base}.{date}git{short}{tail}{eol}"
+            ));
+            stamped = true;
+        } else {
+            out.push_str(line);
+        }
+    }
+    if !stamped {
+        return Err(Error::NoRelease {
+            spec: spec_name.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// `%{name}` and `%{version}` of a spec, as rpm itself expands them.
+pub fn name_version(spec: &Path) -> Result<(String, String), Error> {
+    let out = Command::new("rpmspec")
+        .args(["-q", "--srpm", "--qf", "%{name} %{version}\n"])
+        .arg(spec)
+        .output()
+        .map_err(|source| Error::Spawn {
+            program: "rpmspec",
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    match (out.status.success(), words.next(), words.next()) {
+        (true, Some(n), Some(v)) => Ok((n.to_owned(), v.to_owned())),
+        _ => Err(Error::Spec {
+            spec: spec.display().to_string(),
+            message: last_lines(&String::from_utf8_lossy(&out.stderr), 5),
+        }),
+    }
+}
+
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// Writes the tree of `commit` as a gzipped tar under `prefix/`.
+pub fn write_tarball(
+    repo_path: &Path,
+    commit: &str,
+    prefix: &str,
+    out: &Path,
+) -> Result<(), Error> {
+    let git = |message: String| Error::Git {
+        path: repo_path.to_owned(),
+        message,
+    };
+    let repo = gix::open(repo_path).map_err(|e| git(e.to_string()))?;
+    let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| git(e.to_string()))?;
+    let tree = repo
+        .find_commit(id)
+        .and_then(|c| c.tree())
+        .map_err(|e| git(e.to_string()))?;
+    let entries = tree
+        .traverse()
+        .breadthfirst
+        .files()
+        .map_err(|e| git(e.to_string()))?;
+    let write_err = |source| Error::Write {
+        path: out.to_owned(),
+        source,
+    };
+    let file = std::fs::File::create(out).map_err(write_err)?;
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    tar.mode(tar::HeaderMode::Deterministic);
+    for entry in entries {
+        let path = format!("{prefix}/{}", entry.filepath);
+        let kind = entry.mode.kind();
+        use gix::objs::tree::EntryKind;
+        let mut header = tar::Header::new_gnu();
+        match kind {
+            EntryKind::Tree => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                tar.append_data(&mut header, &path, std::io::empty())
+                    .map_err(write_err)?;
+            }
+            EntryKind::Blob | EntryKind::BlobExecutable | EntryKind::Link => {
+                let data = repo
+                    .find_blob(entry.oid)
+                    .map(|mut b| b.take_data())
+                    .map_err(|e| git(e.to_string()))?;
+                if kind == EntryKind::Link {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_size(0);
+                    header.set_mode(0o777);
+                    let target = String::from_utf8_lossy(&data).into_owned();
+                    tar.append_link(&mut header, &path, target)
+                        .map_err(write_err)?;
+                } else {
+                    header.set_size(data.len() as u64);
+                    header.set_mode(if kind == EntryKind::BlobExecutable {
+                        0o755
+                    } else {
+                        0o644
+                    });
+                    tar.append_data(&mut header, &path, &data[..])
+                        .map_err(write_err)?;
+                }
+            }
+            // Submodules are not part of a source tarball.
+            EntryKind::Commit => {}
+        }
+    }
+    let gz = tar.into_inner().map_err(write_err)?;
+    let mut file = gz.finish().map_err(write_err)?;
+    file.flush().map_err(write_err)?;
+    Ok(())
+}
+
+/// `rpmbuild -bs`: returns the path of the written `.src.rpm`.
+pub fn build_srpm(topdir: &Path, spec: &Path, log: &mut Vec<u8>) -> Result<PathBuf, Error> {
+    let out = Command::new("rpmbuild")
+        .arg("-bs")
+        // Debian's rpm database does not know the host's build tools.
+        .arg("--nodeps")
+        .arg("--define")
+        .arg(format!("_topdir {}", topdir.display()))
+        .arg(spec)
+        .output()
+        .map_err(|source| Error::Spawn {
+            program: "rpmbuild",
+            source,
+        })?;
+    log.extend_from_slice(&out.stdout);
+    log.extend_from_slice(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let written = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Wrote: "))
+        .map(|p| PathBuf::from(p.trim()));
+    match (out.status.success(), written) {
+        (true, Some(path)) => Ok(path),
+        _ => Err(Error::Rpmbuild {
+            spec: spec.display().to_string(),
+            message: last_lines(&String::from_utf8_lossy(&out.stderr), 8),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_is_stamped_keeping_the_macro_tail() {
+        let cases = [
+            (
+                "Release:        1%{?dist}\n",
+                "Release:        1.20261125gitabc1234%{?dist}\n",
+            ),
+            ("release: 3\n", "Release:        3.20261125gitabc1234\n"),
+            (
+                "Release: 0.rc1%{?dist}",
+                "Release:        0.rc1.20261125gitabc1234%{?dist}",
+            ),
+            (
+                "Release: %{rel}%{?dist}\n",
+                "Release:        0.20261125gitabc1234%{rel}%{?dist}\n",
+            ),
+        ];
+        for (input, want) in cases {
+            let spec = format!("Name: x\n{input}");
+            let got = stamp_release(&spec, "x.spec", "20261125", "abc1234").unwrap();
+            assert_eq!(got, format!("Name: x\n{want}"), "{input:?}");
+        }
+        let e = stamp_release("Name: x\n", "x.spec", "d", "s")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "spec x.spec: no `Release:` line");
+    }
+}
