@@ -1,5 +1,6 @@
 mod am;
 mod apply;
+mod build;
 mod collect;
 mod dovecot;
 mod imap_source;

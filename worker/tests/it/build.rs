@@ -1,0 +1,122 @@
+//! The local build stage with real rpmbuild: a patched demo package is
+//! built for two targets; a broken spec fails with rpmbuild's own words;
+//! re-running the stage of a run does not build again.
+
+use crate::util::{git, patchline};
+use std::path::Path;
+
+const SPEC: &str = "Name: tiny\nVersion: 2.1\nRelease: 3%{?dist}\nSummary: test package\nLicense: MIT\nBuildArch: noarch\nSource0: %{name}-%{version}.tar.gz\n\n%description\nA test package.\n\n%prep\n%autosetup\n\n%build\n\n%install\ninstall -D -m 0644 greeting %{buildroot}/usr/share/tiny/greeting\n\n%files\n/usr/share/tiny/greeting\n";
+
+/// A bare repo with a noarch package, and a one-patch mbox changing it.
+fn site(spec: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let src = p.join("src");
+    std::fs::create_dir(&src).unwrap();
+    git(&src, &["init", "-q"]);
+    std::fs::write(src.join("tiny.spec"), spec).unwrap();
+    std::fs::write(src.join("greeting"), "hello\n").unwrap();
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "base"]);
+    git(
+        p,
+        &["clone", "-q", "--bare", src.to_str().unwrap(), "tiny.git"],
+    );
+    std::fs::write(src.join("greeting"), "hello, world\n").unwrap();
+    git(&src, &["commit", "-q", "-am", "Greet the world"]);
+    let mbox = git(
+        &src,
+        &[
+            "format-patch",
+            "--stdout",
+            "--subject-prefix=master PATCH tiny",
+            "-1",
+        ],
+    );
+    std::fs::write(p.join("list.mbox"), mbox).unwrap();
+    std::fs::write(
+        p.join("patchline.toml"),
+        "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_format = \"none\"\n\n[[repos]]\nname = \"tiny\"\npath = \"tiny.git\"\nspec = \"tiny.spec\"\ntargets = [\"el9\", \"fc40\"]\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn rpm_query(rpm: &Path, format: &str) -> String {
+    let out = std::process::Command::new("rpm")
+        .args(["-qp", "--qf", format])
+        .arg(rpm)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rpm -qp {}: {}",
+        rpm.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn applied_branch_is_built_for_each_target_once() {
+    let site = site(SPEC);
+    let p = site.path();
+    let ran = patchline(p, &["run", "--json"]);
+    let status = ran.json();
+    assert_eq!(ran.code(), 0, "{}", ran.describe());
+    let build = &status["stages"][2];
+    assert_eq!(build["stage"], "build");
+    assert_eq!(build["state"], "ok", "{build}");
+    let builds = build["summary"]["builds"].as_array().unwrap();
+    assert_eq!(builds.len(), 2);
+    let tip = git(&p.join("tiny.git"), &["rev-parse", "--short=7", "master"])
+        .trim()
+        .to_owned();
+    let date = chrono_today();
+    for (b, target) in builds.iter().zip(["el9", "fc40"]) {
+        assert_eq!(b["target"], target);
+        let rpm = b["rpms"][0].as_str().unwrap();
+        assert_eq!(
+            rpm_query(Path::new(rpm), "%{NAME} %{VERSION} %{RELEASE}"),
+            format!("tiny 2.1 3.{date}git{tip}.{target}"),
+            "release stamped with date, commit and dist"
+        );
+        let files = rpm_query(Path::new(rpm), "[%{FILENAMES}\n]");
+        assert!(files.contains("/usr/share/tiny/greeting"), "{files}");
+        assert!(Path::new(b["log"].as_str().unwrap()).is_file());
+    }
+    // The patched content is what was packaged.
+    let srpm = builds[0]["srpm"].as_str().unwrap();
+    assert!(rpm_query(Path::new(srpm), "%{SOURCERPM}|%{NAME}").contains("tiny"));
+    // The stage of the same run again: nothing rebuilt.
+    let run = status["run"]["id"].as_i64().unwrap().to_string();
+    let again = patchline(p, &["build", "--json", "--run", &run]).json();
+    assert_eq!(again["builds"][0]["duration_ms"], builds[0]["duration_ms"]);
+}
+
+fn chrono_today() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y%m%d"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_broken_spec_fails_the_build_with_rpmbuilds_message() {
+    let site = site(&SPEC.replace("%files\n", "%files\n%{bogus_macro_that_fails\n"));
+    let ran = patchline(site.path(), &["run"]).fails_with(1);
+    assert!(
+        ran.stdout().contains("[failed] tiny/master"),
+        "{}",
+        ran.describe()
+    );
+    let status = patchline(site.path(), &["status", "--json"]).json();
+    let build = &status["stages"][2];
+    assert_eq!(build["state"], "failed");
+    let error = build["summary"]["builds"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("tiny.spec") || error.contains("rpmbuild"),
+        "{error}"
+    );
+}
