@@ -29,5 +29,7 @@ assert apply["state"] == "ok", apply
 assert apply["summary"]["series_applied"] == 3 and apply["summary"]["patches_applied"] == 5, apply
 build = next(st for st in s["stages"] if st["stage"] == "build")
 assert build["state"] == "ok" and build["summary"]["built"] == 4, build
+publish = next(st for st in s["stages"] if st["stage"] == "publish")
+assert publish["state"] == "ok" and len(publish["summary"]["repos"]) == 2, publish
 print("demo: 1 passed, 0 failed")
 PY

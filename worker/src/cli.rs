@@ -92,6 +92,12 @@ pub enum Command {
         #[arg(long)]
         run: Option<i64>,
     },
+    /// Publish the RPMs the run built into yum repositories.
+    Publish {
+        /// The run whose builds are published (default: the latest).
+        #[arg(long)]
+        run: Option<i64>,
+    },
     /// Classify mail files and print their subject fields.
     Parse {
         /// Mail files (`.eml`, or mbox files such as `git format-patch` output).
@@ -195,6 +201,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 if let Some(build) = &outcome.build {
                     print_build(build);
+                }
+                if let Some(publish) = &outcome.publish {
+                    print_publish(publish);
                 }
                 eprintln!("run {} finished: {}", outcome.run, outcome.state);
             }
@@ -300,6 +309,26 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     code: 1,
                     message: format!("{} target build(s) failed", summary.failed),
                 });
+            }
+            Ok(())
+        }
+        Command::Publish { run } => {
+            let config = Config::load(&cli.config)?;
+            let mut store = Store::open(&config.state.db)?;
+            let run = match run {
+                Some(id) => store.run(*id)?.id,
+                None => {
+                    store
+                        .latest_run()?
+                        .ok_or_else(|| Failure::usage("no runs yet: nothing was built to publish"))?
+                        .id
+                }
+            };
+            let summary = pipeline::publish_stage(&mut store, &config, run)?;
+            if cli.json {
+                print_json(&summary);
+            } else {
+                print_publish(&summary);
             }
             Ok(())
         }
@@ -485,6 +514,27 @@ fn print_build(s: &crate::build::BuildSummary) {
                 let _ = writeln!(out, "  [failed] {}/{} {}: {e}", b.repo, b.branch, b.target);
             }
         }
+    }
+}
+
+fn print_publish(s: &crate::publish::PublishSummary) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "run {}: {} repositories published",
+        s.run,
+        s.repos.len()
+    );
+    for r in &s.repos {
+        let _ = writeln!(
+            out,
+            "  {} {}: {} ({} packages)\n    repo file: {}",
+            r.repo,
+            r.target,
+            r.url,
+            r.packages.len(),
+            r.repo_file_url
+        );
     }
 }
 

@@ -54,6 +54,8 @@ pub struct Config {
     #[serde(default)]
     pub build: Build,
     #[serde(default)]
+    pub publish: Publish,
+    #[serde(default)]
     pub state: State,
     #[serde(default)]
     pub server: Server,
@@ -90,6 +92,32 @@ impl Default for Build {
             backend: BuildBackend::default(),
             targets: Vec::new(),
             jobs: default_jobs(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    /// The web-served directory (default `<state dir>/publish`).
+    pub dir: Option<PathBuf>,
+    /// URL under which `dir` is served (default `file://<dir>`).
+    pub base_url: Option<String>,
+    /// Builds of each package kept in a repository.
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+}
+
+fn default_keep() -> usize {
+    3
+}
+
+impl Default for Publish {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            base_url: None,
+            keep: default_keep(),
         }
     }
 }
@@ -341,6 +369,7 @@ impl Config {
             repos: Vec::new(),
             apply: Apply::default(),
             build: Build::default(),
+            publish: Publish::default(),
             state: State::default(),
             server: Server::default(),
         }
@@ -391,7 +420,7 @@ impl Config {
     fn resolve_paths(&mut self, base: &Path) {
         let abs = |p: &mut PathBuf| {
             if p.is_relative() {
-                *p = base.join(&*p);
+                *p = normalize(&base.join(&*p));
             }
         };
         abs(&mut self.intake.archive_dir);
@@ -407,6 +436,9 @@ impl Config {
             }
         }
         abs(&mut self.state.db);
+        if let Some(p) = self.publish.dir.as_mut() {
+            abs(p)
+        }
         if let Some(p) = self.server.token_file.as_mut() {
             abs(p)
         }
@@ -433,6 +465,9 @@ impl Config {
         }
         if intake.batch == 0 {
             return Err(self.invalid("intake.batch", "must be greater than 0"));
+        }
+        if self.publish.keep == 0 {
+            return Err(self.invalid("publish.keep", "must be greater than 0"));
         }
         if self.build.jobs == 0 {
             return Err(self.invalid("build.jobs", "must be greater than 0"));
@@ -662,6 +697,25 @@ impl Config {
         Ok(rules)
     }
 
+    /// The directory yum repositories are published to.
+    pub fn publish_dir(&self) -> PathBuf {
+        self.publish.dir.clone().unwrap_or_else(|| {
+            self.state
+                .db
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("publish")
+        })
+    }
+
+    /// The URL the publish directory is served under, without a trailing `/`.
+    pub fn publish_base_url(&self) -> String {
+        match &self.publish.base_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("file://{}", self.publish_dir().display()),
+        }
+    }
+
     /// Where the repository lives on this machine.
     pub fn repo_path(&self, repo: &Repo) -> PathBuf {
         match &repo.path {
@@ -679,6 +733,25 @@ impl Config {
     pub fn imap_timeout(&self) -> Duration {
         Duration::from_secs(self.intake.imap.as_ref().map_or(60, |i| i.timeout_secs))
     }
+}
+
+/// Resolves `.` and `..` lexically (`/a/b/../c` -> `/a/c`), so paths in
+/// messages, URLs and `.repo` files read cleanly.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }
 
 /// Repository and other names that become path components.

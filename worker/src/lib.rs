@@ -9,4 +9,5 @@ pub mod config;
 pub mod intake;
 pub mod patch;
 pub mod pipeline;
+pub mod publish;
 pub mod store;

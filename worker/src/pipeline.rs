@@ -1,7 +1,7 @@
 //! The run state machine: which stages a run goes through, in which order,
 //! and how a stage's outcome is recorded.
 //!
-//! Stages implemented so far: `collect`, `apply`, `build` (local). A stage is recorded as `running`
+//! Stages implemented so far: `collect`, `apply`, `build` (local), `publish`. A stage is recorded as `running`
 //! before it starts and `ok`/`failed` with its summary after, so `status`
 //! always tells where a run is, and a killed run shows the stage it died in.
 
@@ -12,6 +12,7 @@ use crate::intake::collect::{self, CollectSummary, Progress};
 use crate::intake::source::MailSource;
 use crate::patch::apply::AmOptions;
 use crate::patch::stage::ApplySummary;
+use crate::publish::PublishSummary;
 use crate::store::{self, Store};
 use serde_json::json;
 
@@ -21,6 +22,29 @@ pub struct Outcome {
     pub collect: CollectSummary,
     pub apply: Option<ApplySummary>,
     pub build: Option<BuildSummary>,
+    pub publish: Option<PublishSummary>,
+}
+
+/// Runs `publish` of `run`, recording the stage.
+pub fn publish_stage(
+    store: &mut Store,
+    config: &Config,
+    run: i64,
+) -> Result<PublishSummary, Failure> {
+    store.start_stage(run, "publish")?;
+    let _span = tracing::info_span!("stage", run, stage = "publish").entered();
+    match crate::publish::publish_stage(store, config, run) {
+        Ok(summary) => {
+            let value = serde_json::to_value(&summary).unwrap_or_default();
+            store.finish_stage(run, "publish", true, &value, None)?;
+            Ok(summary)
+        }
+        Err(e) => {
+            let message = e.to_string();
+            store.finish_stage(run, "publish", false, &json!({}), Some(&message))?;
+            Err(Failure { code: 1, message })
+        }
+    }
 }
 
 /// Runs `build` of `run`, recording the stage: it fails when a target build
@@ -149,6 +173,7 @@ pub fn run(
     let apply = apply_stage(store, config, run)?;
     // Whatever applied is built, even when another series failed.
     let build = build_stage(store, config, run)?;
+    let publish = publish_stage(store, config, run)?;
     let finished = if apply.series_failed > 0 || build.failed > 0 {
         "failed"
     } else {
@@ -168,6 +193,7 @@ pub fn run(
         collect: summary,
         apply: Some(apply),
         build: Some(build),
+        publish: Some(publish),
     })
 }
 

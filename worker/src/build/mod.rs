@@ -125,6 +125,24 @@ fn record(store: &Store, run: i64, b: &TargetBuild) -> Result<(), store::Error> 
     Ok(())
 }
 
+/// Every target build recorded for `run`.
+pub fn builds_of_run(store: &Store, run: i64) -> Result<Vec<TargetBuild>, store::Error> {
+    let conn = store.conn();
+    let mut stmt = conn
+        .prepare("SELECT result FROM builds WHERE run_id = ?1 ORDER BY id")
+        .map_err(|e| store.err(e))?;
+    let rows = stmt
+        .query_map([run], |r| r.get::<_, String>(0))
+        .map_err(|e| store.err(e))?;
+    let mut out = Vec::new();
+    for row in rows {
+        if let Ok(b) = serde_json::from_str(&row.map_err(|e| store.err(e))?) {
+            out.push(b);
+        }
+    }
+    Ok(out)
+}
+
 /// Where a run's build files go: next to the state database.
 pub fn work_dir(config: &Config, run: i64) -> PathBuf {
     config

@@ -4,4 +4,5 @@ mod build;
 mod collect;
 mod dovecot;
 mod imap_source;
+mod publish;
 mod util;
