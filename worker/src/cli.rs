@@ -289,15 +289,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Build { run } => {
             let config = Config::load(&cli.config)?;
             let mut store = Store::open(&config.state.db)?;
-            let run = match run {
-                Some(id) => store.run(*id)?.id,
-                None => {
-                    store
-                        .latest_run()?
-                        .ok_or_else(|| Failure::usage("no runs yet: nothing was applied to build"))?
-                        .id
-                }
-            };
+            let run = given_or_latest_run(&store, *run)?;
             let summary = pipeline::build_stage(&mut store, &config, run)?;
             if cli.json {
                 print_json(&summary);
@@ -315,15 +307,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Publish { run } => {
             let config = Config::load(&cli.config)?;
             let mut store = Store::open(&config.state.db)?;
-            let run = match run {
-                Some(id) => store.run(*id)?.id,
-                None => {
-                    store
-                        .latest_run()?
-                        .ok_or_else(|| Failure::usage("no runs yet: nothing was built to publish"))?
-                        .id
-                }
-            };
+            let run = given_or_latest_run(&store, *run)?;
             let summary = pipeline::publish_stage(&mut store, &config, run)?;
             if cli.json {
                 print_json(&summary);
@@ -381,6 +365,19 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+    }
+}
+
+/// The run a later stage works on: the one given, else the latest.
+fn given_or_latest_run(store: &Store, run: Option<i64>) -> Result<i64, Failure> {
+    match run {
+        Some(id) => Ok(store.run(id)?.id),
+        None => Ok(store
+            .latest_run()?
+            .ok_or_else(|| {
+                Failure::usage("no runs yet: run `patchline run` or `patchline collect` first")
+            })?
+            .id),
     }
 }
 
