@@ -196,15 +196,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 print_json(&pipeline::status(&store, outcome.run)?);
             } else {
                 print_collect(&outcome.collect);
-                if let Some(apply) = &outcome.apply {
-                    print_apply(apply);
-                }
-                if let Some(build) = &outcome.build {
-                    print_build(build);
-                }
-                if let Some(publish) = &outcome.publish {
-                    print_publish(publish);
-                }
+                print_apply(&outcome.apply);
+                print_build(&outcome.build);
+                print_publish(&outcome.publish);
                 eprintln!("run {} finished: {}", outcome.run, outcome.state);
             }
             if outcome.state == "failed" {
@@ -511,6 +505,9 @@ fn print_build(s: &crate::build::BuildSummary) {
                 let _ = writeln!(out, "  [failed] {}/{} {}: {e}", b.repo, b.branch, b.target);
             }
         }
+    }
+    for reason in &s.not_built {
+        let _ = writeln!(out, "  [not built] {reason}");
     }
 }
 

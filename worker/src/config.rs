@@ -17,7 +17,6 @@ use crate::intake::subject::SubjectGrammar;
 use secrecy::SecretString;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -449,7 +448,8 @@ impl Config {
         }
     }
 
-    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> Error {
+    /// An error about `key` of this configuration.
+    pub fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> Error {
         Error::Invalid {
             file: self.file.clone(),
             key: key.into(),
@@ -728,10 +728,6 @@ impl Config {
                 .join("repos")
                 .join(format!("{}.git", repo.name)),
         }
-    }
-
-    pub fn imap_timeout(&self) -> Duration {
-        Duration::from_secs(self.intake.imap.as_ref().map_or(60, |i| i.timeout_secs))
     }
 }
 

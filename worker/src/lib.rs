@@ -11,3 +11,5 @@ pub mod patch;
 pub mod pipeline;
 pub mod publish;
 pub mod store;
+#[cfg(test)]
+mod testkit;

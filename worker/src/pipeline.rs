@@ -1,9 +1,10 @@
 //! The run state machine: which stages a run goes through, in which order,
 //! and how a stage's outcome is recorded.
 //!
-//! Stages implemented so far: `collect`, `apply`, `build` (local), `publish`. A stage is recorded as `running`
-//! before it starts and `ok`/`failed` with its summary after, so `status`
-//! always tells where a run is, and a killed run shows the stage it died in.
+//! Stages implemented so far: `collect`, `apply`, `build` (local),
+//! `publish`. A stage is recorded as `running` before it starts and
+//! `ok`/`failed` with its summary after, so `status` always tells where a
+//! run is, and a killed run shows the stage it died in.
 
 use crate::build::BuildSummary;
 use crate::cli::{Failure, Trigger};
@@ -20,9 +21,47 @@ pub struct Outcome {
     pub run: i64,
     pub state: String,
     pub collect: CollectSummary,
-    pub apply: Option<ApplySummary>,
-    pub build: Option<BuildSummary>,
-    pub publish: Option<PublishSummary>,
+    pub apply: ApplySummary,
+    pub build: BuildSummary,
+    pub publish: PublishSummary,
+}
+
+/// Runs one stage of `run` and records it: `running` before, then `ok` or
+/// `failed` with its summary. `problems` names what failed inside a stage
+/// that ran to its end (series that did not apply, targets that did not
+/// build): such a stage is `failed` too, with the summary of what it did.
+/// `partial` gives the summary to keep when the stage itself errs.
+fn record_stage<T: serde::Serialize>(
+    store: &mut Store,
+    run: i64,
+    stage: &str,
+    work: impl FnOnce(&mut Store) -> Result<T, Failure>,
+    problems: impl FnOnce(&T) -> Option<String>,
+    partial: impl FnOnce(&Store) -> serde_json::Value,
+) -> Result<T, Failure> {
+    store.start_stage(run, stage)?;
+    let _span = tracing::info_span!("stage", run, stage).entered();
+    match work(store) {
+        Ok(summary) => {
+            let value = serde_json::to_value(&summary).unwrap_or_default();
+            let error = problems(&summary);
+            store.finish_stage(run, stage, error.is_none(), &value, error.as_deref())?;
+            Ok(summary)
+        }
+        Err(failure) => {
+            let value = partial(store);
+            store.finish_stage(run, stage, false, &value, Some(&failure.message))?;
+            store.event(Some(run), Some(stage), "error", &failure.message)?;
+            Err(failure)
+        }
+    }
+}
+
+fn stage_failure(e: impl std::fmt::Display) -> Failure {
+    Failure {
+        code: 1,
+        message: e.to_string(),
+    }
 }
 
 /// Runs `publish` of `run`, recording the stage.
@@ -31,31 +70,26 @@ pub fn publish_stage(
     config: &Config,
     run: i64,
 ) -> Result<PublishSummary, Failure> {
-    store.start_stage(run, "publish")?;
-    let _span = tracing::info_span!("stage", run, stage = "publish").entered();
-    match crate::publish::publish_stage(store, config, run) {
-        Ok(summary) => {
-            let value = serde_json::to_value(&summary).unwrap_or_default();
-            store.finish_stage(run, "publish", true, &value, None)?;
-            Ok(summary)
-        }
-        Err(e) => {
-            let message = e.to_string();
-            store.finish_stage(run, "publish", false, &json!({}), Some(&message))?;
-            Err(Failure { code: 1, message })
-        }
-    }
+    record_stage(
+        store,
+        run,
+        "publish",
+        |store| crate::publish::publish_stage(store, config, run).map_err(stage_failure),
+        |_| None,
+        |_| json!({}),
+    )
 }
 
-/// Runs `build` of `run`, recording the stage: it fails when a target build
-/// failed (the others are built all the same).
+/// Runs `build` of `run`: it fails when a target build failed (the others
+/// are built all the same).
 pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<BuildSummary, Failure> {
-    store.start_stage(run, "build")?;
-    let _span = tracing::info_span!("stage", run, stage = "build").entered();
-    match crate::build::build_stage(store, config, run) {
-        Ok(summary) => {
-            let value = serde_json::to_value(&summary).unwrap_or_default();
-            let error = (summary.failed > 0).then(|| {
+    record_stage(
+        store,
+        run,
+        "build",
+        |store| crate::build::build_stage(store, config, run).map_err(stage_failure),
+        |summary| {
+            (summary.failed > 0).then(|| {
                 summary
                     .builds
                     .iter()
@@ -71,23 +105,15 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
                     })
                     .collect::<Vec<_>>()
                     .join("; ")
-            });
-            store.finish_stage(run, "build", summary.failed == 0, &value, error.as_deref())?;
-            Ok(summary)
-        }
-        Err(e) => {
-            let message = e.to_string();
-            store.finish_stage(run, "build", false, &json!({}), Some(&message))?;
-            Err(Failure { code: 1, message })
-        }
-    }
+            })
+        },
+        |_| json!({}),
+    )
 }
 
-/// Runs `apply` of `run`, recording the stage: it fails when a series did
-/// not apply (the others are applied all the same).
+/// Runs `apply` of `run`: it fails when a series did not apply (the others
+/// are applied all the same).
 pub fn apply_stage(store: &mut Store, config: &Config, run: i64) -> Result<ApplySummary, Failure> {
-    store.start_stage(run, "apply")?;
-    let _span = tracing::info_span!("stage", run, stage = "apply").entered();
     let opts = AmOptions {
         apply: crate::patch::hunks::ApplyOptions {
             ignore_whitespace: config.apply.ignore_whitespace,
@@ -96,36 +122,34 @@ pub fn apply_stage(store: &mut Store, config: &Config, run: i64) -> Result<Apply
         three_way: config.apply.three_way,
         ..AmOptions::default()
     };
-    match crate::patch::stage::apply_stage(store, config, run, None, opts) {
-        Ok(summary) => {
-            let value = serde_json::to_value(&summary).unwrap_or_default();
-            let failed = summary.series_failed > 0;
-            let error = failed.then(|| {
+    record_stage(
+        store,
+        run,
+        "apply",
+        |store| {
+            crate::patch::stage::apply_stage(store, config, run, None, opts).map_err(stage_failure)
+        },
+        |summary| {
+            (summary.series_failed > 0).then(|| {
+                let titles: Vec<&str> = summary
+                    .series
+                    .iter()
+                    .filter(|s| s.state == "failed")
+                    .map(|s| s.title.as_str())
+                    .collect();
                 format!(
                     "{} series did not apply: {}",
                     summary.series_failed,
-                    summary
-                        .series
-                        .iter()
-                        .filter(|s| s.state == "failed")
-                        .map(|s| s.title.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; ")
+                    titles.join("; ")
                 )
-            });
-            store.finish_stage(run, "apply", !failed, &value, error.as_deref())?;
-            Ok(summary)
-        }
-        Err(e) => {
-            let message = e.to_string();
-            store.finish_stage(run, "apply", false, &json!({}), Some(&message))?;
-            store.event(Some(run), Some("apply"), "error", &message)?;
-            Err(Failure { code: 1, message })
-        }
-    }
+            })
+        },
+        |_| json!({}),
+    )
 }
 
-/// Runs `collect` of `run` with `source`, recording the stage.
+/// Runs `collect` of `run` with `source`; mails stored before a failure
+/// stay counted in the stage's summary.
 pub fn collect_stage(
     store: &mut Store,
     config: &Config,
@@ -133,26 +157,20 @@ pub fn collect_stage(
     run: i64,
     progress: &dyn Progress,
 ) -> Result<CollectSummary, Failure> {
-    store.start_stage(run, "collect")?;
-    let _span = tracing::info_span!("stage", run, stage = "collect").entered();
-    match collect::collect(store, config, source, run, progress) {
-        Ok(summary) => {
-            let value = serde_json::to_value(&summary).unwrap_or_default();
-            store.finish_stage(run, "collect", true, &value, None)?;
-            Ok(summary)
-        }
-        Err(e) => {
-            let message = e.to_string();
-            // Mails stored before the failure stay counted in the summary.
-            let partial = collect::summarize(store, run, &source.key())
+    let key = source.key();
+    record_stage(
+        store,
+        run,
+        "collect",
+        |store| collect::collect(store, config, source, run, progress).map_err(Failure::from),
+        |_| None,
+        |store| {
+            collect::summarize(store, run, &key)
                 .ok()
                 .and_then(|s| serde_json::to_value(s).ok())
-                .unwrap_or_default();
-            store.finish_stage(run, "collect", false, &partial, Some(&message))?;
-            store.event(Some(run), Some("collect"), "error", &message)?;
-            Err(e.into())
-        }
-    }
+                .unwrap_or_default()
+        },
+    )
 }
 
 /// `patchline run`: a new run through every implemented stage.
@@ -174,16 +192,12 @@ pub fn run(
     // Whatever applied is built, even when another series failed.
     let build = build_stage(store, config, run)?;
     let publish = publish_stage(store, config, run)?;
-    let finished = if apply.series_failed > 0 || build.failed > 0 {
-        "failed"
-    } else {
-        "ok"
-    };
+    // A stage that failed already marked the run failed.
     store
         .conn()
         .execute(
-            "UPDATE runs SET state = CASE WHEN state = 'running' THEN ?3 ELSE state END, finished_at = ?2 WHERE id = ?1",
-            rusqlite::params![run, store::now(), finished],
+            "UPDATE runs SET state = CASE WHEN state = 'running' THEN 'ok' ELSE state END, finished_at = ?2 WHERE id = ?1",
+            rusqlite::params![run, store::now()],
         )
         .map_err(|e| store.err(e))?;
     let state = store.run(run)?.state;
@@ -191,9 +205,9 @@ pub fn run(
         run,
         state,
         collect: summary,
-        apply: Some(apply),
-        build: Some(build),
-        publish: Some(publish),
+        apply,
+        build,
+        publish,
     })
 }
 

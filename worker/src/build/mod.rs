@@ -52,6 +52,9 @@ pub struct BuildSummary {
     pub built: u64,
     pub failed: u64,
     pub builds: Vec<TargetBuild>,
+    /// Branches the run moved but that were not built, and why (no
+    /// targets configured), so an empty `builds` is never silent.
+    pub not_built: Vec<String>,
 }
 
 /// Branches moved by the apply stage of `run`: `(repo, branch, new tip)`,
@@ -161,6 +164,9 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
     };
     for (repo_name, branch, tip) in moved_branches(store, run)? {
         let Some(repo) = config.repos.iter().find(|r| r.name == repo_name) else {
+            summary.not_built.push(format!(
+                "{repo_name}/{branch}: the repository is no longer in the configuration"
+            ));
             continue;
         };
         let targets: Vec<String> = if repo.targets.is_empty() {
@@ -169,6 +175,9 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
             repo.targets.clone()
         };
         if targets.is_empty() {
+            summary.not_built.push(format!(
+                "{repo_name}/{branch}: no build targets (set `targets` of the repository or [build].targets)"
+            ));
             continue;
         }
         let _span =

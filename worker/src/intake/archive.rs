@@ -116,14 +116,6 @@ impl Archive {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    pub fn absolute(&self, relative: &str) -> PathBuf {
-        self.root.join(relative)
-    }
-
     /// Stores a raw mail received at `received`, named by its content hash.
     /// Returns the path relative to the archive root. Storing the same bytes
     /// twice is a no-op, except that a file damaged by a crash (wrong size)

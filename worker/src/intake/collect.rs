@@ -95,52 +95,35 @@ pub trait Progress {
     fn done(&self) {}
 }
 
-pub struct NoProgress;
-impl Progress for NoProgress {}
-
 /// Builds the configured mail source.
 pub fn source_from_config(config: &Config) -> Result<Box<dyn MailSource>, crate::config::Error> {
     let intake = &config.intake;
-    let invalid = |key: &str, message: &str| crate::config::Error::Invalid {
-        file: config.file.clone(),
-        key: key.to_owned(),
-        message: message.to_owned(),
+    let path = || {
+        intake
+            .path
+            .clone()
+            .ok_or_else(|| config.invalid("intake.path", "required for an mbox or maildir source"))
     };
     Ok(match intake.source {
         SourceKind::Mbox => Box::new(MboxSource::new(
-            intake
-                .path
-                .clone()
-                .ok_or_else(|| invalid("intake.path", "required for an mbox source"))?,
+            path()?,
             intake.mbox_format,
             intake.max_mail_size,
         )),
-        SourceKind::Maildir => Box::new(MaildirSource::new(
-            intake
-                .path
-                .clone()
-                .ok_or_else(|| invalid("intake.path", "required for a maildir source"))?,
-            intake.max_mail_size,
-        )),
+        SourceKind::Maildir => Box::new(MaildirSource::new(path()?, intake.max_mail_size)),
         SourceKind::Imap => Box::new(ImapSource::new(imap_settings(config)?)),
     })
 }
 
 pub fn imap_settings(config: &Config) -> Result<ImapSettings, crate::config::Error> {
-    let invalid = |message: &str| crate::config::Error::Invalid {
-        file: config.file.clone(),
-        key: "intake.imap".to_owned(),
-        message: message.to_owned(),
-    };
     let imap = config
         .intake
         .imap
         .as_ref()
-        .ok_or_else(|| invalid("section [intake.imap] is missing"))?;
-    let password = imap
-        .password
-        .clone()
-        .ok_or_else(|| invalid("no password (password_env or password_file)"))?;
+        .ok_or_else(|| config.invalid("intake.imap", "section [intake.imap] is missing"))?;
+    let password = imap.password.clone().ok_or_else(|| {
+        config.invalid("intake.imap", "no password (password_env or password_file)")
+    })?;
     use crate::intake::source::imap::ImapSecurity;
     Ok(ImapSettings {
         host: imap.host.clone(),
@@ -406,7 +389,7 @@ fn insert_mail(
 ) -> rusqlite::Result<()> {
     let message_id = match &mail.parsed {
         Ok(p) => p.message_id.clone(),
-        Err(_) => format!("{}@patchline.invalid", &mail.content_hash[..32]),
+        Err(_) => crate::intake::mail::synthetic_message_id(&mail.content_hash),
     };
     let existing: Option<(i64, String)> = tx
         .prepare_cached("SELECT id, content_hash FROM mails WHERE message_id = ?1")?
@@ -513,7 +496,13 @@ fn merged_warnings(a: &[String], b: &[String]) -> Vec<String> {
 }
 
 /// Series states that no later collect may change (set by `apply`).
-const TERMINAL: &str = "('applied', 'failed', 'applying')";
+const TERMINAL: [&str; 3] = ["applied", "failed", "applying"];
+
+/// `TERMINAL` as an SQL list: `('applied', 'failed', 'applying')`.
+fn terminal_sql() -> String {
+    let quoted: Vec<String> = TERMINAL.iter().map(|s| format!("'{s}'")).collect();
+    format!("({})", quoted.join(", "))
+}
 
 struct PatchRow {
     mail: PatchMail,
@@ -522,13 +511,14 @@ struct PatchRow {
 }
 
 fn load_open_patch_mails(store: &Store) -> Result<Vec<PatchRow>, store::Error> {
+    let terminal = terminal_sql();
     let sql = format!(
         "SELECT m.id, m.message_id, m.in_reply_to, m.refs, m.from_email, m.date, m.received_at, m.fields,
                 m.patch_hash, m.is_cover, m.raw_path, m.list_id
          FROM mails m
          WHERE m.is_patch = 1 AND m.error IS NULL
            AND NOT EXISTS (SELECT 1 FROM patches p JOIN series s ON s.id = p.series_id
-                           WHERE p.mail_id = m.id AND s.state IN {TERMINAL})
+                           WHERE p.mail_id = m.id AND s.state IN {terminal})
          ORDER BY m.received_at, m.id"
     );
     let conn = store.conn();
@@ -649,7 +639,7 @@ fn assemble_series(
             .map_err(|e| store.err(e))?;
         for (id, key, dir, state) in series_rows {
             used_dirs.insert(dir.clone());
-            if matches!(state.as_str(), "applied" | "failed" | "applying") {
+            if TERMINAL.contains(&state.as_str()) {
                 terminal_keys.insert(key, id);
                 continue;
             }

@@ -522,6 +522,7 @@ fn describe(g: &Group, mails: &[&PatchMail], now: i64, cfg: &AssemblyConfig) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::Lcg;
 
     const CFG: AssemblyConfig = AssemblyConfig {
         thread_window: 3600,
@@ -809,18 +810,6 @@ mod tests {
         mails[0].fields.repo = Some("kimchi".into());
         let a = assemble(&mails, 20, &CFG);
         assert_eq!(a.series[0].repo.as_deref(), Some("kimchi"));
-    }
-
-    /// A tiny deterministic generator for shuffles (no extra crate).
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self) -> usize {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (self.0 >> 33) as usize
-        }
     }
 
     fn scenario() -> Vec<PatchMail> {

@@ -183,31 +183,43 @@ pub fn apply_series(
     Ok(prepared)
 }
 
-/// The current tip of `branch`, if the branch exists.
-pub fn branch_tip(repo_path: &Path, branch: &str) -> Result<Option<String>, Error> {
-    let repo = open(repo_path)?;
-    let name = format!("refs/heads/{branch}");
+/// The tip of `refs/heads/<branch>` in an open repository.
+fn tip_in(
+    repo: &gix::Repository,
+    repo_path: &Path,
+    branch: &str,
+) -> Result<Option<ObjectId>, Error> {
     let reference = repo
-        .try_find_reference(name.as_str())
+        .try_find_reference(format!("refs/heads/{branch}").as_str())
         .map_err(|e| git_err(repo_path, e))?;
     match reference {
         Some(mut r) => Ok(Some(
-            r.peel_to_id()
-                .map_err(|e| git_err(repo_path, e))?
-                .to_string(),
+            r.peel_to_id().map_err(|e| git_err(repo_path, e))?.detach(),
         )),
         None => Ok(None),
     }
 }
 
-/// Creates `branch` at `at`; fails if it exists already.
-pub fn create_branch(repo_path: &Path, branch: &str, at: &str, reflog: &str) -> Result<(), Error> {
-    let repo = open(repo_path)?;
-    let full: FullName = format!("refs/heads/{branch}")
+/// The current tip of `branch`, if the branch exists.
+pub fn branch_tip(repo_path: &Path, branch: &str) -> Result<Option<String>, Error> {
+    Ok(tip_in(&open(repo_path)?, repo_path, branch)?.map(|id| id.to_string()))
+}
+
+/// Sets `refs/heads/<branch>` to `new` if its current value is `expected`,
+/// with a reflog entry: the one place a branch is written.
+fn set_branch(
+    repo: &gix::Repository,
+    repo_path: &Path,
+    branch: &str,
+    expected: PreviousValue,
+    new: &str,
+    reflog: &str,
+) -> Result<(), Error> {
+    let name: FullName = format!("refs/heads/{branch}")
         .as_str()
         .try_into()
         .map_err(|e| git_err(repo_path, format!("bad branch name {branch:?}: {e}")))?;
-    let id = ObjectId::from_hex(at.as_bytes()).map_err(|e| git_err(repo_path, e))?;
+    let new = ObjectId::from_hex(new.as_bytes()).map_err(|e| git_err(repo_path, e))?;
     repo.edit_reference(RefEdit {
         change: Change::Update {
             log: LogChange {
@@ -215,14 +227,26 @@ pub fn create_branch(repo_path: &Path, branch: &str, at: &str, reflog: &str) -> 
                 force_create_reflog: false,
                 message: BString::from(reflog),
             },
-            expected: PreviousValue::MustNotExist,
-            new: Target::Object(id),
+            expected,
+            new: Target::Object(new),
         },
-        name: full,
+        name,
         deref: false,
     })
-    .map_err(|e| git_err(repo_path, e))?;
-    Ok(())
+    .map(|_| ())
+    .map_err(|e| git_err(repo_path, e))
+}
+
+/// Creates `branch` at `at`; fails if it exists already.
+pub fn create_branch(repo_path: &Path, branch: &str, at: &str, reflog: &str) -> Result<(), Error> {
+    set_branch(
+        &open(repo_path)?,
+        repo_path,
+        branch,
+        PreviousValue::MustNotExist,
+        at,
+        reflog,
+    )
 }
 
 /// Moves `branch` from `old` to `new` in one compare-and-swap: fails with
@@ -235,36 +259,18 @@ pub fn update_branch(
     reflog: &str,
 ) -> Result<(), Error> {
     let repo = open(repo_path)?;
-    let ref_name = format!("refs/heads/{branch}");
-    let full: FullName = ref_name
-        .as_str()
-        .try_into()
-        .map_err(|e| git_err(repo_path, format!("bad branch name {branch:?}: {e}")))?;
-    let parse = |hex: &str| ObjectId::from_hex(hex.as_bytes()).map_err(|e| git_err(repo_path, e));
-    let (old_id, new_id) = (parse(old)?, parse(new)?);
-    let edit = RefEdit {
-        change: Change::Update {
-            log: LogChange {
-                mode: RefLog::AndReference,
-                force_create_reflog: false,
-                message: BString::from(reflog),
-            },
-            expected: PreviousValue::MustExistAndMatch(Target::Object(old_id)),
-            new: Target::Object(new_id),
-        },
-        name: full,
-        deref: false,
-    };
-    if let Err(e) = repo.edit_reference(edit) {
+    let old_id = ObjectId::from_hex(old.as_bytes()).map_err(|e| git_err(repo_path, e))?;
+    let expected = PreviousValue::MustExistAndMatch(Target::Object(old_id));
+    if let Err(e) = set_branch(&repo, repo_path, branch, expected, new, reflog) {
         // Re-read: if the branch is elsewhere now, someone else moved it.
-        if branch_tip(repo_path, branch)?.as_deref() != Some(old) {
+        if tip_in(&repo, repo_path, branch)? != Some(old_id) {
             return Err(Error::BranchMoved {
                 path: repo_path.to_owned(),
                 branch: branch.to_owned(),
                 expected: old.to_owned(),
             });
         }
-        return Err(git_err(repo_path, e));
+        return Err(e);
     }
     Ok(())
 }
@@ -281,18 +287,10 @@ pub fn prepare_series(
     // New objects stay in memory until the whole series applied: a failed
     // series leaves nothing behind, and a good one is written in one go.
     let repo = open(repo_path)?.with_object_memory();
-    let ref_name = format!("refs/heads/{branch}");
-    let mut reference = repo
-        .try_find_reference(ref_name.as_str())
-        .map_err(|e| git_err(repo_path, e))?
-        .ok_or_else(|| Error::NoBranch {
-            path: repo_path.to_owned(),
-            branch: branch.to_owned(),
-        })?;
-    let old_tip = reference
-        .peel_to_id()
-        .map_err(|e| git_err(repo_path, e))?
-        .detach();
+    let old_tip = tip_in(&repo, repo_path, branch)?.ok_or_else(|| Error::NoBranch {
+        path: repo_path.to_owned(),
+        branch: branch.to_owned(),
+    })?;
     let mut tip = old_tip;
     let mut tree = repo
         .find_commit(tip)

@@ -212,50 +212,7 @@ fn lossy_line(l: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::patch::parse::parse;
-    use std::path::Path;
-    use std::process::Command;
-
-    fn git(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> (bool, Vec<u8>, String) {
-        use std::io::Write;
-        let mut child = Command::new("git")
-            .args([
-                "-c",
-                "user.name=T",
-                "-c",
-                "user.email=t@x",
-                "-c",
-                "init.defaultBranch=master",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(input) = stdin {
-            child.stdin.take().unwrap().write_all(input).unwrap();
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            out.stdout,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    /// A tiny deterministic generator (no extra crate).
-    struct Lcg(u64);
-    impl Lcg {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((self.0 >> 33) as usize) % n.max(1)
-        }
-    }
+    use crate::testkit::{Lcg, git, git_with};
 
     fn random_file(rng: &mut Lcg, lines: usize) -> Vec<u8> {
         let words = [
@@ -313,7 +270,7 @@ mod tests {
     fn same_result_as_git_apply_on_random_edits() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
-        git(p, &["init", "-q"], None);
+        git(p, &["init", "-q"]);
         let mut rng = Lcg(7);
         for case in 0..300 {
             let len = 5 + rng.below(60);
@@ -322,7 +279,8 @@ mod tests {
             std::fs::write(p.join("a"), &old).unwrap();
             std::fs::write(p.join("b"), &new).unwrap();
             let context = ["-U3", "-U1", "-U0"][rng.below(3)];
-            let (_, diff, _) = git(p, &["diff", "--no-index", context, "a", "b"], None);
+            // `git diff --no-index` exits 1 when the files differ.
+            let diff = git_with(p, &["diff", "--no-index", context, "a", "b"], None).stdout;
             if diff.is_empty() {
                 continue;
             }
@@ -360,7 +318,8 @@ mod tests {
                 args.push("--unidiff-zero");
             }
             args.push("-");
-            let (git_ok, _, err) = git(p, &args, Some(&patch));
+            let applied = git_with(p, &args, Some(&patch));
+            let (git_ok, err) = (applied.ok, applied.stderr);
             let git_result = std::fs::read(p.join("a")).unwrap();
             let files = parse(&patch).unwrap();
             let ours = apply_hunks(&shifted, &files[0].hunks, opts);

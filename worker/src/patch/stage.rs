@@ -69,10 +69,6 @@ struct Candidate {
     new_tip: Option<String>,
 }
 
-fn failure(message: impl Into<String>) -> PatchFailure {
-    PatchFailure::general(message)
-}
-
 pub fn apply_stage(
     store: &mut Store,
     config: &Config,
@@ -180,14 +176,16 @@ fn apply_one(
         return fail(
             store,
             outcome,
-            failure("no repository: the subject names none and no route of the config matches"),
+            PatchFailure::general(
+                "no repository: the subject names none and no route of the config matches",
+            ),
         );
     };
     let Some(repo) = config.repos.iter().find(|r| &r.name == repo_name) else {
         return fail(
             store,
             outcome,
-            failure(format!(
+            PatchFailure::general(format!(
                 "repository {repo_name:?} is not in the configuration"
             )),
         );
@@ -197,7 +195,7 @@ fn apply_one(
         && let Some(url) = &repo.url
         && let Err(e) = clone_bare(url, repo_path)
     {
-        return fail(store, outcome, failure(e));
+        return fail(store, outcome, PatchFailure::general(e));
     }
     let branch = c
         .branch
@@ -210,7 +208,7 @@ fn apply_one(
         return fail(
             store,
             outcome,
-            failure(format!(
+            PatchFailure::general(format!(
                 "branch {branch:?} is not one of {repo_name}'s branches {:?}",
                 repo.branches
             )),
@@ -237,7 +235,7 @@ fn apply_one(
             return fail(
                 store,
                 outcome,
-                failure(format!(
+                PatchFailure::general(format!(
                     "branch {branch} moved to {} while this series was being applied; it was not applied",
                     tip.unwrap_or_default()
                 )),
@@ -262,7 +260,7 @@ fn apply_one(
                 return fail(
                     store,
                     outcome,
-                    failure(format!(
+                    PatchFailure::general(format!(
                         "branch {branch:?} is missing and its base {base:?} too"
                     )),
                 );
@@ -278,7 +276,7 @@ fn apply_one(
         match apply::prepare_series(repo_path, &branch, &mails, &committer, opts) {
             Ok(r) => r,
             Err(e @ apply::Error::NoBranch { .. }) => {
-                return fail(store, outcome, failure(e.to_string()));
+                return fail(store, outcome, PatchFailure::general(e.to_string()));
             }
             Err(e) => return Err(e.into()),
         };
@@ -288,11 +286,15 @@ fn apply_one(
         let why = bad
             .error
             .clone()
-            .unwrap_or_else(|| failure("did not apply"));
+            .unwrap_or_else(|| PatchFailure::general("did not apply"));
         return fail(store, outcome, why);
     }
     let Some(new_tip) = result.new_tip.clone() else {
-        return fail(store, outcome, failure("the series changes nothing"));
+        return fail(
+            store,
+            outcome,
+            PatchFailure::general("the series changes nothing"),
+        );
     };
     outcome.commits = result
         .patches
@@ -323,7 +325,7 @@ fn apply_one(
         }
         Err(e @ apply::Error::BranchMoved { .. }) => {
             outcome.new_tip = None;
-            fail(store, outcome, failure(e.to_string()))
+            fail(store, outcome, PatchFailure::general(e.to_string()))
         }
         Err(e) => Err(e.into()),
     }
@@ -421,26 +423,4 @@ fn series_mails(
                 .map_err(|source| Error::Archive { path, source })
         })
         .collect()
-}
-
-/// Outcomes recorded by the apply stage of `run`.
-pub fn outcomes_of_run(store: &Store, run: i64) -> Result<Vec<SeriesOutcome>, store::Error> {
-    let conn = store.conn();
-    let mut stmt = conn
-        .prepare(
-            "SELECT apply_result FROM series WHERE applied_run = ?1 ORDER BY first_received, id",
-        )
-        .map_err(|e| store.err(e))?;
-    let rows = stmt
-        .query_map([run], |r| r.get::<_, Option<String>>(0))
-        .map_err(|e| store.err(e))?;
-    let mut out = Vec::new();
-    for row in rows {
-        if let Some(json) = row.map_err(|e| store.err(e))?
-            && let Ok(outcome) = serde_json::from_str(&json)
-        {
-            out.push(outcome);
-        }
-    }
-    Ok(out)
 }

@@ -105,6 +105,15 @@ fn run_collects_and_applies_then_nothing_twice() {
         git(&s.repo(), &["log", "-1", "--format=%s", "master"]).trim(),
         "Add bee"
     );
+    // No targets configured: the build stage says so instead of nothing.
+    let not_built = &status["stages"][2]["summary"]["not_built"][0];
+    assert!(
+        not_built
+            .as_str()
+            .unwrap()
+            .contains("hello/master: no build targets"),
+        "{not_built}"
+    );
     // Another run: the series is applied already; nothing moves.
     let again = patchline(s.path(), &["run", "--json"]).json();
     assert_eq!(again["stages"][1]["summary"]["series_applied"], 0);

@@ -499,27 +499,7 @@ mod tests {
     fn same_split_as_git_mailsplit() {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("r");
-        let git = |args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .args([
-                    "-c",
-                    "user.name=T",
-                    "-c",
-                    "user.email=t@x",
-                    "-c",
-                    "init.defaultBranch=master",
-                ])
-                .args(args)
-                .current_dir(&repo)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "git {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            out.stdout
-        };
+        let git = |args: &[&str]| crate::testkit::git(&repo, args);
         std::fs::create_dir(&repo).unwrap();
         git(&["init", "-q"]);
         for i in 0..4 {
