@@ -173,6 +173,91 @@ pub fn collect_stage(
     )
 }
 
+/// The stages of a run, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Collect,
+    Apply,
+    Build,
+    Publish,
+    Test,
+    Report,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::Collect,
+        Stage::Apply,
+        Stage::Build,
+        Stage::Publish,
+        Stage::Test,
+        Stage::Report,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Collect => "collect",
+            Stage::Apply => "apply",
+            Stage::Build => "build",
+            Stage::Publish => "publish",
+            Stage::Test => "test",
+            Stage::Report => "report",
+        }
+    }
+
+    /// The stage named `name`, or `None` for a name that is not a stage.
+    pub fn parse(name: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Runs one stage of an existing run and records it (the entry point of
+/// the HTTP worker and of the per-stage commands). Returns the stage's
+/// summary as JSON; a stage that ran to its end but found problems (a
+/// series that did not apply, a target that did not build) is recorded
+/// `failed` and still returns `Ok` with its summary: read the state from
+/// the store.
+pub fn run_stage(
+    store: &mut Store,
+    config: &Config,
+    run: i64,
+    stage: Stage,
+    progress: &dyn Progress,
+) -> Result<serde_json::Value, Failure> {
+    fn value<T: serde::Serialize>(t: T) -> serde_json::Value {
+        serde_json::to_value(t).unwrap_or_default()
+    }
+    store.run(run)?;
+    Ok(match stage {
+        Stage::Collect => {
+            let mut source = collect::source_from_config(config)?;
+            value(collect_stage(
+                store,
+                config,
+                source.as_mut(),
+                run,
+                progress,
+            )?)
+        }
+        Stage::Apply => value(apply_stage(store, config, run)?),
+        Stage::Build => value(build_stage(store, config, run)?),
+        Stage::Publish => value(publish_stage(store, config, run)?),
+        Stage::Test | Stage::Report => {
+            return Err(Failure {
+                code: 2,
+                message: format!("stage {stage} is not available in this version"),
+            });
+        }
+    })
+}
+
 /// `patchline run`: a new run through every implemented stage.
 pub fn run(
     store: &mut Store,
