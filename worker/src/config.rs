@@ -58,6 +58,8 @@ pub struct Config {
     pub state: State,
     #[serde(default)]
     pub server: Server,
+    #[serde(default)]
+    pub report: Report,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -298,6 +300,26 @@ pub struct Repo {
     /// Routing rules for lists that carry several projects.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Commands the `test` stage runs against each target's built RPMs.
+    #[serde(default)]
+    pub tests: Vec<TestCommand>,
+}
+
+/// One post-build test of a repository: an argument vector (never a shell
+/// line) in which `{rpms}`, `{srpm}`, `{nvr}`, `{repo}`, `{branch}`,
+/// `{target}`, `{commit}`, `{run}` and `{repo_url}` are replaced.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestCommand {
+    /// Names the test in reports and JUnit (`<repo>.<target>.<name>`).
+    pub name: String,
+    pub command: Vec<String>,
+    #[serde(default = "default_test_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_test_timeout() -> u64 {
+    600
 }
 
 fn default_branches() -> Vec<String> {
@@ -355,6 +377,147 @@ impl Default for Server {
     }
 }
 
+/// How reports leave the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportTransport {
+    /// Written to the run's report file only (the embedded default).
+    #[default]
+    None,
+    Smtp,
+    Sendmail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (required).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Tls,
+    /// No TLS: only for a relay on loopback.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    #[serde(default)]
+    pub transport: ReportTransport,
+    /// Sender address (`Name <addr>` or `addr`); required to send.
+    pub from: Option<String>,
+    /// The list (every report goes here).
+    #[serde(default)]
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub cc: Vec<String>,
+    /// Extra recipients of a report about a failure in that stage.
+    #[serde(default)]
+    pub recipients: StageRecipients,
+    /// Apply failures also go to the author of the series.
+    #[serde(default = "default_true")]
+    pub notify_author: bool,
+    #[serde(default = "default_subject_prefix")]
+    pub subject_prefix: String,
+    /// Adds an HTML alternative to the plain-text report.
+    #[serde(default)]
+    pub html: bool,
+    /// Sends a report for a run in which nothing arrived and nothing failed.
+    #[serde(default)]
+    pub send_idle: bool,
+    /// Lines of a failing build log quoted in the report.
+    #[serde(default = "default_log_tail")]
+    pub log_tail_lines: usize,
+    /// Send attempts per report within one stage run (at least 1).
+    #[serde(default = "default_send_attempts")]
+    pub attempts: u32,
+    /// Delay before the second attempt; doubled each time.
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay_ms: u64,
+    pub smtp: Option<Smtp>,
+    #[serde(default = "default_sendmail")]
+    pub sendmail: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageRecipients {
+    #[serde(default)]
+    pub collect: Vec<String>,
+    #[serde(default)]
+    pub apply: Vec<String>,
+    #[serde(default)]
+    pub build: Vec<String>,
+    #[serde(default)]
+    pub publish: Vec<String>,
+    #[serde(default)]
+    pub test: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Smtp {
+    pub host: String,
+    /// Default: 587 (starttls), 465 (tls), 25 (none).
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM) trusted for the server.
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_smtp_timeout")]
+    pub timeout_secs: u64,
+    /// Filled from `password_env`/`password_file` at load time.
+    #[serde(skip)]
+    pub password: Option<SecretString>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_subject_prefix() -> String {
+    "[patchline]".into()
+}
+fn default_log_tail() -> usize {
+    40
+}
+fn default_send_attempts() -> u32 {
+    3
+}
+fn default_retry_delay() -> u64 {
+    2000
+}
+fn default_sendmail() -> PathBuf {
+    PathBuf::from("/usr/sbin/sendmail")
+}
+fn default_smtp_timeout() -> u64 {
+    30
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Self {
+            transport: ReportTransport::None,
+            from: None,
+            to: Vec::new(),
+            cc: Vec::new(),
+            recipients: StageRecipients::default(),
+            notify_author: true,
+            subject_prefix: default_subject_prefix(),
+            html: false,
+            send_idle: false,
+            log_tail_lines: default_log_tail(),
+            attempts: default_send_attempts(),
+            retry_delay_ms: default_retry_delay(),
+            smtp: None,
+            sendmail: default_sendmail(),
+        }
+    }
+}
+
 /// Environment variables consulted, as `(name, value)`; a parameter so tests
 /// need not touch the process environment.
 pub type Env = [(String, String)];
@@ -371,6 +534,7 @@ impl Config {
             publish: Publish::default(),
             state: State::default(),
             server: Server::default(),
+            report: Report::default(),
         }
     }
 
@@ -443,6 +607,14 @@ impl Config {
         }
         for repo in &mut self.repos {
             if let Some(p) = repo.path.as_mut() {
+                abs(p)
+            }
+        }
+        if let Some(smtp) = self.report.smtp.as_mut() {
+            if let Some(p) = smtp.password_file.as_mut() {
+                abs(p)
+            }
+            if let Some(p) = smtp.ca_file.as_mut() {
                 abs(p)
             }
         }
@@ -527,7 +699,12 @@ impl Config {
             }
         }
         if let Some(imap) = &self.intake.imap {
-            let password = self.imap_password(imap, env)?;
+            let password = self.password(
+                env,
+                "intake.imap",
+                imap.password_env.as_ref(),
+                imap.password_file.as_ref(),
+            )?;
             if imap.host.trim().is_empty() {
                 return Err(self.invalid("intake.imap.host", "must not be empty"));
             }
@@ -614,13 +791,125 @@ impl Config {
             }
         }
         self.route_rules()?;
+        self.validate_tests()?;
+        self.validate_report(env)?;
         Ok(())
     }
 
-    fn imap_password(&self, imap: &Imap, env: &Env) -> Result<SecretString, Error> {
-        match (&imap.password_env, &imap.password_file) {
+    fn validate_tests(&self) -> Result<(), Error> {
+        for (i, repo) in self.repos.iter().enumerate() {
+            let mut names = std::collections::HashSet::new();
+            for (j, test) in repo.tests.iter().enumerate() {
+                let key = |k: &str| format!("repos[{i}].tests[{j}].{k}");
+                if !is_safe_name(&test.name) {
+                    return Err(self.invalid(
+                        key("name"),
+                        format!(
+                            "{:?} is not a valid test name (letters, digits, '.', '_', '-')",
+                            test.name
+                        ),
+                    ));
+                }
+                if !names.insert(&test.name) {
+                    return Err(self.invalid(
+                        key("name"),
+                        format!("test {:?} is defined twice", test.name),
+                    ));
+                }
+                if test.command.first().is_none_or(|c| c.trim().is_empty()) {
+                    return Err(self.invalid(key("command"), "must name a program"));
+                }
+                if test.timeout_secs == 0 {
+                    return Err(self.invalid(key("timeout_secs"), "must be greater than 0"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_report(&mut self, env: &Env) -> Result<(), Error> {
+        let report = &self.report;
+        let addresses = report
+            .from
+            .iter()
+            .map(|a| ("report.from", a))
+            .chain(report.to.iter().map(|a| ("report.to", a)))
+            .chain(report.cc.iter().map(|a| ("report.cc", a)))
+            .chain(
+                [
+                    ("collect", &report.recipients.collect),
+                    ("apply", &report.recipients.apply),
+                    ("build", &report.recipients.build),
+                    ("publish", &report.recipients.publish),
+                    ("test", &report.recipients.test),
+                ]
+                .into_iter()
+                .flat_map(|(_, list)| list.iter().map(|a| ("report.recipients", a))),
+            );
+        for (key, address) in addresses {
+            if address.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(self.invalid(key, format!("{address:?} is not a mail address")));
+            }
+        }
+        if report.attempts == 0 {
+            return Err(self.invalid("report.attempts", "must be greater than 0"));
+        }
+        match report.transport {
+            ReportTransport::None => {}
+            ReportTransport::Smtp | ReportTransport::Sendmail => {
+                if report.from.is_none() {
+                    return Err(self.invalid("report.from", "required to send reports"));
+                }
+                if report.to.is_empty() {
+                    return Err(self.invalid("report.to", "required to send reports"));
+                }
+            }
+        }
+        if report.transport == ReportTransport::Smtp {
+            let Some(smtp) = &report.smtp else {
+                return Err(
+                    self.invalid("report.smtp", "required when report.transport = \"smtp\"")
+                );
+            };
+            if smtp.host.trim().is_empty() || smtp.host.starts_with('-') {
+                return Err(self.invalid("report.smtp.host", "must be a host name"));
+            }
+            if let Some(ca) = &smtp.ca_file
+                && let Err(e) = std::fs::metadata(ca)
+            {
+                return Err(self.invalid(
+                    "report.smtp.ca_file",
+                    format!("cannot read {}: {e}", ca.display()),
+                ));
+            }
+            let password = match (&smtp.username, &smtp.password_env, &smtp.password_file) {
+                (None, None, None) => None,
+                (None, _, _) => {
+                    return Err(self.invalid("report.smtp.username", "required with a password"));
+                }
+                (Some(_), var, file) => {
+                    Some(self.password(env, "report.smtp", var.as_ref(), file.as_ref())?)
+                }
+            };
+            if let Some(smtp) = self.report.smtp.as_mut() {
+                smtp.password = password;
+            }
+        }
+        Ok(())
+    }
+
+    /// A secret named by `<section>.password_env` or
+    /// `<section>.password_file` (first line), never by the config itself.
+    fn password(
+        &self,
+        env: &Env,
+        section: &str,
+        var: Option<&String>,
+        file: Option<&PathBuf>,
+    ) -> Result<SecretString, Error> {
+        match (var, file) {
             (Some(_), Some(_)) => Err(self.invalid(
-                "intake.imap.password_env",
+                format!("{section}.password_env"),
                 "set either password_env or password_file, not both",
             )),
             (Some(var), None) => env
@@ -629,29 +918,29 @@ impl Config {
                 .map(|(_, v)| SecretString::from(v.clone()))
                 .ok_or_else(|| {
                     self.invalid(
-                        "intake.imap.password_env",
+                        format!("{section}.password_env"),
                         format!("environment variable {var} is not set"),
                     )
                 }),
             (None, Some(file)) => {
                 let text = std::fs::read_to_string(file).map_err(|e| {
                     self.invalid(
-                        "intake.imap.password_file",
+                        format!("{section}.password_file"),
                         format!("cannot read {}: {e}", file.display()),
                     )
                 })?;
                 let line = text.lines().next().unwrap_or("").to_owned();
                 if line.is_empty() {
                     return Err(self.invalid(
-                        "intake.imap.password_file",
+                        format!("{section}.password_file"),
                         format!("{} is empty", file.display()),
                     ));
                 }
                 Ok(SecretString::from(line))
             }
             (None, None) => Err(self.invalid(
-                "intake.imap.password_env",
-                "the IMAP password must come from password_env or password_file",
+                format!("{section}.password_env"),
+                "the password must come from password_env or password_file",
             )),
         }
     }

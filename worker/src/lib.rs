@@ -7,9 +7,11 @@ pub mod build;
 pub mod cli;
 pub mod config;
 pub mod intake;
+pub mod junit;
 pub mod patch;
 pub mod pipeline;
 pub mod publish;
 pub mod store;
+pub mod test;
 #[cfg(test)]
 mod testkit;

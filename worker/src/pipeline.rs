@@ -80,6 +80,42 @@ pub fn publish_stage(
     )
 }
 
+/// Runs `test` of `run`: it fails when a test failed, timed out or could
+/// not start (tests of targets that did not build are skipped).
+pub fn test_stage(
+    store: &mut Store,
+    config: &Config,
+    run: i64,
+) -> Result<crate::test::TestSummary, Failure> {
+    record_stage(
+        store,
+        run,
+        "test",
+        |store| crate::test::test_stage(store, config, run).map_err(stage_failure),
+        |summary| {
+            (summary.failed > 0).then(|| {
+                summary
+                    .results
+                    .iter()
+                    .filter(|r| !matches!(r.state.as_str(), "passed" | "skipped"))
+                    .map(|r| {
+                        format!(
+                            "{} on {}/{} for {}: {}",
+                            r.name,
+                            r.repo,
+                            r.branch,
+                            r.target,
+                            r.message.as_deref().unwrap_or(&r.state)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+        },
+        |_| json!({}),
+    )
+}
+
 /// Runs `build` of `run`: it fails when a target build failed (the others
 /// are built all the same).
 pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<BuildSummary, Failure> {
@@ -249,7 +285,8 @@ pub fn run_stage(
         Stage::Apply => value(apply_stage(store, config, run)?),
         Stage::Build => value(build_stage(store, config, run)?),
         Stage::Publish => value(publish_stage(store, config, run)?),
-        Stage::Test | Stage::Report => {
+        Stage::Test => value(test_stage(store, config, run)?),
+        Stage::Report => {
             return Err(Failure {
                 code: 2,
                 message: format!("stage {stage} is not available in this version"),

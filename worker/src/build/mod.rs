@@ -46,7 +46,8 @@ pub struct TargetBuild {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct BuildSummary {
     pub run: i64,
     pub built: u64,

@@ -49,15 +49,27 @@ impl Error {
 }
 
 /// A mail that could not be used, as the report names it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct MailError {
     pub message_id: String,
     pub subject: String,
+    /// `Name <address>` of the sender, when the mail named one.
+    #[serde(default)]
+    pub from: Option<String>,
     pub error: String,
 }
 
+fn sender(name: Option<String>, email: Option<String>) -> Option<String> {
+    match (name.filter(|n| !n.is_empty()), email) {
+        (Some(n), Some(e)) => Some(format!("{n} <{e}>")),
+        (None, Some(e)) => Some(e),
+        (Some(n), None) => Some(n),
+        (None, None) => None,
+    }
+}
+
 /// One pending series as the summary shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct SeriesLine {
     pub key: String,
     pub title: String,
@@ -74,7 +86,8 @@ pub struct SeriesLine {
 
 /// The `collect --json` object. Counts are of this run, so re-running the
 /// stage of a run after a crash reports the same numbers.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, Default)]
+#[serde(default)]
 pub struct CollectSummary {
     pub run: i64,
     pub source: String,
@@ -872,7 +885,7 @@ pub fn summarize(
     {
         let mut stmt = conn
             .prepare(
-                "SELECT message_id, subject, error FROM mails WHERE run_id = ?1 AND error IS NOT NULL ORDER BY id",
+                "SELECT message_id, subject, error, from_name, from_email FROM mails WHERE run_id = ?1 AND error IS NOT NULL ORDER BY id",
             )
             .map_err(|e| store.err(e))?;
         let rows = stmt
@@ -880,6 +893,7 @@ pub fn summarize(
                 Ok(MailError {
                     message_id: r.get(0)?,
                     subject: r.get(1)?,
+                    from: sender(r.get(3)?, r.get(4)?),
                     error: r.get(2)?,
                 })
             })
@@ -889,7 +903,7 @@ pub fn summarize(
         }
         let mut stmt = conn
             .prepare(
-                "SELECT m.message_id, m.subject, i.raw_path, m.raw_path FROM source_items i JOIN mails m ON m.id = i.mail_id
+                "SELECT m.message_id, m.subject, i.raw_path, m.raw_path, m.from_name, m.from_email FROM source_items i JOIN mails m ON m.id = i.mail_id
                  WHERE i.run_id = ?1 AND i.kind = 'conflict' ORDER BY i.received_at, i.item",
             )
             .map_err(|e| store.err(e))?;
@@ -901,6 +915,7 @@ pub fn summarize(
                 Ok(MailError {
                     message_id: message_id.clone(),
                     subject: r.get(1)?,
+                    from: sender(r.get(4)?, r.get(5)?),
                     error: format!(
                         "Message-ID <{message_id}> was already received with different content (kept {first}); this copy is archived as {copy} and not used"
                     ),

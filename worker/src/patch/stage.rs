@@ -48,7 +48,8 @@ pub struct SeriesOutcome {
     pub error: Option<PatchFailure>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct ApplySummary {
     pub run: i64,
     pub series_applied: u64,

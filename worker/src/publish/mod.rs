@@ -9,7 +9,7 @@
 
 use crate::config::Config;
 use crate::store::{self, Store};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,7 +28,7 @@ pub enum Error {
     Createrepo { path: PathBuf, message: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedRepo {
     pub repo: String,
     pub target: String,
@@ -40,10 +40,20 @@ pub struct PublishedRepo {
     pub packages: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct PublishSummary {
     pub run: i64,
     pub repos: Vec<PublishedRepo>,
+    /// Per repository, the `latest/` directory: only this run's packages.
+    pub latest: Vec<LatestLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatestLink {
+    pub repo: String,
+    pub path: String,
+    pub url: String,
 }
 
 fn write_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -89,11 +99,22 @@ pub fn publish_stage(
         run,
         ..PublishSummary::default()
     };
+    let mut per_repo: BTreeMap<String, Vec<(String, Vec<PathBuf>)>> = BTreeMap::new();
     for ((repo, target), files) in wanted {
         let _span = tracing::info_span!("publish", run, repo = %repo, target = %target).entered();
         summary
             .repos
             .push(publish_one(config, &root, run, &repo, &target, &files)?);
+        per_repo.entry(repo).or_default().push((target, files));
+    }
+    let base_url = config.publish_base_url();
+    for (repo, files) in per_repo {
+        let path = publish_latest(&root, run, &repo, &files)?;
+        summary.latest.push(LatestLink {
+            url: format!("{base_url}/{repo}/latest/"),
+            repo,
+            path,
+        });
     }
     Ok(summary)
 }
@@ -172,26 +193,7 @@ fn publish_one(
             )?;
         }
     }
-    // The switch: one rename of a symlink.
-    let link_tmp = repo_dir.join(format!(".{target}.link-{run}"));
-    let _ = std::fs::remove_file(&link_tmp);
-    let relative = Path::new(".snapshots").join(format!("{target}-run{run}"));
-    std::os::unix::fs::symlink(&relative, &link_tmp).map_err(write_err(&link_tmp))?;
-    if live.exists() && !live.is_symlink() {
-        // A directory left by hand where the link goes: keep it aside.
-        let aside = repo_dir.join(format!(".{target}.replaced-{run}"));
-        std::fs::rename(&live, &aside).map_err(write_err(&live))?;
-    }
-    std::fs::rename(&link_tmp, &live).map_err(write_err(&live))?;
-    // Snapshots no link points to any more.
-    if let Ok(entries) = std::fs::read_dir(&snapshots) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&format!("{target}-run")) && e.path() != next {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
+    switch_link(&repo_dir, target, run)?;
     let base_url = config.publish_base_url();
     let url = format!("{base_url}/{repo}/{target}");
     let repo_file = root.join(format!("{repo}-{target}.repo"));
@@ -210,6 +212,72 @@ fn publish_one(
         repo_file_url: format!("{base_url}/{repo}-{target}.repo"),
         packages,
     })
+}
+
+/// Points `<repo_dir>/<name>` at `.snapshots/<name>-run<run>` with one
+/// rename of a symlink (a client sees the old or the new snapshot, never a
+/// mix), then removes the snapshots of `name` no link points to any more.
+fn switch_link(repo_dir: &Path, name: &str, run: i64) -> Result<(), Error> {
+    let live = repo_dir.join(name);
+    let snapshots = repo_dir.join(".snapshots");
+    let link_tmp = repo_dir.join(format!(".{name}.link-{run}"));
+    let _ = std::fs::remove_file(&link_tmp);
+    let relative = Path::new(".snapshots").join(format!("{name}-run{run}"));
+    std::os::unix::fs::symlink(&relative, &link_tmp).map_err(write_err(&link_tmp))?;
+    if live.exists() && !live.is_symlink() {
+        // A directory left by hand where the link goes: keep it aside.
+        let aside = repo_dir.join(format!(".{name}.replaced-{run}"));
+        std::fs::rename(&live, &aside).map_err(write_err(&live))?;
+    }
+    std::fs::rename(&link_tmp, &live).map_err(write_err(&live))?;
+    let current = repo_dir.join(&relative);
+    if let Ok(entries) = std::fs::read_dir(&snapshots) {
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if file.starts_with(&format!("{name}-run")) && e.path() != current {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `<repo>/latest/<target>/<arch>/`: only the packages this run built,
+/// hard-linked from the published snapshots, switched like a target.
+fn publish_latest(
+    root: &Path,
+    run: i64,
+    repo: &str,
+    files: &[(String, Vec<PathBuf>)],
+) -> Result<String, Error> {
+    let repo_dir = root.join(repo);
+    let next = repo_dir.join(".snapshots").join(format!("latest-run{run}"));
+    if next.exists() {
+        std::fs::remove_dir_all(&next).map_err(write_err(&next))?;
+    }
+    for (target, files) in files {
+        for file in files {
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let arch = package_arch(&name).unwrap_or("noarch");
+            let dest = next.join(target).join(arch);
+            std::fs::create_dir_all(&dest).map_err(write_err(&dest))?;
+            let to = dest.join(&name);
+            let published = repo_dir.join(target).join(arch).join(&name);
+            let src = if published.exists() {
+                published
+            } else {
+                file.clone()
+            };
+            if std::fs::hard_link(&src, &to).is_err() {
+                std::fs::copy(&src, &to).map_err(write_err(&to))?;
+            }
+        }
+    }
+    switch_link(&repo_dir, "latest", run)?;
+    Ok(repo_dir.join("latest").display().to_string())
 }
 
 /// The newest `keep` files of each package name; `entries` are oldest

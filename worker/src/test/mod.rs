@@ -1,0 +1,554 @@
+//! The `test` stage: each repository's configured commands run against
+//! the RPMs every target built in the run, with a timeout and captured
+//! output; the results become JUnit XML (`<run dir>/tests.xml`) for Jenkins.
+//!
+//! Commands are argument vectors with placeholders replaced per argument;
+//! they never pass through a shell, so nothing from a mail can become
+//! shell syntax. A target whose build failed has its tests skipped, not
+//! failed: the build failure is the report's news.
+
+use crate::build::TargetBuild;
+use crate::config::{Config, TestCommand};
+use crate::junit;
+use crate::store::{self, Store};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use wait_timeout::ChildExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("test: cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Bytes of a test's output kept in the summary and the report (the whole
+/// output stays in the test's work directory).
+const OUTPUT_TAIL: u64 = 16 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestResult {
+    pub repo: String,
+    pub branch: String,
+    pub target: String,
+    pub name: String,
+    /// The argument vector as run (placeholders replaced).
+    pub command: Vec<String>,
+    /// `passed`, `failed`, `timeout`, `error` (could not start) or `skipped`.
+    pub state: String,
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// The end of the combined stdout and stderr.
+    pub output: String,
+    /// Where the whole output is.
+    pub log: Option<String>,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct TestSummary {
+    pub run: i64,
+    pub passed: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub results: Vec<TestResult>,
+    /// The JUnit XML file of this run's tests.
+    pub junit: Option<String>,
+}
+
+/// Values the placeholders of a command stand for.
+#[derive(Debug, Clone, Default)]
+pub struct Vars {
+    pub run: i64,
+    pub repo: String,
+    pub branch: String,
+    pub target: String,
+    pub commit: String,
+    pub nvr: String,
+    pub srpm: String,
+    pub rpms: Vec<String>,
+    pub repo_url: String,
+}
+
+/// The command with placeholders replaced: an argument that is exactly
+/// `{rpms}` becomes one argument per binary RPM; the others are replaced
+/// inside arguments. Unknown `{...}` stay as written (a script's own braces).
+pub fn expand(command: &[String], vars: &Vars) -> Vec<String> {
+    let mut out = Vec::new();
+    for arg in command {
+        if arg == "{rpms}" {
+            out.extend(vars.rpms.iter().cloned());
+            continue;
+        }
+        let run = vars.run.to_string();
+        let pairs: [(&str, &str); 9] = [
+            ("{run}", &run),
+            ("{repo}", &vars.repo),
+            ("{branch}", &vars.branch),
+            ("{target}", &vars.target),
+            ("{commit}", &vars.commit),
+            ("{nvr}", &vars.nvr),
+            ("{srpm}", &vars.srpm),
+            ("{repo_url}", &vars.repo_url),
+            ("{rpms}", &vars.rpms.join(" ")),
+        ];
+        // One pass over the argument, so a value that itself contains
+        // `{repo}` is never expanded again.
+        let mut expanded = String::with_capacity(arg.len());
+        let mut rest = arg.as_str();
+        'scan: while let Some(open) = rest.find('{') {
+            expanded.push_str(&rest[..open]);
+            let tail = &rest[open..];
+            for (key, value) in pairs {
+                if let Some(after) = tail.strip_prefix(key) {
+                    expanded.push_str(value);
+                    rest = after;
+                    continue 'scan;
+                }
+            }
+            expanded.push('{');
+            rest = &tail[1..];
+        }
+        expanded.push_str(rest);
+        out.push(expanded);
+    }
+    out
+}
+
+/// Runs the `test` stage of `run`.
+pub fn test_stage(store: &Store, config: &Config, run: i64) -> Result<TestSummary, Error> {
+    let builds = crate::build::builds_of_run(store, run)?;
+    let published = published_urls(store, run)?;
+    let run_dir = crate::build::work_dir(config, run);
+    let mut summary = TestSummary {
+        run,
+        ..TestSummary::default()
+    };
+    for build in &builds {
+        let Some(repo) = config.repos.iter().find(|r| r.name == build.repo) else {
+            continue;
+        };
+        for test in &repo.tests {
+            let vars = Vars {
+                run,
+                repo: build.repo.clone(),
+                branch: build.branch.clone(),
+                target: build.target.clone(),
+                commit: build.commit.clone(),
+                nvr: build.nvr.clone().unwrap_or_default(),
+                srpm: build.srpm.clone().unwrap_or_default(),
+                rpms: build.rpms.clone(),
+                repo_url: published
+                    .iter()
+                    .find(|(r, t, _)| r == &build.repo && t == &build.target)
+                    .map(|(_, _, url)| url.clone())
+                    .unwrap_or_default(),
+            };
+            let _span = tracing::info_span!("test", run, repo = %build.repo, target = %build.target, test = %test.name).entered();
+            let dir = run_dir.join("tests").join(format!(
+                "{}-{}-{}-{}",
+                build.repo,
+                build.branch.replace('/', "_"),
+                build.target,
+                test.name
+            ));
+            let result = run_test(build, test, &vars, &dir)?;
+            match result.state.as_str() {
+                "passed" => summary.passed += 1,
+                "skipped" => summary.skipped += 1,
+                _ => summary.failed += 1,
+            }
+            tracing::info!(state = %result.state, "test finished");
+            summary.results.push(result);
+        }
+    }
+    let file = run_dir.join("tests.xml");
+    std::fs::create_dir_all(&run_dir).map_err(|source| Error::Write {
+        path: run_dir.clone(),
+        source,
+    })?;
+    let xml = junit::render(&[junit_suite(run, &summary.results)]);
+    let tmp = run_dir.join(".tests.xml.tmp");
+    std::fs::write(&tmp, xml)
+        .and_then(|()| std::fs::rename(&tmp, &file))
+        .map_err(|source| Error::Write {
+            path: file.clone(),
+            source,
+        })?;
+    summary.junit = Some(file.display().to_string());
+    Ok(summary)
+}
+
+/// `(repo, target, url)` of the repositories the publish stage of `run`
+/// wrote, from its recorded summary.
+fn published_urls(store: &Store, run: i64) -> Result<Vec<(String, String, String)>, store::Error> {
+    let stages = store.stages(run)?;
+    let Some(summary) = stages
+        .into_iter()
+        .find(|s| s.stage == "publish")
+        .and_then(|s| s.summary)
+    else {
+        return Ok(Vec::new());
+    };
+    let publish: crate::publish::PublishSummary =
+        serde_json::from_value(summary).unwrap_or_default();
+    Ok(publish
+        .repos
+        .into_iter()
+        .map(|r| (r.repo, r.target, r.url))
+        .collect())
+}
+
+fn run_test(
+    build: &TargetBuild,
+    test: &TestCommand,
+    vars: &Vars,
+    dir: &Path,
+) -> Result<TestResult, Error> {
+    let command = expand(&test.command, vars);
+    let mut result = TestResult {
+        repo: build.repo.clone(),
+        branch: build.branch.clone(),
+        target: build.target.clone(),
+        name: test.name.clone(),
+        command: command.clone(),
+        state: "skipped".into(),
+        exit_code: None,
+        duration_ms: 0,
+        output: String::new(),
+        log: None,
+        message: None,
+    };
+    if build.state != "ok" {
+        result.message = Some(format!("the {} build failed", build.target));
+        return Ok(result);
+    }
+    let write = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Write { path, source }
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(write(dir))?;
+    }
+    std::fs::create_dir_all(dir).map_err(write(dir))?;
+    let log = dir.join("output.log");
+    let out = std::fs::File::create(&log).map_err(write(&log))?;
+    let err = out.try_clone().map_err(write(&log))?;
+    result.log = Some(log.display().to_string());
+    let started = Instant::now();
+    let (program, args) = command.split_first().unwrap_or((&test.name, &[]));
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .env("PATCHLINE_RUN", vars.run.to_string())
+        .env("PATCHLINE_REPO", &vars.repo)
+        .env("PATCHLINE_BRANCH", &vars.branch)
+        .env("PATCHLINE_TARGET", &vars.target)
+        .env("PATCHLINE_COMMIT", &vars.commit)
+        .env("PATCHLINE_NVR", &vars.nvr)
+        .env("PATCHLINE_SRPM", &vars.srpm)
+        .env("PATCHLINE_RPMS", vars.rpms.join("\n"))
+        .env("PATCHLINE_REPO_URL", &vars.repo_url);
+    // Its own process group, so a timeout stops what the test started too.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    match cmd.spawn() {
+        Err(e) => {
+            result.state = "error".into();
+            result.message = Some(format!("cannot run {program:?}: {e}"));
+        }
+        Ok(mut child) => {
+            let limit = Duration::from_secs(test.timeout_secs);
+            let status = match child.wait_timeout(limit) {
+                Ok(Some(status)) => Some(status),
+                Ok(None) | Err(_) => {
+                    kill_group(&mut child);
+                    None
+                }
+            };
+            match status {
+                Some(status) if status.success() => {
+                    result.state = "passed".into();
+                    result.exit_code = status.code();
+                }
+                Some(status) => {
+                    result.state = "failed".into();
+                    result.exit_code = status.code();
+                    result.message = Some(match status.code() {
+                        Some(code) => format!("exit status {code}"),
+                        None => format!("ended by a signal ({status})"),
+                    });
+                }
+                None => {
+                    result.state = "timeout".into();
+                    result.message =
+                        Some(format!("stopped after the {} s timeout", test.timeout_secs));
+                }
+            }
+        }
+    }
+    result.duration_ms = started.elapsed().as_millis() as u64;
+    result.output = tail(&log, OUTPUT_TAIL);
+    Ok(result)
+}
+
+fn kill_group(child: &mut std::process::Child) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The last `max` bytes of `path` as text, starting at a line.
+fn tail(path: &Path, max: u64) -> String {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    if start > 0 {
+        match text.find('\n') {
+            Some(i) => format!("[...]\n{}", &text[i + 1..]),
+            None => text,
+        }
+    } else {
+        text
+    }
+}
+
+/// The JUnit suite of a run's tests: one case per test and target.
+pub fn junit_suite(run: i64, results: &[TestResult]) -> junit::Suite {
+    junit::Suite {
+        name: format!("patchline run {run} tests"),
+        cases: results
+            .iter()
+            .map(|r| junit::Case {
+                classname: format!("test.{}.{}", r.repo, r.target),
+                name: r.name.clone(),
+                seconds: r.duration_ms as f64 / 1000.0,
+                outcome: match r.state.as_str() {
+                    "passed" => junit::Outcome::Passed,
+                    "skipped" => junit::Outcome::Skipped {
+                        message: r.message.clone().unwrap_or_default(),
+                    },
+                    _ => junit::Outcome::Failed {
+                        message: r.message.clone().unwrap_or_else(|| r.state.clone()),
+                        details: format!("$ {}\n{}", shell_words(&r.command), r.output),
+                    },
+                },
+                output: (!r.output.is_empty() && r.state == "passed").then(|| r.output.clone()),
+            })
+            .collect(),
+    }
+}
+
+/// The command as a reader would type it (for display only, never run).
+pub fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn placeholders_expand_per_argument_and_never_twice() {
+        let vars = Vars {
+            run: 7,
+            repo: "hello".into(),
+            branch: "master".into(),
+            target: "el9".into(),
+            commit: "abc".into(),
+            nvr: "hello-1.0-1.el9".into(),
+            srpm: "/w/hello.src.rpm".into(),
+            rpms: vec!["/w/a.rpm".into(), "/w/b {repo}.rpm".into()],
+            repo_url: "http://x/hello/el9".into(),
+        };
+        let cases: [(&[&str], &[&str]); 5] = [
+            (
+                &["rpm", "-qp", "--requires", "{rpms}"],
+                &["rpm", "-qp", "--requires", "/w/a.rpm", "/w/b {repo}.rpm"],
+            ),
+            (
+                &["echo", "{repo}-{target}@{commit}"],
+                &["echo", "hello-el9@abc"],
+            ),
+            (
+                &["awk", "{print $1}", "{nvr}"],
+                &["awk", "{print $1}", "hello-1.0-1.el9"],
+            ),
+            (
+                &["t", "run={run}", "{repo_url}/", "{srpm}"],
+                &["t", "run=7", "http://x/hello/el9/", "/w/hello.src.rpm"],
+            ),
+            (
+                &["x", "{rpms}s", "{"],
+                &["x", "/w/a.rpm /w/b {repo}.rpms", "{"],
+            ),
+        ];
+        for (command, want) in cases {
+            assert_eq!(expand(&argv(command), &vars), argv(want), "{command:?}");
+        }
+    }
+
+    #[test]
+    fn display_quotes_what_a_shell_would_split() {
+        assert_eq!(
+            shell_words(&argv(&["rpm", "-qp", "a b.rpm", "it's", ""])),
+            r"rpm -qp 'a b.rpm' 'it'\''s' ''"
+        );
+    }
+
+    fn build(state: &str) -> TargetBuild {
+        TargetBuild {
+            repo: "hello".into(),
+            branch: "master".into(),
+            commit: "abc".into(),
+            target: "el9".into(),
+            state: state.into(),
+            nvr: Some("hello-1.0-1".into()),
+            srpm: None,
+            rpms: vec![],
+            log: None,
+            duration_ms: 0,
+            error: None,
+        }
+    }
+
+    fn command(name: &str, words: &[&str], timeout_secs: u64) -> TestCommand {
+        TestCommand {
+            name: name.into(),
+            command: argv(words),
+            timeout_secs,
+        }
+    }
+
+    #[test]
+    fn outcomes_passed_failed_timeout_error_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let vars = Vars {
+            repo: "hello".into(),
+            nvr: "hello-1.0-1".into(),
+            ..Vars::default()
+        };
+        let ok = run_test(
+            &build("ok"),
+            &command(
+                "echo",
+                &["sh", "-c", "echo out $PATCHLINE_NVR; echo err >&2", "{nvr}"],
+                10,
+            ),
+            &vars,
+            &dir.path().join("a"),
+        )
+        .unwrap();
+        assert_eq!(ok.state, "passed");
+        assert_eq!(ok.exit_code, Some(0));
+        assert_eq!(ok.output, "out hello-1.0-1\nerr\n");
+
+        let failed = run_test(
+            &build("ok"),
+            &command("fail", &["sh", "-c", "echo broken; exit 3"], 10),
+            &vars,
+            &dir.path().join("b"),
+        )
+        .unwrap();
+        assert_eq!(failed.state, "failed");
+        assert_eq!(failed.exit_code, Some(3));
+        assert_eq!(failed.message.as_deref(), Some("exit status 3"));
+        assert_eq!(failed.output, "broken\n");
+
+        // The shell's child (sleep) is stopped with it: the test returns
+        // at the timeout, not after 30 s.
+        let started = Instant::now();
+        let slow = run_test(
+            &build("ok"),
+            &command(
+                "slow",
+                &["sh", "-c", "echo started; sleep 30; echo never"],
+                1,
+            ),
+            &vars,
+            &dir.path().join("c"),
+        )
+        .unwrap();
+        assert_eq!(slow.state, "timeout");
+        assert_eq!(slow.output, "started\n");
+        assert!(started.elapsed() < Duration::from_secs(20));
+
+        let missing = run_test(
+            &build("ok"),
+            &command("missing", &["/nonexistent/tool"], 10),
+            &vars,
+            &dir.path().join("d"),
+        )
+        .unwrap();
+        assert_eq!(missing.state, "error");
+        assert!(
+            missing
+                .message
+                .as_deref()
+                .unwrap()
+                .starts_with("cannot run \"/nonexistent/tool\""),
+            "{missing:?}"
+        );
+
+        let skipped = run_test(
+            &build("failed"),
+            &command("echo", &["true"], 10),
+            &vars,
+            &dir.path().join("e"),
+        )
+        .unwrap();
+        assert_eq!(skipped.state, "skipped");
+        assert_eq!(skipped.message.as_deref(), Some("the el9 build failed"));
+    }
+
+    #[test]
+    fn long_output_keeps_its_tail_from_a_line_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("out");
+        let text: String = (0..5000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&file, &text).unwrap();
+        let t = tail(&file, 100);
+        assert!(t.starts_with("[...]\nline "), "{t}");
+        assert!(t.ends_with("line 4999\n"));
+        assert!(t.len() <= 106);
+    }
+}
