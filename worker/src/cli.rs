@@ -60,10 +60,15 @@ impl Trigger {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the whole pipeline once (the stages implemented so far: collect).
+    /// Run the whole pipeline once: collect, apply, build, publish, test,
+    /// report.
     Run {
         #[arg(long, value_enum, default_value = "manual")]
         trigger: Trigger,
+        /// Continue a run that did not finish (default: the latest such run)
+        /// at its first unfinished stage instead of starting a new one.
+        #[arg(long, value_name = "RUN", num_args = 0..=1, default_missing_value = "0")]
+        resume: Option<i64>,
     },
     /// Read new mail, archive it, classify it and assemble series.
     Collect {
@@ -95,6 +100,18 @@ pub enum Command {
     /// Publish the RPMs the run built into yum repositories.
     Publish {
         /// The run whose builds are published (default: the latest).
+        #[arg(long)]
+        run: Option<i64>,
+    },
+    /// Run the configured test commands against the RPMs the run built.
+    Test {
+        /// The run whose builds are tested (default: the latest).
+        #[arg(long)]
+        run: Option<i64>,
+    },
+    /// Compose, write and send the run's reports (and retry the outbox).
+    Report {
+        /// The run to report on (default: the latest).
         #[arg(long)]
         run: Option<i64>,
     },
@@ -187,19 +204,24 @@ impl From<collect::Error> for Failure {
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
-        Command::Run { trigger } => {
+        Command::Run { trigger, resume } => {
             let config = Config::load(&cli.config)?;
             let mut store = Store::open(&config.state.db)?;
-            let outcome =
-                pipeline::run(&mut store, &config, *trigger, &terminal_progress(cli.json))?;
+            let progress = terminal_progress(cli.json);
+            let outcome = match resume {
+                None => pipeline::run(&mut store, &config, *trigger, &progress)?,
+                Some(0) => pipeline::resume(&mut store, &config, None, &progress)?,
+                Some(id) => pipeline::resume(&mut store, &config, Some(*id), &progress)?,
+            };
+            let status = pipeline::status(&store, outcome.run)?;
             if cli.json {
-                print_json(&pipeline::status(&store, outcome.run)?);
+                print_json(&status);
             } else {
-                print_collect(&outcome.collect);
-                print_apply(&outcome.apply);
-                print_build(&outcome.build);
-                print_publish(&outcome.publish);
-                eprintln!("run {} finished: {}", outcome.run, outcome.state);
+                print_status(&status);
+                print_run_result(&status, outcome.report.as_ref());
+            }
+            if let Some(failure) = outcome.stopped_by {
+                return Err(failure);
             }
             if outcome.state == "failed" {
                 return Err(Failure {
@@ -209,6 +231,56 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                         outcome.run, outcome.run
                     ),
                 });
+            }
+            Ok(())
+        }
+        Command::Test { run } => {
+            let config = Config::load(&cli.config)?;
+            let mut store = Store::open(&config.state.db)?;
+            let run = given_or_latest_run(&store, *run)?;
+            let summary = pipeline::test_stage(&mut store, &config, run)?;
+            if cli.json {
+                print_json(&summary);
+            } else {
+                for r in &summary.results {
+                    eprintln!(
+                        "{:<8} {} on {}/{} for {}{}",
+                        r.state,
+                        r.name,
+                        r.repo,
+                        r.branch,
+                        r.target,
+                        r.message
+                            .as_deref()
+                            .map(|m| format!(": {m}"))
+                            .unwrap_or_default()
+                    );
+                }
+                eprintln!(
+                    "tests: {} passed, {} failed, {} skipped; JUnit: {}",
+                    summary.passed,
+                    summary.failed,
+                    summary.skipped,
+                    summary.junit.as_deref().unwrap_or("-")
+                );
+            }
+            if summary.failed > 0 {
+                return Err(Failure {
+                    code: 1,
+                    message: format!("{} test(s) failed", summary.failed),
+                });
+            }
+            Ok(())
+        }
+        Command::Report { run } => {
+            let config = Config::load(&cli.config)?;
+            let mut store = Store::open(&config.state.db)?;
+            let run = given_or_latest_run(&store, *run)?;
+            let summary = pipeline::report_stage(&mut store, &config, run)?;
+            if cli.json {
+                print_json(&summary);
+            } else {
+                print_report(&summary);
             }
             Ok(())
         }
@@ -529,6 +601,58 @@ fn print_publish(s: &crate::publish::PublishSummary) {
             r.packages.len(),
             r.repo_file_url
         );
+    }
+}
+
+fn print_report(summary: &crate::report::ReportSummary) {
+    for r in &summary.reports {
+        eprintln!(
+            "report {:<7} {} (to {})",
+            r.state,
+            r.subject,
+            r.to.join(", ")
+        );
+    }
+    if summary.sent_from_earlier_runs > 0 {
+        eprintln!(
+            "sent {} report(s) of earlier runs from the outbox",
+            summary.sent_from_earlier_runs
+        );
+    }
+    if let Some(file) = &summary.file {
+        eprintln!("report written to {file}");
+    }
+}
+
+/// The end of `patchline run`: where the repositories are, and the report.
+fn print_run_result(status: &serde_json::Value, report: Option<&crate::report::ReportSummary>) {
+    let publish = status["stages"]
+        .as_array()
+        .and_then(|stages| stages.iter().find(|s| s["stage"] == "publish"))
+        .map(|s| &s["summary"]);
+    if let Some(repos) = publish.and_then(|p| p["repos"].as_array())
+        && !repos.is_empty()
+    {
+        eprintln!("\nrepositories:");
+        for r in repos {
+            eprintln!(
+                "  {} ({}): {}  [{}]",
+                r["repo"].as_str().unwrap_or(""),
+                r["target"].as_str().unwrap_or(""),
+                r["url"].as_str().unwrap_or(""),
+                r["repo_file"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if let Some(report) = report {
+        print_report(report);
+        if let Some(text) = report
+            .file
+            .as_deref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+        {
+            println!("{text}");
+        }
     }
 }
 

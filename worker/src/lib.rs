@@ -11,6 +11,7 @@ pub mod junit;
 pub mod patch;
 pub mod pipeline;
 pub mod publish;
+pub mod report;
 pub mod store;
 pub mod test;
 #[cfg(test)]

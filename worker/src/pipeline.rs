@@ -1,10 +1,11 @@
 //! The run state machine: which stages a run goes through, in which order,
 //! and how a stage's outcome is recorded.
 //!
-//! Stages implemented so far: `collect`, `apply`, `build` (local),
-//! `publish`. A stage is recorded as `running` before it starts and
-//! `ok`/`failed` with its summary after, so `status` always tells where a
-//! run is, and a killed run shows the stage it died in.
+//! Stages: `collect -> apply -> build -> publish -> test -> report`. A
+//! stage is recorded as `running` before it starts and `ok`/`failed` with
+//! its summary after, so `status` always tells where a run is, a killed run
+//! shows the stage it died in, and `run --resume` goes on from there.
+//! `report` always runs, also after a stage stopped the pipeline.
 
 use crate::build::BuildSummary;
 use crate::cli::{Failure, Trigger};
@@ -16,15 +17,6 @@ use crate::patch::stage::ApplySummary;
 use crate::publish::PublishSummary;
 use crate::store::{self, Store};
 use serde_json::json;
-
-pub struct Outcome {
-    pub run: i64,
-    pub state: String,
-    pub collect: CollectSummary,
-    pub apply: ApplySummary,
-    pub build: BuildSummary,
-    pub publish: PublishSummary,
-}
 
 /// Runs one stage of `run` and records it: `running` before, then `ok` or
 /// `failed` with its summary. `problems` names what failed inside a stage
@@ -75,6 +67,32 @@ pub fn publish_stage(
         run,
         "publish",
         |store| crate::publish::publish_stage(store, config, run).map_err(stage_failure),
+        |_| None,
+        |_| json!({}),
+    )
+}
+
+/// Runs `report` of `run`: composes, writes and sends the reports. A
+/// transport that cannot deliver fails the stage with exit code 3 (the
+/// reports stay in the outbox for the next attempt).
+pub fn report_stage(
+    store: &mut Store,
+    config: &Config,
+    run: i64,
+) -> Result<crate::report::ReportSummary, Failure> {
+    record_stage(
+        store,
+        run,
+        "report",
+        |store| {
+            crate::report::report_stage(store, config, run).map_err(|e| Failure {
+                code: match e {
+                    crate::report::Error::NotSent { .. } => 3,
+                    _ => 1,
+                },
+                message: e.to_string(),
+            })
+        },
         |_| None,
         |_| json!({}),
     )
@@ -295,7 +313,19 @@ pub fn run_stage(
     })
 }
 
-/// `patchline run`: a new run through every implemented stage.
+/// How `patchline run` ended.
+pub struct Outcome {
+    pub run: i64,
+    /// `ok` or `failed`.
+    pub state: String,
+    /// The error that stopped the pipeline before its last stage, if any
+    /// (a stage that ran to its end with problems is not one).
+    pub stopped_by: Option<Failure>,
+    /// The report stage's summary, when it ran.
+    pub report: Option<crate::report::ReportSummary>,
+}
+
+/// `patchline run`: a new run through every stage.
 pub fn run(
     store: &mut Store,
     config: &Config,
@@ -308,28 +338,106 @@ pub fn run(
     };
     let user = std::env::var("USER").ok();
     let run = store.create_run(trigger.as_str(), Some(cause), user.as_deref(), None)?;
-    let mut source = collect::source_from_config(config)?;
-    let summary = collect_stage(store, config, source.as_mut(), run, progress)?;
-    let apply = apply_stage(store, config, run)?;
-    // Whatever applied is built, even when another series failed.
-    let build = build_stage(store, config, run)?;
-    let publish = publish_stage(store, config, run)?;
-    // A stage that failed already marked the run failed.
+    drive(store, config, run, progress)
+}
+
+/// `patchline run --resume`: continues `run` (default: the latest run that
+/// did not finish) at its first unfinished stage.
+pub fn resume(
+    store: &mut Store,
+    config: &Config,
+    run: Option<i64>,
+    progress: &dyn Progress,
+) -> Result<Outcome, Failure> {
+    let run = match run {
+        Some(id) => store.run(id)?.id,
+        None => store
+            .conn()
+            .query_row(
+                "SELECT id FROM runs WHERE finished_at IS NULL ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|_| Failure {
+                code: 2,
+                message: "no unfinished run to resume".into(),
+            })?,
+    };
+    drive(store, config, run, progress)
+}
+
+/// Where a run goes on from: the stage after the last one that finished
+/// `ok`, or the last one started if it did not (it failed hard, or the
+/// process died in it). Stages before it that failed with problems (a
+/// series that did not apply) are finished: the pipeline had moved on.
+pub fn first_unfinished(stages: &[store::StageRow]) -> Option<Stage> {
+    let last = stages
+        .iter()
+        .filter(|s| s.stage != "report")
+        .filter_map(|s| Stage::parse(&s.stage).map(|stage| (stage, s)))
+        .max_by_key(|(stage, _)| *stage as u8);
+    match last {
+        None => Some(Stage::Collect),
+        Some((stage, row)) if row.state == "ok" => Stage::ALL.get(stage as usize + 1).copied(),
+        Some((stage, _)) => Some(stage),
+    }
+}
+
+/// Runs the stages of `run` from its first unfinished one; `report` always
+/// runs last, also after a stage stopped the pipeline.
+fn drive(
+    store: &mut Store,
+    config: &Config,
+    run: i64,
+    progress: &dyn Progress,
+) -> Result<Outcome, Failure> {
+    let _span = tracing::info_span!("run", run).entered();
+    let start = first_unfinished(&store.stages(run)?).unwrap_or(Stage::Report);
     store
         .conn()
         .execute(
-            "UPDATE runs SET state = CASE WHEN state = 'running' THEN 'ok' ELSE state END, finished_at = ?2 WHERE id = ?1",
-            rusqlite::params![run, store::now()],
+            "UPDATE runs SET state = 'running', finished_at = NULL WHERE id = ?1",
+            [run],
         )
         .map_err(|e| store.err(e))?;
-    let state = store.run(run)?.state;
+    let mut stopped_by = None;
+    for stage in Stage::ALL {
+        if stage == Stage::Report || (stage as u8) < (start as u8) {
+            continue;
+        }
+        if let Err(failure) = run_stage(store, config, run, stage, progress) {
+            tracing::error!(stage = %stage, "{}", failure.message);
+            stopped_by = Some(failure);
+            break;
+        }
+    }
+    let report = match report_stage(store, config, run) {
+        Ok(summary) => Some(summary),
+        Err(failure) => {
+            stopped_by.get_or_insert(failure);
+            None
+        }
+    };
+    // Failed when a stage's latest attempt failed (a resumed run whose
+    // failed stage now passed is ok).
+    let failed = store.stages(run)?.iter().any(|s| s.state != "ok");
+    let state = if failed || stopped_by.is_some() {
+        "failed"
+    } else {
+        "ok"
+    };
+    store
+        .conn()
+        .execute(
+            "UPDATE runs SET state = ?2, finished_at = ?3 WHERE id = ?1",
+            rusqlite::params![run, state, store::now()],
+        )
+        .map_err(|e| store.err(e))?;
     Ok(Outcome {
         run,
-        state,
-        collect: summary,
-        apply,
-        build,
-        publish,
+        state: state.to_owned(),
+        stopped_by,
+        report,
     })
 }
 

@@ -168,6 +168,26 @@ CREATE TABLE builds (
     UNIQUE (run_id, repo, branch, target)
 );
 "#,
+    r#"
+-- The report stage: every composed report, kept until it is sent (a failed
+-- send is retried by the next report stage, never dropped).
+CREATE TABLE outbox (
+    id          INTEGER PRIMARY KEY,
+    run_id      INTEGER NOT NULL REFERENCES runs(id),
+    key         TEXT NOT NULL,
+    message_id  TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    sender      TEXT NOT NULL,
+    recipients  TEXT NOT NULL,
+    raw         BLOB NOT NULL,
+    state       TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    created_at  INTEGER NOT NULL,
+    sent_at     INTEGER,
+    UNIQUE (run_id, key)
+);
+"#,
 ];
 
 pub struct Store {
