@@ -341,8 +341,8 @@ pub fn run(
     drive(store, config, run, progress)
 }
 
-/// `patchline run --resume`: continues `run` (default: the latest run that
-/// did not finish) at its first unfinished stage.
+/// `patchline run --resume`: continues `run` (default: the latest run,
+/// unless it finished ok) at its first unfinished stage.
 pub fn resume(
     store: &mut Store,
     config: &Config,
@@ -351,36 +351,39 @@ pub fn resume(
 ) -> Result<Outcome, Failure> {
     let run = match run {
         Some(id) => store.run(id)?.id,
-        None => store
-            .conn()
-            .query_row(
-                "SELECT id FROM runs WHERE finished_at IS NULL ORDER BY id DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|_| Failure {
-                code: 2,
-                message: "no unfinished run to resume".into(),
-            })?,
+        None => match store.latest_run()? {
+            Some(r) if r.state != "ok" => r.id,
+            Some(r) => {
+                return Err(Failure {
+                    code: 2,
+                    message: format!("no unfinished run to resume: run {} finished ok", r.id),
+                });
+            }
+            None => {
+                return Err(Failure {
+                    code: 2,
+                    message: "no unfinished run to resume: there is no run yet".into(),
+                });
+            }
+        },
     };
     drive(store, config, run, progress)
 }
 
-/// Where a run goes on from: the stage after the last one that finished
-/// `ok`, or the last one started if it did not (it failed hard, or the
-/// process died in it). Stages before it that failed with problems (a
-/// series that did not apply) are finished: the pipeline had moved on.
+/// Where a run goes on from: its first stage that has not finished `ok`
+/// (never started, died in, stopped by an error, or finished with
+/// problems: every stage is idempotent, so a stage re-run redoes only what
+/// is not done, e.g. the target that did not build). `None` when every
+/// stage before `report` is ok.
 pub fn first_unfinished(stages: &[store::StageRow]) -> Option<Stage> {
-    let last = stages
-        .iter()
-        .filter(|s| s.stage != "report")
-        .filter_map(|s| Stage::parse(&s.stage).map(|stage| (stage, s)))
-        .max_by_key(|(stage, _)| *stage as u8);
-    match last {
-        None => Some(Stage::Collect),
-        Some((stage, row)) if row.state == "ok" => Stage::ALL.get(stage as usize + 1).copied(),
-        Some((stage, _)) => Some(stage),
-    }
+    Stage::ALL
+        .into_iter()
+        .filter(|s| *s != Stage::Report)
+        .find(|stage| {
+            !stages
+                .iter()
+                .any(|row| row.stage == stage.as_str() && row.state == "ok")
+        })
 }
 
 /// Runs the stages of `run` from its first unfinished one; `report` always

@@ -493,7 +493,14 @@ fn push_unique(list: &mut Vec<String>, extra: &[String]) {
 
 fn reply_headers(thread: Option<&Thread>) -> (Option<String>, Vec<String>) {
     match thread {
-        Some(t) if !t.root.is_empty() => {
+        // A Message-ID patchline made up for a mail that had none names
+        // no message a reader has: nothing to reply to.
+        Some(t)
+            if !t.root.is_empty()
+                && !t
+                    .root
+                    .ends_with(&format!("@{}", crate::intake::mail::SYNTHETIC_DOMAIN)) =>
+        {
             let mut refs = t.references.clone();
             refs.push(t.root.clone());
             (Some(t.root.clone()), refs)

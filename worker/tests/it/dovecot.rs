@@ -297,7 +297,7 @@ fn require_root() {
     );
 }
 
-fn generate_certificate(cert: &Path, key: &Path) {
+pub fn generate_certificate(cert: &Path, key: &Path) {
     let output = Command::new("openssl")
         .args([
             "req",
