@@ -13,6 +13,7 @@ want createrepo_c createrepo-c
 want sqlite3 sqlite3
 want swaks swaks
 want openssl openssl
+want cpio cpio
 [ -x /usr/lib/git-core/git-send-email ] || [ -x "$(git --exec-path 2>/dev/null)/git-send-email" ] || need_apt+=(git-email)
 python3 -c 'import aiosmtpd' >/dev/null 2>&1 || [ -d /usr/lib/python3/dist-packages/aiosmtpd ] || need_apt+=(python3-aiosmtpd)
 

@@ -31,5 +31,13 @@ build = next(st for st in s["stages"] if st["stage"] == "build")
 assert build["state"] == "ok" and build["summary"]["built"] == 4, build
 publish = next(st for st in s["stages"] if st["stage"] == "publish")
 assert publish["state"] == "ok" and len(publish["summary"]["repos"]) == 2, publish
+assert [l["repo"] for l in publish["summary"]["latest"]] == ["hello"], publish
+test = next(st for st in s["stages"] if st["stage"] == "test")
+assert test["state"] == "ok" and test["summary"]["passed"] == 8 and test["summary"]["failed"] == 0, test
+report = next(st for st in s["stages"] if st["stage"] == "report")
+assert report["state"] == "ok" and len(report["summary"]["reports"]) == 1, report
+text = open(report["summary"]["file"]).read()
+assert "3 series" in text or "5 patches applied" in text, text
+assert s["run"]["state"] == "ok", s["run"]
 print("demo: 1 passed, 0 failed")
 PY

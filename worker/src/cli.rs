@@ -217,6 +217,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             if cli.json {
                 print_json(&status);
             } else {
+                print_stage_details(&status);
                 print_status(&status);
                 print_run_result(&status, outcome.report.as_ref());
             }
@@ -621,6 +622,32 @@ fn print_report(summary: &crate::report::ReportSummary) {
     }
     if let Some(file) = &summary.file {
         eprintln!("report written to {file}");
+    }
+}
+
+/// What each stage of a run did, as the per-stage commands print it.
+fn print_stage_details(status: &serde_json::Value) {
+    fn summary<T: serde::de::DeserializeOwned>(
+        status: &serde_json::Value,
+        stage: &str,
+    ) -> Option<T> {
+        status["stages"]
+            .as_array()?
+            .iter()
+            .find(|s| s["stage"] == stage)
+            .and_then(|s| serde_json::from_value(s["summary"].clone()).ok())
+    }
+    if let Some(s) = summary(status, "collect") {
+        print_collect(&s);
+    }
+    if let Some(s) = summary(status, "apply") {
+        print_apply(&s);
+    }
+    if let Some(s) = summary(status, "build") {
+        print_build(&s);
+    }
+    if let Some(s) = summary(status, "publish") {
+        print_publish(&s);
     }
 }
 

@@ -127,13 +127,20 @@ fn repositories_are_published_whole_and_keep_the_newest_builds() {
         .filter(|n| n.ends_with(".rpm"))
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
-    // Only the live snapshot is left.
-    assert_eq!(
-        std::fs::read_dir(p.join("publish/tiny/.snapshots"))
-            .unwrap()
-            .count(),
-        1
-    );
+    // Only the live snapshots are left: the target's and latest/'s.
+    let mut snapshots: Vec<String> = std::fs::read_dir(p.join("publish/tiny/.snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    snapshots.sort();
+    assert_eq!(snapshots, ["el9-run3", "latest-run3"]);
+    // latest/ holds only the newest build.
+    let latest: Vec<String> = std::fs::read_dir(p.join("publish/tiny/latest/el9/noarch"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(latest.len(), 1, "{latest:?}");
+    assert!(names.contains(&latest[0]), "{latest:?} {names:?}");
     let repo_file = std::fs::read_to_string(p.join("publish/tiny-el9.repo")).unwrap();
     assert!(
         repo_file.contains("baseurl=https://repos.example.org/patchline/tiny/el9/$basearch/"),
