@@ -610,6 +610,10 @@ impl Config {
                 abs(p)
             }
         }
+        // A bare program name is looked up on PATH; a path is a path.
+        if self.report.sendmail.components().count() > 1 {
+            abs(&mut self.report.sendmail)
+        }
         if let Some(smtp) = self.report.smtp.as_mut() {
             if let Some(p) = smtp.password_file.as_mut() {
                 abs(p)

@@ -497,3 +497,54 @@ fn a_stopped_run_reports_and_resumes_where_it_stopped() {
         none.describe()
     );
 }
+
+#[test]
+fn sendmail_transport_gets_the_envelope_as_arguments_and_the_message_on_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let src = tiny_repo(p);
+    std::fs::write(src.join("greeting"), "hi\n").unwrap();
+    git(&src, &["commit", "-q", "-am", "Say hi"]);
+    append(
+        p,
+        &git(
+            &src,
+            &[
+                "format-patch",
+                "--stdout",
+                "--subject-prefix=master PATCH tiny",
+                "-1",
+            ],
+        ),
+    );
+    // A sendmail that behaves like one: reads the message, keeps it.
+    let sendmail = p.join("sendmail");
+    std::fs::write(
+        &sendmail,
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$(dirname \"$0\")/sendmail.args\"\ncat > \"$(dirname \"$0\")/sendmail.msg\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sendmail, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        p.join("patchline.toml"),
+        "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_format = \"none\"\n\n[[repos]]\nname = \"tiny\"\npath = \"tiny.git\"\nspec = \"tiny.spec\"\ntargets = [\"el9\"]\n\n[report]\ntransport = \"sendmail\"\nsendmail = \"./sendmail\"\nfrom = \"patchline@example.org\"\nto = [\"list@example.org\"]\ncc = [\"Boss <boss@example.org>\"]\n",
+    )
+    .unwrap();
+    patchline(p, &["run"]).ok();
+    let args = std::fs::read_to_string(p.join("sendmail.args")).unwrap();
+    assert_eq!(
+        args.lines().collect::<Vec<_>>(),
+        [
+            "-i",
+            "-f",
+            "patchline@example.org",
+            "--",
+            "list@example.org",
+            "boss@example.org"
+        ]
+    );
+    let msg = std::fs::read(p.join("sendmail.msg")).unwrap();
+    assert_eq!(header(&msg, "Cc"), "Boss <boss@example.org>");
+    assert!(body(&msg).contains(" Say hi\n"), "{}", body(&msg));
+}
