@@ -194,6 +194,13 @@ fn same_trees_authors_and_messages_as_git_am() {
         ],
     );
     git(&ours, &["update-ref", "refs/heads/master", "base"]);
+    let count = |what: &str| -> String {
+        git(&ours, &["count-objects", "-v"])
+            .lines()
+            .find_map(|l| l.strip_prefix(what).map(str::to_owned))
+            .unwrap()
+    };
+    let (loose_before, packs_before) = (count("count: "), count("packs: "));
     let mut args = vec![
         "am",
         "--json",
@@ -248,8 +255,14 @@ fn same_trees_authors_and_messages_as_git_am() {
         assert_eq!(line["file"], file.as_str());
         assert_eq!(line["ok"], true);
     }
-    // The objects patchline wrote are valid for git itself.
+    // The objects patchline wrote are valid for git itself; a series this
+    // large is written as one pack, not as loose files.
     git(&ours, &["fsck", "--strict", "--no-dangling"]);
+    assert_eq!(count("count: "), loose_before, "no loose objects added");
+    assert_eq!(
+        count("packs: ").parse::<u32>().unwrap(),
+        packs_before.parse::<u32>().unwrap() + 1
+    );
 }
 
 #[test]
