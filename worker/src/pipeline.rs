@@ -386,6 +386,16 @@ pub fn first_unfinished(stages: &[store::StageRow]) -> Option<Stage> {
         })
 }
 
+/// Fault injection for the crash tests: `PATCHLINE_FAILPOINT=after:apply`
+/// (or `before:<stage>`) ends the process at once, as `kill -9` would,
+/// at that stage boundary. Not a setting: nothing else reads it.
+fn failpoint(when: &str, stage: Stage) {
+    if std::env::var("PATCHLINE_FAILPOINT").is_ok_and(|v| v == format!("{when}:{stage}")) {
+        eprintln!("patchline: failpoint {when}:{stage}: aborting");
+        std::process::abort();
+    }
+}
+
 /// Runs the stages of `run` from its first unfinished one; `report` always
 /// runs last, also after a stage stopped the pipeline.
 fn drive(
@@ -408,12 +418,16 @@ fn drive(
         if stage == Stage::Report || (stage as u8) < (start as u8) {
             continue;
         }
-        if let Err(failure) = run_stage(store, config, run, stage, progress) {
+        failpoint("before", stage);
+        let result = run_stage(store, config, run, stage, progress);
+        failpoint("after", stage);
+        if let Err(failure) = result {
             tracing::error!(stage = %stage, "{}", failure.message);
             stopped_by = Some(failure);
             break;
         }
     }
+    failpoint("before", Stage::Report);
     let report = match report_stage(store, config, run) {
         Ok(summary) => Some(summary),
         Err(failure) => {

@@ -549,3 +549,108 @@ fn sendmail_transport_gets_the_envelope_as_arguments_and_the_message_on_stdin() 
     let text = body(&msg).replace("\r\n", "\n");
     assert!(text.contains(" Say hi\n"), "{text}");
 }
+
+#[test]
+fn a_run_killed_at_any_stage_boundary_resumes_without_losing_or_doubling() {
+    let points = [
+        "after:collect",
+        "before:apply",
+        "after:apply",
+        "after:build",
+        "after:publish",
+        "after:test",
+        "before:report",
+    ];
+    for point in points {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let src = tiny_repo(p);
+        std::fs::write(src.join("greeting"), "hi\n").unwrap();
+        git(&src, &["commit", "-q", "-am", "Say hi"]);
+        std::fs::write(src.join("NEWS"), "hi\n").unwrap();
+        git(&src, &["add", "NEWS"]);
+        git(&src, &["commit", "-q", "-m", "Add NEWS"]);
+        append(
+            p,
+            &git(
+                &src,
+                &[
+                    "format-patch",
+                    "--stdout",
+                    "--cover-letter",
+                    "--thread",
+                    "--subject-prefix=master PATCH tiny",
+                    "-2",
+                ],
+            ),
+        );
+        let smtp = SmtpServer::start(p, &[]);
+        std::fs::write(
+            p.join("patchline.toml"),
+            format!(
+                "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_format = \"none\"\n\n[[repos]]\nname = \"tiny\"\npath = \"tiny.git\"\nspec = \"tiny.spec\"\ntargets = [\"el9\"]\ntests = [{{ name = \"requires\", command = [\"rpm\", \"-qp\", \"--requires\", \"{{rpms}}\"] }}]\n\n[report]\ntransport = \"smtp\"\nfrom = \"patchline@example.org\"\nto = [\"list@example.org\"]\n\n[report.smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n",
+                smtp.port
+            ),
+        )
+        .unwrap();
+        let base = git(&p.join("tiny.git"), &["rev-parse", "master"])
+            .trim()
+            .to_owned();
+        let killed = crate::util::run_in_env(
+            p,
+            &crate::util::patchline_bin(),
+            &["run"],
+            &[("PATCHLINE_FAILPOINT", point)],
+        );
+        assert!(
+            killed.output.status.code().is_none(),
+            "{point}: the process should have been killed\n{}",
+            killed.describe()
+        );
+        let resumed = patchline(p, &["run", "--resume", "--json"]);
+        let status = resumed.json();
+        assert_eq!(resumed.code(), 0, "{point}: {}", resumed.describe());
+        assert_eq!(status["run"]["id"], 1, "{point}: the same run goes on");
+        assert!(
+            status["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["state"] == "ok"),
+            "{point}: {status}"
+        );
+        // Two commits on top of the base, once.
+        let count = git(
+            &p.join("tiny.git"),
+            &["rev-list", "--count", &format!("{base}..master")],
+        );
+        assert_eq!(count.trim(), "2", "{point}");
+        assert_eq!(
+            status["stages"][1]["summary"]["patches_applied"], 2,
+            "{point}"
+        );
+        // One build, one published package, one report.
+        assert_eq!(
+            status["stages"][2]["summary"]["builds"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1,
+            "{point}"
+        );
+        let rpms = std::fs::read_dir(p.join("publish/tiny/el9/noarch"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "rpm")
+            })
+            .count();
+        assert_eq!(rpms, 1, "{point}");
+        assert_eq!(smtp.messages().len(), 1, "{point}: one report");
+        // Nothing left to do.
+        patchline(p, &["run", "--resume"]).fails_with(2);
+    }
+}

@@ -61,8 +61,13 @@ impl Ran {
 }
 
 pub fn run_in(cwd: &Path, program: &Path, args: &[&str]) -> Ran {
+    run_in_env(cwd, program, args, &[])
+}
+
+pub fn run_in_env(cwd: &Path, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Ran {
     let output = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(cwd)
         .env_remove("PATCHLINE_CONFIG")
         // The machine may have no user.name (CI): the committer of `am`.
