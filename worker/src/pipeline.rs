@@ -116,16 +116,7 @@ pub fn test_stage(
                     .results
                     .iter()
                     .filter(|r| !matches!(r.state.as_str(), "passed" | "skipped"))
-                    .map(|r| {
-                        format!(
-                            "{} on {}/{} for {}: {}",
-                            r.name,
-                            r.repo,
-                            r.branch,
-                            r.target,
-                            r.message.as_deref().unwrap_or(&r.state)
-                        )
-                    })
+                    .map(crate::test::TestResult::headline)
                     .collect::<Vec<_>>()
                     .join("; ")
             })

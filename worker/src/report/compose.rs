@@ -285,14 +285,7 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
                     .iter()
                     .filter(|r| !matches!(r.state.as_str(), "passed" | "skipped"))
                 {
-                    s.line(format!(
-                        "{} on {}/{} for {}: {}",
-                        r.name,
-                        r.repo,
-                        r.branch,
-                        r.target,
-                        r.message.as_deref().unwrap_or(&r.state)
-                    ));
+                    s.line(r.headline());
                     s.line(format!("$ {}", crate::test::shell_words(&r.command)));
                     let lines: Vec<String> = r.output.lines().map(str::to_owned).collect();
                     let skip = lines.len().saturating_sub(cfg.log_tail_lines);

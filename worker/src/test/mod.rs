@@ -53,6 +53,20 @@ pub struct TestResult {
     pub message: Option<String>,
 }
 
+impl TestResult {
+    /// `name on repo/branch for target: why`, as reports name a failure.
+    pub fn headline(&self) -> String {
+        format!(
+            "{} on {}/{} for {}: {}",
+            self.name,
+            self.repo,
+            self.branch,
+            self.target,
+            self.message.as_deref().unwrap_or(&self.state)
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct TestSummary {

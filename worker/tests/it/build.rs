@@ -2,26 +2,14 @@
 //! built for two targets; a broken spec fails with rpmbuild's own words;
 //! re-running the stage of a run does not build again.
 
-use crate::util::{git, patchline};
+use crate::util::{TINY_SPEC, git, patchline, tiny_repo};
 use std::path::Path;
-
-const SPEC: &str = "Name: tiny\nVersion: 2.1\nRelease: 3%{?dist}\nSummary: test package\nLicense: MIT\nBuildArch: noarch\nSource0: %{name}-%{version}.tar.gz\n\n%description\nA test package.\n\n%prep\n%autosetup\n\n%build\n\n%install\ninstall -D -m 0644 greeting %{buildroot}/usr/share/tiny/greeting\n\n%files\n/usr/share/tiny/greeting\n";
 
 /// A bare repo with a noarch package, and a one-patch mbox changing it.
 fn site(spec: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    let src = p.join("src");
-    std::fs::create_dir(&src).unwrap();
-    git(&src, &["init", "-q"]);
-    std::fs::write(src.join("tiny.spec"), spec).unwrap();
-    std::fs::write(src.join("greeting"), "hello\n").unwrap();
-    git(&src, &["add", "-A"]);
-    git(&src, &["commit", "-q", "-m", "base"]);
-    git(
-        p,
-        &["clone", "-q", "--bare", src.to_str().unwrap(), "tiny.git"],
-    );
+    let src = tiny_repo(p, spec);
     std::fs::write(src.join("greeting"), "hello, world\n").unwrap();
     git(&src, &["commit", "-q", "-am", "Greet the world"]);
     let mbox = git(
@@ -59,7 +47,7 @@ fn rpm_query(rpm: &Path, format: &str) -> String {
 
 #[test]
 fn applied_branch_is_built_for_each_target_once() {
-    let site = site(SPEC);
+    let site = site(TINY_SPEC);
     let p = site.path();
     let ran = patchline(p, &["run", "--json"]);
     let status = ran.json();
@@ -129,7 +117,7 @@ fn chrono_today() -> String {
 
 #[test]
 fn a_broken_spec_fails_the_build_with_rpmbuilds_message() {
-    let site = site(&SPEC.replace("%files\n", "%files\n%{bogus_macro_that_fails\n"));
+    let site = site(&TINY_SPEC.replace("%files\n", "%files\n%{bogus_macro_that_fails\n"));
     let ran = patchline(site.path(), &["run"]).fails_with(1);
     assert!(
         ran.stdout().contains("[failed] tiny/master"),

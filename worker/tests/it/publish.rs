@@ -2,12 +2,10 @@
 //! `.repo` file, metadata whose checksums hold, the newest builds kept, and
 //! a symlink switch so the served path is always a complete repository.
 
-use crate::util::{git, patchline};
+use crate::util::{TINY_SPEC, git, patchline, tiny_repo};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;
-
-const SPEC: &str = "Name: tiny\nVersion: 2.1\nRelease: 3%{?dist}\nSummary: test package\nLicense: MIT\nBuildArch: noarch\nSource0: %{name}-%{version}.tar.gz\n\n%description\nA test package.\n\n%prep\n%autosetup\n\n%build\n\n%install\ninstall -D -m 0644 greeting %{buildroot}/usr/share/tiny/greeting\n\n%files\n/usr/share/tiny/greeting\n";
 
 /// Appends a one-patch mail changing `greeting` to `text` to the list.
 fn post_patch(p: &Path, text: &str) {
@@ -81,17 +79,7 @@ fn check_metadata(arch_dir: &Path) -> String {
 fn repositories_are_published_whole_and_keep_the_newest_builds() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    let src = p.join("src");
-    std::fs::create_dir(&src).unwrap();
-    git(&src, &["init", "-q"]);
-    std::fs::write(src.join("tiny.spec"), SPEC).unwrap();
-    std::fs::write(src.join("greeting"), "hello\n").unwrap();
-    git(&src, &["add", "-A"]);
-    git(&src, &["commit", "-q", "-m", "base"]);
-    git(
-        p,
-        &["clone", "-q", "--bare", src.to_str().unwrap(), "tiny.git"],
-    );
+    tiny_repo(p, TINY_SPEC);
     std::fs::write(
         p.join("patchline.toml"),
         "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_format = \"none\"\n\n[[repos]]\nname = \"tiny\"\npath = \"tiny.git\"\nspec = \"tiny.spec\"\ntargets = [\"el9\"]\n\n[publish]\nbase_url = \"https://repos.example.org/patchline/\"\nkeep = 2\n",

@@ -4,13 +4,11 @@
 //! unsent reports wait in the outbox and are sent once, later.
 
 use crate::dovecot::{free_port, generate_certificate};
-use crate::util::{git, patchline};
+use crate::util::{TINY_SPEC, change_greeting, git, patchline, post, tiny_repo};
 use mail_parser::MessageParser;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-
-const SPEC: &str = "Name: tiny\nVersion: 2.1\nRelease: 3%{?dist}\nSummary: test package\nLicense: MIT\nBuildArch: noarch\nSource0: %{name}-%{version}.tar.gz\n\n%description\nA test package.\n\n%prep\n%autosetup\n\n%build\n\n%install\ninstall -D -m 0644 greeting %{buildroot}/usr/share/tiny/greeting\n\n%files\n/usr/share/tiny/greeting\n";
 
 /// aiosmtpd, started for one test, stopped on drop.
 struct SmtpServer {
@@ -102,57 +100,22 @@ fn body(raw: &[u8]) -> String {
     message.body_text(0).unwrap_or_default().into_owned()
 }
 
-/// A repository `tiny.git` (greeting + spec) and its work clone `src`.
-fn tiny_repo(p: &Path) -> PathBuf {
-    let src = p.join("src");
-    std::fs::create_dir(&src).unwrap();
-    git(&src, &["init", "-q"]);
-    std::fs::write(src.join("tiny.spec"), SPEC).unwrap();
-    std::fs::write(src.join("greeting"), "hello\n").unwrap();
-    git(&src, &["add", "-A"]);
-    git(&src, &["commit", "-q", "-m", "base"]);
-    git(
-        p,
-        &["clone", "-q", "--bare", src.to_str().unwrap(), "tiny.git"],
-    );
-    src
-}
-
-fn append(p: &Path, text: &str) {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(p.join("list.mbox"))
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
+/// Posts a two-patch series with a cover letter: "Greet the world" (the
+/// greeting becomes `greeting`) and "Add NEWS".
+fn two_patch_series(p: &Path, src: &Path, greeting: &str) {
+    change_greeting(src, greeting, "Greet the world");
+    std::fs::write(src.join("NEWS"), "2.1: greets the world\n").unwrap();
+    git(src, &["add", "NEWS"]);
+    git(src, &["commit", "-q", "-m", "Add NEWS"]);
+    post(p, src, 2, &["--cover-letter", "--thread"]);
 }
 
 #[test]
 fn reports_reach_a_real_smtp_server_in_the_right_threads() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    let src = tiny_repo(p);
-    // A good series with a cover letter: two patches.
-    std::fs::write(src.join("greeting"), "hello\nworld\n").unwrap();
-    git(&src, &["commit", "-q", "-am", "Greet the world"]);
-    std::fs::write(src.join("NEWS"), "2.1: greets the world\n").unwrap();
-    git(&src, &["add", "NEWS"]);
-    git(&src, &["commit", "-q", "-m", "Add NEWS"]);
-    append(
-        p,
-        &git(
-            &src,
-            &[
-                "format-patch",
-                "--stdout",
-                "--cover-letter",
-                "--thread",
-                "--subject-prefix=master PATCH tiny",
-                "-2",
-            ],
-        ),
-    );
+    let src = tiny_repo(p, TINY_SPEC);
+    two_patch_series(p, &src, "hello\nworld");
     // Bob's patch, made against a greeting the branch never had.
     git(&src, &["checkout", "-q", "-b", "bob", "HEAD~2"]);
     std::fs::write(src.join("greeting"), "hola\n").unwrap();
@@ -169,16 +132,7 @@ fn reports_reach_a_real_smtp_server_in_the_right_threads() {
             "Bob Builder <bob@example.org>",
         ],
     );
-    let bob = git(
-        &src,
-        &[
-            "format-patch",
-            "--stdout",
-            "--thread",
-            "--subject-prefix=master PATCH tiny",
-            "-1",
-        ],
-    );
+    let bob = post(p, &src, 1, &["--thread"]);
     let bob_id = bob
         .lines()
         .find_map(|l| {
@@ -187,7 +141,6 @@ fn reports_reach_a_real_smtp_server_in_the_right_threads() {
         })
         .expect("format-patch --thread sets a Message-ID")
         .to_owned();
-    append(p, &bob);
 
     let cert = p.join("smtp.crt");
     let key = p.join("smtp.key");
@@ -363,21 +316,9 @@ password_file = "smtp.password"
 fn unsent_reports_wait_in_the_outbox_and_are_sent_once() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    let src = tiny_repo(p);
-    std::fs::write(src.join("greeting"), "hi\n").unwrap();
-    git(&src, &["commit", "-q", "-am", "Say hi"]);
-    append(
-        p,
-        &git(
-            &src,
-            &[
-                "format-patch",
-                "--stdout",
-                "--subject-prefix=master PATCH tiny",
-                "-1",
-            ],
-        ),
-    );
+    let src = tiny_repo(p, TINY_SPEC);
+    change_greeting(&src, "hi", "Say hi");
+    post(p, &src, 1, &[]);
     let port = free_port();
     let config = |port: u16| {
         format!(
@@ -423,21 +364,9 @@ fn unsent_reports_wait_in_the_outbox_and_are_sent_once() {
 fn a_stopped_run_reports_and_resumes_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    let src = tiny_repo(p);
-    std::fs::write(src.join("greeting"), "hi\n").unwrap();
-    git(&src, &["commit", "-q", "-am", "Say hi"]);
-    append(
-        p,
-        &git(
-            &src,
-            &[
-                "format-patch",
-                "--stdout",
-                "--subject-prefix=master PATCH tiny",
-                "-1",
-            ],
-        ),
-    );
+    let src = tiny_repo(p, TINY_SPEC);
+    change_greeting(&src, "hi", "Say hi");
+    post(p, &src, 1, &[]);
     // The spec is missing at first: the build stage stops the pipeline.
     std::fs::write(
         p.join("patchline.toml"),
@@ -470,7 +399,7 @@ fn a_stopped_run_reports_and_resumes_where_it_stopped() {
 
     // Fixed: the same run goes on from the build, nothing applied twice.
     std::fs::create_dir_all(p.join("packaging")).unwrap();
-    std::fs::write(p.join("packaging/tiny.spec"), SPEC).unwrap();
+    std::fs::write(p.join("packaging/tiny.spec"), TINY_SPEC).unwrap();
     let tip = git(p.join("tiny.git").as_path(), &["rev-parse", "master"]);
     let resumed = patchline(p, &["run", "--resume", "--json"]).ok();
     let status: serde_json::Value = serde_json::from_str(resumed.trim()).unwrap();
@@ -502,21 +431,9 @@ fn a_stopped_run_reports_and_resumes_where_it_stopped() {
 fn sendmail_transport_gets_the_envelope_as_arguments_and_the_message_on_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    let src = tiny_repo(p);
-    std::fs::write(src.join("greeting"), "hi\n").unwrap();
-    git(&src, &["commit", "-q", "-am", "Say hi"]);
-    append(
-        p,
-        &git(
-            &src,
-            &[
-                "format-patch",
-                "--stdout",
-                "--subject-prefix=master PATCH tiny",
-                "-1",
-            ],
-        ),
-    );
+    let src = tiny_repo(p, TINY_SPEC);
+    change_greeting(&src, "hi", "Say hi");
+    post(p, &src, 1, &[]);
     // A sendmail that behaves like one: reads the message, keeps it.
     let sendmail = p.join("sendmail");
     std::fs::write(
@@ -564,26 +481,8 @@ fn a_run_killed_at_any_stage_boundary_resumes_without_losing_or_doubling() {
     for point in points {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
-        let src = tiny_repo(p);
-        std::fs::write(src.join("greeting"), "hi\n").unwrap();
-        git(&src, &["commit", "-q", "-am", "Say hi"]);
-        std::fs::write(src.join("NEWS"), "hi\n").unwrap();
-        git(&src, &["add", "NEWS"]);
-        git(&src, &["commit", "-q", "-m", "Add NEWS"]);
-        append(
-            p,
-            &git(
-                &src,
-                &[
-                    "format-patch",
-                    "--stdout",
-                    "--cover-letter",
-                    "--thread",
-                    "--subject-prefix=master PATCH tiny",
-                    "-2",
-                ],
-            ),
-        );
+        let src = tiny_repo(p, TINY_SPEC);
+        two_patch_series(p, &src, "hi");
         let smtp = SmtpServer::start(p, &[]);
         std::fs::write(
             p.join("patchline.toml"),

@@ -160,3 +160,53 @@ pub fn mbox(mails: &[String]) -> String {
     }
     out
 }
+
+/// The spec of the `tiny` test package: noarch, one file from the tree.
+pub const TINY_SPEC: &str = "Name: tiny\nVersion: 2.1\nRelease: 3%{?dist}\nSummary: test package\nLicense: MIT\nBuildArch: noarch\nSource0: %{name}-%{version}.tar.gz\n\n%description\nA test package.\n\n%prep\n%autosetup\n\n%build\n\n%install\ninstall -D -m 0644 greeting %{buildroot}/usr/share/tiny/greeting\n\n%files\n/usr/share/tiny/greeting\n";
+
+/// In `p`: a work repository `src` (a `greeting` file and `tiny.spec` with
+/// `spec`), and its bare clone `tiny.git`, the repository patchline
+/// applies to. Returns `src`.
+pub fn tiny_repo(p: &Path, spec: &str) -> PathBuf {
+    let src = p.join("src");
+    std::fs::create_dir(&src).unwrap();
+    git(&src, &["init", "-q"]);
+    std::fs::write(src.join("tiny.spec"), spec).unwrap();
+    std::fs::write(src.join("greeting"), "hello\n").unwrap();
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "base"]);
+    git(
+        p,
+        &["clone", "-q", "--bare", src.to_str().unwrap(), "tiny.git"],
+    );
+    src
+}
+
+/// Mails the last `count` commits of `src` to the list `p/list.mbox` in
+/// the team's `[master PATCH tiny]` form (`extra`: more format-patch
+/// options, e.g. `--cover-letter`). Returns the mails.
+pub fn post(p: &Path, src: &Path, count: usize, extra: &[&str]) -> String {
+    use std::io::Write;
+    let n = format!("-{count}");
+    let mut args = vec![
+        "format-patch",
+        "--stdout",
+        "--subject-prefix=master PATCH tiny",
+    ];
+    args.extend_from_slice(extra);
+    args.push(&n);
+    let mail = git(src, &args);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(p.join("list.mbox"))
+        .unwrap();
+    f.write_all(mail.as_bytes()).unwrap();
+    mail
+}
+
+/// Sets `greeting` to `text` in `src` and commits it as `subject`.
+pub fn change_greeting(src: &Path, text: &str, subject: &str) {
+    std::fs::write(src.join("greeting"), format!("{text}\n")).unwrap();
+    git(src, &["commit", "-q", "-am", subject]);
+}
