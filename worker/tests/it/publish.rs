@@ -2,7 +2,7 @@
 //! `.repo` file, metadata whose checksums hold, the newest builds kept, and
 //! a symlink switch so the served path is always a complete repository.
 
-use crate::util::{TINY_SPEC, git, patchline, tiny_repo};
+use crate::util::{TINY_SPEC, change_greeting, git, patchline, post, tiny_repo};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;
@@ -21,25 +21,8 @@ fn post_patch(p: &Path, text: &str) {
         ],
     );
     git(&src, &["reset", "-q", "--hard", "FETCH_HEAD"]);
-    std::fs::write(src.join("greeting"), format!("{text}\n")).unwrap();
-    git(&src, &["commit", "-q", "-am", &format!("Say {text}")]);
-    let mail = git(
-        &src,
-        &[
-            "format-patch",
-            "--stdout",
-            "--subject-prefix=master PATCH tiny",
-            "-1",
-        ],
-    );
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(p.join("list.mbox"))
-        .unwrap();
-    f.write_all(mail.as_bytes()).unwrap();
-    f.write_all(b"\n").unwrap();
+    change_greeting(&src, text, &format!("Say {text}"));
+    post(p, &src, 1, &[]);
 }
 
 /// Every `<data type=...>` of repomd.xml: its file exists and its sha256
