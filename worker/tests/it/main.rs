@@ -3,6 +3,7 @@ mod apply;
 mod build;
 mod collect;
 mod dovecot;
+mod e2e;
 mod imap_source;
 mod publish;
 mod report;

@@ -11,14 +11,14 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// aiosmtpd, started for one test, stopped on drop.
-struct SmtpServer {
+pub struct SmtpServer {
     child: Child,
-    port: u16,
+    pub port: u16,
     maildir: PathBuf,
 }
 
 impl SmtpServer {
-    fn start(dir: &Path, extra: &[&str]) -> SmtpServer {
+    pub fn start(dir: &Path, extra: &[&str]) -> SmtpServer {
         let maildir = dir.join("delivered");
         let port_file = dir.join("smtp.port");
         let _ = std::fs::remove_file(&port_file);
@@ -57,7 +57,7 @@ impl SmtpServer {
     }
 
     /// Delivered messages, oldest first.
-    fn messages(&self) -> Vec<Vec<u8>> {
+    pub fn messages(&self) -> Vec<Vec<u8>> {
         let mut files: Vec<(std::time::SystemTime, PathBuf)> =
             std::fs::read_dir(self.maildir.join("new"))
                 .map(|d| {
@@ -81,7 +81,7 @@ impl Drop for SmtpServer {
     }
 }
 
-fn header(raw: &[u8], name: &str) -> String {
+pub fn header(raw: &[u8], name: &str) -> String {
     let message = MessageParser::default().parse(raw).unwrap();
     message
         .header_raw(name)
