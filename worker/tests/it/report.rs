@@ -553,3 +553,38 @@ fn a_run_killed_at_any_stage_boundary_resumes_without_losing_or_doubling() {
         patchline(p, &["run", "--resume"]).fails_with(2);
     }
 }
+
+#[test]
+fn an_unreachable_mail_server_stops_the_run_with_a_collect_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    tiny_repo(p, TINY_SPEC);
+    std::fs::write(p.join("imap-password"), "secret\n").unwrap();
+    std::fs::write(
+        p.join("patchline.toml"),
+        format!(
+            "[intake]\nsource = \"imap\"\n[intake.imap]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\nuser = \"u\"\npassword_file = \"imap-password\"\ntimeout_secs = 5\n\n[[repos]]\nname = \"tiny\"\npath = \"tiny.git\"\nspec = \"tiny.spec\"\n\n[report]\nfrom = \"patchline@example.org\"\nto = [\"list@example.org\"]\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let ran = patchline(p, &["run", "--json"]).fails_with(3);
+    let status = ran.json();
+    let stages: Vec<&str> = status["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    // Nothing after the failed collect ran, but the report did.
+    assert_eq!(stages, ["collect", "report"], "{}", ran.describe());
+    assert_eq!(status["stages"][0]["state"], "failed");
+    let file = status["stages"][1]["summary"]["file"].as_str().unwrap();
+    let report = std::fs::read_to_string(file).unwrap();
+    assert!(report.contains("FAILED: collect\n"), "{report}");
+    assert!(report.contains("127.0.0.1"), "{report}");
+    assert!(
+        report.contains("Subject: [patchline] run 1 FAILED: collect failed"),
+        "{report}"
+    );
+}
