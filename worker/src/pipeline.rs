@@ -455,3 +455,72 @@ pub fn status(store: &Store, run: i64) -> Result<serde_json::Value, store::Error
     let stages = store.stages(run)?;
     Ok(json!({ "run": row, "stages": stages }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(states: &[(&str, &str)]) -> Vec<store::StageRow> {
+        states
+            .iter()
+            .map(|(stage, state)| store::StageRow {
+                stage: stage.to_string(),
+                state: state.to_string(),
+                started_at: None,
+                finished_at: None,
+                summary: None,
+                error: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_run_resumes_at_its_first_stage_not_ok() {
+        let cases: [(&[(&str, &str)], Option<Stage>); 6] = [
+            (&[], Some(Stage::Collect)),
+            (&[("collect", "running")], Some(Stage::Collect)),
+            (&[("collect", "ok"), ("apply", "ok")], Some(Stage::Build)),
+            (
+                &[
+                    ("collect", "ok"),
+                    ("apply", "failed"),
+                    ("build", "ok"),
+                    ("report", "ok"),
+                ],
+                Some(Stage::Apply),
+            ),
+            (
+                &[
+                    ("collect", "ok"),
+                    ("apply", "ok"),
+                    ("build", "ok"),
+                    ("publish", "ok"),
+                    ("test", "ok"),
+                    ("report", "failed"),
+                ],
+                None,
+            ),
+            (
+                &[
+                    ("collect", "ok"),
+                    ("apply", "ok"),
+                    ("build", "ok"),
+                    ("publish", "interrupted"),
+                ],
+                Some(Stage::Publish),
+            ),
+        ];
+        for (stages, want) in cases {
+            assert_eq!(first_unfinished(&rows(stages)), want, "{stages:?}");
+        }
+    }
+
+    #[test]
+    fn stage_names_round_trip() {
+        for stage in Stage::ALL {
+            assert_eq!(Stage::parse(stage.as_str()), Some(stage));
+            assert_eq!(stage.as_str(), store::STAGES[stage as usize]);
+        }
+        assert_eq!(Stage::parse("deploy"), None);
+    }
+}
