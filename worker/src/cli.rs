@@ -807,15 +807,19 @@ fn read_mail_file(
 ) -> Result<Vec<(String, Vec<u8>)>, String> {
     let name = file.display().to_string();
     let unreadable = |e: std::io::Error| format!("cannot read {name}: {e}");
-    let mut head = Vec::with_capacity(5);
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(std::fs::File::open(file).map_err(unreadable)?, 5),
-        &mut head,
-    )
-    .map_err(unreadable)?;
-    if head != b"From " {
-        let bytes = std::fs::read(file).map_err(unreadable)?;
+    let bytes = std::fs::read(file).map_err(unreadable)?;
+    if !bytes.starts_with(b"From ") {
         return Ok(vec![(name, bytes)]);
+    }
+    // One `git format-patch` file: a single mail after its `From ` line.
+    // Without quoting to undo, it is the rest of the file, as the mbox
+    // reader would give it.
+    if format == MboxFormat::None
+        && (bytes.len() as u64) <= max_mail_size
+        && let Some(eol) = memchr::memchr(b'\n', &bytes)
+        && memchr::memmem::find(&bytes[eol..], b"\nFrom ").is_none()
+    {
+        return Ok(vec![(name, bytes[eol + 1..].to_vec())]);
     }
     let mut mails = Vec::new();
     let mut mbox = MboxSource::new(file.to_path_buf(), format, max_mail_size);

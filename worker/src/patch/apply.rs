@@ -286,7 +286,11 @@ pub fn prepare_series(
 ) -> Result<SeriesResult, Error> {
     // New objects stay in memory until the whole series applied: a failed
     // series leaves nothing behind, and a good one is written in one go.
-    let repo = open(repo_path)?.with_object_memory();
+    let mut repo = open(repo_path)?.with_object_memory();
+    // Consecutive patches read the same trees and blobs again (each one
+    // patched by the last): decoded objects are kept instead of being
+    // inflated and delta-resolved from the pack every time.
+    repo.object_cache_size_if_unset(32 << 20);
     let old_tip = tip_in(&repo, repo_path, branch)?.ok_or_else(|| Error::NoBranch {
         path: repo_path.to_owned(),
         branch: branch.to_owned(),
