@@ -476,7 +476,8 @@ mod tests {
 
     #[test]
     fn a_run_resumes_at_its_first_stage_not_ok() {
-        let cases: [(&[(&str, &str)], Option<Stage>); 6] = [
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<Stage>);
+        let cases: [Case; 6] = [
             (&[], Some(Stage::Collect)),
             (&[("collect", "running")], Some(Stage::Collect)),
             (&[("collect", "ok"), ("apply", "ok")], Some(Stage::Build)),
