@@ -588,3 +588,63 @@ fn an_unreachable_mail_server_stops_the_run_with_a_collect_report() {
         "{report}"
     );
 }
+
+#[test]
+fn reports_go_over_implicit_tls_and_a_wrong_password_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let src = tiny_repo(p, TINY_SPEC);
+    change_greeting(&src, "hi", "Say hi");
+    post(p, &src, 1, &[]);
+    let cert = p.join("smtp.crt");
+    let key = p.join("smtp.key");
+    generate_certificate(&cert, &key);
+    let smtp = SmtpServer::start(
+        p,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--implicit-tls",
+            "--auth",
+            "reporter:right",
+        ],
+    );
+    let config = |password: &str| {
+        std::fs::write(p.join("smtp.password"), format!("{password}\n")).unwrap();
+        std::fs::write(
+            p.join("patchline.toml"),
+            format!(
+                "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_format = \"none\"\n\n[[repos]]\nname = \"tiny\"\npath = \"tiny.git\"\nspec = \"tiny.spec\"\ntargets = [\"el9\"]\n\n[report]\ntransport = \"smtp\"\nfrom = \"patchline@example.org\"\nto = [\"list@example.org\"]\nattempts = 1\n\n[report.smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"tls\"\nca_file = \"smtp.crt\"\nusername = \"reporter\"\npassword_file = \"smtp.password\"\n",
+                smtp.port
+            ),
+        )
+        .unwrap();
+    };
+    config("wrong");
+    let refused = patchline(p, &["run"]).fails_with(3);
+    let stderr = refused.stderr();
+    assert!(
+        stderr.contains("kept in the outbox"),
+        "{}",
+        refused.describe()
+    );
+    assert!(
+        stderr.contains("SMTP server 127.0.0.1:"),
+        "{}",
+        refused.describe()
+    );
+    assert!(
+        stderr.contains("535") && stderr.contains("credentials invalid"),
+        "the server's own words: {}",
+        refused.describe()
+    );
+    assert!(!stderr.contains("wrong"), "the password is never printed");
+    assert!(smtp.messages().is_empty());
+    config("right");
+    patchline(p, &["report"]).ok();
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    assert!(header(&messages[0], "Subject").contains("1 patch applied"));
+}

@@ -4,7 +4,8 @@ every delivered message in a Maildir (with X-MailFrom / X-RcptTo headers
 carrying the envelope), optionally requiring STARTTLS and AUTH, and able to
 answer the first N messages with a temporary failure.
 
-Usage: server.py --maildir DIR --port-file FILE [--tls-cert C --tls-key K]
+Usage: server.py --maildir DIR --port-file FILE [--tls-cert C --tls-key K
+                 [--implicit-tls]]
                  [--auth USER:PASSWORD] [--fail-first N]
 Writes the listening port to FILE once it accepts connections; stops on
 SIGTERM.
@@ -46,6 +47,8 @@ def main():
     ap.add_argument("--port-file", required=True)
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
+    ap.add_argument("--implicit-tls", action="store_true",
+                    help="TLS from the first byte (SMTPS) instead of STARTTLS")
     ap.add_argument("--auth")
     ap.add_argument("--fail-first", type=int, default=0)
     args = ap.parse_args()
@@ -54,7 +57,10 @@ def main():
     if args.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.tls_cert, args.tls_key)
-        kwargs.update(tls_context=context, require_starttls=True)
+        if args.implicit_tls:
+            kwargs.update(ssl_context=context)
+        else:
+            kwargs.update(tls_context=context, require_starttls=True)
     if args.auth:
         user, password = args.auth.split(":", 1)
 
@@ -64,12 +70,14 @@ def main():
                 and auth_data.login.decode() == user
                 and auth_data.password.decode() == password
             )
-            return AuthResult(success=ok)
+            # handled=False: aiosmtpd answers 535 itself.
+            return AuthResult(success=ok, handled=False)
 
         kwargs.update(
             authenticator=authenticator,
             auth_required=True,
-            auth_require_tls=bool(args.tls_cert),
+            # aiosmtpd only counts STARTTLS as TLS; SMTPS is TLS throughout.
+            auth_require_tls=bool(args.tls_cert) and not args.implicit_tls,
         )
     port = free_port()
     controller = Controller(
