@@ -569,10 +569,11 @@ fn series_failure(facts: &Facts, cfg: &config::Report, series: &SeriesOutcome) -
         to = std::mem::take(&mut cc);
     }
     let (in_reply_to, references) = reply_headers(thread);
-    let subject = match thread.map(|t| t.subject.as_str()) {
+    // A mail's subject, so no control character (a header break) passes.
+    let subject = match thread.map(|t| t.subject.replace(|c: char| c.is_control(), " ")) {
         Some(subject) if !subject.is_empty() => {
             if subject.to_ascii_lowercase().starts_with("re:") {
-                subject.to_owned()
+                subject
             } else {
                 format!("Re: {subject}")
             }
@@ -947,5 +948,20 @@ mod tests {
             "{}",
             r.subject
         );
+    }
+
+    #[test]
+    fn a_subject_from_a_mail_cannot_break_the_headers() {
+        let mut facts = success_facts();
+        let apply = facts.apply.as_mut().unwrap();
+        let mut bad = applied("s3", "evil", &[]);
+        bad.state = "failed".into();
+        apply.series.push(bad);
+        let mut t = thread("evil@example.org", &["evil"]);
+        t.subject = "[PATCH] evil\r\nBcc: everyone@example.org".into();
+        facts.threads.insert("s3".into(), t);
+        let reports = compose(&facts, &cfg());
+        let reply = reports.iter().find(|r| r.key == "apply-failed:s3").unwrap();
+        assert_eq!(reply.subject, "Re: [PATCH] evil  Bcc: everyone@example.org");
     }
 }

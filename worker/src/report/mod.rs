@@ -180,14 +180,17 @@ fn thread(store: &Store, key: &str) -> Result<Option<Thread>, store::Error> {
     let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let author = match (&first.4, &first.5) {
-        (Some(name), Some(email)) if !name.is_empty() => match email.parse() {
-            Ok(address) => lettre::message::Mailbox::new(Some(name.clone()), address).to_string(),
-            Err(_) => email.clone(),
-        },
-        (_, Some(email)) => email.clone(),
-        _ => String::new(),
-    };
+    // Only an address lettre accepts: a malformed sender in a mail must not
+    // keep the report from the list.
+    let author = first
+        .5
+        .as_deref()
+        .and_then(|email| email.parse::<lettre::Address>().ok())
+        .map(|address| {
+            let name = first.4.clone().filter(|n| !n.trim().is_empty());
+            lettre::message::Mailbox::new(name, address).to_string()
+        })
+        .unwrap_or_default();
     let mut t = Thread {
         root: first.1.clone(),
         references: serde_json::from_str(&first.3).unwrap_or_default(),
