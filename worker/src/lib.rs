@@ -10,6 +10,7 @@ pub mod intake;
 pub mod patch;
 pub mod pipeline;
 pub mod publish;
+pub mod server;
 pub mod store;
 #[cfg(test)]
 mod testkit;
