@@ -5,4 +5,5 @@ mod collect;
 mod dovecot;
 mod imap_source;
 mod publish;
+mod serve;
 mod util;
