@@ -33,3 +33,7 @@ publish = next(st for st in s["stages"] if st["stage"] == "publish")
 assert publish["state"] == "ok" and len(publish["summary"]["repos"]) == 2, publish
 print("demo: 1 passed, 0 failed")
 PY
+
+# The Jenkinsfile and shared library under the Groovy harness against a
+# live worker, the job YAML, the Groovy lint (docs/jenkins.md).
+bash tests/jenkins/run.sh
