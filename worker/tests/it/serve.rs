@@ -795,3 +795,38 @@ fn the_curl_commands_of_the_api_doc_work() {
         w.log()
     );
 }
+
+#[test]
+fn the_worker_does_not_start_without_a_usable_token() {
+    let site = site();
+    let p = site.path();
+    let config = std::fs::read_to_string(p.join("patchline.toml")).unwrap();
+    std::fs::write(
+        p.join("patchline.toml"),
+        config.replace("token_file = \"token\"\n", ""),
+    )
+    .unwrap();
+    let ran = crate::util::patchline(p, &["serve", "--bind", "127.0.0.1:0"]).fails_with(2);
+    assert!(ran.stderr().contains("no API token"), "{}", ran.describe());
+    std::fs::write(p.join("short"), "abc\n").unwrap();
+    let ran = crate::util::patchline(
+        p,
+        &["serve", "--bind", "127.0.0.1:0", "--token-file", "short"],
+    )
+    .fails_with(2);
+    assert!(
+        ran.stderr().contains("shorter than 16"),
+        "{}",
+        ran.describe()
+    );
+    let ran = crate::util::patchline(
+        p,
+        &["serve", "--bind", "127.0.0.1:0", "--token-file", "missing"],
+    )
+    .fails_with(2);
+    assert!(
+        ran.stderr().contains("cannot read the API token file"),
+        "{}",
+        ran.describe()
+    );
+}
