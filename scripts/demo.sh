@@ -10,7 +10,10 @@ bash scripts/setup.sh
 cargo build --quiet --bin patchline
 bin="$root/target/debug/patchline"
 
-work="$root/examples/demo-work"
+# PATCHLINE_DEMO_WORK: generate elsewhere (the Jenkins harness uses a copy
+# of examples/demo/ next to its own work dir); --prepare-only: stop before
+# running the pipeline.
+work="${PATCHLINE_DEMO_WORK:-$root/examples/demo-work}"
 rm -rf "$work"
 mkdir -p "$work/repos" "$work/src" "$work/mail"
 export GIT_AUTHOR_NAME="Demo Maintainer" GIT_AUTHOR_EMAIL="maintainer@example.org"
@@ -98,6 +101,7 @@ MAIL
 } > "$work/list.mbox"
 
 echo "demo: mailing list with $(grep -c '^From ' "$work/list.mbox") mails in $work/list.mbox" >&2
+[ "${1:-}" = "--prepare-only" ] && exit 0
 "$bin" --config examples/demo/patchline.toml run
 echo >&2
 echo "demo: archive in $work/archive, state in $work/patchline.db" >&2

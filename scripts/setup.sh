@@ -15,6 +15,11 @@ want swaks swaks
 want openssl openssl
 want cpio cpio
 [ -x /usr/lib/git-core/git-send-email ] || [ -x "$(git --exec-path 2>/dev/null)/git-send-email" ] || need_apt+=(git-email)
+# The Jenkins harness (tests/jenkins/): Groovy (with the installed Java),
+# a venv for jenkins-job-builder, npm for npm-groovy-lint.
+want groovy groovy
+want npm npm
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 python3 -c 'import aiosmtpd' >/dev/null 2>&1 || [ -d /usr/lib/python3/dist-packages/aiosmtpd ] || need_apt+=(python3-aiosmtpd)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -27,4 +32,14 @@ fi
 # Debian starts dovecot as a system service on install; the tests run their
 # own throw-away instances, so the system one is not needed.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop dovecot >/dev/null 2>&1 || true; fi
+tools="$(cd "$(dirname "$0")/.." && pwd)/.tools"
+if [ ! -x "$tools/jenkins-venv/bin/jenkins-jobs" ]; then
+  echo "setup: installing jenkins-job-builder into $tools/jenkins-venv" >&2
+  python3 -m venv "$tools/jenkins-venv"
+  "$tools/jenkins-venv/bin/pip" install -q jenkins-job-builder==6.5.0
+fi
+if [ ! -x "$tools/npm/node_modules/.bin/npm-groovy-lint" ]; then
+  echo "setup: installing npm-groovy-lint into $tools/npm" >&2
+  npm install --prefix "$tools/npm" --no-audit --no-fund --silent npm-groovy-lint@16.2.0
+fi
 echo "setup: ok" >&2

@@ -41,3 +41,7 @@ assert "3 series" in text or "5 patches applied" in text, text
 assert s["run"]["state"] == "ok", s["run"]
 print("demo: 1 passed, 0 failed")
 PY
+
+# The Jenkinsfile and shared library under the Groovy harness against a
+# live worker, the job YAML, the Groovy lint (docs/jenkins.md).
+bash tests/jenkins/run.sh

@@ -115,6 +115,15 @@ pub enum Command {
         #[arg(long)]
         run: Option<i64>,
     },
+    /// Run the HTTP worker (the API Jenkins drives; see docs/api.md).
+    Serve {
+        /// Address to listen on (overrides `server.bind`).
+        #[arg(long)]
+        bind: Option<String>,
+        /// File holding the API token (overrides `server.token_file`).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Classify mail files and print their subject fields.
     Parse {
         /// Mail files (`.eml`, or mbox files such as `git format-patch` output).
@@ -382,6 +391,14 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 print_publish(&summary);
             }
             Ok(())
+        }
+        Command::Serve { bind, token_file } => {
+            crate::server::serve(&cli.config, bind.as_deref(), token_file.as_deref()).map_err(|e| {
+                Failure {
+                    code: e.exit_code(),
+                    message: e.to_string(),
+                }
+            })
         }
         Command::Parse { mails } => parse(&cli, mails),
         Command::Am {

@@ -362,6 +362,9 @@ pub struct Server {
     #[serde(default = "default_bind")]
     pub bind: String,
     pub token_file: Option<PathBuf>,
+    /// Name of the environment variable holding the API token (when no
+    /// `token_file` is given).
+    pub token_env: Option<String>,
 }
 
 fn default_bind() -> String {
@@ -373,6 +376,7 @@ impl Default for Server {
         Self {
             bind: default_bind(),
             token_file: None,
+            token_env: None,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod patch;
 pub mod pipeline;
 pub mod publish;
 pub mod report;
+pub mod server;
 pub mod store;
 pub mod test;
 #[cfg(test)]

@@ -295,12 +295,7 @@ pub fn run_stage(
         Stage::Build => value(build_stage(store, config, run)?),
         Stage::Publish => value(publish_stage(store, config, run)?),
         Stage::Test => value(test_stage(store, config, run)?),
-        Stage::Report => {
-            return Err(Failure {
-                code: 2,
-                message: format!("stage {stage} is not available in this version"),
-            });
-        }
+        Stage::Report => value(report_stage(store, config, run)?),
     })
 }
 

@@ -7,4 +7,5 @@ mod e2e;
 mod imap_source;
 mod publish;
 mod report;
+mod serve;
 mod util;

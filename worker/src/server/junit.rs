@@ -1,0 +1,280 @@
+//! `junit.xml` of a run: one test case per patch the apply stage handled
+//! and one per build target, so Jenkins' test view shows what applied and
+//! what built.
+//!
+//! The cases are made from plain data by pure functions and rendered by
+//! `crate::junit`; `load` reads that data from the store (series, patches,
+//! mails and builds of the run, and the test stage's results).
+
+use crate::build::TargetBuild;
+pub use crate::junit::render;
+use crate::junit::{Case, Outcome, Suite};
+use crate::patch::stage::SeriesOutcome;
+use crate::store::{self, Store};
+use rusqlite::params;
+
+/// One patch of a series as the apply suite needs it.
+pub struct PatchRow {
+    pub idx: u32,
+    pub subject: String,
+    pub archive_path: String,
+}
+
+/// The apply cases of one series: every patch passes when the series
+/// applied; when it failed, the failing patch fails and the ones after it
+/// are skipped (nothing of a failed series is committed).
+pub fn series_cases(outcome: &SeriesOutcome, total: u32, patches: &[PatchRow]) -> Vec<Case> {
+    let classname = format!(
+        "apply.{}.{}",
+        outcome.repo.as_deref().unwrap_or("unrouted"),
+        outcome.branch.as_deref().unwrap_or("unknown")
+    );
+    let failed_at = if outcome.state == "applied" {
+        None
+    } else {
+        Some(
+            patches
+                .iter()
+                .position(|p| outcome.failed_patch.as_deref() == Some(p.archive_path.as_str()))
+                .unwrap_or(0),
+        )
+    };
+    patches
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let outcome_here = match failed_at {
+                None => Outcome::Passed,
+                Some(f) if i < f => Outcome::Passed,
+                Some(f) if i == f => {
+                    let e = outcome.error.as_ref();
+                    let message =
+                        e.map_or_else(|| "the series did not apply".into(), |e| e.message.clone());
+                    let mut details = message.clone();
+                    if let Some(e) = e {
+                        if let Some(path) = &e.path {
+                            details.push_str(&format!("\nfile: {path}"));
+                        }
+                        if let Some(hunk) = &e.hunk {
+                            details.push_str(&format!("\nhunk: {hunk}"));
+                        }
+                    }
+                    details.push_str(&format!("\npatch: {}", p.archive_path));
+                    Outcome::Failed { message, details }
+                }
+                Some(_) => Outcome::Skipped {
+                    message: "an earlier patch of the series did not apply".into(),
+                },
+            };
+            let output = match (&outcome_here, outcome.commits.get(i)) {
+                (Outcome::Passed, Some(commit)) => {
+                    Some(format!("commit {commit}\npatch: {}", p.archive_path))
+                }
+                _ => None,
+            };
+            Case {
+                classname: classname.clone(),
+                name: format!("[{}/{}] {}", p.idx, total, p.subject),
+                seconds: 0.0,
+                outcome: outcome_here,
+                output,
+            }
+        })
+        .collect()
+}
+
+/// The build case of one target build.
+pub fn build_case(b: &TargetBuild) -> Case {
+    let outcome = match (&b.error, b.state.as_str()) {
+        (None, "ok") => Outcome::Passed,
+        (error, _) => {
+            let details = error
+                .clone()
+                .unwrap_or_else(|| format!("state {}", b.state));
+            Outcome::Failed {
+                message: details.lines().next().unwrap_or("build failed").to_owned(),
+                details,
+            }
+        }
+    };
+    let mut output = format!("commit {}", b.commit);
+    if let Some(nvr) = &b.nvr {
+        output.push_str(&format!("\nnvr {nvr}"));
+    }
+    for rpm in &b.rpms {
+        output.push_str(&format!("\nrpm {rpm}"));
+    }
+    if let Some(log) = &b.log {
+        output.push_str(&format!("\nlog {log}"));
+    }
+    Case {
+        classname: format!("build.{}.{}", b.repo, b.branch),
+        name: b.target.clone(),
+        seconds: b.duration_ms as f64 / 1000.0,
+        outcome,
+        output: Some(output),
+    }
+}
+
+/// The suites of `run`, read from the store.
+pub fn load(store: &Store, run: i64) -> Result<Vec<Suite>, store::Error> {
+    let conn = store.conn();
+    let mut series_stmt = conn
+        .prepare(
+            "SELECT id, total, apply_result FROM series WHERE applied_run = ?1 AND apply_result IS NOT NULL ORDER BY id",
+        )
+        .map_err(|e| store.err(e))?;
+    let series: Vec<(i64, u32, String)> = series_stmt
+        .query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| store.err(e))?;
+    let mut patch_stmt = conn
+        .prepare(
+            // The cover letter (index 0) is not a patch.
+            "SELECT p.idx, m.subject, p.archive_path FROM patches p JOIN mails m ON m.id = p.mail_id
+             WHERE p.series_id = ?1 AND p.idx > 0 ORDER BY p.idx",
+        )
+        .map_err(|e| store.err(e))?;
+    let mut apply = Vec::new();
+    for (id, total, result) in series {
+        let Ok(outcome) = serde_json::from_str::<SeriesOutcome>(&result) else {
+            continue;
+        };
+        let patches: Vec<PatchRow> = patch_stmt
+            .query_map(params![id], |r| {
+                Ok(PatchRow {
+                    idx: r.get(0)?,
+                    subject: r.get(1)?,
+                    archive_path: r.get(2)?,
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| store.err(e))?;
+        apply.extend(series_cases(&outcome, total, &patches));
+    }
+    let mut build_stmt = conn
+        .prepare("SELECT result FROM builds WHERE run_id = ?1 ORDER BY id")
+        .map_err(|e| store.err(e))?;
+    let build: Vec<Case> = build_stmt
+        .query_map([run], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| store.err(e))?
+        .iter()
+        .filter_map(|json| serde_json::from_str::<TargetBuild>(json).ok())
+        .map(|b| build_case(&b))
+        .collect();
+    let mut suites = vec![
+        Suite {
+            name: format!("patchline run {run}: apply"),
+            cases: apply,
+        },
+        Suite {
+            name: format!("patchline run {run}: build"),
+            cases: build,
+        },
+    ];
+    let tests: Option<crate::test::TestSummary> = store
+        .stages(run)?
+        .into_iter()
+        .find(|s| s.stage == "test")
+        .and_then(|s| s.summary)
+        .and_then(|v| serde_json::from_value(v).ok());
+    if let Some(tests) = tests.filter(|t| !t.results.is_empty()) {
+        suites.push(crate::test::junit_suite(run, &tests.results));
+    }
+    Ok(suites)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::patch::apply::PatchFailure;
+
+    fn patches() -> Vec<PatchRow> {
+        (1..=3)
+            .map(|i| PatchRow {
+                idx: i,
+                subject: format!("[PATCH {i}/3] change <{i}> & more"),
+                archive_path: format!("/a/000{i}.patch"),
+            })
+            .collect()
+    }
+
+    fn outcome(state: &str) -> SeriesOutcome {
+        SeriesOutcome {
+            key: "k".into(),
+            title: "t".into(),
+            version: 1,
+            repo: Some("hello".into()),
+            branch: Some("master".into()),
+            state: state.into(),
+            old_tip: None,
+            new_tip: None,
+            commits: vec!["c1".into(), "c2".into(), "c3".into()],
+            failed_patch: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn failed_series_fails_its_patch_and_skips_the_rest() {
+        let mut o = outcome("failed");
+        o.commits.clear();
+        o.failed_patch = Some("/a/0002.patch".into());
+        o.error = Some(PatchFailure {
+            path: Some("hello.c".into()),
+            ..PatchFailure::general("hunk 1 does not apply")
+        });
+        let cases = series_cases(&o, 3, &patches());
+        assert_eq!(cases[0].outcome, Outcome::Passed);
+        assert!(
+            matches!(&cases[1].outcome, Outcome::Failed { message, details }
+            if message == "hunk 1 does not apply" && details.contains("file: hello.c"))
+        );
+        assert!(matches!(cases[2].outcome, Outcome::Skipped { .. }));
+        assert_eq!(cases[1].classname, "apply.hello.master");
+    }
+
+    #[test]
+    fn render_escapes_and_counts() {
+        let cases = series_cases(&outcome("applied"), 3, &patches());
+        assert!(cases.iter().all(|c| c.outcome == Outcome::Passed));
+        let build = build_case(&TargetBuild {
+            repo: "hello".into(),
+            branch: "master".into(),
+            commit: "abc".into(),
+            target: "el9".into(),
+            state: "failed".into(),
+            nvr: None,
+            srpm: None,
+            rpms: vec![],
+            log: Some("/l/el9.log".into()),
+            duration_ms: 1500,
+            error: Some("rpmbuild failed\x01\nerror: line".into()),
+        });
+        let xml = render(&[
+            Suite {
+                name: "apply".into(),
+                cases,
+            },
+            Suite {
+                name: "build".into(),
+                cases: vec![build],
+            },
+        ]);
+        assert!(
+            xml.contains("name=\"[1/3] [PATCH 1/3] change &lt;1&gt; &amp; more\""),
+            "{xml}"
+        );
+        assert!(xml.contains("tests=\"3\" failures=\"0\""), "{xml}");
+        assert!(
+            xml.contains("tests=\"1\" failures=\"1\" errors=\"0\" skipped=\"0\" time=\"1.500\""),
+            "{xml}"
+        );
+        assert!(xml.contains("rpmbuild failed\u{FFFD}"), "{xml}");
+        assert!(
+            xml.contains("<system-out>commit c1\npatch: /a/0001.patch</system-out>"),
+            "{xml}"
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! `patchline serve`: the HTTP worker Jenkins (or curl) drives. It owns
+//! routing, authentication, request limits and the stage jobs; the stages
+//! themselves are run through `pipeline::run_stage` only.
+//!
+//! It never runs without a token, never logs one, and never turns request
+//! text into a path, a query string or a command.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod jobs;
+pub mod junit;
+pub mod metrics;
+pub mod stage_log;
+
+use crate::config::Config;
+use crate::store::Store;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, HttpServer, ResponseError, web};
+use error::ApiError;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Largest request body accepted (the only bodies are small JSON objects).
+pub const MAX_BODY: usize = 16 * 1024;
+/// Read connections kept for reuse.
+const READER_POOL: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    #[error(transparent)]
+    Token(#[from] auth::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error("cannot listen on {bind}: {source}")]
+    Bind {
+        bind: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server stopped: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+impl Error {
+    /// Exit code: 2 for what the admin must fix in config or token, 3 when
+    /// the address cannot be bound (taken by another process).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Bind { .. } | Error::Serve(_) => 3,
+            Error::Store(_) => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// Shared by every request handler.
+pub struct ServerState {
+    pub jobs: Arc<jobs::JobContext>,
+    token: auth::Token,
+    /// The one connection that admits runs and stages (serialises them).
+    writer: Mutex<Store>,
+    readers: Mutex<Vec<Store>>,
+    /// Names of the configured repositories.
+    repos: Vec<String>,
+}
+
+impl ServerState {
+    fn reader(&self) -> Result<Store, ApiError> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match pooled {
+            Some(store) => Ok(store),
+            None => Ok(Store::open_reader(&self.jobs.db)?),
+        }
+    }
+
+    fn give_back(&self, store: Store) {
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < READER_POOL {
+            pool.push(store);
+        }
+    }
+}
+
+/// Where stage logs go: `logs/` next to the state database.
+pub fn logs_dir(config: &Config) -> PathBuf {
+    config
+        .state
+        .db
+        .parent()
+        .map_or_else(|| PathBuf::from("logs"), |d| d.join("logs"))
+}
+
+/// Opens the database, marks jobs of a previous process interrupted, and
+/// builds the handlers' shared state.
+pub fn prepare(config: Config, token: auth::Token) -> Result<ServerState, Error> {
+    let writer = Store::open(&config.state.db)?;
+    let interrupted = jobs::prepare(&writer)?;
+    if interrupted > 0 {
+        tracing::warn!(
+            "{interrupted} stage job(s) of a previous worker were cut short: marked interrupted"
+        );
+    }
+    let repos = config.repos.iter().map(|r| r.name.clone()).collect();
+    let config = Arc::new(config);
+    Ok(ServerState {
+        jobs: Arc::new(jobs::JobContext {
+            db: config.state.db.clone(),
+            logs: logs_dir(&config),
+            config,
+            running: Default::default(),
+        }),
+        token,
+        writer: Mutex::new(writer),
+        readers: Mutex::new(Vec::new()),
+        repos,
+    })
+}
+
+/// Every request but `/api/v1/healthz` needs the bearer token: 401 when
+/// there is none, 403 when it is wrong. Unknown paths are refused the same
+/// way, so the API cannot be mapped without the token.
+async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if req.path() == "/api/v1/healthz" {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    }
+    let refusal = match req.app_data::<web::Data<ServerState>>() {
+        None => Some(ApiError::internal("server state missing")),
+        Some(state) => {
+            let header = req
+                .headers()
+                .get(actix_web::http::header::AUTHORIZATION)
+                .map(|v| v.to_str().unwrap_or(""));
+            match auth::bearer(header) {
+                Err(why) => Some(ApiError::new(StatusCode::UNAUTHORIZED, why)),
+                Ok(token) if !state.token.matches(token) => Some(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "the bearer token is not this worker's token",
+                )),
+                Ok(_) => None,
+            }
+        }
+    };
+    match refusal {
+        Some(e) => Ok(req.into_response(e.error_response()).map_into_right_body()),
+        None => next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body),
+    }
+}
+
+fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as J;
+    let e = match &err {
+        J::OverflowKnownLength { length, limit } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {length} bytes is larger than the limit of {limit} bytes"),
+        ),
+        J::Overflow { limit } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than the limit of {limit} bytes"),
+        ),
+        J::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON (Content-Type: application/json)",
+        ),
+        J::Deserialize(e) if e.is_data() => ApiError::invalid(format!("invalid request: {e}")),
+        J::Deserialize(e) => ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
+        other => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request body: {other}"),
+        ),
+    };
+    actix_web::error::InternalError::from_response(err, e.error_response()).into()
+}
+
+fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    let e = ApiError::invalid(format!("invalid query string: {err}"));
+    actix_web::error::InternalError::from_response(err, e.error_response()).into()
+}
+
+/// The application: routes, limits, authentication.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    use api::*;
+    let wrong = || web::to(wrong_method);
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(MAX_BODY)
+            .error_handler(json_error),
+    )
+    .app_data(web::PayloadConfig::new(MAX_BODY))
+    .app_data(web::QueryConfig::default().error_handler(query_error))
+    .service(
+        web::scope("/api/v1")
+            .service(
+                web::resource("/healthz")
+                    .get(healthz)
+                    .default_service(wrong()),
+            )
+            .service(
+                web::resource("/metrics")
+                    .get(metrics)
+                    .default_service(wrong()),
+            )
+            .service(
+                web::resource("/openapi.json")
+                    .get(openapi)
+                    .default_service(wrong()),
+            )
+            .service(
+                web::resource("/runs")
+                    .get(list_runs)
+                    .post(create_run)
+                    .default_service(wrong()),
+            )
+            .service(
+                web::resource("/runs/{run}")
+                    .get(get_run)
+                    .default_service(wrong()),
+            )
+            .service(
+                web::resource("/runs/{run}/junit.xml")
+                    .get(junit_xml)
+                    .default_service(wrong()),
+            )
+            .service(
+                web::resource("/runs/{run}/stages/{stage}")
+                    .get(get_stage)
+                    .post(start_stage)
+                    .default_service(wrong()),
+            )
+            .service(
+                web::resource("/runs/{run}/stages/{stage}/log")
+                    .get(stage_log)
+                    .default_service(wrong()),
+            ),
+    )
+    .default_service(web::to(no_route));
+}
+
+/// `patchline serve`: loads the config and token, binds, serves until
+/// stopped (SIGINT/SIGTERM). Prints `listening on http://ADDR` on stderr
+/// once bound (tests and scripts wait for that line).
+pub fn serve(
+    config_file: &Path,
+    bind: Option<&str>,
+    token_file: Option<&Path>,
+) -> Result<(), Error> {
+    let mut config = Config::load(config_file)?;
+    if let Some(bind) = bind {
+        config.server.bind = bind.to_owned();
+    }
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let token = auth::Token::load(token_file, &config.server, &env)?;
+    let bind = config.server.bind.clone();
+    let state = web::Data::new(prepare(config, token)?);
+    actix_web::rt::System::new().block_on(async move {
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(require_token))
+                .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %T"))
+                .configure(configure)
+        })
+        .bind(&bind)
+        .map_err(|source| Error::Bind {
+            bind: bind.clone(),
+            source,
+        })?;
+        for addr in server.addrs() {
+            eprintln!("patchline serve: listening on http://{addr}");
+        }
+        server.run().await.map_err(Error::Serve)
+    })
+}

@@ -1,0 +1,832 @@
+//! `patchline serve` end to end: the real binary on 127.0.0.1:0, driven
+//! over HTTP. Every bad input of the API gets its status and a JSON body
+//! and changes nothing; stages run in order, one at a time, one unfinished
+//! run per repository; a killed worker's jobs come back `interrupted` and
+//! resume; the curl commands of docs/api.md run as written.
+
+use crate::util::{git, patchline_bin};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// A site: a bare repository `hello.git` (also configured as `world`), a
+/// two-patch series for hello's master in `list.mbox`, a token file and a
+/// config pointing at them.
+fn site() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let src = p.join("src");
+    std::fs::create_dir(&src).unwrap();
+    git(&src, &["init", "-q"]);
+    std::fs::write(src.join("a.txt"), "one\ntwo\nthree\n").unwrap();
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "base"]);
+    git(
+        p,
+        &["clone", "-q", "--bare", src.to_str().unwrap(), "hello.git"],
+    );
+    std::fs::write(src.join("a.txt"), "one\nTWO\nthree\n").unwrap();
+    git(&src, &["commit", "-q", "-am", "Shout two"]);
+    std::fs::write(src.join("b.txt"), "bee\n").unwrap();
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "Add bee"]);
+    let mbox = git(
+        &src,
+        &[
+            "format-patch",
+            "--stdout",
+            "--cover-letter",
+            "--thread=shallow",
+            "--subject-prefix=master PATCH hello",
+            "HEAD~2",
+        ],
+    );
+    std::fs::write(p.join("series.mbox"), mbox).unwrap();
+    std::fs::copy(p.join("series.mbox"), p.join("list.mbox")).unwrap();
+    std::fs::write(p.join("token"), format!("{TOKEN}\n")).unwrap();
+    std::fs::write(
+        p.join("patchline.toml"),
+        r#"
+[intake]
+source = "mbox"
+mbox_format = "none"
+path = "list.mbox"
+archive_dir = "archive"
+
+[[repos]]
+name = "hello"
+path = "hello.git"
+
+[[repos]]
+name = "world"
+path = "hello.git"
+
+[state]
+db = "state/patchline.db"
+
+[server]
+token_file = "token"
+"#,
+    )
+    .unwrap();
+    dir
+}
+
+/// A response: status, headers (names lower-cased), body.
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    what: String,
+}
+
+impl Resp {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{}: body is not JSON ({e}): {}", self.what, self.text()))
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    /// Asserts the status and, for errors, the JSON error shape; returns
+    /// the body as JSON when it is JSON.
+    fn expect(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "{}: {}", self.what, self.text());
+        if status >= 400 {
+            let body = self.json();
+            assert_eq!(body["status"], status, "{}: {body}", self.what);
+            assert!(
+                body["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "{}: {body}",
+                self.what
+            );
+            return body;
+        }
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// The worker process; killed when dropped. Its stderr is kept and shown
+/// when something fails.
+struct Worker {
+    child: Child,
+    addr: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Worker {
+    fn spawn(site: &Path) -> Worker {
+        let mut child = Command::new(patchline_bin())
+            .args([
+                "--config",
+                "patchline.toml",
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+            ])
+            .current_dir(site)
+            .env_remove("PATCHLINE_CONFIG")
+            .env("GIT_COMMITTER_NAME", "Test Committer")
+            .env("GIT_COMMITTER_EMAIL", "committer@example.org")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn patchline serve");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let keep = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+                let mut s = keep.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!(
+                    "patchline serve did not start\n--- stderr\n{}",
+                    stderr.lock().unwrap()
+                )
+            });
+        Worker {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        extra: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Resp {
+        let what = format!("{method} {path}");
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.addr
+        );
+        if let Some(t) = token {
+            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        for (k, v) in extra {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(b) = body {
+            head.push_str(&format!("Content-Length: {}\r\n", b.len()));
+        }
+        head.push_str("\r\n");
+        // The server may answer (413) before reading a large body.
+        let _ = s.write_all(head.as_bytes());
+        if let Some(b) = body {
+            let _ = s.write_all(b);
+        }
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| {
+                panic!(
+                    "{what}: no HTTP response: {:?}\n{}",
+                    String::from_utf8_lossy(&raw),
+                    self.log()
+                )
+            });
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let mut body = raw[split + 4..].to_vec();
+        if headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v == "chunked")
+        {
+            body = dechunk(&body);
+        }
+        Resp {
+            status,
+            headers,
+            body,
+            what,
+        }
+    }
+
+    fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, Some(TOKEN), &[], None)
+    }
+
+    fn post(&self, path: &str, body: Option<Value>) -> Resp {
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        let ct: &[(&str, &str)] = if bytes.is_some() {
+            &[("Content-Type", "application/json")]
+        } else {
+            &[]
+        };
+        self.request("POST", path, Some(TOKEN), ct, bytes.as_deref())
+    }
+
+    fn new_run(&self, repos: Option<&[&str]>) -> i64 {
+        let mut body = json!({"trigger": "api", "cause": "integration test"});
+        if let Some(r) = repos {
+            body["repos"] = json!(r);
+        }
+        self.post("/api/v1/runs", Some(body)).expect(201)["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// Polls a stage until it leaves queued/running.
+    fn wait_stage(&self, run: i64, stage: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let view = self
+                .get(&format!("/api/v1/runs/{run}/stages/{stage}"))
+                .expect(200);
+            let state = view["state"].as_str().unwrap_or("").to_owned();
+            if state != "queued" && state != "running" {
+                return view;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "stage {stage} never finished\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn run_stage(&self, run: i64, stage: &str) -> Value {
+        self.post(&format!("/api/v1/runs/{run}/stages/{stage}"), None)
+            .expect(202);
+        self.wait_stage(run, stage)
+    }
+
+    fn log(&self) -> String {
+        format!("--- worker stderr\n{}", self.stderr.lock().unwrap())
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = body.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&body[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&body[eol + 2..eol + 2 + size]);
+        body = &body[eol + 2 + size + 2..];
+    }
+}
+
+fn stage_rows(site: &Path) -> i64 {
+    let db = rusqlite::Connection::open(site.join("state/patchline.db")).unwrap();
+    db.query_row("SELECT COUNT(*) FROM stages", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn auth_and_bad_input_get_clear_errors_and_change_nothing() {
+    let site = site();
+    let w = Worker::spawn(site.path());
+    let run = w.new_run(Some(&["hello"]));
+
+    // Health needs no token; everything else does, even unknown paths.
+    assert_eq!(
+        w.request("GET", "/api/v1/healthz", None, &[], None)
+            .expect(200)["status"],
+        "ok"
+    );
+    let r = w.request("GET", "/api/v1/runs", None, &[], None);
+    assert!(
+        r.expect(401)["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing Authorization")
+    );
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"patchline\"")
+    );
+    w.request(
+        "GET",
+        "/api/v1/metrics",
+        None,
+        &[("Authorization", "Basic dXNlcjpwdw==")],
+        None,
+    )
+    .expect(401);
+    w.request("GET", "/no/such/thing", None, &[], None)
+        .expect(401);
+    let r = w.request(
+        "POST",
+        &format!("/api/v1/runs/{run}/stages/collect"),
+        Some("wrong-token-0123456789"),
+        &[],
+        None,
+    );
+    assert_eq!(r.expect(403)["error"], "forbidden");
+    // A token that differs only in its last character, or is a prefix.
+    w.request(
+        "GET",
+        "/api/v1/runs",
+        Some(&TOKEN[..TOKEN.len() - 1]),
+        &[],
+        None,
+    )
+    .expect(403);
+    let mut near = TOKEN.to_owned();
+    near.pop();
+    near.push('x');
+    w.request("GET", "/api/v1/runs", Some(&near), &[], None)
+        .expect(403);
+    assert!(
+        !w.log().contains(TOKEN),
+        "the token was logged\n{}",
+        w.log()
+    );
+
+    // Unknown run, unknown stage, traversal in every path parameter.
+    for path in [
+        "/api/v1/runs/999".to_owned(),
+        "/api/v1/runs/999/junit.xml".to_owned(),
+        "/api/v1/runs/999/stages/collect".to_owned(),
+        "/api/v1/runs/999/stages/collect/log".to_owned(),
+        format!("/api/v1/runs/{run}/stages/deploy"),
+        "/api/v1/runs/abc".to_owned(),
+        "/api/v1/runs/-1".to_owned(),
+        "/api/v1/runs/..%2F..%2Fetc%2Fpasswd".to_owned(),
+        format!("/api/v1/runs/{run}/stages/..%2F..%2F..%2Fetc%2Fpasswd/log"),
+        format!("/api/v1/runs/{run}/stages/../../../../etc/passwd"),
+        format!("/api/v1/runs/{run}/stages/%2e%2e/log"),
+        "/api/v1/nothing".to_owned(),
+    ] {
+        let body = w.get(&path).expect(404);
+        assert!(
+            !body["message"].as_str().unwrap().contains("root:"),
+            "{path}: {body}"
+        );
+    }
+    let body = w.post("/api/v1/runs/999/stages/collect", None).expect(404);
+    assert_eq!(body["message"], "run 999 does not exist");
+    let body = w
+        .post(&format!("/api/v1/runs/{run}/stages/..%2Fcollect"), None)
+        .expect(404);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("stages are collect"),
+        "{body}"
+    );
+    w.request(
+        "DELETE",
+        &format!("/api/v1/runs/{run}"),
+        Some(TOKEN),
+        &[],
+        None,
+    )
+    .expect(405);
+
+    // Bodies: malformed, invalid, unknown fields, too large, not JSON.
+    let post_raw = |body: &[u8], ct: &str| {
+        w.request(
+            "POST",
+            "/api/v1/runs",
+            Some(TOKEN),
+            &[("Content-Type", ct)],
+            Some(body),
+        )
+    };
+    assert!(
+        post_raw(b"{\"trigger\": \"api\",", "application/json").expect(400)["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed JSON")
+    );
+    post_raw(b"not json", "application/json").expect(400);
+    for bad in [
+        json!({"trigger": "cron", "cause": "x"}),
+        json!({"cause": "x"}),
+        json!({"trigger": "api"}),
+        json!({"trigger": "api", "cause": "x", "admin": true}),
+        json!({"trigger": "api", "cause": 5}),
+        json!({"trigger": "api", "cause": "x", "repos": ["../../etc"]}),
+        json!({"trigger": "api", "cause": "x", "jenkins_url": "javascript:alert(1)"}),
+        json!({"trigger": "api", "cause": ""}),
+    ] {
+        let r = post_raw(bad.to_string().as_bytes(), "application/json");
+        assert_eq!(r.expect(422)["error"], "invalid", "{bad}");
+    }
+    let huge = json!({"trigger": "api", "cause": "x".repeat(64 * 1024)}).to_string();
+    assert!(
+        post_raw(huge.as_bytes(), "application/json").expect(413)["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than the limit")
+    );
+    post_raw(b"trigger=api", "application/x-www-form-urlencoded").expect(415);
+    for q in [
+        "limit=0",
+        "limit=1000",
+        "limit=abc",
+        "before=x",
+        "color=red",
+    ] {
+        w.get(&format!("/api/v1/runs?{q}")).expect(422);
+    }
+    for q in ["offset=-1", "offset=abc", "offset=99999"] {
+        w.get(&format!("/api/v1/runs/{run}/stages/collect/log?{q}"))
+            .expect(422);
+    }
+
+    // None of it created a run or touched a stage.
+    let page = w.get("/api/v1/runs").expect(200);
+    assert_eq!(page["runs"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(stage_rows(site.path()), 0);
+    let view = w.get(&format!("/api/v1/runs/{run}")).expect(200);
+    assert!(
+        view["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "pending"),
+        "{view}"
+    );
+}
+
+#[test]
+fn stages_run_in_order_one_run_per_repository() {
+    let site = site();
+    let w = Worker::spawn(site.path());
+    let run = w.new_run(Some(&["hello"]));
+    let body = w
+        .post(&format!("/api/v1/runs/{run}/stages/apply"), None)
+        .expect(409);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("collect must finish ok first (it is not started)"),
+        "{body}"
+    );
+    assert_eq!(
+        stage_rows(site.path()),
+        0,
+        "a refused start changes nothing"
+    );
+
+    // A second run for the same repository is refused, naming this one;
+    // another repository is free.
+    let body = w
+        .post(
+            "/api/v1/runs",
+            Some(json!({"trigger": "timer", "cause": "nightly"})),
+        )
+        .expect(409);
+    assert_eq!(body["run"], run);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("run {run} is still running for repository hello")),
+        "{body}"
+    );
+    let other = w.new_run(Some(&["world"]));
+
+    let collect = w.run_stage(run, "collect");
+    assert_eq!(collect["state"], "ok", "{collect}\n{}", w.log());
+    assert_eq!(collect["summary"]["series_complete"], 1, "{collect}");
+
+    // The log, read by offset until it is exhausted.
+    let first = w.get(&format!("/api/v1/runs/{run}/stages/collect/log?offset=0"));
+    first.expect(200);
+    let next: u64 = first.header("x-next-offset").unwrap().parse().unwrap();
+    assert_eq!(next, first.body.len() as u64);
+    assert_eq!(first.header("x-stage-state"), Some("ok"));
+    let text = first.text();
+    assert!(
+        text.contains("collect of run") && text.contains("finished ok"),
+        "{text}"
+    );
+    let rest = w.get(&format!(
+        "/api/v1/runs/{run}/stages/collect/log?offset={next}"
+    ));
+    rest.expect(200);
+    assert!(rest.body.is_empty());
+    assert_eq!(
+        rest.header("x-next-offset"),
+        Some(next.to_string().as_str())
+    );
+    let tail = w.get(&format!(
+        "/api/v1/runs/{run}/stages/collect/log?offset={}",
+        next - 5
+    ));
+    assert_eq!(tail.body, first.body[first.body.len() - 5..]);
+
+    let body = w
+        .post(&format!("/api/v1/runs/{run}/stages/build"), None)
+        .expect(409);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("apply must finish ok first"),
+        "{body}"
+    );
+    let apply = w.run_stage(run, "apply");
+    assert_eq!(apply["state"], "ok", "{apply}\n{}", w.log());
+    assert_eq!(apply["summary"]["patches_applied"], 2, "{apply}");
+
+    let junit = w.get(&format!("/api/v1/runs/{run}/junit.xml"));
+    junit.expect(200);
+    let xml = junit.text();
+    assert_eq!(xml.matches("<testcase ").count(), 2, "{xml}");
+    assert!(
+        xml.contains(
+            "classname=\"apply.hello.master\" name=\"[1/2] [master PATCH hello 1/2] Shout two\""
+        ),
+        "{xml}"
+    );
+    assert!(!xml.contains("<failure"), "{xml}");
+
+    let view = w.get(&format!("/api/v1/runs/{run}")).expect(200);
+    let states: Vec<&str> = view["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["ok", "ok", "pending", "pending", "pending", "pending"],
+        "{view}"
+    );
+    assert_eq!(view["run"]["repos"], json!(["hello"]));
+
+    // Re-running a finished stage is allowed (stages are idempotent).
+    assert_eq!(w.run_stage(run, "apply")["summary"]["patches_applied"], 0);
+
+    // report may run whatever came before; it finishes the run, which
+    // frees the repository and refuses further stages.
+    let report = w.run_stage(run, "report");
+    assert!(
+        ["ok", "skipped"].contains(&report["state"].as_str().unwrap()),
+        "{report}"
+    );
+    let view = w.get(&format!("/api/v1/runs/{run}")).expect(200);
+    assert!(view["run"]["finished_at"].is_i64(), "{view}");
+    w.post(&format!("/api/v1/runs/{run}/stages/collect"), None)
+        .expect(409);
+    let again = w.new_run(Some(&["hello"]));
+
+    let page = w.get("/api/v1/runs?limit=2").expect(200);
+    let ids: Vec<i64> = page["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [again, other]);
+    let older = w.get(page["next"].as_str().unwrap()).expect(200);
+    assert_eq!(older["runs"][0]["id"], run);
+    assert!(older["next"].is_null());
+
+    let metrics = w.get("/api/v1/metrics");
+    metrics.expect(200);
+    let text = metrics.text();
+    assert!(
+        text.contains("patchline_stages{stage=\"apply\",state=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("patchline_patches{series_state=\"applied\"} 3"),
+        "{text}"
+    );
+    assert!(text.contains("patchline_jobs_running 0"), "{text}");
+    let doc = w.get("/api/v1/openapi.json").expect(200);
+    assert!(doc["paths"]["/api/v1/runs/{run}/stages/{stage}/log"].is_object());
+}
+
+#[test]
+fn concurrent_starts_and_a_killed_worker_resume() {
+    let site = site();
+    // A FIFO as the mailbox: collect blocks opening it until the test
+    // writes, so the stage is reliably running.
+    let list = site.path().join("list.mbox");
+    std::fs::remove_file(&list).unwrap();
+    let status = Command::new("mkfifo").arg(&list).status().unwrap();
+    assert!(status.success());
+    let mut w = Worker::spawn(site.path());
+    let run = w.new_run(None);
+
+    let addr = w.addr.clone();
+    let starts: Vec<_> = (0..6)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(&addr).unwrap();
+                write!(s, "POST /api/v1/runs/{run}/stages/collect HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                out.split(' ').nth(1).unwrap_or("").to_owned()
+            })
+        })
+        .collect();
+    let mut codes: Vec<String> = starts.into_iter().map(|t| t.join().unwrap()).collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        ["202", "409", "409", "409", "409", "409"],
+        "{}",
+        w.log()
+    );
+    let body = w
+        .post(&format!("/api/v1/runs/{run}/stages/report"), None)
+        .expect(409);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("stage collect of run"),
+        "{body}"
+    );
+
+    // Kill the worker mid-stage: the restarted one reports it interrupted.
+    let start = Instant::now();
+    while w.get(&format!("/api/v1/runs/{run}/stages/collect")).json()["state"] != "running" {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", w.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    w.kill();
+    drop(w);
+    std::fs::remove_file(&list).unwrap();
+    std::fs::copy(site.path().join("series.mbox"), &list).unwrap();
+    let w = Worker::spawn(site.path());
+    let view = w
+        .get(&format!("/api/v1/runs/{run}/stages/collect"))
+        .expect(200);
+    assert_eq!(view["state"], "interrupted", "{view}");
+    assert!(
+        view["error"]
+            .as_str()
+            .unwrap()
+            .contains("start the stage again"),
+        "{view}"
+    );
+    // Still the repositories' unfinished run.
+    assert_eq!(
+        w.post(
+            "/api/v1/runs",
+            Some(json!({"trigger": "api", "cause": "x"}))
+        )
+        .expect(409)["run"],
+        run
+    );
+    let collect = w.run_stage(run, "collect");
+    assert_eq!(collect["state"], "ok", "{collect}\n{}", w.log());
+    assert_eq!(collect["summary"]["patches"], 2, "{collect}");
+    let log = w
+        .get(&format!("/api/v1/runs/{run}/stages/collect/log"))
+        .text();
+    assert_eq!(
+        log.matches("collect of run").count(),
+        3,
+        "both attempts are in the log: {log}"
+    );
+}
+
+/// The curl commands of docs/api.md, run in order against a fresh worker.
+#[test]
+fn the_curl_commands_of_the_api_doc_work() {
+    let site = site();
+    let w = Worker::spawn(site.path());
+    let doc_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/api.md");
+    let doc = std::fs::read_to_string(&doc_path).unwrap();
+    let mut script = String::from("set -euo pipefail\n");
+    let mut blocks = 0;
+    let mut inside = false;
+    for line in doc.lines() {
+        if line.trim_start().starts_with("```sh") {
+            inside = true;
+            blocks += 1;
+        } else if inside && line.trim_start().starts_with("```") {
+            inside = false;
+        } else if inside {
+            script.push_str(line);
+            script.push('\n');
+        }
+    }
+    assert!(blocks >= 10, "docs/api.md has {blocks} sh blocks");
+    for endpoint in [
+        "healthz",
+        "metrics",
+        "openapi.json",
+        "junit.xml",
+        "/log?offset=",
+    ] {
+        assert!(
+            script.contains(endpoint),
+            "docs/api.md has no curl for {endpoint}"
+        );
+    }
+    let token_file = site.path().join("token");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(site.path())
+        .env("PATCHLINE_URL", format!("http://{}", w.addr))
+        .env(
+            "PATCHLINE_TOKEN",
+            std::fs::read_to_string(token_file).unwrap().trim(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docs/api.md commands failed\n--- stdout\n{}\n--- stderr\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        w.log()
+    );
+}
+
+#[test]
+fn the_worker_does_not_start_without_a_usable_token() {
+    let site = site();
+    let p = site.path();
+    let config = std::fs::read_to_string(p.join("patchline.toml")).unwrap();
+    std::fs::write(
+        p.join("patchline.toml"),
+        config.replace("token_file = \"token\"\n", ""),
+    )
+    .unwrap();
+    let ran = crate::util::patchline(p, &["serve", "--bind", "127.0.0.1:0"]).fails_with(2);
+    assert!(ran.stderr().contains("no API token"), "{}", ran.describe());
+    std::fs::write(p.join("short"), "abc\n").unwrap();
+    let ran = crate::util::patchline(
+        p,
+        &["serve", "--bind", "127.0.0.1:0", "--token-file", "short"],
+    )
+    .fails_with(2);
+    assert!(
+        ran.stderr().contains("shorter than 16"),
+        "{}",
+        ran.describe()
+    );
+    let ran = crate::util::patchline(
+        p,
+        &["serve", "--bind", "127.0.0.1:0", "--token-file", "missing"],
+    )
+    .fails_with(2);
+    assert!(
+        ran.stderr().contains("cannot read the API token file"),
+        "{}",
+        ran.describe()
+    );
+}
