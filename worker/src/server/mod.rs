@@ -45,6 +45,12 @@ pub enum Error {
     },
     #[error("the HTTP server stopped: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("cannot create the publish directory {path}: {source}")]
+    PublishDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -129,7 +135,9 @@ async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if req.path() == "/api/v1/healthz" {
+    // Health checks, and the published yum repositories: dnf sends no
+    // token, and what is published is public by intent.
+    if req.path() == "/api/v1/healthz" || req.path() == REPOS || req.path().starts_with("/repos/") {
         return next
             .call(req)
             .await
@@ -196,6 +204,10 @@ fn query_error(
     let e = ApiError::invalid(format!("invalid query string: {err}"));
     actix_web::error::InternalError::from_response(err, e.error_response()).into()
 }
+
+/// Where `serve` serves the publish directory (static files, directory
+/// listings, no token): point `[publish] base_url` at `http://HOST:PORT/repos`.
+pub const REPOS: &str = "/repos";
 
 /// The application: routes, limits, authentication.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -271,6 +283,11 @@ pub fn serve(
     let env: Vec<(String, String)> = std::env::vars().collect();
     let token = auth::Token::load(token_file, &config.server, &env)?;
     let bind = config.server.bind.clone();
+    let publish_dir = config.publish_dir();
+    std::fs::create_dir_all(&publish_dir).map_err(|source| Error::PublishDir {
+        path: publish_dir.clone(),
+        source,
+    })?;
     let state = web::Data::new(prepare(config, token)?);
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
@@ -278,6 +295,11 @@ pub fn serve(
                 .app_data(state.clone())
                 .wrap(from_fn(require_token))
                 .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %T"))
+                .service(
+                    actix_files::Files::new(REPOS, &publish_dir)
+                        .show_files_listing()
+                        .redirect_to_slash_directory(),
+                )
                 .configure(configure)
         })
         .bind(&bind)

@@ -830,3 +830,49 @@ fn the_worker_does_not_start_without_a_usable_token() {
         ran.describe()
     );
 }
+
+#[test]
+fn the_publish_directory_is_served_without_a_token() {
+    let site = site();
+    let p = site.path();
+    // A published repository as the publish stage lays it out: the target
+    // a symlink to a hidden snapshot.
+    let snapshot = p.join("state/publish/hello/.snapshots/el9-run1/noarch");
+    std::fs::create_dir_all(snapshot.join("repodata")).unwrap();
+    std::fs::write(
+        snapshot.join("hello-1.0-1.el9.noarch.rpm"),
+        b"\xed\xab\xee\xdbrpm",
+    )
+    .unwrap();
+    std::fs::write(snapshot.join("repodata/repomd.xml"), "<repomd/>\n").unwrap();
+    std::os::unix::fs::symlink(".snapshots/el9-run1", p.join("state/publish/hello/el9")).unwrap();
+    let worker = Worker::spawn(p);
+    let anonymous = |path: &str| worker.request("GET", path, None, &[], None);
+
+    let listing = anonymous("/repos/hello/el9/noarch/");
+    assert_eq!(listing.status, 200, "{}", listing.text());
+    assert!(
+        listing.text().contains("hello-1.0-1.el9.noarch.rpm"),
+        "{}",
+        listing.text()
+    );
+    let rpm = anonymous("/repos/hello/el9/noarch/hello-1.0-1.el9.noarch.rpm");
+    assert_eq!(rpm.status, 200);
+    assert_eq!(rpm.body, b"\xed\xab\xee\xdbrpm");
+    assert_eq!(
+        anonymous("/repos/hello/el9/noarch/repodata/repomd.xml").text(),
+        "<repomd/>\n"
+    );
+    // Hidden snapshots, paths out of the directory: not served.
+    let hidden = anonymous("/repos/hello/.snapshots/el9-run1/noarch/hello-1.0-1.el9.noarch.rpm");
+    assert!(matches!(hidden.status, 400 | 404), "{}", hidden.status);
+    assert_ne!(anonymous("/repos/../patchline.toml").status, 200);
+    assert_ne!(
+        anonymous("/repos/hello/%2e%2e/%2e%2e/patchline.toml").status,
+        200
+    );
+    // The API still wants its token.
+    worker
+        .request("GET", "/api/v1/runs", None, &[], None)
+        .expect(401);
+}
