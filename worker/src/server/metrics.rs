@@ -6,6 +6,27 @@ use crate::pipeline::Stage;
 use crate::store::{self, Store};
 use std::fmt::Write;
 
+/// One gauge with one label: `(name, help, label)` and a query giving
+/// `(label value, count)` rows.
+fn gauge_by_state(
+    store: &Store,
+    out: &mut String,
+    (name, help, label_name): (&str, &str, &str),
+    sql: &str,
+) -> Result<(), store::Error> {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    let mut stmt = store.conn().prepare(sql).map_err(|e| store.err(e))?;
+    let rows: Vec<(String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(|r| r.collect())
+        .map_err(|e| store.err(e))?;
+    for (value, n) in rows {
+        let _ = writeln!(out, "{name}{{{label_name}=\"{}\"}} {n}", label(&value));
+    }
+    Ok(())
+}
+
 /// The metrics text of the database behind `store`; `jobs_running` is the
 /// number of stage jobs this process is running.
 pub fn render(store: &Store, jobs_running: usize) -> Result<String, store::Error> {
@@ -13,18 +34,12 @@ pub fn render(store: &Store, jobs_running: usize) -> Result<String, store::Error
     let mut out = String::new();
     let q = |e| store.err(e);
 
-    let _ = writeln!(out, "# HELP patchline_runs Runs by state.");
-    let _ = writeln!(out, "# TYPE patchline_runs gauge");
-    let mut stmt = conn
-        .prepare("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state")
-        .map_err(q)?;
-    let rows: Vec<(String, i64)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .and_then(|r| r.collect())
-        .map_err(q)?;
-    for (state, n) in rows {
-        let _ = writeln!(out, "patchline_runs{{state=\"{}\"}} {n}", label(&state));
-    }
+    gauge_by_state(
+        store,
+        &mut out,
+        ("patchline_runs", "Runs by state.", "state"),
+        "SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state",
+    )?;
 
     let _ = writeln!(
         out,
@@ -90,40 +105,22 @@ pub fn render(store: &Store, jobs_running: usize) -> Result<String, store::Error
         );
     }
 
-    let _ = writeln!(
-        out,
-        "# HELP patchline_patches Patches of series, by series state."
-    );
-    let _ = writeln!(out, "# TYPE patchline_patches gauge");
-    let mut stmt = conn
-        .prepare(
-            "SELECT s.state, COUNT(*) FROM patches p JOIN series s ON s.id = p.series_id GROUP BY s.state ORDER BY s.state",
-        )
-        .map_err(q)?;
-    let rows: Vec<(String, i64)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .and_then(|r| r.collect())
-        .map_err(q)?;
-    for (state, n) in rows {
-        let _ = writeln!(
-            out,
-            "patchline_patches{{series_state=\"{}\"}} {n}",
-            label(&state)
-        );
-    }
-
-    let _ = writeln!(out, "# HELP patchline_builds Target builds by state.");
-    let _ = writeln!(out, "# TYPE patchline_builds gauge");
-    let mut stmt = conn
-        .prepare("SELECT state, COUNT(*) FROM builds GROUP BY state ORDER BY state")
-        .map_err(q)?;
-    let rows: Vec<(String, i64)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .and_then(|r| r.collect())
-        .map_err(q)?;
-    for (state, n) in rows {
-        let _ = writeln!(out, "patchline_builds{{state=\"{}\"}} {n}", label(&state));
-    }
+    gauge_by_state(
+        store,
+        &mut out,
+        (
+            "patchline_patches",
+            "Patches of series, by series state.",
+            "series_state",
+        ),
+        "SELECT s.state, COUNT(*) FROM patches p JOIN series s ON s.id = p.series_id GROUP BY s.state ORDER BY s.state",
+    )?;
+    gauge_by_state(
+        store,
+        &mut out,
+        ("patchline_builds", "Target builds by state.", "state"),
+        "SELECT state, COUNT(*) FROM builds GROUP BY state ORDER BY state",
+    )?;
 
     let _ = writeln!(
         out,
