@@ -87,7 +87,12 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
         store,
         run,
         "build",
-        |store| crate::build::build_stage(store, config, run).map_err(stage_failure),
+        |store| {
+            crate::build::build_stage(store, config, run).map_err(|e| Failure {
+                code: if e.is_infrastructure() { 3 } else { 1 },
+                message: e.to_string(),
+            })
+        },
         |summary| {
             (summary.failed > 0).then(|| {
                 summary
