@@ -100,6 +100,7 @@ struct State {
 pub struct Stats {
     pub http_requests: AtomicU64,
     pub xmlrpc_requests: AtomicU64,
+    pub cut_uploads: AtomicU64,
     pub calls: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -991,6 +992,7 @@ impl Hub {
                 let body = serde_json::json!({
                     "http_requests": self.stats.http_requests.load(Ordering::SeqCst),
                     "xmlrpc_requests": self.stats.xmlrpc_requests.load(Ordering::SeqCst),
+                    "cut_uploads": self.stats.cut_uploads.load(Ordering::SeqCst),
                     "calls": calls,
                 });
                 return Response::new(200, "application/json", body.to_string());
@@ -1151,7 +1153,11 @@ impl Handler for Hub {
         if method != "POST" || path != "/kojihub" || !query.iter().any(|(k, _)| k == "filename") {
             return None;
         }
-        self.state().faults.cut_upload_after.take()
+        let cut = self.state().faults.cut_upload_after.take();
+        if cut.is_some() {
+            self.stats.cut_uploads.fetch_add(1, Ordering::SeqCst);
+        }
+        cut
     }
 
     fn handle(&self, req: Request) -> Action {

@@ -5,10 +5,10 @@
 use crate::util::{git, patchline};
 use std::path::Path;
 
-const SPEC: &str = "Name: tiny\nVersion: 2.1\nRelease: 3%{?dist}\nSummary: test package\nLicense: MIT\nBuildArch: noarch\nSource0: %{name}-%{version}.tar.gz\n\n%description\nA test package.\n\n%prep\n%autosetup\n\n%build\n\n%install\ninstall -D -m 0644 greeting %{buildroot}/usr/share/tiny/greeting\n\n%files\n/usr/share/tiny/greeting\n";
+pub const SPEC: &str = "Name: tiny\nVersion: 2.1\nRelease: 3%{?dist}\nSummary: test package\nLicense: MIT\nBuildArch: noarch\nSource0: %{name}-%{version}.tar.gz\n\n%description\nA test package.\n\n%prep\n%autosetup\n\n%build\n\n%install\ninstall -D -m 0644 greeting %{buildroot}/usr/share/tiny/greeting\n\n%files\n/usr/share/tiny/greeting\n";
 
 /// A bare repo with a noarch package, and a one-patch mbox changing it.
-fn site(spec: &str) -> tempfile::TempDir {
+pub fn site(spec: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     let src = p.join("src");
@@ -42,7 +42,7 @@ fn site(spec: &str) -> tempfile::TempDir {
     dir
 }
 
-fn rpm_query(rpm: &Path, format: &str) -> String {
+pub fn rpm_query(rpm: &Path, format: &str) -> String {
     let out = std::process::Command::new("rpm")
         .args(["-qp", "--qf", format])
         .arg(rpm)

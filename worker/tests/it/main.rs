@@ -4,5 +4,6 @@ mod build;
 mod collect;
 mod dovecot;
 mod imap_source;
+mod koji;
 mod publish;
 mod util;
