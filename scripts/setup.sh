@@ -15,6 +15,10 @@ want swaks swaks
 want openssl openssl
 [ -x /usr/lib/git-core/git-send-email ] || [ -x "$(git --exec-path 2>/dev/null)/git-send-email" ] || need_apt+=(git-email)
 python3 -c 'import aiosmtpd' >/dev/null 2>&1 || [ -d /usr/lib/python3/dist-packages/aiosmtpd ] || need_apt+=(python3-aiosmtpd)
+# The koji CLI (tests run it against the hub double): Debian's python with
+# its rpm bindings (download-build checks RPM headers) and venv.
+[ -d /usr/lib/python3/dist-packages/rpm ] || need_apt+=(python3-rpm)
+/usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
@@ -26,4 +30,19 @@ fi
 # Debian starts dovecot as a system service on install; the tests run their
 # own throw-away instances, so the system one is not needed.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop dovecot >/dev/null 2>&1 || true; fi
+
+# The real koji client, in a virtualenv beside the checkout (system Python
+# stays clean). --no-deps: its requests-gssapi needs Kerberos headers, and
+# patchline's tests log in with a password.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+venv="$root/.venv-koji"
+if ! "$venv/bin/python" -c 'import koji, rpm' >/dev/null 2>&1; then
+  echo "setup: installing the koji client in $venv" >&2
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv --system-site-packages "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps koji
+  "$venv/bin/pip" install -q --disable-pip-version-check requests python-dateutil six defusedxml 2>&1 \
+    | grep -v "requests-gssapi\|dependency resolver\|dependency conflicts" >&2 || true
+  "$venv/bin/python" -c 'import koji, rpm'
+fi
 echo "setup: ok" >&2

@@ -1,7 +1,7 @@
 //! The run state machine: which stages a run goes through, in which order,
 //! and how a stage's outcome is recorded.
 //!
-//! Stages implemented so far: `collect`, `apply`, `build` (local),
+//! Stages implemented so far: `collect`, `apply`, `build` (local or Koji),
 //! `publish`. A stage is recorded as `running` before it starts and
 //! `ok`/`failed` with its summary after, so `status` always tells where a
 //! run is, and a killed run shows the stage it died in.
