@@ -12,6 +12,8 @@ bash scripts/setup.sh
 export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1
 # The real koji CLI the Koji tests run against the hub double.
 export PATCHLINE_KOJI_CLI="$root/.venv-koji/bin/koji"
+# The hub double the Koji tests start (a binary of another package).
+cargo build -p patchline-kojihub
 cargo test --workspace --no-fail-fast
 
 # The README's first command, end to end, checked through `status --json`.
