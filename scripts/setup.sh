@@ -21,6 +21,10 @@ want groovy groovy
 want npm npm
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 python3 -c 'import aiosmtpd' >/dev/null 2>&1 || [ -d /usr/lib/python3/dist-packages/aiosmtpd ] || need_apt+=(python3-aiosmtpd)
+# The koji CLI (tests run it against the hub double): Debian's python with
+# its rpm bindings (download-build checks RPM headers) and venv.
+[ -d /usr/lib/python3/dist-packages/rpm ] || need_apt+=(python3-rpm)
+/usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
@@ -41,5 +45,20 @@ fi
 if [ ! -x "$tools/npm/node_modules/.bin/npm-groovy-lint" ]; then
   echo "setup: installing npm-groovy-lint into $tools/npm" >&2
   npm install --prefix "$tools/npm" --no-audit --no-fund --silent npm-groovy-lint@16.2.0
+fi
+
+# The real koji client, in a virtualenv beside the checkout (system Python
+# stays clean). --no-deps: its requests-gssapi needs Kerberos headers, and
+# patchline's tests log in with a password.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+venv="$root/.venv-koji"
+if ! "$venv/bin/python" -c 'import koji, rpm' >/dev/null 2>&1; then
+  echo "setup: installing the koji client in $venv" >&2
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv --system-site-packages "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps koji
+  "$venv/bin/pip" install -q --disable-pip-version-check requests python-dateutil six defusedxml 2>&1 \
+    | grep -v "requests-gssapi\|dependency resolver\|dependency conflicts" >&2 || true
+  "$venv/bin/python" -c 'import koji, rpm'
 fi
 echo "setup: ok" >&2

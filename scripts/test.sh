@@ -10,6 +10,10 @@ bash scripts/setup.sh
 # Tests must not depend on the machine's git configuration (a fresh CI
 # machine has no user.name): every identity they need, they set.
 export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1
+# The real koji CLI the Koji tests run against the hub double.
+export PATCHLINE_KOJI_CLI="$root/.venv-koji/bin/koji"
+# The hub double the Koji tests start (a binary of another package).
+cargo build -p patchline-kojihub
 cargo test --workspace --no-fail-fast
 
 # The README's first command, end to end, checked through `status --json`.

@@ -68,6 +68,8 @@ pub enum BuildBackend {
     /// `rpmbuild --rebuild` on this machine (host architecture only).
     #[default]
     Local,
+    /// A Koji hub over XML-RPC (`[build.koji]`).
+    Koji,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -81,6 +83,8 @@ pub struct Build {
     /// Target builds run at once.
     #[serde(default = "default_jobs")]
     pub jobs: usize,
+    /// The Koji hub and how to log in (`backend = "koji"`).
+    pub koji: Option<crate::build::koji::profile::KojiSettings>,
 }
 
 fn default_jobs() -> usize {
@@ -93,6 +97,7 @@ impl Default for Build {
             backend: BuildBackend::default(),
             targets: Vec::new(),
             jobs: default_jobs(),
+            koji: None,
         }
     }
 }
@@ -626,6 +631,9 @@ impl Config {
                 abs(p)
             }
         }
+        if let Some(koji) = self.build.koji.as_mut() {
+            koji.resolve_paths(abs);
+        }
     }
 
     /// An error about `key` of this configuration.
@@ -801,7 +809,35 @@ impl Config {
         self.route_rules()?;
         self.validate_tests()?;
         self.validate_report(env)?;
+        if self.build.backend == BuildBackend::Koji {
+            self.koji_settings_with_env(env)?;
+        }
         Ok(())
+    }
+
+    /// `[build.koji]` with its koji profile and secrets resolved (read from
+    /// the process environment and `$HOME`).
+    pub fn koji_settings(&self) -> Result<crate::build::koji::profile::Resolved, Error> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        self.koji_settings_with_env(&env)
+    }
+
+    fn koji_settings_with_env(
+        &self,
+        env: &Env,
+    ) -> Result<crate::build::koji::profile::Resolved, Error> {
+        let Some(koji) = &self.build.koji else {
+            return Err(self.invalid(
+                "build.koji",
+                "section [build.koji] is required when build.backend = \"koji\"",
+            ));
+        };
+        let home = env
+            .iter()
+            .find(|(k, _)| k == "HOME")
+            .map(|(_, v)| PathBuf::from(v));
+        koji.resolve(env, home.as_deref())
+            .map_err(|(key, message)| self.invalid(key, message))
     }
 
     fn validate_tests(&self) -> Result<(), Error> {

@@ -1,11 +1,12 @@
 //! The run state machine: which stages a run goes through, in which order,
 //! and how a stage's outcome is recorded.
 //!
-//! Stages: `collect -> apply -> build -> publish -> test -> report`. A
-//! stage is recorded as `running` before it starts and `ok`/`failed` with
-//! its summary after, so `status` always tells where a run is, a killed run
-//! shows the stage it died in, and `run --resume` goes on from there.
-//! `report` always runs, also after a stage stopped the pipeline.
+//! Stages: `collect -> apply -> build (local or Koji) -> publish -> test ->
+//! report`. A stage is recorded as `running` before it starts and
+//! `ok`/`failed` with its summary after, so `status` always tells where a
+//! run is, a killed run shows the stage it died in, and `run --resume` goes
+//! on from there. `report` always runs, also after a stage stopped the
+//! pipeline.
 
 use crate::build::BuildSummary;
 use crate::cli::{Failure, Trigger};
@@ -132,7 +133,12 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
         store,
         run,
         "build",
-        |store| crate::build::build_stage(store, config, run).map_err(stage_failure),
+        |store| {
+            crate::build::build_stage(store, config, run).map_err(|e| Failure {
+                code: if e.is_infrastructure() { 3 } else { 1 },
+                message: e.to_string(),
+            })
+        },
         |summary| {
             (summary.failed > 0).then(|| {
                 summary

@@ -1,13 +1,14 @@
 //! The `build` stage: every branch the apply stage moved in this run is
 //! made into a source RPM, then rebuilt for each of its repository's
-//! targets. Backend: local `rpmbuild --rebuild` (the embedded default); the
-//! Koji backend is still to come.
+//! targets by a [`Backend`]: local `rpmbuild --rebuild` (the embedded
+//! default) or a Koji hub ([`koji`]).
 //!
 //! Honest about the host: local builds are for the host architecture only;
 //! a target is a set of macros (`dist`), not a chroot. Each target's log is
 //! kept; a finished build is recorded and not done again when the stage of
 //! the same run is re-run.
 
+pub mod koji;
 pub mod srpm;
 
 use crate::config::Config;
@@ -27,6 +28,89 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Koji(#[from] koji::client::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The build service could not be reached (exit code 3).
+    pub fn is_infrastructure(&self) -> bool {
+        matches!(self, Error::Koji(e) if e.is_unreachable())
+    }
+}
+
+/// One branch to build: its SRPM and the targets still to do.
+pub struct Job {
+    pub repo: String,
+    pub branch: String,
+    pub commit: String,
+    /// The branch's work directory (SRPM, logs, results).
+    pub dir: PathBuf,
+    pub srpm: PathBuf,
+    pub nvr: String,
+    pub targets: Vec<String>,
+}
+
+/// What a backend made of one target of a [`Job`].
+pub struct TargetResult {
+    pub target: String,
+    pub log: Option<PathBuf>,
+    pub duration_ms: u64,
+    /// Local paths of the binary RPMs, or the failure with its log tail.
+    pub result: Result<Vec<PathBuf>, String>,
+    pub task_id: Option<i64>,
+    pub urls: Vec<String>,
+}
+
+/// Builds the targets of every job of a stage; results in job order, one
+/// per target. `Err` only when the backend as a whole cannot work (build
+/// service unreachable, login refused): nothing is recorded then, and the
+/// stage can be run again.
+pub trait Backend {
+    fn build(&mut self, jobs: &[Job]) -> Result<Vec<Vec<TargetResult>>, Error>;
+}
+
+/// `rpmbuild --rebuild` on this machine, `jobs` targets at a time.
+pub struct LocalBackend {
+    pub jobs: usize,
+}
+
+impl Backend for LocalBackend {
+    fn build(&mut self, jobs: &[Job]) -> Result<Vec<Vec<TargetResult>>, Error> {
+        Ok(jobs
+            .iter()
+            .map(|job| {
+                rebuild_all(&job.dir, &job.srpm, &job.targets, self.jobs)
+                    .into_iter()
+                    .map(|(target, o)| TargetResult {
+                        target,
+                        log: Some(o.log),
+                        duration_ms: o.duration_ms,
+                        result: o.result,
+                        task_id: None,
+                        urls: Vec::new(),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// The backend `[build].backend` names.
+pub fn backend(config: &Config) -> Result<Box<dyn Backend>, Error> {
+    match config.build.backend {
+        crate::config::BuildBackend::Local => Ok(Box::new(LocalBackend {
+            jobs: config.build.jobs,
+        })),
+        crate::config::BuildBackend::Koji => {
+            let settings = config
+                .koji_settings()
+                .map_err(|e| Error::Config(e.to_string()))?;
+            Ok(Box::new(koji::KojiBackend::new(settings)))
+        }
+    }
 }
 
 /// One repository, branch and target: what `status --json` and the report show.
@@ -44,6 +128,12 @@ pub struct TargetBuild {
     pub duration_ms: u64,
     /// The failure, with the tail of the log.
     pub error: Option<String>,
+    /// Koji: the build task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<i64>,
+    /// Koji: where the RPMs are served (`topurl`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -163,6 +253,7 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
         run,
         ..BuildSummary::default()
     };
+    let mut jobs = Vec::new();
     for (repo_name, branch, tip) in moved_branches(store, run)? {
         let Some(repo) = config.repos.iter().find(|r| r.name == repo_name) else {
             summary.not_built.push(format!(
@@ -195,6 +286,8 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
             log: None,
             duration_ms: 0,
             error: None,
+            task_id: None,
+            urls: Vec::new(),
         };
         let mut pending = Vec::new();
         for target in &targets {
@@ -207,37 +300,55 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
             continue;
         }
         let dir = work_dir(config, run).join(format!("{repo_name}-{}", branch.replace('/', "_")));
-        let results = match make_srpm(config, repo, &tip, &dir) {
-            Ok((srpm, nvr)) => rebuild_all(&dir, &srpm, &pending, config.build.jobs)
-                .into_iter()
-                .map(|(target, outcome)| {
-                    let mut b = base(&target, "failed");
-                    b.srpm = Some(srpm.display().to_string());
-                    b.nvr = Some(nvr.clone());
-                    b.log = Some(outcome.log.display().to_string());
-                    b.duration_ms = outcome.duration_ms;
-                    match outcome.result {
-                        Ok(rpms) => {
-                            b.state = "ok".into();
-                            b.rpms = rpms.iter().map(|p| p.display().to_string()).collect();
-                        }
-                        Err(e) => b.error = Some(e),
-                    }
-                    b
-                })
-                .collect::<Vec<_>>(),
-            Err(e) => pending
-                .iter()
-                .map(|t| {
+        match make_srpm(config, repo, &tip, &dir) {
+            Ok((srpm, nvr)) => jobs.push(Job {
+                repo: repo_name.clone(),
+                branch: branch.clone(),
+                commit: tip.clone(),
+                dir,
+                srpm,
+                nvr,
+                targets: pending,
+            }),
+            Err(e) => {
+                for t in &pending {
                     let mut b = base(t, "failed");
                     b.error = Some(e.clone());
-                    b
-                })
-                .collect(),
-        };
-        for b in results {
-            record(store, run, &b)?;
-            summary.builds.push(b);
+                    record(store, run, &b)?;
+                    summary.builds.push(b);
+                }
+            }
+        }
+    }
+    if !jobs.is_empty() {
+        let results = backend(config)?.build(&jobs)?;
+        for (job, targets) in jobs.iter().zip(results) {
+            for outcome in targets {
+                let mut b = TargetBuild {
+                    repo: job.repo.clone(),
+                    branch: job.branch.clone(),
+                    commit: job.commit.clone(),
+                    target: outcome.target,
+                    state: "failed".into(),
+                    nvr: Some(job.nvr.clone()),
+                    srpm: Some(job.srpm.display().to_string()),
+                    rpms: Vec::new(),
+                    log: outcome.log.map(|l| l.display().to_string()),
+                    duration_ms: outcome.duration_ms,
+                    error: None,
+                    task_id: outcome.task_id,
+                    urls: outcome.urls,
+                };
+                match outcome.result {
+                    Ok(rpms) => {
+                        b.state = "ok".into();
+                        b.rpms = rpms.iter().map(|p| p.display().to_string()).collect();
+                    }
+                    Err(e) => b.error = Some(e),
+                }
+                record(store, run, &b)?;
+                summary.builds.push(b);
+            }
         }
     }
     summary.built = summary.builds.iter().filter(|b| b.state == "ok").count() as u64;

@@ -695,6 +695,8 @@ mod tests {
             log: Some(format!("/w/{target}/build.log")),
             duration_ms: 1000,
             error: (state != "ok").then(|| "rpmbuild failed".into()),
+            task_id: None,
+            urls: vec![],
         }
     }
 

@@ -251,6 +251,8 @@ mod tests {
             log: Some("/l/el9.log".into()),
             duration_ms: 1500,
             error: Some("rpmbuild failed\x01\nerror: line".into()),
+            task_id: None,
+            urls: vec![],
         });
         let xml = render(&[
             Suite {

@@ -462,6 +462,8 @@ mod tests {
             log: None,
             duration_ms: 0,
             error: None,
+            task_id: None,
+            urls: vec![],
         }
     }
 

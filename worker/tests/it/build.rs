@@ -6,7 +6,7 @@ use crate::util::{TINY_SPEC, git, patchline, tiny_repo};
 use std::path::Path;
 
 /// A bare repo with a noarch package, and a one-patch mbox changing it.
-fn site(spec: &str) -> tempfile::TempDir {
+pub fn site(spec: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     let src = tiny_repo(p, spec);
@@ -30,7 +30,7 @@ fn site(spec: &str) -> tempfile::TempDir {
     dir
 }
 
-fn rpm_query(rpm: &Path, format: &str) -> String {
+pub fn rpm_query(rpm: &Path, format: &str) -> String {
     let out = std::process::Command::new("rpm")
         .args(["-qp", "--qf", format])
         .arg(rpm)

@@ -5,6 +5,7 @@ mod collect;
 mod dovecot;
 mod e2e;
 mod imap_source;
+mod koji;
 mod publish;
 mod report;
 mod serve;
