@@ -407,6 +407,7 @@ fn drive(
         .map_err(|e| store.err(e))?;
     let mut stopped_by = None;
     for stage in Stage::ALL {
+        // Report runs last whatever happened, after the loop.
         if stage == Stage::Report || (stage as u8) < (start as u8) {
             continue;
         }
@@ -420,21 +421,33 @@ fn drive(
         }
     }
     failpoint("before", Stage::Report);
-    let report = match report_stage(store, config, run) {
-        Ok(summary) => Some(summary),
+    let report = match run_stage(store, config, run, Stage::Report, progress) {
+        Ok(summary) => serde_json::from_value(summary).ok(),
         Err(failure) => {
             stopped_by.get_or_insert(failure);
             None
         }
     };
-    // Failed when a stage's latest attempt failed (a resumed run whose
-    // failed stage now passed is ok).
-    let failed = store.stages(run)?.iter().any(|s| s.state != "ok");
-    let state = if failed || stopped_by.is_some() {
-        "failed"
-    } else {
-        "ok"
-    };
+    let state = finish_run(store, run, stopped_by.is_some())?;
+    Ok(Outcome {
+        run,
+        state: state.to_owned(),
+        stopped_by,
+        report,
+    })
+}
+
+/// Marks `run` finished: `failed` when it was stopped or a stage's latest
+/// attempt did not end `ok` (or `skipped`, a dry run's publish), else `ok`
+/// (a resumed run whose failed stage now passed is ok). The one place a
+/// run's final state is decided, for `patchline run` and the HTTP worker.
+pub fn finish_run(store: &Store, run: i64, stopped: bool) -> Result<&'static str, store::Error> {
+    let failed = stopped
+        || store
+            .stages(run)?
+            .iter()
+            .any(|s| !matches!(s.state.as_str(), "ok" | "skipped"));
+    let state = if failed { "failed" } else { "ok" };
     store
         .conn()
         .execute(
@@ -442,12 +455,7 @@ fn drive(
             rusqlite::params![run, state, store::now()],
         )
         .map_err(|e| store.err(e))?;
-    Ok(Outcome {
-        run,
-        state: state.to_owned(),
-        stopped_by,
-        report,
-    })
+    Ok(state)
 }
 
 /// The run with each stage's state and summary (`status --json`).
@@ -521,7 +529,7 @@ mod tests {
     fn stage_names_round_trip() {
         for stage in Stage::ALL {
             assert_eq!(Stage::parse(stage.as_str()), Some(stage));
-            assert_eq!(stage.as_str(), store::STAGES[stage as usize]);
+            assert_eq!(Stage::ALL[stage as usize], stage);
         }
         assert_eq!(Stage::parse("deploy"), None);
     }

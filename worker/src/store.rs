@@ -195,9 +195,6 @@ pub struct Store {
     path: PathBuf,
 }
 
-/// Pipeline stages, in order.
-pub const STAGES: &[&str] = &["collect", "apply", "build", "publish", "test", "report"];
-
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RunRow {
     pub id: i64,
@@ -401,7 +398,7 @@ impl Store {
             .map_err(|e| self.err(e))?
             .collect::<Result<_, _>>()
             .map_err(|e| self.err(e))?;
-        rows.sort_by_key(|s| STAGES.iter().position(|x| *x == s.stage));
+        rows.sort_by_key(|s| crate::pipeline::Stage::parse(&s.stage).map(|s| s as u8));
         Ok(rows)
     }
 

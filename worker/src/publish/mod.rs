@@ -154,15 +154,8 @@ fn publish_one(
     }
     // New packages, by architecture directory.
     for file in files {
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let arch = package_arch(&name).unwrap_or("noarch");
-        by_dir
-            .entry(arch.to_owned())
-            .or_default()
-            .push((file.clone(), name));
+        let (name, arch) = name_and_arch(file);
+        by_dir.entry(arch).or_default().push((file.clone(), name));
     }
     let mut packages = Vec::new();
     for (dir, entries) in by_dir {
@@ -175,9 +168,7 @@ fn publish_one(
             if to.exists() {
                 continue;
             }
-            if std::fs::hard_link(&src, &to).is_err() {
-                std::fs::copy(&src, &to).map_err(write_err(&to))?;
-            }
+            link_or_copy(&src, &to)?;
             packages.push(format!("{dir}/{name}"));
         }
     }
@@ -257,27 +248,39 @@ fn publish_latest(
     }
     for (target, files) in files {
         for file in files {
-            let name = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let arch = package_arch(&name).unwrap_or("noarch");
-            let dest = next.join(target).join(arch);
+            let (name, arch) = name_and_arch(file);
+            let dest = next.join(target).join(&arch);
             std::fs::create_dir_all(&dest).map_err(write_err(&dest))?;
             let to = dest.join(&name);
-            let published = repo_dir.join(target).join(arch).join(&name);
+            let published = repo_dir.join(target).join(&arch).join(&name);
             let src = if published.exists() {
                 published
             } else {
                 file.clone()
             };
-            if std::fs::hard_link(&src, &to).is_err() {
-                std::fs::copy(&src, &to).map_err(write_err(&to))?;
-            }
+            link_or_copy(&src, &to)?;
         }
     }
     switch_link(&repo_dir, "latest", run)?;
     Ok(repo_dir.join("latest").display().to_string())
+}
+
+/// The file name of a package and the architecture directory it goes to.
+fn name_and_arch(file: &Path) -> (String, String) {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let arch = package_arch(&name).unwrap_or("noarch").to_owned();
+    (name, arch)
+}
+
+/// A hard link (same file system: no copy, no space), else a copy.
+fn link_or_copy(src: &Path, to: &Path) -> Result<(), Error> {
+    if std::fs::hard_link(src, to).is_err() {
+        std::fs::copy(src, to).map_err(write_err(to))?;
+    }
+    Ok(())
 }
 
 /// The newest `keep` files of each package name; `entries` are oldest

@@ -103,7 +103,10 @@ pub fn gather(store: &Store, config: &Config, run: i64) -> Result<Facts, Error> 
     if let Some(build) = &facts.build {
         for b in build.builds.iter().filter(|b| b.state != "ok") {
             let Some(log) = &b.log else { continue };
-            let text = std::fs::read_to_string(log).unwrap_or_default();
+            // Only the end of a log that may be megabytes long: at most
+            // 256 bytes a line.
+            let max = 256 * config.report.log_tail_lines.max(1) as u64;
+            let (text, _) = crate::test::tail(std::path::Path::new(log), max);
             let lines: Vec<String> = text.lines().map(str::to_owned).collect();
             let skip = lines.len().saturating_sub(config.report.log_tail_lines);
             let link = publish_log(config, run, &b.repo, &b.branch, &b.target, log)
@@ -223,10 +226,13 @@ pub fn report_stage(store: &mut Store, config: &Config, run: i64) -> Result<Repo
     let facts = gather(store, config, run)?;
     let reports = compose::compose(&facts, &config.report);
     let dir = crate::build::work_dir(config, run);
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
+        path: dir.clone(),
+        source,
+    })?;
     let write = |path: &std::path::Path, bytes: &[u8]| -> Result<(), Error> {
         let tmp = path.with_extension("tmp");
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&tmp, bytes))
+        std::fs::write(&tmp, bytes)
             .and_then(|()| std::fs::rename(&tmp, path))
             .map_err(|source| Error::Write {
                 path: path.to_owned(),

@@ -294,11 +294,7 @@ fn execute(ctx: &JobContext, store: &mut Store, run: i64, stage: Stage, log: Opt
         }
     }
     if stage == Stage::Report {
-        let finished = store.conn().execute(
-            "UPDATE runs SET state = CASE WHEN state = 'running' THEN 'ok' ELSE state END,
-                finished_at = ?2 WHERE id = ?1",
-            params![run, now()],
-        );
+        let finished = pipeline::finish_run(store, run, false);
         if let Err(e) = finished {
             tracing::error!("cannot mark run {run} finished: {e}");
         }

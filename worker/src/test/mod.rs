@@ -313,7 +313,10 @@ fn run_test(
         }
     }
     result.duration_ms = started.elapsed().as_millis() as u64;
-    result.output = tail(&log, OUTPUT_TAIL);
+    result.output = match tail(&log, OUTPUT_TAIL) {
+        (text, true) => format!("[...]\n{text}"),
+        (text, false) => text,
+    };
     Ok(result)
 }
 
@@ -325,28 +328,25 @@ fn kill_group(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
-/// The last `max` bytes of `path` as text, starting at a line.
-fn tail(path: &Path, max: u64) -> String {
+/// The last `max` bytes of `path` as text, starting at a line, and
+/// whether the start of the file was cut; reads only that end of the file.
+pub fn tail(path: &Path, max: u64) -> (String, bool) {
     let Ok(mut file) = std::fs::File::open(path) else {
-        return String::new();
+        return (String::new(), false);
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let start = len.saturating_sub(max);
-    if file.seek(SeekFrom::Start(start)).is_err() {
-        return String::new();
-    }
     let mut bytes = Vec::new();
-    if file.read_to_end(&mut bytes).is_err() {
-        return String::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return (String::new(), false);
     }
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    if start > 0 {
-        match text.find('\n') {
-            Some(i) => format!("[...]\n{}", &text[i + 1..]),
-            None => text,
-        }
-    } else {
-        text
+    if start == 0 {
+        return (text, false);
+    }
+    match text.find('\n') {
+        Some(i) => (text[i + 1..].to_owned(), true),
+        None => (text, true),
     }
 }
 
@@ -562,9 +562,24 @@ mod tests {
         let file = dir.path().join("out");
         let text: String = (0..5000).map(|i| format!("line {i}\n")).collect();
         std::fs::write(&file, &text).unwrap();
-        let t = tail(&file, 100);
-        assert!(t.starts_with("[...]\nline "), "{t}");
+        let (t, cut) = tail(&file, 100);
+        assert!(cut);
+        assert!(t.starts_with("line "), "{t}");
         assert!(t.ends_with("line 4999\n"));
-        assert!(t.len() <= 106);
+        assert!(t.len() <= 100);
+        let (whole, cut) = tail(&file, 1 << 20);
+        assert!(!cut);
+        assert_eq!(whole, text);
+
+        // A test's output says where it was cut.
+        let ran = run_test(
+            &build("ok"),
+            &command("long", &["seq", "1", "20000"], 10),
+            &Vars::default(),
+            &dir.path().join("long"),
+        )
+        .unwrap();
+        assert!(ran.output.starts_with("[...]\n"), "{}", &ran.output[..40]);
+        assert!(ran.output.ends_with("\n20000\n"));
     }
 }

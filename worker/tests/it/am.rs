@@ -1,7 +1,7 @@
 //! `patchline am` against `git am` on a generated history: same trees, same
 //! authors, same messages; and failures that leave the branch alone.
 
-use crate::util::{git, patchline};
+use crate::util::{git, git_env, patchline};
 use std::path::{Path, PathBuf};
 
 /// A tiny deterministic generator (no extra crate).
@@ -14,33 +14,6 @@ impl Lcg {
             .wrapping_add(1442695040888963407);
         ((self.0 >> 33) as usize) % n.max(1)
     }
-}
-
-fn git_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = std::process::Command::new("git")
-        .args([
-            "-c",
-            "init.defaultBranch=master",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        // A fresh machine has no user.name: every identity comes from here.
-        .env("GIT_AUTHOR_NAME", "Test Author")
-        .env("GIT_AUTHOR_EMAIL", "author@example.org")
-        .envs(env.iter().copied())
-        .env("GIT_COMMITTER_NAME", "Committer")
-        .env("GIT_COMMITTER_EMAIL", "committer@example.org")
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Commits of every kind `git am` meets: edits at the start, middle and
@@ -63,9 +36,9 @@ fn generate_history(dir: &Path, commits: usize) {
         std::fs::write(dir.join(&name), body).unwrap();
         files.push(name);
     }
-    git_env(dir, &["add", "-A"], &[]);
-    git_env(dir, &["commit", "-q", "-m", "base"], &[]);
-    git_env(dir, &["branch", "base"], &[]);
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "base"]);
+    git(dir, &["branch", "base"]);
     for c in 0..commits {
         let op = rng.below(10);
         let pick = rng.below(files.len());
@@ -117,7 +90,7 @@ fn generate_history(dir: &Path, commits: usize) {
         }
         let (name, email) = authors[c % authors.len()];
         let date = format!("2026-11-{:02}T{:02}:00:00+0{}00", 1 + c % 28, c % 24, c % 9);
-        git_env(dir, &["add", "-A"], &[]);
+        git(dir, &["add", "-A"]);
         git_env(
             dir,
             &[
@@ -143,7 +116,7 @@ fn same_trees_authors_and_messages_as_git_am() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
-    git_env(&src, &["init", "-q"], &[]);
+    git(&src, &["init", "-q"]);
     generate_history(&src, 300);
     let patches = tmp.path().join("patches");
     git_env(
@@ -179,7 +152,7 @@ fn same_trees_authors_and_messages_as_git_am() {
     );
     let mut am: Vec<&str> = vec!["am", "-q"];
     am.extend(files.iter().map(String::as_str));
-    git_env(&theirs, &am, &[]);
+    git(&theirs, &am);
 
     // patchline am in a bare clone.
     let ours = tmp.path().join("ours.git");
@@ -270,16 +243,16 @@ fn a_failing_patch_leaves_the_branch_and_names_file_and_hunk() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
-    git_env(&src, &["init", "-q"], &[]);
+    git(&src, &["init", "-q"]);
     std::fs::write(src.join("a.txt"), "one\ntwo\nthree\n").unwrap();
-    git_env(&src, &["add", "-A"], &[]);
-    git_env(&src, &["commit", "-q", "-m", "base"], &[]);
-    git_env(&src, &["branch", "base"], &[]);
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "base"]);
+    git(&src, &["branch", "base"]);
     std::fs::write(src.join("b.txt"), "new\n").unwrap();
-    git_env(&src, &["add", "-A"], &[]);
-    git_env(&src, &["commit", "-q", "-m", "first applies"], &[]);
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "first applies"]);
     std::fs::write(src.join("a.txt"), "one\nTWO\nthree\n").unwrap();
-    git_env(&src, &["commit", "-q", "-am", "second conflicts"], &[]);
+    git(&src, &["commit", "-q", "-am", "second conflicts"]);
     let patches = tmp.path().join("p");
     git_env(
         &src,
@@ -317,7 +290,7 @@ fn a_failing_patch_leaves_the_branch_and_names_file_and_hunk() {
         ],
     );
     std::fs::write(work.join("a.txt"), "one\n2\nthree\n").unwrap();
-    git_env(&work, &["commit", "-q", "-am", "diverge"], &[]);
+    git(&work, &["commit", "-q", "-am", "diverge"]);
     git(
         &work,
         &[
@@ -396,23 +369,23 @@ fn failure_verdicts_match_git_apply() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
-    git_env(&src, &["init", "-q"], &[]);
+    git(&src, &["init", "-q"]);
     let bin_a: Vec<u8> = (0..3000u32)
         .flat_map(|i| i.wrapping_mul(2654435761u32).to_le_bytes())
         .collect();
     std::fs::write(src.join("exists.txt"), "here\n").unwrap();
     std::fs::write(src.join("blob.bin"), &bin_a).unwrap();
-    git_env(&src, &["add", "-A"], &[]);
-    git_env(&src, &["commit", "-q", "-m", "base"], &[]);
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "base"]);
     let base = git(&src, &["rev-parse", "HEAD"]).trim().to_owned();
     // Patches made against other trees than the target's.
     let make = |name: &str, change: &dyn Fn(&Path)| -> PathBuf {
-        git_env(&src, &["checkout", "-q", "-B", name, &base], &[]);
+        git(&src, &["checkout", "-q", "-B", name, &base]);
         change(&src);
-        git_env(&src, &["add", "-A"], &[]);
-        git_env(&src, &["commit", "-q", "-m", name], &[]);
+        git(&src, &["add", "-A"]);
+        git(&src, &["commit", "-q", "-m", name]);
         let out = tmp.path().join(format!("{name}.patch"));
-        let patch = git_env(&src, &["format-patch", "--binary", "--stdout", "-1"], &[]);
+        let patch = git(&src, &["format-patch", "--binary", "--stdout", "-1"]);
         std::fs::write(&out, patch).unwrap();
         out
     };
@@ -420,8 +393,8 @@ fn failure_verdicts_match_git_apply() {
         (
             make("missing-file", &|p| {
                 std::fs::write(p.join("only-here.txt"), "a\n").unwrap();
-                git_env(p, &["add", "-A"], &[]);
-                git_env(p, &["commit", "-q", "-m", "x"], &[]);
+                git(p, &["add", "-A"]);
+                git(p, &["commit", "-q", "-m", "x"]);
                 std::fs::write(p.join("only-here.txt"), "b\n").unwrap();
             }),
             "only-here.txt",
@@ -429,8 +402,8 @@ fn failure_verdicts_match_git_apply() {
         ),
         (
             make("file-exists", &|p| {
-                git_env(p, &["rm", "-q", "exists.txt"], &[]);
-                git_env(p, &["commit", "-q", "-m", "x"], &[]);
+                git(p, &["rm", "-q", "exists.txt"]);
+                git(p, &["commit", "-q", "-m", "x"]);
                 std::fs::write(p.join("exists.txt"), "again\n").unwrap();
             }),
             "exists.txt",
@@ -441,7 +414,7 @@ fn failure_verdicts_match_git_apply() {
                 let mut other = bin_a.clone();
                 other[10] ^= 1;
                 std::fs::write(p.join("blob.bin"), &other).unwrap();
-                git_env(p, &["commit", "-q", "-am", "x"], &[]);
+                git(p, &["commit", "-q", "-am", "x"]);
                 other[2000] ^= 1;
                 std::fs::write(p.join("blob.bin"), &other).unwrap();
             }),
@@ -515,34 +488,30 @@ fn three_way_fallback_merges_like_git_am() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
-    git_env(&src, &["init", "-q"], &[]);
+    git(&src, &["init", "-q"]);
     let lines: String = (1..=20).map(|i| format!("line {i}\n")).collect();
     std::fs::write(src.join("f.txt"), &lines).unwrap();
-    git_env(&src, &["add", "-A"], &[]);
-    git_env(&src, &["commit", "-q", "-m", "base"], &[]);
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "base"]);
     let base = git(&src, &["rev-parse", "HEAD"]).trim().to_owned();
     // The patch changes line 10 (context 7..13).
-    git_env(&src, &["checkout", "-q", "-b", "topic"], &[]);
+    git(&src, &["checkout", "-q", "-b", "topic"]);
     std::fs::write(src.join("f.txt"), lines.replace("line 10\n", "line ten\n")).unwrap();
-    git_env(&src, &["commit", "-q", "-am", "ten"], &[]);
+    git(&src, &["commit", "-q", "-am", "ten"]);
     let patch = tmp.path().join("ten.patch");
-    std::fs::write(
-        &patch,
-        git_env(&src, &["format-patch", "--stdout", "-1"], &[]),
-    )
-    .unwrap();
+    std::fs::write(&patch, git(&src, &["format-patch", "--stdout", "-1"])).unwrap();
     for (name, change, merges) in [
         ("clean", "line 8\n", true),
         ("conflict", "line 10\n", false),
     ] {
         // The target changed a context line (clean) or the same line.
-        git_env(&src, &["checkout", "-q", "-B", name, &base], &[]);
+        git(&src, &["checkout", "-q", "-B", name, &base]);
         std::fs::write(
             src.join("f.txt"),
             lines.replace(change, "changed on target\n"),
         )
         .unwrap();
-        git_env(&src, &["commit", "-q", "-am", name], &[]);
+        git(&src, &["commit", "-q", "-am", name]);
         let ours = tmp.path().join(format!("{name}.git"));
         git(
             tmp.path(),

@@ -2,7 +2,7 @@
 //! apply it to a bare repository, fail cleanly, and resume after a crash
 //! between the planned and the done branch move.
 
-use crate::util::{git, patchline};
+use crate::util::{git, hello_series, patchline};
 use std::path::{Path, PathBuf};
 
 struct Site {
@@ -32,32 +32,7 @@ impl Site {
 fn site(diverge: bool) -> Site {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    let src = p.join("src");
-    std::fs::create_dir(&src).unwrap();
-    git(&src, &["init", "-q"]);
-    std::fs::write(src.join("a.txt"), "one\ntwo\nthree\n").unwrap();
-    git(&src, &["add", "-A"]);
-    git(&src, &["commit", "-q", "-m", "base"]);
-    git(
-        p,
-        &["clone", "-q", "--bare", src.to_str().unwrap(), "hello.git"],
-    );
-    std::fs::write(src.join("a.txt"), "one\nTWO\nthree\n").unwrap();
-    git(&src, &["commit", "-q", "-am", "Shout two"]);
-    std::fs::write(src.join("b.txt"), "bee\n").unwrap();
-    git(&src, &["add", "-A"]);
-    git(&src, &["commit", "-q", "-m", "Add bee"]);
-    let mbox = git(
-        &src,
-        &[
-            "format-patch",
-            "--stdout",
-            "--cover-letter",
-            "--thread=shallow",
-            "--subject-prefix=master PATCH hello",
-            "HEAD~2",
-        ],
-    );
+    let mbox = hello_series(p);
     std::fs::write(
         p.join("list.mbox"),
         mbox.replace("*** SUBJECT HERE ***", "Two changes"),

@@ -382,18 +382,19 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 /// The `koji` CLI: `$PATCHLINE_KOJI_CLI`, else the virtualenv
 /// `scripts/setup.sh` makes. Missing: the test fails in CI (`CI=true`)
-/// and is skipped with a note elsewhere.
+/// and when `$PATCHLINE_KOJI_CLI` names it (as scripts/test.sh does), and
+/// is skipped with a note only in a bare `cargo test` elsewhere.
 fn koji_cli() -> Option<PathBuf> {
-    let path = std::env::var_os("PATCHLINE_KOJI_CLI")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv-koji/bin/koji"));
+    let named = std::env::var_os("PATCHLINE_KOJI_CLI").map(PathBuf::from);
+    let required = named.is_some();
+    let path = named.unwrap_or_else(|| workspace_root().join(".venv-koji/bin/koji"));
     if path.is_file() {
         return Some(path);
     }
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     assert!(
-        !ci,
-        "the koji CLI is missing at {} (CI=true): run scripts/setup.sh",
+        !ci && !required,
+        "the koji CLI is missing at {}: run scripts/setup.sh",
         path.display()
     );
     eprintln!(

@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+/// The config of a `tiny_repo` site reading `list.mbox`, up to its one
+/// repository's `targets`; tests append the rest.
+const TINY_SITE: &str = "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_format = \"none\"\n\n[[repos]]\nname = \"tiny\"\npath = \"tiny.git\"\nspec = \"tiny.spec\"\ntargets = [\"el9\"]\n";
+
 /// aiosmtpd, started for one test, stopped on drop.
 pub struct SmtpServer {
     child: Child,
@@ -160,17 +164,7 @@ fn reports_reach_a_real_smtp_server_in_the_right_threads() {
     std::fs::write(
         p.join("patchline.toml"),
         format!(
-            r#"[intake]
-source = "mbox"
-path = "list.mbox"
-mbox_format = "none"
-
-[[repos]]
-name = "tiny"
-path = "tiny.git"
-spec = "tiny.spec"
-targets = ["el9"]
-tests = [
+            r#"{TINY_SITE}tests = [
   {{ name = "requires", command = ["rpm", "-qp", "--requires", "{{rpms}}"] }},
   {{ name = "payload", command = ["sh", "-c", "rpm -qlp \"$1\" | grep -qx /usr/share/tiny/greeting", "check", "{{rpms}}"] }},
 ]
@@ -322,7 +316,7 @@ fn unsent_reports_wait_in_the_outbox_and_are_sent_once() {
     let port = free_port();
     let config = |port: u16| {
         format!(
-            "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_format = \"none\"\n\n[[repos]]\nname = \"tiny\"\npath = \"tiny.git\"\nspec = \"tiny.spec\"\ntargets = [\"el9\"]\n\n[report]\ntransport = \"smtp\"\nfrom = \"patchline@example.org\"\nto = [\"list@example.org\"]\nattempts = 2\nretry_delay_ms = 10\n\n[report.smtp]\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"none\"\ntimeout_secs = 5\n"
+            "{TINY_SITE}\n[report]\ntransport = \"smtp\"\nfrom = \"patchline@example.org\"\nto = [\"list@example.org\"]\nattempts = 2\nretry_delay_ms = 10\n\n[report.smtp]\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"none\"\ntimeout_secs = 5\n"
         )
     };
     std::fs::write(p.join("patchline.toml"), config(port)).unwrap();
@@ -445,7 +439,7 @@ fn sendmail_transport_gets_the_envelope_as_arguments_and_the_message_on_stdin() 
     std::fs::set_permissions(&sendmail, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(
         p.join("patchline.toml"),
-        "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_format = \"none\"\n\n[[repos]]\nname = \"tiny\"\npath = \"tiny.git\"\nspec = \"tiny.spec\"\ntargets = [\"el9\"]\n\n[report]\ntransport = \"sendmail\"\nsendmail = \"./sendmail\"\nfrom = \"patchline@example.org\"\nto = [\"list@example.org\"]\ncc = [\"Boss <boss@example.org>\"]\n",
+        format!("{TINY_SITE}\n[report]\ntransport = \"sendmail\"\nsendmail = \"./sendmail\"\nfrom = \"patchline@example.org\"\nto = [\"list@example.org\"]\ncc = [\"Boss <boss@example.org>\"]\n"),
     )
     .unwrap();
     patchline(p, &["run"]).ok();
@@ -487,7 +481,7 @@ fn a_run_killed_at_any_stage_boundary_resumes_without_losing_or_doubling() {
         std::fs::write(
             p.join("patchline.toml"),
             format!(
-                "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_format = \"none\"\n\n[[repos]]\nname = \"tiny\"\npath = \"tiny.git\"\nspec = \"tiny.spec\"\ntargets = [\"el9\"]\ntests = [{{ name = \"requires\", command = [\"rpm\", \"-qp\", \"--requires\", \"{{rpms}}\"] }}]\n\n[report]\ntransport = \"smtp\"\nfrom = \"patchline@example.org\"\nto = [\"list@example.org\"]\n\n[report.smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n",
+                "{TINY_SITE}tests = [{{ name = \"requires\", command = [\"rpm\", \"-qp\", \"--requires\", \"{{rpms}}\"] }}]\n\n[report]\ntransport = \"smtp\"\nfrom = \"patchline@example.org\"\nto = [\"list@example.org\"]\n\n[report.smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n",
                 smtp.port
             ),
         )
@@ -616,7 +610,7 @@ fn reports_go_over_implicit_tls_and_a_wrong_password_is_a_clear_error() {
         std::fs::write(
             p.join("patchline.toml"),
             format!(
-                "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_format = \"none\"\n\n[[repos]]\nname = \"tiny\"\npath = \"tiny.git\"\nspec = \"tiny.spec\"\ntargets = [\"el9\"]\n\n[report]\ntransport = \"smtp\"\nfrom = \"patchline@example.org\"\nto = [\"list@example.org\"]\nattempts = 1\n\n[report.smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"tls\"\nca_file = \"smtp.crt\"\nusername = \"reporter\"\npassword_file = \"smtp.password\"\n",
+                "{TINY_SITE}\n[report]\ntransport = \"smtp\"\nfrom = \"patchline@example.org\"\nto = [\"list@example.org\"]\nattempts = 1\n\n[report.smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"tls\"\nca_file = \"smtp.crt\"\nusername = \"reporter\"\npassword_file = \"smtp.password\"\n",
                 smtp.port
             ),
         )

@@ -4,7 +4,7 @@
 //! run per repository; a killed worker's jobs come back `interrupted` and
 //! resume; the curl commands of docs/api.md run as written.
 
-use crate::util::{git, patchline_bin};
+use crate::util::{hello_series, patchline_bin};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -21,32 +21,7 @@ const TOKEN: &str = "test-token-0123456789abcdef";
 fn site() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    let src = p.join("src");
-    std::fs::create_dir(&src).unwrap();
-    git(&src, &["init", "-q"]);
-    std::fs::write(src.join("a.txt"), "one\ntwo\nthree\n").unwrap();
-    git(&src, &["add", "-A"]);
-    git(&src, &["commit", "-q", "-m", "base"]);
-    git(
-        p,
-        &["clone", "-q", "--bare", src.to_str().unwrap(), "hello.git"],
-    );
-    std::fs::write(src.join("a.txt"), "one\nTWO\nthree\n").unwrap();
-    git(&src, &["commit", "-q", "-am", "Shout two"]);
-    std::fs::write(src.join("b.txt"), "bee\n").unwrap();
-    git(&src, &["add", "-A"]);
-    git(&src, &["commit", "-q", "-m", "Add bee"]);
-    let mbox = git(
-        &src,
-        &[
-            "format-patch",
-            "--stdout",
-            "--cover-letter",
-            "--thread=shallow",
-            "--subject-prefix=master PATCH hello",
-            "HEAD~2",
-        ],
-    );
+    let mbox = hello_series(p);
     std::fs::write(p.join("series.mbox"), mbox).unwrap();
     std::fs::copy(p.join("series.mbox"), p.join("list.mbox")).unwrap();
     std::fs::write(p.join("token"), format!("{TOKEN}\n")).unwrap();

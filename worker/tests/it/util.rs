@@ -88,6 +88,12 @@ pub fn patchline(cwd: &Path, args: &[&str]) -> Ran {
 
 /// Runs git with a fixed identity and dates, so results are reproducible.
 pub fn git(cwd: &Path, args: &[&str]) -> String {
+    git_env(cwd, args, &[])
+}
+
+/// `git` with extra environment variables, set last (they override the
+/// fixed identity and dates).
+pub fn git_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let output = Command::new("git")
         .args([
             "-c",
@@ -103,6 +109,7 @@ pub fn git(cwd: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "committer@example.org")
         .env("GIT_AUTHOR_DATE", "2026-11-24T09:00:00Z")
         .env("GIT_COMMITTER_DATE", "2026-11-24T09:00:00Z")
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("cannot spawn git: {e}"));
     let ran = Ran {
@@ -209,4 +216,37 @@ pub fn post(p: &Path, src: &Path, count: usize, extra: &[&str]) -> String {
 pub fn change_greeting(src: &Path, text: &str, subject: &str) {
     std::fs::write(src.join("greeting"), format!("{text}\n")).unwrap();
     git(src, &["commit", "-q", "-am", subject]);
+}
+
+/// In `p`: a work repository `src` (`a.txt`), its bare clone `hello.git`
+/// at "base", and two commits on top of it in `src`. Returns the
+/// two-patch series as `git format-patch --cover-letter --thread=shallow`
+/// in the team's `[master PATCH hello]` form.
+pub fn hello_series(p: &Path) -> String {
+    let src = p.join("src");
+    std::fs::create_dir(&src).unwrap();
+    git(&src, &["init", "-q"]);
+    std::fs::write(src.join("a.txt"), "one\ntwo\nthree\n").unwrap();
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "base"]);
+    git(
+        p,
+        &["clone", "-q", "--bare", src.to_str().unwrap(), "hello.git"],
+    );
+    std::fs::write(src.join("a.txt"), "one\nTWO\nthree\n").unwrap();
+    git(&src, &["commit", "-q", "-am", "Shout two"]);
+    std::fs::write(src.join("b.txt"), "bee\n").unwrap();
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "Add bee"]);
+    git(
+        &src,
+        &[
+            "format-patch",
+            "--stdout",
+            "--cover-letter",
+            "--thread=shallow",
+            "--subject-prefix=master PATCH hello",
+            "HEAD~2",
+        ],
+    )
 }
