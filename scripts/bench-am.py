@@ -84,7 +84,14 @@ def main():
         run(["git", "-C", os.path.join(data, "src"), "format-patch", "-q", "-o", os.path.join(data, "patches"),
              "base..master"])
         open(os.path.join(data, "done"), "w").close()
-    src = os.path.join(data, "src")
+    # The clones start from a repository holding the base history only:
+    # the patched results must be new objects, as mailed patches are, not
+    # already present in a pack (then both tools would skip writing them
+    # and read deep delta chains instead).
+    src = os.path.join(data, "base")
+    if not os.path.exists(os.path.join(src, "HEAD")):
+        run(["git", "clone", "-q", "--bare", "--no-local", "--single-branch", "-b", "base",
+             os.path.join(data, "src"), src])
     patches = sorted(os.path.join(data, "patches", p) for p in os.listdir(os.path.join(data, "patches")))
 
     git_times, our_times = [], []
@@ -98,16 +105,17 @@ def main():
             git_times.append(time.perf_counter() - t0)
             ours = os.path.join(work, "ours.git")
             run(["git", "clone", "-q", "--bare", src, ours])
-            run(["git", "-C", ours, "update-ref", "refs/heads/master", "base"])
+            run(["git", "-C", ours, "branch", "master", "base"])
             t0 = time.perf_counter()
             run([binary, "am", "--repo", ours, "--branch", "master"] + patches, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL)
             our_times.append(time.perf_counter() - t0)
             trees = lambda repo, rng: subprocess.run(
                 ["git", "-C", repo, "log", "--format=%T", rng], check=True, stdout=subprocess.PIPE).stdout.split()
-            a, b = trees(theirs, "origin/base..HEAD"), trees(ours, "base..master")
+            a, b = trees(theirs, "base@{upstream}..HEAD"), trees(ours, "base..master")
+            expected = trees(os.path.join(data, "src"), "base..master")
             same = sum(1 for x, y in zip(a, b) if x == y)
-            if len(a) != len(patches) or a != b:
+            if len(a) != len(patches) or a != b or a != expected:
                 sys.exit(f"trees differ: {same} of {len(patches)} identical")
         finally:
             shutil.rmtree(work)

@@ -6,6 +6,7 @@
 
 use crate::patch::hunks::{ApplyOptions, HunkFailure, apply_hunks};
 use crate::patch::mailinfo::{MailInfoOptions, mailinfo};
+use crate::patch::pack;
 use crate::patch::parse::{BinaryData, FilePatch, Status, apply_delta, parse};
 use gix::ObjectId;
 use gix::bstr::BString;
@@ -379,7 +380,11 @@ pub fn prepare_series(
     if complete && let Some(objects) = repo.objects.reset_object_memory() {
         let objects_dir = repo.git_dir().join("objects");
         if objects.len() >= PACK_THRESHOLD {
-            write_pack(&objects_dir, objects.iter())
+            let objects: Vec<_> = objects
+                .iter()
+                .map(|(id, (kind, data))| (id, *kind, data.as_slice()))
+                .collect();
+            pack::write(&objects_dir.join("pack"), &objects).map(|_| ())
         } else {
             write_loose_objects(&objects_dir, objects.iter())
         }
@@ -399,81 +404,6 @@ pub fn prepare_series(
 /// creating thousands of small files is what a large series spends its time
 /// on, and many tiny packs would slow every later read.
 const PACK_THRESHOLD: usize = 100;
-
-/// Writes objects as one pack (undeltified: a series' objects are new
-/// content) and lets gix index it; then makes it durable with one `syncfs`.
-fn write_pack<'a>(
-    objects_dir: &Path,
-    objects: impl IntoIterator<Item = (&'a ObjectId, &'a (gix::objs::Kind, Vec<u8>))>,
-) -> std::io::Result<()> {
-    use flate2::{Compress, Compression, FlushCompress};
-    use gix::objs::Kind;
-    let objects: Vec<_> = objects.into_iter().collect();
-    let mut pack = Vec::with_capacity(objects.iter().map(|(_, (_, d))| d.len() / 2 + 16).sum());
-    pack.extend_from_slice(b"PACK");
-    pack.extend_from_slice(&2u32.to_be_bytes());
-    pack.extend_from_slice(&(objects.len() as u32).to_be_bytes());
-    let mut compress = Compress::new(Compression::fast(), true);
-    for (_, (kind, data)) in &objects {
-        // Entry header: type in bits 4-6 of the first byte, the size in
-        // 4 + 7n bits, little-endian groups, high bit = more follows.
-        let code: u8 = match kind {
-            Kind::Commit => 1,
-            Kind::Tree => 2,
-            Kind::Blob => 3,
-            Kind::Tag => 4,
-        };
-        let mut size = data.len();
-        let mut byte = (code << 4) | (size & 0x0f) as u8;
-        size >>= 4;
-        while size > 0 {
-            pack.push(byte | 0x80);
-            byte = (size & 0x7f) as u8;
-            size >>= 7;
-        }
-        pack.push(byte);
-        compress.reset();
-        loop {
-            let consumed = compress.total_in() as usize;
-            pack.reserve(4096);
-            let status = compress
-                .compress_vec(&data[consumed..], &mut pack, FlushCompress::Finish)
-                .map_err(std::io::Error::other)?;
-            if status == flate2::Status::StreamEnd {
-                break;
-            }
-        }
-    }
-    let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
-    hasher.update(&pack);
-    let checksum = hasher.try_finalize().map_err(std::io::Error::other)?;
-    pack.extend_from_slice(checksum.as_bytes());
-    let pack_dir = objects_dir.join("pack");
-    std::fs::create_dir_all(&pack_dir)?;
-    let outcome = gix_pack::Bundle::write_to_directory(
-        &mut &pack[..],
-        Some(&pack_dir),
-        &mut gix::progress::Discard,
-        &std::sync::atomic::AtomicBool::new(false),
-        None::<gix::objs::find::Never>,
-        gix::hash::Kind::Sha1,
-        gix_pack::bundle::write::Options {
-            thread_limit: Some(1),
-            ..Default::default()
-        },
-    )
-    .map_err(std::io::Error::other)?;
-    // The .keep protects a fetched pack until its refs exist; ours is
-    // referenced by the branch move that follows.
-    if let Some(keep) = outcome.keep_path {
-        std::fs::remove_file(keep)?;
-    }
-    let dir = std::fs::File::open(objects_dir)?;
-    if rustix::fs::syncfs(&dir).is_err() {
-        dir.sync_all()?;
-    }
-    Ok(())
-}
 
 /// Writes objects as loose files, one zlib stream reused for all (gix
 /// sets a new one up per object, which dominates for small objects), then

@@ -5,5 +5,6 @@
 pub mod apply;
 pub mod hunks;
 pub mod mailinfo;
+pub mod pack;
 pub mod parse;
 pub mod stage;
