@@ -305,76 +305,90 @@ pub fn prepare_series(
         .detach();
     let mut results = Vec::with_capacity(mails.len());
     let mut failed = false;
-    for (label, raw) in mails {
-        if failed {
-            break;
-        }
-        let info = match mailinfo(raw, opts.mailinfo) {
-            Ok(info) => info,
-            Err(e) => {
-                results.push(failed_result(
-                    label,
-                    "",
-                    PatchFailure::general(e.to_string()),
-                ));
-                failed = true;
-                continue;
+    // The mails are taken apart on another thread, ahead of the one that
+    // applies them (which owns the repository): splitting headers, body and
+    // patch is independent of the tree.
+    std::thread::scope(|scope| -> Result<(), Error> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        scope.spawn(move || {
+            for (_, raw) in mails {
+                if tx.send(mailinfo(raw, opts.mailinfo)).is_err() {
+                    break;
+                }
             }
-        };
-        let files = match parse(&info.patch) {
-            Ok(files) => files,
-            Err(e) => {
-                results.push(failed_result(
-                    label,
-                    &info.subject,
-                    PatchFailure::general(e.to_string()),
-                ));
-                failed = true;
-                continue;
-            }
-        };
-        let new_tree = match apply_to_tree(&repo, tree, &files, opts.apply, opts.three_way) {
-            Ok(t) => t,
-            Err(ApplyError::Patch(f)) => {
-                results.push(failed_result(label, &info.subject, f));
-                failed = true;
-                continue;
-            }
-            Err(ApplyError::Git(message)) => return Err(git_err(repo_path, message)),
-        };
-        let (seconds, offset) = info.date.unwrap_or(committer.time);
-        let commit = gix::objs::Commit {
-            tree: new_tree,
-            parents: [tip].into_iter().collect(),
-            author: gix::actor::Signature {
-                name: BString::from(info.author_name.as_str()),
-                email: BString::from(info.author_email.as_str()),
-                time: gix::date::Time::new(seconds, offset),
-            },
-            committer: gix::actor::Signature {
-                name: BString::from(committer.name.as_str()),
-                email: BString::from(committer.email.as_str()),
-                time: gix::date::Time::new(committer.time.0, committer.time.1),
-            },
-            encoding: None,
-            message: BString::from(info.message.as_str()),
-            extra_headers: Vec::new(),
-        };
-        let id = repo
-            .write_object(&commit)
-            .map_err(|e| git_err(repo_path, e))?
-            .detach();
-        tip = id;
-        tree = new_tree;
-        results.push(PatchResult {
-            file: label.clone(),
-            subject: info.subject,
-            ok: true,
-            commit: Some(id.to_string()),
-            tree: Some(new_tree.to_string()),
-            error: None,
         });
-    }
+        for ((label, _), info) in mails.iter().zip(rx) {
+            if failed {
+                break;
+            }
+            let info = match info {
+                Ok(info) => info,
+                Err(e) => {
+                    results.push(failed_result(
+                        label,
+                        "",
+                        PatchFailure::general(e.to_string()),
+                    ));
+                    failed = true;
+                    continue;
+                }
+            };
+            let files = match parse(&info.patch) {
+                Ok(files) => files,
+                Err(e) => {
+                    results.push(failed_result(
+                        label,
+                        &info.subject,
+                        PatchFailure::general(e.to_string()),
+                    ));
+                    failed = true;
+                    continue;
+                }
+            };
+            let new_tree = match apply_to_tree(&repo, tree, &files, opts.apply, opts.three_way) {
+                Ok(t) => t,
+                Err(ApplyError::Patch(f)) => {
+                    results.push(failed_result(label, &info.subject, f));
+                    failed = true;
+                    continue;
+                }
+                Err(ApplyError::Git(message)) => return Err(git_err(repo_path, message)),
+            };
+            let (seconds, offset) = info.date.unwrap_or(committer.time);
+            let commit = gix::objs::Commit {
+                tree: new_tree,
+                parents: [tip].into_iter().collect(),
+                author: gix::actor::Signature {
+                    name: BString::from(info.author_name.as_str()),
+                    email: BString::from(info.author_email.as_str()),
+                    time: gix::date::Time::new(seconds, offset),
+                },
+                committer: gix::actor::Signature {
+                    name: BString::from(committer.name.as_str()),
+                    email: BString::from(committer.email.as_str()),
+                    time: gix::date::Time::new(committer.time.0, committer.time.1),
+                },
+                encoding: None,
+                message: BString::from(info.message.as_str()),
+                extra_headers: Vec::new(),
+            };
+            let id = repo
+                .write_object(&commit)
+                .map_err(|e| git_err(repo_path, e))?
+                .detach();
+            tip = id;
+            tree = new_tree;
+            results.push(PatchResult {
+                file: label.clone(),
+                subject: info.subject,
+                ok: true,
+                commit: Some(id.to_string()),
+                tree: Some(new_tree.to_string()),
+                error: None,
+            });
+        }
+        Ok(())
+    })?;
     let applied = results.iter().filter(|r| r.ok).count();
     let complete = !failed && tip != old_tip;
     if complete && let Some(objects) = repo.objects.reset_object_memory() {

@@ -47,7 +47,16 @@ pub struct ApplyOptions {
 
 /// Splits content into lines that keep their endings.
 fn split_lines(content: &[u8]) -> Vec<&[u8]> {
-    content.split_inclusive(|b| *b == b'\n').collect()
+    let mut lines = Vec::with_capacity(content.len() / 32 + 1);
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', content) {
+        lines.push(&content[start..=end]);
+        start = end + 1;
+    }
+    if start < content.len() {
+        lines.push(&content[start..]);
+    }
+    lines
 }
 
 fn same(a: &[u8], b: &[u8], opts: ApplyOptions) -> bool {
