@@ -866,15 +866,20 @@ fn am(
     files: &[PathBuf],
 ) -> Result<(), Failure> {
     use crate::patch::apply;
-    let mut mails = Vec::new();
-    for file in files {
-        // As `git am`: format-patch output does not quote `From ` lines.
-        mails.extend(read_mail_file(file, MboxFormat::None, u64::MAX).map_err(Failure::usage)?);
-    }
     let committer =
         apply::committer_from_env_or_config(repo).map_err(|e| Failure::usage(e.to_string()))?;
+    // Read as the series is applied; a file that cannot be read stops it
+    // before anything is written. As `git am`: format-patch output does not
+    // quote `From ` lines.
+    let mails =
+        files.iter().flat_map(
+            |file| match read_mail_file(file, MboxFormat::None, u64::MAX) {
+                Ok(mails) => mails.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            },
+        );
     let result =
-        apply::apply_series(repo, branch, &mails, &committer, opts).map_err(|e| match e {
+        apply::apply_series(repo, branch, mails, &committer, opts).map_err(|e| match e {
             apply::Error::BranchMoved { .. } => Failure {
                 code: 1,
                 message: e.to_string(),

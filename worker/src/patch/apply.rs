@@ -33,6 +33,9 @@ pub enum Error {
         branch: String,
         expected: String,
     },
+    /// A mail that could not be read (the reader's message names it).
+    #[error("{0}")]
+    Input(String),
     #[error(
         "no committer identity: set GIT_COMMITTER_NAME and GIT_COMMITTER_EMAIL or user.name/user.email"
     )]
@@ -132,14 +135,13 @@ fn git_err(path: &Path, e: impl std::fmt::Display) -> Error {
 /// The committer of the new commits: `GIT_COMMITTER_*` from the
 /// environment, else the repository's configuration, at the current time.
 pub fn committer_from_env_or_config(repo_path: &Path) -> Result<Identity, Error> {
-    let repo = open(repo_path)?;
     let now = gix::date::Time::now_local_or_utc();
     let time = (now.seconds, now.offset);
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     if let (Some(name), Some(email)) = (env("GIT_COMMITTER_NAME"), env("GIT_COMMITTER_EMAIL")) {
         return Ok(Identity { name, email, time });
     }
-    match repo.committer() {
+    match open(repo_path)?.committer() {
         Some(Ok(sig)) => Ok(Identity {
             name: sig.name.to_string(),
             email: sig.email.to_string(),
@@ -156,16 +158,26 @@ fn open(path: &Path) -> Result<gix::Repository, Error> {
     })
 }
 
-/// Applies the mails (`(label, raw bytes)`) in order on `branch` of the
-/// repository at `repo_path`. All or nothing: the branch moves, by one
-/// compare-and-swap, only if every mail applied.
-pub fn apply_series(
+/// One mail of a series: its label (file name, Message-ID) and raw bytes,
+/// or why it could not be read. Mails are read as the series is applied
+/// (on another thread), so a reader can hand them over lazily.
+pub type MailInput = Result<(String, Vec<u8>), String>;
+
+/// Applies the mails in order on `branch` of the repository at
+/// `repo_path`. All or nothing: the branch moves, by one compare-and-swap,
+/// only if every mail applied; a mail that cannot be read stops the series
+/// with [`Error::Input`] before anything is written.
+pub fn apply_series<M>(
     repo_path: &Path,
     branch: &str,
-    mails: &[(String, Vec<u8>)],
+    mails: M,
     committer: &Identity,
     opts: AmOptions,
-) -> Result<SeriesResult, Error> {
+) -> Result<SeriesResult, Error>
+where
+    M: IntoIterator<Item = MailInput>,
+    M::IntoIter: Send,
+{
     let prepared = prepare_series(repo_path, branch, mails, committer, opts)?;
     if let Some(new_tip) = &prepared.new_tip {
         let subject = prepared
@@ -278,13 +290,17 @@ pub fn update_branch(
 
 /// Writes the blobs, trees and commits of the series without moving any
 /// reference; `new_tip` is `None` when a patch failed.
-pub fn prepare_series(
+pub fn prepare_series<M>(
     repo_path: &Path,
     branch: &str,
-    mails: &[(String, Vec<u8>)],
+    mails: M,
     committer: &Identity,
     opts: AmOptions,
-) -> Result<SeriesResult, Error> {
+) -> Result<SeriesResult, Error>
+where
+    M: IntoIterator<Item = MailInput>,
+    M::IntoIter: Send,
+{
     // New objects stay in memory until the whole series applied: a failed
     // series leaves nothing behind, and a good one is written in one go.
     let mut repo = open(repo_path)?.with_object_memory();
@@ -303,24 +319,35 @@ pub fn prepare_series(
         .tree_id()
         .map_err(|e| git_err(repo_path, e))?
         .detach();
-    let mut results = Vec::with_capacity(mails.len());
+    let mails = mails.into_iter();
+    let mut results = Vec::with_capacity(mails.size_hint().0);
     let mut failed = false;
-    // The mails are taken apart on another thread, ahead of the one that
-    // applies them (which owns the repository): splitting headers, body and
-    // patch is independent of the tree.
+    let objects = NewObjects {
+        repo: &repo,
+        encoder: pack::Encoder::start(PACK_THRESHOLD).map_err(|e| git_err(repo_path, e))?,
+    };
+    // The mails are read and taken apart on another thread, ahead of the
+    // one that applies them (which owns the repository): reading files and
+    // splitting headers, body and patch are independent of the tree.
     std::thread::scope(|scope| -> Result<(), Error> {
         let (tx, rx) = std::sync::mpsc::sync_channel(64);
         scope.spawn(move || {
-            for (_, raw) in mails {
-                if tx.send(mailinfo(raw, opts.mailinfo)).is_err() {
+            for mail in mails {
+                let item = mail.map(|(label, raw)| {
+                    let info = mailinfo(&raw, opts.mailinfo);
+                    (label, info)
+                });
+                if tx.send(item).is_err() {
                     break;
                 }
             }
         });
-        for ((label, _), info) in mails.iter().zip(rx) {
+        for item in rx {
             if failed {
                 break;
             }
+            let (label, info) = item.map_err(Error::Input)?;
+            let label = &label;
             let info = match info {
                 Ok(info) => info,
                 Err(e) => {
@@ -345,7 +372,7 @@ pub fn prepare_series(
                     continue;
                 }
             };
-            let new_tree = match apply_to_tree(&repo, tree, &files, opts.apply, opts.three_way) {
+            let new_tree = match apply_to_tree(&objects, tree, &files, opts.apply, opts.three_way) {
                 Ok(t) => t,
                 Err(ApplyError::Patch(f)) => {
                     results.push(failed_result(label, &info.subject, f));
@@ -372,10 +399,9 @@ pub fn prepare_series(
                 message: BString::from(info.message.as_str()),
                 extra_headers: Vec::new(),
             };
-            let id = repo
-                .write_object(&commit)
-                .map_err(|e| git_err(repo_path, e))?
-                .detach();
+            let id = objects
+                .put_object(&commit)
+                .map_err(|e| git_err(repo_path, e))?;
             tip = id;
             tree = new_tree;
             results.push(PatchResult {
@@ -391,16 +417,21 @@ pub fn prepare_series(
     })?;
     let applied = results.iter().filter(|r| r.ok).count();
     let complete = !failed && tip != old_tip;
-    if complete && let Some(objects) = repo.objects.reset_object_memory() {
+    // A failed series drops the encoder (which stops) and the objects in
+    // memory: nothing is written.
+    let encoded = if complete {
+        objects
+            .encoder
+            .finish()
+            .map_err(|e| git_err(repo_path, e))?
+    } else {
+        None
+    };
+    if complete && let Some(in_memory) = repo.objects.reset_object_memory() {
         let objects_dir = repo.git_dir().join("objects");
-        if objects.len() >= PACK_THRESHOLD {
-            let objects: Vec<_> = objects
-                .iter()
-                .map(|(id, (kind, data))| (id, *kind, data.as_slice()))
-                .collect();
-            pack::write(&objects_dir.join("pack"), &objects).map(|_| ())
-        } else {
-            write_loose_objects(&objects_dir, objects.iter())
+        match encoded {
+            Some(entries) => pack::write(&objects_dir.join("pack"), entries).map(|_| ()),
+            None => write_loose_objects(&objects_dir, in_memory.iter()),
         }
         .map_err(|e| git_err(repo_path, e))?;
     }
@@ -411,6 +442,37 @@ pub fn prepare_series(
         applied: if failed { 0 } else { applied },
         patches: results,
     })
+}
+
+/// Where a series' new objects go: into gix's object memory, where the
+/// later patches of the series read them, and to the pack encoder. Ids are
+/// computed once, here, and nothing asks the object database whether an
+/// object exists already (a `stat` per object for loose files, for
+/// objects that are new nearly always): an object the repository has is
+/// merely stored twice, which git allows.
+struct NewObjects<'r> {
+    repo: &'r gix::Repository,
+    encoder: pack::Encoder,
+}
+
+impl NewObjects<'_> {
+    fn put(&self, kind: gix::objs::Kind, data: Vec<u8>) -> Result<ObjectId, String> {
+        use gix::objs::Write;
+        let id = gix::objs::compute_hash(self.repo.object_hash(), kind, &data)
+            .map_err(|e| e.to_string())?;
+        self.repo
+            .objects
+            .write_buf_with_known_id(kind, &data, id)
+            .map_err(|e| e.to_string())?;
+        self.encoder.add(id, kind, data);
+        Ok(id)
+    }
+
+    fn put_object(&self, object: &impl gix::objs::WriteTo) -> Result<ObjectId, String> {
+        let mut data = Vec::with_capacity(object.size() as usize);
+        object.write_to(&mut data).map_err(|e| e.to_string())?;
+        self.put(object.kind(), data)
+    }
 }
 
 /// From this many new objects on, a series is written as one pack (as git
@@ -557,12 +619,13 @@ type Entry = Option<(EntryKind, ObjectId)>;
 
 /// Applies one mail's file patches to `base` and writes the new tree.
 fn apply_to_tree(
-    repo: &gix::Repository,
+    objects: &NewObjects<'_>,
     base: ObjectId,
     files: &[FilePatch<'_>],
     opts: ApplyOptions,
     three_way: bool,
 ) -> Result<ObjectId, ApplyError> {
+    let repo = objects.repo;
     let git = |e: &dyn std::fmt::Display| ApplyError::Git(e.to_string());
     let base_tree = repo.find_tree(base).map_err(|e| git(&e))?;
     // Paths changed by earlier files of this patch, seen by later ones.
@@ -668,7 +731,9 @@ fn apply_to_tree(
         let id = if let Some((_, id)) = unchanged {
             id
         } else {
-            repo.write_blob(&new_content).map_err(|e| git(&e))?.detach()
+            objects
+                .put(gix::objs::Kind::Blob, new_content)
+                .map_err(ApplyError::Git)?
         };
         if let Status::Renamed { .. } = file.status
             && let Some(p) = source_path
@@ -679,20 +744,23 @@ fn apply_to_tree(
             changed.insert(new.clone(), Some((kind, id)));
         }
     }
-    let mut editor = repo.edit_tree(base).map_err(|e| git(&e))?;
+    let root = base_tree.decode().map_err(|e| git(&e))?.into();
+    let mut editor = gix::objs::tree::Editor::new(root, &repo.objects, repo.object_hash());
     let mut paths: Vec<(&String, &Entry)> = changed.iter().collect();
     paths.sort();
     for (path, entry) in paths {
         match entry {
             Some((kind, id)) => {
                 editor
-                    .upsert(path.as_str(), *kind, *id)
+                    .upsert(path.split('/'), *kind, *id)
                     .map_err(|e| git(&e))?;
             }
             None => {
-                editor.remove(path.as_str()).map_err(|e| git(&e))?;
+                editor.remove(path.split('/')).map_err(|e| git(&e))?;
             }
         }
     }
-    Ok(editor.write().map_err(|e| git(&e))?.detach())
+    editor
+        .write(|tree| objects.put_object(tree))
+        .map_err(ApplyError::Git)
 }

@@ -12,90 +12,142 @@
 
 use gix::ObjectId;
 use gix::objs::Kind;
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// One object to pack: its id, kind and (uncompressed) content.
-pub type Object<'a> = (&'a ObjectId, Kind, &'a [u8]);
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 
 /// Offsets from 2 GiB on go to the index's 64-bit table.
 const LARGE_OFFSET: u64 = 0x8000_0000;
 
-/// Packs `objects` (ids already computed, no duplicates) into
-/// `<pack_dir>/pack-<checksum>.{pack,idx}`: undeltified entries (a series'
-/// objects are new content), deflated on all cores, both files fsynced
-/// before the index — which makes the pack visible to readers — is renamed
-/// into place, then the directory. Returns the path of the `.pack`.
-pub fn write(pack_dir: &Path, objects: &[Object<'_>]) -> std::io::Result<PathBuf> {
-    let count = u32::try_from(objects.len())
-        .map_err(|_| std::io::Error::other("too many objects for one pack"))?;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8)
-        .min(objects.len().div_ceil(64).max(1));
-    let chunk_len = objects.len().div_ceil(threads).max(1);
-    let chunks: Vec<std::io::Result<Chunk>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = objects
-            .chunks(chunk_len)
-            .map(|chunk| scope.spawn(move || encode_chunk(chunk)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("pack encoder thread panicked")))
-            })
-            .collect()
-    });
+/// Pack entries encoded so far: the bytes after the 12-byte pack header,
+/// and each object's id, offset (from the start of the pack) and CRC-32.
+pub struct Entries {
+    data: Vec<u8>,
+    index: Vec<(ObjectId, u64, u32)>,
+}
 
-    let mut pack = Vec::with_capacity(
-        12 + chunks
-            .iter()
-            .map(|c| c.as_ref().map_or(0, |c| c.data.len()))
-            .sum::<usize>()
-            + 20,
-    );
-    pack.extend_from_slice(b"PACK");
-    pack.extend_from_slice(&2u32.to_be_bytes());
-    pack.extend_from_slice(&count.to_be_bytes());
-    let mut entries: Vec<(&ObjectId, u32, u64)> = Vec::with_capacity(objects.len());
-    let mut ids = objects.iter().map(|(id, _, _)| *id);
-    for chunk in chunks {
-        let chunk = chunk?;
-        let base = pack.len() as u64;
-        pack.extend_from_slice(&chunk.data);
-        for (offset, crc) in chunk.entries {
-            let id = ids.next().expect("one entry per object");
-            entries.push((id, crc, base + offset));
+impl Entries {
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+}
+
+/// Encodes a series' new objects into pack entries on a thread of its
+/// own while the series is still being applied: deflating is the largest
+/// cost of writing a series and needs nothing but the object, so it runs
+/// on another core in the meantime. Objects are only encoded once
+/// `min_objects` have arrived (below that a series is written as loose
+/// objects); an id sent twice is encoded once.
+pub struct Encoder {
+    tx: Option<mpsc::Sender<(ObjectId, Kind, Vec<u8>)>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<Option<Entries>>>>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Encoder {
+    pub fn start(min_objects: usize) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = cancel.clone();
+        let thread = std::thread::Builder::new()
+            .name("pack-encoder".into())
+            .spawn(move || encode_all(rx, min_objects, &stop))?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            cancel,
+        })
+    }
+
+    /// Queues one object (never blocks).
+    pub fn add(&self, id: ObjectId, kind: Kind, data: Vec<u8>) {
+        if let Some(tx) = &self.tx {
+            // A send fails only when the thread ended early, with an error
+            // that `finish` reports.
+            let _ = tx.send((id, kind, data));
         }
     }
-    let checksum = sha1(&pack)?;
-    pack.extend_from_slice(checksum.as_bytes());
-    let index = encode_index(&mut entries, &checksum)?;
 
-    std::fs::create_dir_all(pack_dir)?;
-    let stem = pack_dir.join(format!("pack-{checksum}"));
-    let pack_path = stem.with_extension("pack");
-    put_file(pack_dir, &pack, &pack_path)?;
-    put_file(pack_dir, &index, &stem.with_extension("idx"))?;
-    std::fs::File::open(pack_dir)?.sync_all()?;
-    Ok(pack_path)
+    /// Waits for the queued objects to be encoded: `None` when fewer than
+    /// `min_objects` arrived.
+    pub fn finish(mut self) -> std::io::Result<Option<Entries>> {
+        drop(self.tx.take());
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(std::io::Error::other("pack encoder thread panicked")),
+            None => Ok(None),
+        }
+    }
 }
 
-/// The encoded entries of a run of objects, with each entry's offset in
-/// `data` and the CRC-32 of its bytes (header and deflated content).
-struct Chunk {
-    data: Vec<u8>,
-    entries: Vec<(u64, u32)>,
+impl Drop for Encoder {
+    /// A series that failed: the thread stops at its next object.
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
 }
 
-fn encode_chunk(objects: &[Object<'_>]) -> std::io::Result<Chunk> {
-    use flate2::{Compress, Compression, FlushCompress, Status};
-    let mut data = Vec::with_capacity(objects.iter().map(|(_, _, d)| d.len() / 2 + 32).sum());
-    let mut entries = Vec::with_capacity(objects.len());
-    let mut compress = Compress::new(Compression::fast(), true);
-    let mut scratch = Vec::new();
-    for (_, kind, content) in objects {
+fn encode_all(
+    rx: mpsc::Receiver<(ObjectId, Kind, Vec<u8>)>,
+    min_objects: usize,
+    cancel: &AtomicBool,
+) -> std::io::Result<Option<Entries>> {
+    let mut waiting = Vec::new();
+    let mut seen = HashSet::new();
+    let mut entries = Entries {
+        data: Vec::new(),
+        index: Vec::new(),
+    };
+    let mut encoder = EntryEncoder::new();
+    for (id, kind, content) in rx {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        if !seen.insert(id) {
+            continue;
+        }
+        if seen.len() < min_objects {
+            waiting.push((id, kind, content));
+            continue;
+        }
+        for (id, kind, content) in waiting.drain(..).chain([(id, kind, content)]) {
+            encoder.encode(id, kind, &content, &mut entries)?;
+        }
+    }
+    Ok((seen.len() >= min_objects).then_some(entries))
+}
+
+/// One deflate state and output buffer, reused for every entry.
+struct EntryEncoder {
+    compress: flate2::Compress,
+    scratch: Vec<u8>,
+}
+
+impl EntryEncoder {
+    fn new() -> Self {
+        Self {
+            compress: flate2::Compress::new(flate2::Compression::fast(), true),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Appends the entry of one object: header, zlib stream of its content.
+    fn encode(
+        &mut self,
+        id: ObjectId,
+        kind: Kind,
+        content: &[u8],
+        entries: &mut Entries,
+    ) -> std::io::Result<()> {
+        use flate2::{FlushCompress, Status};
+        let data = &mut entries.data;
         let start = data.len();
         // Entry header: type in bits 4-6 of the first byte, the size in
         // 4 + 7n bits, little-endian groups, high bit = more follows.
@@ -115,30 +167,70 @@ fn encode_chunk(objects: &[Object<'_>]) -> std::io::Result<Chunk> {
         }
         data.push(byte);
         if content.len() < STORE_BELOW {
-            store(content, &mut data);
-            entries.push((start as u64, crc32fast::hash(&data[start..])));
-            continue;
-        }
-        // Through a scratch buffer: `compress_vec` initialises all of the
-        // spare capacity of the vector it writes to on every call, which on
-        // the (large, pre-sized) chunk itself would be quadratic.
-        compress.reset();
-        scratch.clear();
-        scratch.reserve(content.len() + content.len() / 8 + 64);
-        loop {
-            let consumed = compress.total_in() as usize;
-            let status = compress
-                .compress_vec(&content[consumed..], &mut scratch, FlushCompress::Finish)
-                .map_err(std::io::Error::other)?;
-            if status == Status::StreamEnd {
-                break;
+            store(content, data);
+        } else {
+            // Through a scratch buffer: `compress_vec` initialises all of
+            // the spare capacity of the vector it writes to on every call,
+            // which on the growing entry data would be quadratic.
+            self.compress.reset();
+            self.scratch.clear();
+            self.scratch.reserve(content.len() + content.len() / 8 + 64);
+            loop {
+                let consumed = self.compress.total_in() as usize;
+                let status = self
+                    .compress
+                    .compress_vec(
+                        &content[consumed..],
+                        &mut self.scratch,
+                        FlushCompress::Finish,
+                    )
+                    .map_err(std::io::Error::other)?;
+                if status == Status::StreamEnd {
+                    break;
+                }
+                self.scratch.reserve(self.scratch.capacity().max(4096));
             }
-            scratch.reserve(scratch.capacity().max(4096));
+            data.extend_from_slice(&self.scratch);
         }
-        data.extend_from_slice(&scratch);
-        entries.push((start as u64, crc32fast::hash(&data[start..])));
+        let crc = crc32fast::hash(&data[start..]);
+        entries.index.push((id, 12 + start as u64, crc));
+        Ok(())
     }
-    Ok(Chunk { data, entries })
+}
+
+/// Writes `entries` as `<pack_dir>/pack-<checksum>.{pack,idx}`: both files
+/// fsynced before the index — which makes the pack visible to readers — is
+/// renamed into place, then the directory. Returns the `.pack`'s path.
+pub fn write(pack_dir: &Path, mut entries: Entries) -> std::io::Result<PathBuf> {
+    let count = u32::try_from(entries.len())
+        .map_err(|_| std::io::Error::other("too many objects for one pack"))?;
+    let mut header = Vec::with_capacity(12);
+    header.extend_from_slice(b"PACK");
+    header.extend_from_slice(&2u32.to_be_bytes());
+    header.extend_from_slice(&count.to_be_bytes());
+    // The trailing checksum guards against corruption, not forgery: plain
+    // SHA-1, as git (2.47 on) uses for it, not the collision-detecting one
+    // object ids need.
+    let checksum = {
+        use sha1::Digest;
+        let mut hasher = sha1::Sha1::new();
+        hasher.update(&header);
+        hasher.update(&entries.data);
+        ObjectId::from_bytes_or_panic(&hasher.finalize())
+    };
+    let index = encode_index(&mut entries.index, &checksum)?;
+
+    std::fs::create_dir_all(pack_dir)?;
+    let stem = pack_dir.join(format!("pack-{checksum}"));
+    let pack_path = stem.with_extension("pack");
+    put_file(
+        pack_dir,
+        &[&header, &entries.data, checksum.as_bytes()],
+        &pack_path,
+    )?;
+    put_file(pack_dir, &[&index], &stem.with_extension("idx"))?;
+    std::fs::File::open(pack_dir)?.sync_all()?;
+    Ok(pack_path)
 }
 
 /// Objects smaller than this are stored in their zlib stream, not
@@ -170,10 +262,10 @@ fn store(content: &[u8], out: &mut Vec<u8>) {
 /// CRC-32s, 31-bit offsets (high bit: index into the 64-bit table), the
 /// 64-bit table, the pack checksum and the index's own checksum.
 fn encode_index(
-    entries: &mut [(&ObjectId, u32, u64)],
+    entries: &mut [(ObjectId, u64, u32)],
     pack_checksum: &ObjectId,
 ) -> std::io::Result<Vec<u8>> {
-    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut out = Vec::with_capacity(8 + 1024 + entries.len() * 28 + 40);
     out.extend_from_slice(b"\xfftOc");
     out.extend_from_slice(&2u32.to_be_bytes());
@@ -189,11 +281,11 @@ fn encode_index(
     for (id, _, _) in entries.iter() {
         out.extend_from_slice(id.as_bytes());
     }
-    for (_, crc, _) in entries.iter() {
+    for (_, _, crc) in entries.iter() {
         out.extend_from_slice(&crc.to_be_bytes());
     }
     let mut large = Vec::new();
-    for (_, _, offset) in entries.iter() {
+    for (_, offset, _) in entries.iter() {
         let small = if *offset < LARGE_OFFSET {
             *offset as u32
         } else {
@@ -217,13 +309,15 @@ fn sha1(data: &[u8]) -> std::io::Result<ObjectId> {
     hasher.try_finalize().map_err(std::io::Error::other)
 }
 
-/// Writes `bytes` to a temporary file in `dir`, makes it read-only, fsyncs
+/// Writes `parts` to a temporary file in `dir`, makes it read-only, fsyncs
 /// it and renames it to `path`: a reader sees the whole file or none.
-fn put_file(dir: &Path, bytes: &[u8], path: &Path) -> std::io::Result<()> {
+fn put_file(dir: &Path, parts: &[&[u8]], path: &Path) -> std::io::Result<()> {
     let mut tmp = tempfile::Builder::new()
         .prefix("tmp_pack_")
         .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
+    for part in parts {
+        tmp.write_all(part)?;
+    }
     // Read-only, as git leaves its packs.
     use std::os::unix::fs::PermissionsExt;
     tmp.as_file()
@@ -287,12 +381,15 @@ mod tests {
             (Kind::Commit, commit),
         ];
         let ids: Vec<ObjectId> = contents.iter().map(|(k, d)| id_of(*k, d)).collect();
-        let objects: Vec<Object<'_>> = ids
-            .iter()
-            .zip(&contents)
-            .map(|(id, (k, d))| (id, *k, d.as_slice()))
-            .collect();
-        let pack = write(&repo.join("objects/pack"), &objects).unwrap();
+        let encoder = Encoder::start(contents.len()).unwrap();
+        for (id, (kind, data)) in ids.iter().zip(&contents) {
+            encoder.add(*id, *kind, data.clone());
+        }
+        // Sent twice, packed once.
+        encoder.add(ids[1], Kind::Blob, contents[1].1.clone());
+        let entries = encoder.finish().unwrap().expect("enough objects");
+        assert_eq!(entries.len(), contents.len());
+        let pack = write(&repo.join("objects/pack"), entries).unwrap();
         let idx = pack.with_extension("idx");
         git(&repo, &["verify-pack", idx.to_str().unwrap()]);
         git(&repo, &["fsck", "--strict", "--no-dangling"]);
@@ -307,13 +404,22 @@ mod tests {
     }
 
     #[test]
+    fn fewer_objects_than_the_minimum_give_none() {
+        let encoder = Encoder::start(3).unwrap();
+        for content in [&b"a"[..], b"b", b"a"] {
+            encoder.add(id_of(Kind::Blob, content), Kind::Blob, content.to_vec());
+        }
+        assert!(encoder.finish().unwrap().is_none());
+    }
+
+    #[test]
     fn offsets_from_2_gib_go_to_the_64_bit_table() {
         let ids: Vec<ObjectId> = (0u8..3).map(|i| id_of(Kind::Blob, &[i])).collect();
         let offsets = [12u64, LARGE_OFFSET, 5 << 32];
-        let mut entries: Vec<(&ObjectId, u32, u64)> = ids
+        let mut entries: Vec<(ObjectId, u64, u32)> = ids
             .iter()
             .zip(offsets)
-            .map(|(id, offset)| (id, 7, offset))
+            .map(|(id, offset)| (*id, offset, 7))
             .collect();
         let checksum = id_of(Kind::Blob, b"pack");
         let index = encode_index(&mut entries, &checksum).unwrap();

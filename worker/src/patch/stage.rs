@@ -273,14 +273,19 @@ fn apply_one(
         Some(id) => id.clone(),
         None => configured_committer(config, repo_path),
     };
-    let result: SeriesResult =
-        match apply::prepare_series(repo_path, &branch, &mails, &committer, opts) {
-            Ok(r) => r,
-            Err(e @ apply::Error::NoBranch { .. }) => {
-                return fail(store, outcome, PatchFailure::general(e.to_string()));
-            }
-            Err(e) => return Err(e.into()),
-        };
+    let result: SeriesResult = match apply::prepare_series(
+        repo_path,
+        &branch,
+        mails.into_iter().map(Ok),
+        &committer,
+        opts,
+    ) {
+        Ok(r) => r,
+        Err(e @ apply::Error::NoBranch { .. }) => {
+            return fail(store, outcome, PatchFailure::general(e.to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    };
     outcome.old_tip = Some(result.old_tip.clone());
     if let Some(bad) = result.patches.iter().find(|p| !p.ok) {
         outcome.failed_patch = Some(bad.file.clone());
