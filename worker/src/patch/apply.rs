@@ -324,7 +324,8 @@ where
     let mut failed = false;
     let objects = NewObjects {
         repo: &repo,
-        encoder: pack::Encoder::start(PACK_THRESHOLD).map_err(|e| git_err(repo_path, e))?,
+        encoder: pack::Encoder::start(&repo.git_dir().join("objects/pack"), PACK_THRESHOLD)
+            .map_err(|e| git_err(repo_path, e))?,
     };
     // The mails are read and taken apart on another thread, ahead of the
     // one that applies them (which owns the repository): reading files and

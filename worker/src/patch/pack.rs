@@ -23,10 +23,14 @@ use std::sync::mpsc;
 const LARGE_OFFSET: u64 = 0x8000_0000;
 
 /// Pack entries encoded so far: the bytes after the 12-byte pack header,
-/// and each object's id, offset (from the start of the pack) and CRC-32.
+/// and each object's id, offset (from the start of the pack) and CRC-32;
+/// and the temporary file they are being written to (behind a header not
+/// written yet).
 pub struct Entries {
     data: Vec<u8>,
     index: Vec<(ObjectId, u64, u32)>,
+    file: tempfile::NamedTempFile,
+    written: usize,
 }
 
 impl Entries {
@@ -40,11 +44,12 @@ impl Entries {
 }
 
 /// Encodes a series' new objects into pack entries on a thread of its
-/// own while the series is still being applied: deflating is the largest
-/// cost of writing a series and needs nothing but the object, so it runs
+/// own while the series is still being applied, and writes them to a
+/// temporary file in `pack_dir`: deflating and writing are the largest
+/// costs of storing a series and need nothing but the object, so they run
 /// on another core in the meantime. Objects are only encoded once
 /// `min_objects` have arrived (below that a series is written as loose
-/// objects); an id sent twice is encoded once.
+/// objects, and no file is made); an id sent twice is encoded once.
 pub struct Encoder {
     tx: Option<mpsc::Sender<(ObjectId, Kind, Vec<u8>)>>,
     thread: Option<std::thread::JoinHandle<std::io::Result<Option<Entries>>>>,
@@ -52,13 +57,14 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    pub fn start(min_objects: usize) -> std::io::Result<Self> {
+    pub fn start(pack_dir: &Path, min_objects: usize) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = cancel.clone();
+        let dir = pack_dir.to_owned();
         let thread = std::thread::Builder::new()
             .name("pack-encoder".into())
-            .spawn(move || encode_all(rx, min_objects, &stop))?;
+            .spawn(move || encode_all(rx, &dir, min_objects, &stop))?;
         Ok(Self {
             tx: Some(tx),
             thread: Some(thread),
@@ -88,23 +94,29 @@ impl Encoder {
 }
 
 impl Drop for Encoder {
-    /// A series that failed: the thread stops at its next object.
+    /// A series that failed: the thread stops at its next object and
+    /// removes its temporary file before this returns.
     fn drop(&mut self) {
         self.cancel.store(true, Ordering::Relaxed);
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
+/// Entry bytes are handed to the file in pieces of about this size.
+const WRITE_EVERY: usize = 256 << 10;
+
 fn encode_all(
     rx: mpsc::Receiver<(ObjectId, Kind, Vec<u8>)>,
+    pack_dir: &Path,
     min_objects: usize,
     cancel: &AtomicBool,
 ) -> std::io::Result<Option<Entries>> {
     let mut waiting = Vec::new();
     let mut seen = HashSet::new();
-    let mut entries = Entries {
-        data: Vec::new(),
-        index: Vec::new(),
-    };
+    let mut entries: Option<Entries> = None;
     let mut encoder = EntryEncoder::new();
     for (id, kind, content) in rx {
         if cancel.load(Ordering::Relaxed) {
@@ -117,11 +129,44 @@ fn encode_all(
             waiting.push((id, kind, content));
             continue;
         }
+        let entries = match &mut entries {
+            Some(e) => e,
+            None => entries.insert(Entries::create(pack_dir)?),
+        };
         for (id, kind, content) in waiting.drain(..).chain([(id, kind, content)]) {
-            encoder.encode(id, kind, &content, &mut entries)?;
+            encoder.encode(id, kind, &content, entries)?;
+        }
+        if entries.data.len() - entries.written >= WRITE_EVERY {
+            entries.write_pending()?;
         }
     }
-    Ok((seen.len() >= min_objects).then_some(entries))
+    if let Some(entries) = &mut entries {
+        entries.write_pending()?;
+    }
+    Ok(entries)
+}
+
+impl Entries {
+    /// A temporary file in `pack_dir`, positioned after the header.
+    fn create(pack_dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(pack_dir)?;
+        let mut file = tempfile::Builder::new()
+            .prefix("tmp_pack_")
+            .tempfile_in(pack_dir)?;
+        file.write_all(&[0; 12])?;
+        Ok(Self {
+            data: Vec::new(),
+            index: Vec::new(),
+            file,
+            written: 0,
+        })
+    }
+
+    fn write_pending(&mut self) -> std::io::Result<()> {
+        self.file.write_all(&self.data[self.written..])?;
+        self.written = self.data.len();
+        Ok(())
+    }
 }
 
 /// One deflate state and output buffer, reused for every entry.
@@ -202,33 +247,27 @@ impl EntryEncoder {
 /// fsynced before the index — which makes the pack visible to readers — is
 /// renamed into place, then the directory. Returns the `.pack`'s path.
 pub fn write(pack_dir: &Path, mut entries: Entries) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::FileExt;
     let count = u32::try_from(entries.len())
         .map_err(|_| std::io::Error::other("too many objects for one pack"))?;
     let mut header = Vec::with_capacity(12);
     header.extend_from_slice(b"PACK");
     header.extend_from_slice(&2u32.to_be_bytes());
     header.extend_from_slice(&count.to_be_bytes());
-    // The trailing checksum guards against corruption, not forgery: plain
-    // SHA-1, as git (2.47 on) uses for it, not the collision-detecting one
-    // object ids need.
-    let checksum = {
-        use sha1::Digest;
-        let mut hasher = sha1::Sha1::new();
-        hasher.update(&header);
-        hasher.update(&entries.data);
-        ObjectId::from_bytes_or_panic(&hasher.finalize())
-    };
-    let index = encode_index(&mut entries.index, &checksum)?;
+    let checksum = checksum(&[&header, &entries.data]);
+    let index = encode_index(&mut entries.index, &checksum);
 
-    std::fs::create_dir_all(pack_dir)?;
     let stem = pack_dir.join(format!("pack-{checksum}"));
     let pack_path = stem.with_extension("pack");
-    put_file(
-        pack_dir,
-        &[&header, &entries.data, checksum.as_bytes()],
-        &pack_path,
-    )?;
-    put_file(pack_dir, &[&index], &stem.with_extension("idx"))?;
+    let mut file = entries.file;
+    file.write_all(checksum.as_bytes())?;
+    file.as_file().write_all_at(&header, 0)?;
+    finish_file(file, &pack_path)?;
+    let mut file = tempfile::Builder::new()
+        .prefix("tmp_idx_")
+        .tempfile_in(pack_dir)?;
+    file.write_all(&index)?;
+    finish_file(file, &stem.with_extension("idx"))?;
     std::fs::File::open(pack_dir)?.sync_all()?;
     Ok(pack_path)
 }
@@ -261,10 +300,7 @@ fn store(content: &[u8], out: &mut Vec<u8>) {
 /// The version-2 pack index: magic, version, fan-out table, sorted ids,
 /// CRC-32s, 31-bit offsets (high bit: index into the 64-bit table), the
 /// 64-bit table, the pack checksum and the index's own checksum.
-fn encode_index(
-    entries: &mut [(ObjectId, u64, u32)],
-    pack_checksum: &ObjectId,
-) -> std::io::Result<Vec<u8>> {
+fn encode_index(entries: &mut [(ObjectId, u64, u32)], pack_checksum: &ObjectId) -> Vec<u8> {
     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut out = Vec::with_capacity(8 + 1024 + entries.len() * 28 + 40);
     out.extend_from_slice(b"\xfftOc");
@@ -298,26 +334,26 @@ fn encode_index(
         out.extend_from_slice(&offset.to_be_bytes());
     }
     out.extend_from_slice(pack_checksum.as_bytes());
-    let own = sha1(&out)?;
+    let own = checksum(&[&out]);
     out.extend_from_slice(own.as_bytes());
-    Ok(out)
+    out
 }
 
-fn sha1(data: &[u8]) -> std::io::Result<ObjectId> {
-    let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
-    hasher.update(data);
-    hasher.try_finalize().map_err(std::io::Error::other)
-}
-
-/// Writes `parts` to a temporary file in `dir`, makes it read-only, fsyncs
-/// it and renames it to `path`: a reader sees the whole file or none.
-fn put_file(dir: &Path, parts: &[&[u8]], path: &Path) -> std::io::Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix("tmp_pack_")
-        .tempfile_in(dir)?;
+/// The trailing checksum of a pack or index file. It guards against
+/// corruption, not forgery: plain SHA-1, as git (2.47 on) uses for it, not
+/// the collision-detecting kind object ids need.
+fn checksum(parts: &[&[u8]]) -> ObjectId {
+    use sha1::Digest;
+    let mut hasher = sha1::Sha1::new();
     for part in parts {
-        tmp.write_all(part)?;
+        hasher.update(part);
     }
+    ObjectId::from_bytes_or_panic(&hasher.finalize())
+}
+
+/// Makes a written temporary file read-only, fsyncs it and renames it to
+/// `path`: a reader sees the whole file or none.
+fn finish_file(tmp: tempfile::NamedTempFile, path: &Path) -> std::io::Result<()> {
     // Read-only, as git leaves its packs.
     use std::os::unix::fs::PermissionsExt;
     tmp.as_file()
@@ -381,7 +417,7 @@ mod tests {
             (Kind::Commit, commit),
         ];
         let ids: Vec<ObjectId> = contents.iter().map(|(k, d)| id_of(*k, d)).collect();
-        let encoder = Encoder::start(contents.len()).unwrap();
+        let encoder = Encoder::start(&repo.join("objects/pack"), contents.len()).unwrap();
         for (id, (kind, data)) in ids.iter().zip(&contents) {
             encoder.add(*id, *kind, data.clone());
         }
@@ -405,11 +441,28 @@ mod tests {
 
     #[test]
     fn fewer_objects_than_the_minimum_give_none() {
-        let encoder = Encoder::start(3).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let encoder = Encoder::start(dir.path(), 3).unwrap();
         for content in [&b"a"[..], b"b", b"a"] {
             encoder.add(id_of(Kind::Blob, content), Kind::Blob, content.to_vec());
         }
         assert!(encoder.finish().unwrap().is_none());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no file made"
+        );
+    }
+
+    #[test]
+    fn a_dropped_encoder_removes_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let encoder = Encoder::start(dir.path(), 2).unwrap();
+        for content in [&b"a"[..], b"b", b"c"] {
+            encoder.add(id_of(Kind::Blob, content), Kind::Blob, content.to_vec());
+        }
+        drop(encoder);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
@@ -422,7 +475,7 @@ mod tests {
             .map(|(id, offset)| (*id, offset, 7))
             .collect();
         let checksum = id_of(Kind::Blob, b"pack");
-        let index = encode_index(&mut entries, &checksum).unwrap();
+        let index = encode_index(&mut entries, &checksum);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pack-x.idx");
         std::fs::write(&path, index).unwrap();

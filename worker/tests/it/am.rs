@@ -154,7 +154,8 @@ fn same_trees_authors_and_messages_as_git_am() {
     am.extend(files.iter().map(String::as_str));
     git(&theirs, &am);
 
-    // patchline am in a bare clone.
+    // patchline am in a bare clone of the base history only: the objects
+    // it writes are new to the repository, as mailed patches' are.
     let ours = tmp.path().join("ours.git");
     git(
         tmp.path(),
@@ -162,6 +163,10 @@ fn same_trees_authors_and_messages_as_git_am() {
             "clone",
             "-q",
             "--bare",
+            "--no-local",
+            "--single-branch",
+            "-b",
+            "base",
             src.to_str().unwrap(),
             ours.to_str().unwrap(),
         ],
@@ -235,6 +240,42 @@ fn same_trees_authors_and_messages_as_git_am() {
     assert_eq!(
         count("packs: ").parse::<u32>().unwrap(),
         packs_before.parse::<u32>().unwrap() + 1
+    );
+
+    // The same series ending in a file that cannot be read: exit 2, the
+    // branch where it was, no pack and no temporary file left behind
+    // (the series' pack was being written while it was applied).
+    git(&ours, &["update-ref", "refs/heads/again", "base"]);
+    let pack_dir = ours.join("objects/pack");
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(&pack_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    let missing = tmp.path().join("missing.patch");
+    let mut args = vec!["am", "--repo", ours.to_str().unwrap(), "--branch", "again"];
+    args.extend(files.iter().map(String::as_str));
+    args.push(missing.to_str().unwrap());
+    let ran = std::process::Command::new(crate::util::patchline_bin())
+        .args(&args)
+        .env("GIT_COMMITTER_NAME", "Committer")
+        .env("GIT_COMMITTER_EMAIL", "committer@example.org")
+        .output()
+        .unwrap();
+    assert_eq!(ran.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert!(
+        stderr.contains("cannot read") && stderr.contains("missing.patch"),
+        "{stderr}"
+    );
+    assert_eq!(listing(), before);
+    assert_eq!(
+        git(&ours, &["rev-parse", "again"]),
+        git(&ours, &["rev-parse", "base"])
     );
 }
 
