@@ -301,7 +301,7 @@ fn store(content: &[u8], out: &mut Vec<u8>) {
 /// CRC-32s, 31-bit offsets (high bit: index into the 64-bit table), the
 /// 64-bit table, the pack checksum and the index's own checksum.
 fn encode_index(entries: &mut [(ObjectId, u64, u32)], pack_checksum: &ObjectId) -> Vec<u8> {
-    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    entries.sort_unstable_by_key(|e| e.0);
     let mut out = Vec::with_capacity(8 + 1024 + entries.len() * 28 + 40);
     out.extend_from_slice(b"\xfftOc");
     out.extend_from_slice(&2u32.to_be_bytes());
