@@ -331,19 +331,27 @@ where
     // one that applies them (which owns the repository): reading files and
     // splitting headers, body and patch are independent of the tree.
     std::thread::scope(|scope| -> Result<(), Error> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        // In batches: a hand-over per mail would wake a thread per mail.
+        const BATCH: usize = 16;
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
         scope.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
             for mail in mails {
-                let item = mail.map(|(label, raw)| {
+                batch.push(mail.map(|(label, raw)| {
                     let info = mailinfo(&raw, opts.mailinfo);
                     (label, info)
-                });
-                if tx.send(item).is_err() {
-                    break;
+                }));
+                if batch.len() == BATCH
+                    && tx
+                        .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                        .is_err()
+                {
+                    return;
                 }
             }
+            let _ = tx.send(batch);
         });
-        for item in rx {
+        for item in rx.into_iter().flatten() {
             if failed {
                 break;
             }

@@ -12,6 +12,7 @@
 
 use gix::ObjectId;
 use gix::objs::Kind;
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -51,7 +52,10 @@ impl Entries {
 /// `min_objects` have arrived (below that a series is written as loose
 /// objects, and no file is made); an id sent twice is encoded once.
 pub struct Encoder {
-    tx: Option<mpsc::Sender<(ObjectId, Kind, Vec<u8>)>>,
+    tx: Option<mpsc::Sender<Vec<Object>>>,
+    /// Objects not handed over yet: they go in batches, as waking the
+    /// thread for every small tree or commit costs more than encoding it.
+    batch: RefCell<(Vec<Object>, usize)>,
     thread: Option<std::thread::JoinHandle<std::io::Result<Option<Entries>>>>,
     cancel: Arc<AtomicBool>,
 }
@@ -67,6 +71,7 @@ impl Encoder {
             .spawn(move || encode_all(rx, &dir, min_objects, &stop))?;
         Ok(Self {
             tx: Some(tx),
+            batch: RefCell::new((Vec::new(), 0)),
             thread: Some(thread),
             cancel,
         })
@@ -74,16 +79,31 @@ impl Encoder {
 
     /// Queues one object (never blocks).
     pub fn add(&self, id: ObjectId, kind: Kind, data: Vec<u8>) {
-        if let Some(tx) = &self.tx {
+        let mut batch = self.batch.borrow_mut();
+        batch.1 += data.len();
+        batch.0.push((id, kind, data));
+        if batch.0.len() >= BATCH_OBJECTS || batch.1 >= BATCH_BYTES {
+            let objects = std::mem::take(&mut batch.0);
+            batch.1 = 0;
+            self.send(objects);
+        }
+    }
+
+    fn send(&self, objects: Vec<Object>) {
+        if let Some(tx) = &self.tx
+            && !objects.is_empty()
+        {
             // A send fails only when the thread ended early, with an error
             // that `finish` reports.
-            let _ = tx.send((id, kind, data));
+            let _ = tx.send(objects);
         }
     }
 
     /// Waits for the queued objects to be encoded: `None` when fewer than
     /// `min_objects` arrived.
     pub fn finish(mut self) -> std::io::Result<Option<Entries>> {
+        let last = std::mem::take(&mut self.batch.borrow_mut().0);
+        self.send(last);
         drop(self.tx.take());
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(result)) => result,
@@ -105,11 +125,18 @@ impl Drop for Encoder {
     }
 }
 
+/// An object to pack: id, kind, content.
+type Object = (ObjectId, Kind, Vec<u8>);
+
+/// A batch goes to the encoder thread at this many objects or bytes.
+const BATCH_OBJECTS: usize = 64;
+const BATCH_BYTES: usize = 256 << 10;
+
 /// Entry bytes are handed to the file in pieces of about this size.
 const WRITE_EVERY: usize = 256 << 10;
 
 fn encode_all(
-    rx: mpsc::Receiver<(ObjectId, Kind, Vec<u8>)>,
+    rx: mpsc::Receiver<Vec<Object>>,
     pack_dir: &Path,
     min_objects: usize,
     cancel: &AtomicBool,
@@ -118,7 +145,7 @@ fn encode_all(
     let mut seen = HashSet::new();
     let mut entries: Option<Entries> = None;
     let mut encoder = EntryEncoder::new();
-    for (id, kind, content) in rx {
+    for (id, kind, content) in rx.into_iter().flatten() {
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
         }
