@@ -322,11 +322,8 @@ where
     let mails = mails.into_iter();
     let mut results = Vec::with_capacity(mails.size_hint().0);
     let mut failed = false;
-    let objects = NewObjects {
-        repo: &repo,
-        encoder: pack::Encoder::start(&repo.git_dir().join("objects/pack"), PACK_THRESHOLD)
-            .map_err(|e| git_err(repo_path, e))?,
-    };
+    let encoder = pack::Encoder::start(&repo.git_dir().join("objects/pack"), PACK_THRESHOLD)
+        .map_err(|e| git_err(repo_path, e))?;
     // The mails are read and taken apart on another thread, ahead of the
     // one that applies them (which owns the repository): reading files and
     // splitting headers, body and patch are independent of the tree.
@@ -381,6 +378,7 @@ where
                     continue;
                 }
             };
+            let objects = NewObjects { repo: &repo };
             let new_tree = match apply_to_tree(&objects, tree, &files, opts.apply, opts.three_way) {
                 Ok(t) => t,
                 Err(ApplyError::Patch(f)) => {
@@ -421,6 +419,12 @@ where
                 tree: Some(new_tree.to_string()),
                 error: None,
             });
+            // Superseded objects go to the encoder now and then; with
+            // --3way a later patch may name any blob of the series in its
+            // index line, so then everything stays readable to the end.
+            if !opts.three_way && results.len() % HAND_OVER_EVERY == 0 {
+                hand_over(&mut repo, Some(tree), &encoder).map_err(|e| git_err(repo_path, e))?;
+            }
         }
         Ok(())
     })?;
@@ -428,19 +432,14 @@ where
     let complete = !failed && tip != old_tip;
     // A failed series drops the encoder (which stops) and the objects in
     // memory: nothing is written.
-    let encoded = if complete {
-        objects
-            .encoder
-            .finish()
-            .map_err(|e| git_err(repo_path, e))?
-    } else {
-        None
-    };
-    if complete && let Some(in_memory) = repo.objects.reset_object_memory() {
+    if complete {
+        hand_over(&mut repo, None, &encoder).map_err(|e| git_err(repo_path, e))?;
         let objects_dir = repo.git_dir().join("objects");
-        match encoded {
-            Some(entries) => pack::write(&objects_dir.join("pack"), entries).map(|_| ()),
-            None => write_loose_objects(&objects_dir, in_memory.iter()),
+        match encoder.finish().map_err(|e| git_err(repo_path, e))? {
+            pack::Finished::Pack(entries) => {
+                pack::write(&objects_dir.join("pack"), entries).map(|_| ())
+            }
+            pack::Finished::Few(objects) => write_loose_objects(&objects_dir, &objects),
         }
         .map_err(|e| git_err(repo_path, e))?;
     }
@@ -454,14 +453,13 @@ where
 }
 
 /// Where a series' new objects go: into gix's object memory, where the
-/// later patches of the series read them, and to the pack encoder. Ids are
-/// computed once, here, and nothing asks the object database whether an
-/// object exists already (a `stat` per object for loose files, for
-/// objects that are new nearly always): an object the repository has is
-/// merely stored twice, which git allows.
+/// later patches of the series read them (see [`hand_over`] for how they
+/// leave it). Ids are computed once, here, and nothing asks the object
+/// database whether an object exists already (a `stat` per object for
+/// loose files, for objects that are new nearly always): an object the
+/// repository has is merely stored twice, which git allows.
 struct NewObjects<'r> {
     repo: &'r gix::Repository,
-    encoder: pack::Encoder,
 }
 
 impl NewObjects<'_> {
@@ -473,7 +471,6 @@ impl NewObjects<'_> {
             .objects
             .write_buf_with_known_id(kind, &data, id)
             .map_err(|e| e.to_string())?;
-        self.encoder.add(id, kind, data);
         Ok(id)
     }
 
@@ -482,6 +479,47 @@ impl NewObjects<'_> {
         object.write_to(&mut data).map_err(|e| e.to_string())?;
         self.put(object.kind(), data)
     }
+}
+
+/// Patches between two hand-overs of superseded objects to the encoder.
+const HAND_OVER_EVERY: usize = 16;
+
+/// Moves objects from gix's object memory to the pack encoder (moves: no
+/// copy is made): all of them when `keep` is `None`, else those the rest
+/// of the series cannot reach any more — everything but the tree `keep`
+/// and the trees and blobs it reaches through objects still in memory.
+/// Later patches only read the current tree and what it holds, so the
+/// memory stays the size of what one patch touches, and the encoder
+/// deflates and writes on another core meanwhile.
+fn hand_over(
+    repo: &mut gix::Repository,
+    keep: Option<ObjectId>,
+    encoder: &pack::Encoder,
+) -> Result<(), String> {
+    let Some(mut memory) = repo.objects.take_object_memory() else {
+        return Ok(());
+    };
+    let mut live = gix::odb::memory::Storage::default();
+    let mut reach: Vec<ObjectId> = keep.into_iter().collect();
+    while let Some(id) = reach.pop() {
+        let Some((kind, data)) = memory.remove(&id) else {
+            continue;
+        };
+        if kind == gix::objs::Kind::Tree {
+            for entry in gix::objs::TreeRefIter::from_bytes(&data, repo.object_hash()) {
+                let entry = entry.map_err(|e| e.to_string())?;
+                if memory.contains_key(entry.oid) {
+                    reach.push(entry.oid.to_owned());
+                }
+            }
+        }
+        live.insert(id, (kind, data));
+    }
+    for (id, (kind, data)) in memory.drain() {
+        encoder.add(id, kind, data);
+    }
+    repo.objects.set_object_memory(live);
+    Ok(())
 }
 
 /// From this many new objects on, a series is written as one pack (as git
@@ -493,16 +531,13 @@ const PACK_THRESHOLD: usize = 100;
 /// Writes objects as loose files, one zlib stream reused for all (gix
 /// sets a new one up per object, which dominates for small objects), then
 /// makes them durable with one `syncfs`.
-fn write_loose_objects<'a>(
-    objects_dir: &Path,
-    objects: impl IntoIterator<Item = (&'a ObjectId, &'a (gix::objs::Kind, Vec<u8>))>,
-) -> std::io::Result<()> {
+fn write_loose_objects(objects_dir: &Path, objects: &[pack::Object]) -> std::io::Result<()> {
     use flate2::{Compress, Compression, FlushCompress};
     use std::io::Write;
     let mut compress = Compress::new(Compression::fast(), true);
     let mut out = Vec::new();
     let mut wrote = false;
-    for (id, (kind, data)) in objects {
+    for (id, kind, data) in objects {
         let hex = id.to_string();
         let dir = objects_dir.join(&hex[..2]);
         let path = dir.join(&hex[2..]);

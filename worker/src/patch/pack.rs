@@ -56,7 +56,7 @@ pub struct Encoder {
     /// Objects not handed over yet: they go in batches, as waking the
     /// thread for every small tree or commit costs more than encoding it.
     batch: RefCell<(Vec<Object>, usize)>,
-    thread: Option<std::thread::JoinHandle<std::io::Result<Option<Entries>>>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<Finished>>>,
     cancel: Arc<AtomicBool>,
 }
 
@@ -99,16 +99,16 @@ impl Encoder {
         }
     }
 
-    /// Waits for the queued objects to be encoded: `None` when fewer than
-    /// `min_objects` arrived.
-    pub fn finish(mut self) -> std::io::Result<Option<Entries>> {
+    /// Waits for the queued objects to be encoded; when fewer than
+    /// `min_objects` arrived, gives them back instead.
+    pub fn finish(mut self) -> std::io::Result<Finished> {
         let last = std::mem::take(&mut self.batch.borrow_mut().0);
         self.send(last);
         drop(self.tx.take());
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(result)) => result,
             Some(Err(_)) => Err(std::io::Error::other("pack encoder thread panicked")),
-            None => Ok(None),
+            None => Ok(Finished::Few(Vec::new())),
         }
     }
 }
@@ -126,7 +126,15 @@ impl Drop for Encoder {
 }
 
 /// An object to pack: id, kind, content.
-type Object = (ObjectId, Kind, Vec<u8>);
+pub type Object = (ObjectId, Kind, Vec<u8>);
+
+/// What an [`Encoder`] made of the objects it was given.
+pub enum Finished {
+    /// Enough for a pack: its entries, written to a temporary file.
+    Pack(Entries),
+    /// Fewer than the minimum: the objects themselves, not encoded.
+    Few(Vec<Object>),
+}
 
 /// A batch goes to the encoder thread at this many objects or bytes.
 const BATCH_OBJECTS: usize = 64;
@@ -140,14 +148,14 @@ fn encode_all(
     pack_dir: &Path,
     min_objects: usize,
     cancel: &AtomicBool,
-) -> std::io::Result<Option<Entries>> {
+) -> std::io::Result<Finished> {
     let mut waiting = Vec::new();
     let mut seen = HashSet::new();
     let mut entries: Option<Entries> = None;
     let mut encoder = EntryEncoder::new();
     for (id, kind, content) in rx.into_iter().flatten() {
         if cancel.load(Ordering::Relaxed) {
-            return Ok(None);
+            return Ok(Finished::Few(Vec::new()));
         }
         if !seen.insert(id) {
             continue;
@@ -167,10 +175,13 @@ fn encode_all(
             entries.write_pending()?;
         }
     }
-    if let Some(entries) = &mut entries {
-        entries.write_pending()?;
+    match entries {
+        Some(mut entries) => {
+            entries.write_pending()?;
+            Ok(Finished::Pack(entries))
+        }
+        None => Ok(Finished::Few(waiting)),
     }
-    Ok(entries)
 }
 
 impl Entries {
@@ -450,7 +461,9 @@ mod tests {
         }
         // Sent twice, packed once.
         encoder.add(ids[1], Kind::Blob, contents[1].1.clone());
-        let entries = encoder.finish().unwrap().expect("enough objects");
+        let Finished::Pack(entries) = encoder.finish().unwrap() else {
+            panic!("enough objects for a pack");
+        };
         assert_eq!(entries.len(), contents.len());
         let pack = write(&repo.join("objects/pack"), entries).unwrap();
         let idx = pack.with_extension("idx");
@@ -473,7 +486,10 @@ mod tests {
         for content in [&b"a"[..], b"b", b"a"] {
             encoder.add(id_of(Kind::Blob, content), Kind::Blob, content.to_vec());
         }
-        assert!(encoder.finish().unwrap().is_none());
+        let Finished::Few(back) = encoder.finish().unwrap() else {
+            panic!("too few objects for a pack");
+        };
+        assert_eq!(back.len(), 2, "each id once");
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             0,
