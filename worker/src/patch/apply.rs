@@ -178,14 +178,16 @@ where
     M: IntoIterator<Item = MailInput>,
     M::IntoIter: Send,
 {
-    let prepared = prepare_series(repo_path, branch, mails, committer, opts)?;
+    let mut repo = open(repo_path)?;
+    let prepared = prepare_in(&mut repo, repo_path, branch, mails, committer, opts)?;
     if let Some(new_tip) = &prepared.new_tip {
         let subject = prepared
             .patches
             .last()
             .map(|r| r.subject.as_str())
             .unwrap_or_default();
-        update_branch(
+        update_branch_in(
+            &repo,
             repo_path,
             branch,
             &prepared.old_tip,
@@ -271,12 +273,22 @@ pub fn update_branch(
     new: &str,
     reflog: &str,
 ) -> Result<(), Error> {
-    let repo = open(repo_path)?;
+    update_branch_in(&open(repo_path)?, repo_path, branch, old, new, reflog)
+}
+
+fn update_branch_in(
+    repo: &gix::Repository,
+    repo_path: &Path,
+    branch: &str,
+    old: &str,
+    new: &str,
+    reflog: &str,
+) -> Result<(), Error> {
     let old_id = ObjectId::from_hex(old.as_bytes()).map_err(|e| git_err(repo_path, e))?;
     let expected = PreviousValue::MustExistAndMatch(Target::Object(old_id));
-    if let Err(e) = set_branch(&repo, repo_path, branch, expected, new, reflog) {
+    if let Err(e) = set_branch(repo, repo_path, branch, expected, new, reflog) {
         // Re-read: if the branch is elsewhere now, someone else moved it.
-        if tip_in(&repo, repo_path, branch)? != Some(old_id) {
+        if tip_in(repo, repo_path, branch)? != Some(old_id) {
             return Err(Error::BranchMoved {
                 path: repo_path.to_owned(),
                 branch: branch.to_owned(),
@@ -301,9 +313,24 @@ where
     M: IntoIterator<Item = MailInput>,
     M::IntoIter: Send,
 {
+    prepare_in(&mut open(repo_path)?, repo_path, branch, mails, committer, opts)
+}
+
+fn prepare_in<M>(
+    repo: &mut gix::Repository,
+    repo_path: &Path,
+    branch: &str,
+    mails: M,
+    committer: &Identity,
+    opts: AmOptions,
+) -> Result<SeriesResult, Error>
+where
+    M: IntoIterator<Item = MailInput>,
+    M::IntoIter: Send,
+{
     // New objects stay in memory until the whole series applied: a failed
     // series leaves nothing behind, and a good one is written in one go.
-    let mut repo = open(repo_path)?.with_object_memory();
+    repo.objects.enable_object_memory();
     // Consecutive patches read the same trees and blobs again (each one
     // patched by the last): decoded objects are kept instead of being
     // inflated and delta-resolved from the pack every time.
@@ -378,7 +405,7 @@ where
                     continue;
                 }
             };
-            let objects = NewObjects { repo: &repo };
+            let objects = NewObjects { repo };
             let new_tree = match apply_to_tree(&objects, tree, &files, opts.apply, opts.three_way) {
                 Ok(t) => t,
                 Err(ApplyError::Patch(f)) => {
@@ -423,7 +450,7 @@ where
             // --3way a later patch may name any blob of the series in its
             // index line, so then everything stays readable to the end.
             if !opts.three_way && results.len() % HAND_OVER_EVERY == 0 {
-                hand_over(&mut repo, Some(tree), &encoder).map_err(|e| git_err(repo_path, e))?;
+                hand_over(repo, Some(tree), &encoder).map_err(|e| git_err(repo_path, e))?;
             }
         }
         Ok(())
@@ -433,7 +460,7 @@ where
     // A failed series drops the encoder (which stops) and the objects in
     // memory: nothing is written.
     if complete {
-        hand_over(&mut repo, None, &encoder).map_err(|e| git_err(repo_path, e))?;
+        hand_over(repo, None, &encoder).map_err(|e| git_err(repo_path, e))?;
         let objects_dir = repo.git_dir().join("objects");
         match encoder.finish().map_err(|e| git_err(repo_path, e))? {
             pack::Finished::Pack(entries) => {
