@@ -313,7 +313,14 @@ where
     M: IntoIterator<Item = MailInput>,
     M::IntoIter: Send,
 {
-    prepare_in(&mut open(repo_path)?, repo_path, branch, mails, committer, opts)
+    prepare_in(
+        &mut open(repo_path)?,
+        repo_path,
+        branch,
+        mails,
+        committer,
+        opts,
+    )
 }
 
 fn prepare_in<M>(
