@@ -4,7 +4,7 @@
 //! series applied. The working tree is never touched (bare repositories
 //! work), and a series that fails leaves the branch where it was.
 
-use crate::patch::hunks::{ApplyOptions, HunkFailure, apply_hunks};
+use crate::patch::hunks::{ApplyOptions, HunkFailure, apply_hunks, apply_hunks_lines};
 use crate::patch::mailinfo::{MailInfoOptions, mailinfo};
 use crate::patch::pack;
 use crate::patch::parse::{BinaryData, FilePatch, Status, apply_delta, parse};
@@ -14,7 +14,8 @@ use gix::objs::tree::EntryKind;
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use gix::refs::{FullName, Target};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -356,6 +357,7 @@ where
     let mails = mails.into_iter();
     let mut results = Vec::with_capacity(mails.size_hint().0);
     let mut failed = false;
+    let series = SeriesObjects::default();
     let encoder = pack::Encoder::start(&repo.git_dir().join("objects/pack"), PACK_THRESHOLD)
         .map_err(|e| git_err(repo_path, e))?;
     // The mails are read and taken apart on another thread, ahead of the
@@ -412,7 +414,10 @@ where
                     continue;
                 }
             };
-            let objects = NewObjects { repo };
+            let objects = NewObjects {
+                repo,
+                series: &series,
+            };
             let new_tree = match apply_to_tree(&objects, tree, &files, opts.apply, opts.three_way) {
                 Ok(t) => t,
                 Err(ApplyError::Patch(f)) => {
@@ -457,7 +462,8 @@ where
             // --3way a later patch may name any blob of the series in its
             // index line, so then everything stays readable to the end.
             if !opts.three_way && results.len() % HAND_OVER_EVERY == 0 {
-                hand_over(repo, Some(tree), &encoder).map_err(|e| git_err(repo_path, e))?;
+                hand_over(repo, Some(tree), &series, &encoder)
+                    .map_err(|e| git_err(repo_path, e))?;
             }
         }
         Ok(())
@@ -467,7 +473,7 @@ where
     // A failed series drops the encoder (which stops) and the objects in
     // memory: nothing is written.
     if complete {
-        hand_over(repo, None, &encoder).map_err(|e| git_err(repo_path, e))?;
+        hand_over(repo, None, &series, &encoder).map_err(|e| git_err(repo_path, e))?;
         let objects_dir = repo.git_dir().join("objects");
         match encoder.finish().map_err(|e| git_err(repo_path, e))? {
             pack::Finished::Pack(entries) => {
@@ -494,18 +500,51 @@ where
 /// repository has is merely stored twice, which git allows.
 struct NewObjects<'r> {
     repo: &'r gix::Repository,
+    series: &'r SeriesObjects,
+}
+
+/// What a series made so far: the ids, and for patched blobs not handed to
+/// the encoder yet, their delta against the blob they were patched from
+/// (when that one is new too, so it will be in the same pack).
+#[derive(Default)]
+struct SeriesObjects {
+    made: RefCell<HashSet<ObjectId>>,
+    deltas: RefCell<HashMap<ObjectId, pack::Delta>>,
 }
 
 impl NewObjects<'_> {
     fn put(&self, kind: gix::objs::Kind, data: Vec<u8>) -> Result<ObjectId, String> {
+        self.put_with_delta(kind, data, None)
+    }
+
+    /// Puts an object in memory (again, when an earlier one moved to the
+    /// encoder already: a revert reads it). `delta` is kept for the first
+    /// making only.
+    fn put_with_delta(
+        &self,
+        kind: gix::objs::Kind,
+        data: Vec<u8>,
+        delta: Option<pack::Delta>,
+    ) -> Result<ObjectId, String> {
         use gix::objs::Write;
         let id = gix::objs::compute_hash(self.repo.object_hash(), kind, &data)
             .map_err(|e| e.to_string())?;
+        if self.series.made.borrow_mut().insert(id)
+            && let Some(delta) = delta
+            && delta.base != id
+        {
+            self.series.deltas.borrow_mut().insert(id, delta);
+        }
         self.repo
             .objects
             .write_buf_with_known_id(kind, &data, id)
             .map_err(|e| e.to_string())?;
         Ok(id)
+    }
+
+    /// Whether `id` was made by this series (and so will be in its pack).
+    fn made(&self, id: &ObjectId) -> bool {
+        self.series.made.borrow().contains(id)
     }
 
     fn put_object(&self, object: &impl gix::objs::WriteTo) -> Result<ObjectId, String> {
@@ -528,6 +567,7 @@ const HAND_OVER_EVERY: usize = 16;
 fn hand_over(
     repo: &mut gix::Repository,
     keep: Option<ObjectId>,
+    series: &SeriesObjects,
     encoder: &pack::Encoder,
 ) -> Result<(), String> {
     let Some(mut memory) = repo.objects.take_object_memory() else {
@@ -549,8 +589,15 @@ fn hand_over(
         }
         live.insert(id, (kind, data));
     }
+    let mut deltas = series.deltas.borrow_mut();
     for (id, (kind, data)) in memory.drain() {
-        encoder.add(id, kind, data);
+        let delta = deltas.remove(&id);
+        encoder.add(pack::Object {
+            id,
+            kind,
+            data,
+            delta,
+        });
     }
     repo.objects.set_object_memory(live);
     Ok(())
@@ -571,7 +618,7 @@ fn write_loose_objects(objects_dir: &Path, objects: &[pack::Object]) -> std::io:
     let mut compress = Compress::new(Compression::fast(), true);
     let mut out = Vec::new();
     let mut wrote = false;
-    for (id, kind, data) in objects {
+    for pack::Object { id, kind, data, .. } in objects {
         let hex = id.to_string();
         let dir = objects_dir.join(&hex[..2]);
         let path = dir.join(&hex[2..]);
@@ -771,6 +818,7 @@ fn apply_to_tree(
                 "the patch applies to '{path}' ({expected}), which does not match the current contents"
             )));
         }
+        let mut delta = None;
         let new_content = match &file.binary {
             Some(bin) => match &bin.forward {
                 BinaryData::Literal(bytes) => bytes.clone(),
@@ -778,8 +826,18 @@ fn apply_to_tree(
                     .map_err(|e| fail(format!("binary patch does not apply to '{path}': {e}")))?,
             },
             None if file.hunks.is_empty() => old_content.clone(),
-            None => match apply_hunks(&old_content, &file.hunks, opts) {
-                Ok(content) => content,
+            None => match apply_hunks_lines(&old_content, &file.hunks, opts) {
+                Ok(lines) => {
+                    if let Some((_, base)) = old
+                        && objects.made(&base)
+                    {
+                        delta = Some(pack::Delta {
+                            base,
+                            data: pack::delta(&old_content, &lines),
+                        });
+                    }
+                    lines.concat()
+                }
                 Err(f) if three_way && old.is_some() => {
                     merge_three_way(repo, file, &old_content, opts).map_err(|why| {
                         let mut failure = PatchFailure::hunk(&path, f);
@@ -810,7 +868,7 @@ fn apply_to_tree(
             id
         } else {
             objects
-                .put(gix::objs::Kind::Blob, new_content)
+                .put_with_delta(gix::objs::Kind::Blob, new_content, delta)
                 .map_err(ApplyError::Git)?
         };
         if let Status::Renamed { .. } = file.status

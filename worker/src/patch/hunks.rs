@@ -148,6 +148,17 @@ pub fn apply_hunks(
     hunks: &[Hunk<'_>],
     opts: ApplyOptions,
 ) -> Result<Vec<u8>, HunkFailure> {
+    Ok(apply_hunks_lines(content, hunks, opts)?.concat())
+}
+
+/// As [`apply_hunks`], but the new content as its lines: slices of
+/// `content` where lines were kept, of the patch where they were added
+/// (what a pack delta against `content` is made from).
+pub fn apply_hunks_lines<'a>(
+    content: &'a [u8],
+    hunks: &[Hunk<'a>],
+    opts: ApplyOptions,
+) -> Result<Vec<&'a [u8]>, HunkFailure> {
     let mut image: Vec<&[u8]> = split_lines(content);
     for (n, hunk) in hunks.iter().enumerate() {
         let pre: Vec<&[u8]> = hunk
@@ -208,7 +219,7 @@ pub fn apply_hunks(
         }
         image.splice(at..at + pre.len(), replacement);
     }
-    Ok(image.concat())
+    Ok(image)
 }
 
 fn lossy_line(l: &[u8]) -> String {

@@ -78,10 +78,10 @@ impl Encoder {
     }
 
     /// Queues one object (never blocks).
-    pub fn add(&self, id: ObjectId, kind: Kind, data: Vec<u8>) {
+    pub fn add(&self, object: Object) {
         let mut batch = self.batch.borrow_mut();
-        batch.1 += data.len();
-        batch.0.push((id, kind, data));
+        batch.1 += object.data.len();
+        batch.0.push(object);
         if batch.0.len() >= BATCH_OBJECTS || batch.1 >= BATCH_BYTES {
             let objects = std::mem::take(&mut batch.0);
             batch.1 = 0;
@@ -125,8 +125,26 @@ impl Drop for Encoder {
     }
 }
 
-/// An object to pack: id, kind, content.
-pub type Object = (ObjectId, Kind, Vec<u8>);
+/// An object to pack.
+pub struct Object {
+    pub id: ObjectId,
+    pub kind: Kind,
+    pub data: Vec<u8>,
+    /// The object as a git delta against another object of the same
+    /// series, when its writer knows one (a patched blob against the blob
+    /// it was patched from): packed as that, when the base is in the pack
+    /// and the chain not too deep.
+    pub delta: Option<Delta>,
+}
+
+pub struct Delta {
+    pub base: ObjectId,
+    pub data: Vec<u8>,
+}
+
+/// Delta chains are cut (the object stored whole) at git's default
+/// `pack.depth`: every step is work for each later read.
+const MAX_DELTA_DEPTH: u8 = 50;
 
 /// What an [`Encoder`] made of the objects it was given.
 pub enum Finished {
@@ -151,38 +169,106 @@ fn encode_all(
 ) -> std::io::Result<Finished> {
     let mut waiting = Vec::new();
     let mut seen = HashSet::new();
-    let mut entries: Option<Entries> = None;
-    let mut encoder = EntryEncoder::new();
-    for (id, kind, content) in rx.into_iter().flatten() {
+    let mut packer: Option<Packer> = None;
+    for object in rx.into_iter().flatten() {
         if cancel.load(Ordering::Relaxed) {
             return Ok(Finished::Few(Vec::new()));
         }
-        if !seen.insert(id) {
+        if !seen.insert(object.id) {
             continue;
         }
         if seen.len() < min_objects {
-            waiting.push((id, kind, content));
+            waiting.push(object);
             continue;
         }
-        let entries = match &mut entries {
-            Some(e) => e,
-            None => entries.insert(Entries::create(pack_dir)?),
+        let packer = match &mut packer {
+            Some(p) => p,
+            None => packer.insert(Packer::new(Entries::create(pack_dir)?)),
         };
-        for (id, kind, content) in waiting.drain(..).chain([(id, kind, content)]) {
-            encoder.encode(id, kind, &content, entries)?;
+        for object in waiting.drain(..).chain([object]) {
+            packer.place(object)?;
         }
-        if entries.data.len() - entries.written >= WRITE_EVERY {
-            entries.write_pending()?;
+        if packer.entries.data.len() - packer.entries.written >= WRITE_EVERY {
+            packer.entries.write_pending()?;
         }
     }
-    match entries {
-        Some(mut entries) => {
-            entries.write_pending()?;
-            Ok(Finished::Pack(entries))
+    match packer {
+        Some(mut packer) => {
+            // Deltas whose base never came (it was not new after all): whole.
+            while let Some(base) = packer.parked.keys().next().copied() {
+                for mut object in packer.parked.remove(&base).unwrap_or_default() {
+                    object.delta = None;
+                    packer.place(object)?;
+                }
+            }
+            packer.entries.write_pending()?;
+            Ok(Finished::Pack(packer.entries))
         }
         None => Ok(Finished::Few(waiting)),
     }
 }
+
+/// Places objects in the pack: whole, or as a delta against a base placed
+/// already. A delta whose base has not arrived yet waits for it.
+struct Packer {
+    entries: Entries,
+    encoder: EntryEncoder,
+    /// Every object placed, with its delta chain depth (0: whole).
+    depth: std::collections::HashMap<ObjectId, u8>,
+    /// Deltas waiting for their base, by base.
+    parked: std::collections::HashMap<ObjectId, Vec<Object>>,
+}
+
+impl Packer {
+    fn new(entries: Entries) -> Self {
+        Self {
+            entries,
+            encoder: EntryEncoder::new(),
+            depth: Default::default(),
+            parked: Default::default(),
+        }
+    }
+
+    fn place(&mut self, object: Object) -> std::io::Result<()> {
+        let mut todo = vec![object];
+        while let Some(object) = todo.pop() {
+            let depth = match &object.delta {
+                Some(delta) => match self.depth.get(&delta.base) {
+                    Some(&base) if base < MAX_DELTA_DEPTH => {
+                        self.encoder.entry(
+                            object.id,
+                            REF_DELTA,
+                            Some(&delta.base),
+                            &delta.data,
+                            &mut self.entries,
+                        )?;
+                        base + 1
+                    }
+                    Some(_) => {
+                        self.encoder.whole(&object, &mut self.entries)?;
+                        0
+                    }
+                    None => {
+                        self.parked.entry(delta.base).or_default().push(object);
+                        continue;
+                    }
+                },
+                None => {
+                    self.encoder.whole(&object, &mut self.entries)?;
+                    0
+                }
+            };
+            self.depth.insert(object.id, depth);
+            if let Some(waiting) = self.parked.remove(&object.id) {
+                todo.extend(waiting);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The pack entry type of a delta against an object named by id.
+const REF_DELTA: u8 = 7;
 
 impl Entries {
     /// A temporary file in `pack_dir`, positioned after the header.
@@ -221,11 +307,23 @@ impl EntryEncoder {
         }
     }
 
-    /// Appends the entry of one object: header, zlib stream of its content.
-    fn encode(
+    fn whole(&mut self, object: &Object, entries: &mut Entries) -> std::io::Result<()> {
+        let code: u8 = match object.kind {
+            Kind::Commit => 1,
+            Kind::Tree => 2,
+            Kind::Blob => 3,
+            Kind::Tag => 4,
+        };
+        self.entry(object.id, code, None, &object.data, entries)
+    }
+
+    /// Appends one entry: header, the base's id for a delta, zlib stream of
+    /// `content` (the object, or the delta).
+    fn entry(
         &mut self,
         id: ObjectId,
-        kind: Kind,
+        code: u8,
+        base: Option<&ObjectId>,
         content: &[u8],
         entries: &mut Entries,
     ) -> std::io::Result<()> {
@@ -234,12 +332,6 @@ impl EntryEncoder {
         let start = data.len();
         // Entry header: type in bits 4-6 of the first byte, the size in
         // 4 + 7n bits, little-endian groups, high bit = more follows.
-        let code: u8 = match kind {
-            Kind::Commit => 1,
-            Kind::Tree => 2,
-            Kind::Blob => 3,
-            Kind::Tag => 4,
-        };
         let mut size = content.len();
         let mut byte = (code << 4) | (size & 0x0f) as u8;
         size >>= 4;
@@ -249,6 +341,9 @@ impl EntryEncoder {
             size >>= 7;
         }
         data.push(byte);
+        if let Some(base) = base {
+            data.extend_from_slice(base.as_bytes());
+        }
         if content.len() < STORE_BELOW {
             store(content, data);
         } else {
@@ -335,6 +430,86 @@ fn store(content: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&adler2::adler32_slice(content).to_be_bytes());
 }
 
+/// Encodes `result` — pieces that are either slices of `base` itself or
+/// other bytes — as a git delta against `base`: sizes, then copy
+/// instructions for runs of `base` (contiguous pieces merged, at most
+/// 64 KiB each) and insert instructions (at most 127 bytes each) for the
+/// rest.
+pub fn delta(base: &[u8], result: &[&[u8]]) -> Vec<u8> {
+    fn size(out: &mut Vec<u8>, mut n: usize) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn copy(out: &mut Vec<u8>, mut offset: usize, mut len: usize) {
+        while len > 0 {
+            let step = len.min(0x10000);
+            let mut op = 0x80u8;
+            let mut args = Vec::with_capacity(7);
+            for i in 0..4 {
+                let byte = (offset >> (8 * i)) as u8;
+                if byte != 0 {
+                    op |= 1 << i;
+                    args.push(byte);
+                }
+            }
+            // A size of 0x10000 is written as no size bytes at all.
+            let size = if step == 0x10000 { 0 } else { step };
+            for i in 0..3 {
+                let byte = (size >> (8 * i)) as u8;
+                if byte != 0 {
+                    op |= 0x10 << i;
+                    args.push(byte);
+                }
+            }
+            out.push(op);
+            out.extend_from_slice(&args);
+            offset += step;
+            len -= step;
+        }
+    }
+    fn insert(out: &mut Vec<u8>, bytes: &[u8]) {
+        for chunk in bytes.chunks(0x7f) {
+            out.push(chunk.len() as u8);
+            out.extend_from_slice(chunk);
+        }
+    }
+    let mut out = Vec::new();
+    size(&mut out, base.len());
+    size(&mut out, result.iter().map(|p| p.len()).sum());
+    let range = base.as_ptr_range();
+    let (mut run_start, mut run_len) = (0usize, 0usize);
+    let mut pending: Vec<u8> = Vec::new();
+    for piece in result.iter().filter(|p| !p.is_empty()) {
+        let inside = range.contains(&piece.as_ptr())
+            && piece.as_ptr() as usize + piece.len() <= range.end as usize;
+        if inside {
+            let offset = piece.as_ptr() as usize - range.start as usize;
+            if run_len > 0 && run_start + run_len == offset {
+                run_len += piece.len();
+                continue;
+            }
+            insert(&mut out, &pending);
+            pending.clear();
+            copy(&mut out, run_start, run_len);
+            (run_start, run_len) = (offset, piece.len());
+        } else {
+            copy(&mut out, run_start, run_len);
+            run_len = 0;
+            pending.extend_from_slice(piece);
+        }
+    }
+    insert(&mut out, &pending);
+    copy(&mut out, run_start, run_len);
+    out
+}
+
 /// The version-2 pack index: magic, version, fan-out table, sorted ids,
 /// CRC-32s, 31-bit offsets (high bit: index into the 64-bit table), the
 /// 64-bit table, the pack checksum and the index's own checksum.
@@ -411,6 +586,15 @@ mod tests {
         gix::objs::compute_hash(gix::hash::Kind::Sha1, kind, data).expect("sha1")
     }
 
+    fn object(id: ObjectId, kind: Kind, data: &[u8]) -> Object {
+        Object {
+            id,
+            kind,
+            data: data.to_vec(),
+            delta: None,
+        }
+    }
+
     #[test]
     fn stored_streams_inflate_to_their_content() {
         let mut rng = Lcg(7);
@@ -457,10 +641,10 @@ mod tests {
         let ids: Vec<ObjectId> = contents.iter().map(|(k, d)| id_of(*k, d)).collect();
         let encoder = Encoder::start(&repo.join("objects/pack"), contents.len()).unwrap();
         for (id, (kind, data)) in ids.iter().zip(&contents) {
-            encoder.add(*id, *kind, data.clone());
+            encoder.add(object(*id, *kind, data));
         }
         // Sent twice, packed once.
-        encoder.add(ids[1], Kind::Blob, contents[1].1.clone());
+        encoder.add(object(ids[1], Kind::Blob, &contents[1].1));
         let Finished::Pack(entries) = encoder.finish().unwrap() else {
             panic!("enough objects for a pack");
         };
@@ -480,11 +664,38 @@ mod tests {
     }
 
     #[test]
+    fn deltas_rebuild_the_result() {
+        let mut rng = Lcg(3);
+        for round in 0..200 {
+            let base: Vec<u8> = (0..rng.below(200_000))
+                .map(|_| b"ab\n"[rng.below(3)])
+                .collect();
+            let fresh: Vec<u8> = (0..1000).map(|_| rng.below(256) as u8).collect();
+            let mut pieces: Vec<&[u8]> = Vec::new();
+            for _ in 0..rng.below(40) {
+                if rng.below(2) == 0 && !base.is_empty() {
+                    // Runs of the base, often contiguous with the last one.
+                    let at = rng.below(base.len());
+                    let len = rng.below((base.len() - at).min(150_000) + 1);
+                    pieces.push(&base[at..at + len]);
+                } else {
+                    let at = rng.below(fresh.len());
+                    pieces.push(&fresh[at..at + rng.below(fresh.len() - at + 1)]);
+                }
+            }
+            let delta = delta(&base, &pieces);
+            let rebuilt = crate::patch::parse::apply_delta(&base, &delta)
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(rebuilt, pieces.concat(), "round {round}");
+        }
+    }
+
+    #[test]
     fn fewer_objects_than_the_minimum_give_none() {
         let dir = tempfile::tempdir().unwrap();
         let encoder = Encoder::start(dir.path(), 3).unwrap();
         for content in [&b"a"[..], b"b", b"a"] {
-            encoder.add(id_of(Kind::Blob, content), Kind::Blob, content.to_vec());
+            encoder.add(object(id_of(Kind::Blob, content), Kind::Blob, content));
         }
         let Finished::Few(back) = encoder.finish().unwrap() else {
             panic!("too few objects for a pack");
@@ -502,7 +713,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let encoder = Encoder::start(dir.path(), 2).unwrap();
         for content in [&b"a"[..], b"b", b"c"] {
-            encoder.add(id_of(Kind::Blob, content), Kind::Blob, content.to_vec());
+            encoder.add(object(id_of(Kind::Blob, content), Kind::Blob, content));
         }
         drop(encoder);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

@@ -241,6 +241,19 @@ fn same_trees_authors_and_messages_as_git_am() {
         count("packs: ").parse::<u32>().unwrap(),
         packs_before.parse::<u32>().unwrap() + 1
     );
+    // Patched blobs are deltas against the blobs they were patched from.
+    let newest = std::fs::read_dir(ours.join("objects/pack"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "idx"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    let listing = git(&ours, &["verify-pack", "-v", newest.to_str().unwrap()]);
+    let deltas = listing
+        .lines()
+        .filter(|l| l.split_whitespace().count() == 7)
+        .count();
+    assert!(deltas > 100, "{deltas} deltas in the series' pack");
 
     // The same series ending in a file that cannot be read: exit 2, the
     // branch where it was, no pack and no temporary file left behind
