@@ -343,7 +343,7 @@ where
     // patched by the last): decoded objects are kept instead of being
     // inflated and delta-resolved from the pack every time.
     repo.object_cache_size_if_unset(32 << 20);
-    let old_tip = tip_in(&repo, repo_path, branch)?.ok_or_else(|| Error::NoBranch {
+    let old_tip = tip_in(repo, repo_path, branch)?.ok_or_else(|| Error::NoBranch {
         path: repo_path.to_owned(),
         branch: branch.to_owned(),
     })?;
