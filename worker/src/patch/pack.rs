@@ -4,7 +4,7 @@
 //! Why not gix-pack's bundle writer: it takes a pack *stream* and rebuilds
 //! everything from it — inflating every entry again to find where it ends,
 //! hashing every object again to learn its id, computing each entry's
-//! CRC-32 — although the writer of a fresh, undeltified pack knows all of it
+//! CRC-32 — although the writer of a pack of new objects knows all of it
 //! already. On a 1,000-patch series that second pass was a third of
 //! `patchline am`'s time. The index encoder gix-pack has is crate-private,
 //! so the (small, fixed) index format is written here; the tests check the
