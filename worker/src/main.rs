@@ -1,13 +1,13 @@
 //! The `patchline` binary: parse arguments, run, map failures to exit codes.
 
 use clap::Parser;
+use std::process::ExitCode;
 
 // mimalloc: a series keeps thousands of objects and line vectors alive; the
 // system allocator spent a fifth of `patchline am` in malloc, realloc and
 // fresh-page faults (docs/decisions.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = patchline::cli::Cli::parse();

@@ -188,12 +188,15 @@ fn same_trees_authors_and_messages_as_git_am() {
         "master",
     ];
     args.extend(files.iter().map(String::as_str));
-    let ran = std::process::Command::new(crate::util::patchline_bin())
-        .args(&args)
-        .env("GIT_COMMITTER_NAME", "Committer")
-        .env("GIT_COMMITTER_EMAIL", "committer@example.org")
-        .output()
-        .unwrap();
+    let patchline_am = |args: &[&str]| {
+        std::process::Command::new(crate::util::patchline_bin())
+            .args(args)
+            .env("GIT_COMMITTER_NAME", "Committer")
+            .env("GIT_COMMITTER_EMAIL", "committer@example.org")
+            .output()
+            .unwrap()
+    };
+    let ran = patchline_am(&args);
     assert!(
         ran.status.success(),
         "{}",
@@ -273,12 +276,7 @@ fn same_trees_authors_and_messages_as_git_am() {
     let mut args = vec!["am", "--repo", ours.to_str().unwrap(), "--branch", "again"];
     args.extend(files.iter().map(String::as_str));
     args.push(missing.to_str().unwrap());
-    let ran = std::process::Command::new(crate::util::patchline_bin())
-        .args(&args)
-        .env("GIT_COMMITTER_NAME", "Committer")
-        .env("GIT_COMMITTER_EMAIL", "committer@example.org")
-        .output()
-        .unwrap();
+    let ran = patchline_am(&args);
     assert_eq!(ran.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&ran.stderr);
     assert!(
