@@ -8,10 +8,14 @@ has N single-patch commits touching a set of source files, exports them with
   * with `git am` in a fresh clone (work tree and index, as git needs), and
   * with `patchline am` in a fresh bare clone (no work tree),
 
-prints both times and the ratio (git am time / patchline time), and checks
-that every resulting tree id is identical.
+both clones holding the base history only, so the results are new objects.
+Before each timed run: sync, an untimed warm-up run of the same tool on a
+clone of its own, busy CPUs (docs/performance.md says why). Prints every
+run, the best of each and the ratio (git am time / patchline time), and
+checks that every resulting tree id is identical between the tools and to
+the original history.
 
-Usage: scripts/bench-am.py [--patches N] [--repeat R]
+Usage: TMPDIR=/some/fs scripts/bench-am.py [--patches N] [--repeat R]
 """
 
 import argparse
