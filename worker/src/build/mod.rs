@@ -51,6 +51,10 @@ pub struct Job {
     pub srpm: PathBuf,
     pub nvr: String,
     pub targets: Vec<String>,
+    /// Targets whose build a backend started earlier for this very SRPM
+    /// (a stage interrupted while it waited): `(target, Koji task id)`, to
+    /// be watched again instead of started twice.
+    pub started: Vec<(String, i64)>,
 }
 
 /// What a backend made of one target of a [`Job`].
@@ -67,9 +71,16 @@ pub struct TargetResult {
 /// Builds the targets of every job of a stage; results in job order, one
 /// per target. `Err` only when the backend as a whole cannot work (build
 /// service unreachable, login refused): nothing is recorded then, and the
-/// stage can be run again.
+/// stage can be run again. A backend whose builds outlive it (Koji tasks)
+/// calls `started(job index, target, task id)` as soon as one is started,
+/// before waiting for it, so an interrupted stage finds it again
+/// ([`Job::started`]).
 pub trait Backend {
-    fn build(&mut self, jobs: &[Job]) -> Result<Vec<Vec<TargetResult>>, Error>;
+    fn build(
+        &mut self,
+        jobs: &[Job],
+        started: &mut dyn FnMut(usize, &str, i64),
+    ) -> Result<Vec<Vec<TargetResult>>, Error>;
 }
 
 /// `rpmbuild --rebuild` on this machine, `jobs` targets at a time.
@@ -78,7 +89,11 @@ pub struct LocalBackend {
 }
 
 impl Backend for LocalBackend {
-    fn build(&mut self, jobs: &[Job]) -> Result<Vec<Vec<TargetResult>>, Error> {
+    fn build(
+        &mut self,
+        jobs: &[Job],
+        _started: &mut dyn FnMut(usize, &str, i64),
+    ) -> Result<Vec<Vec<TargetResult>>, Error> {
         Ok(jobs
             .iter()
             .map(|job| {
@@ -177,18 +192,21 @@ fn moved_branches(store: &Store, run: i64) -> Result<Vec<(String, String, String
     Ok(out)
 }
 
+/// The build of a target recorded for `run` in `state` (`ok`, or
+/// `started`: begun by a backend, its outcome not known yet).
 fn recorded(
     store: &Store,
     run: i64,
     repo: &str,
     branch: &str,
     target: &str,
+    state: &str,
 ) -> Result<Option<TargetBuild>, store::Error> {
     store
         .conn()
         .query_row(
-            "SELECT result FROM builds WHERE run_id = ?1 AND repo = ?2 AND branch = ?3 AND target = ?4 AND state = 'ok'",
-            params![run, repo, branch, target],
+            "SELECT result FROM builds WHERE run_id = ?1 AND repo = ?2 AND branch = ?3 AND target = ?4 AND state = ?5",
+            params![run, repo, branch, target, state],
             |r| r.get::<_, String>(0),
         )
         .optional()
@@ -290,10 +308,19 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
             urls: Vec::new(),
         };
         let mut pending = Vec::new();
+        let mut started = Vec::new();
         for target in &targets {
-            match recorded(store, run, &repo_name, &branch, target)? {
+            match recorded(store, run, &repo_name, &branch, target, "ok")? {
                 Some(done) if done.commit == tip => summary.builds.push(done),
-                _ => pending.push(target.clone()),
+                _ => {
+                    if let Some(b) = recorded(store, run, &repo_name, &branch, target, "started")?
+                        && b.commit == tip
+                        && let (Some(task), Some(nvr)) = (b.task_id, b.nvr)
+                    {
+                        started.push((target.clone(), task, nvr));
+                    }
+                    pending.push(target.clone());
+                }
             }
         }
         if pending.is_empty() {
@@ -307,6 +334,13 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
                 commit: tip.clone(),
                 dir,
                 srpm,
+                // Only a build of the same NVR (the release carries the
+                // date) is taken up again.
+                started: started
+                    .into_iter()
+                    .filter(|(_, _, n)| *n == nvr)
+                    .map(|(t, task, _)| (t, task))
+                    .collect(),
                 nvr,
                 targets: pending,
             }),
@@ -321,7 +355,30 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
         }
     }
     if !jobs.is_empty() {
-        let results = backend(config)?.build(&jobs)?;
+        let mut journal = |j: usize, target: &str, task: i64| {
+            let job: &Job = &jobs[j];
+            let b = TargetBuild {
+                repo: job.repo.clone(),
+                branch: job.branch.clone(),
+                commit: job.commit.clone(),
+                target: target.to_owned(),
+                state: "started".into(),
+                nvr: Some(job.nvr.clone()),
+                srpm: Some(job.srpm.display().to_string()),
+                rpms: Vec::new(),
+                log: None,
+                duration_ms: 0,
+                error: None,
+                task_id: Some(task),
+                urls: Vec::new(),
+            };
+            if let Err(e) = record(store, run, &b) {
+                // Not fatal: the build goes on; an interruption would then
+                // start it again.
+                tracing::warn!(target = %target, task, "cannot record the started build: {e}");
+            }
+        };
+        let results = backend(config)?.build(&jobs, &mut journal)?;
         for (job, targets) in jobs.iter().zip(results) {
             for outcome in targets {
                 let mut b = TargetBuild {

@@ -530,3 +530,56 @@ fn the_real_koji_cli_works_against_the_double() {
         failed.describe()
     );
 }
+
+#[test]
+fn a_worker_killed_while_watching_takes_its_koji_tasks_up_again() {
+    let hub = KojiHub::start(&["--build-delay-ms", "3000"]);
+    let site = hub_site(&hub, SPEC);
+    let p = site.path();
+    let mut worker = Command::new(crate::util::patchline_bin())
+        .args(["run", "--json"])
+        .current_dir(p)
+        .env_remove("PATCHLINE_CONFIG")
+        .env("GIT_COMMITTER_NAME", "Test Committer")
+        .env("GIT_COMMITTER_EMAIL", "committer@example.org")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Both tasks exist (and are still running): the worker dies.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let created: Vec<i64> = loop {
+        let tasks: serde_json::Value = serde_json::from_str(&hub.control("tasks")).unwrap();
+        let ids: Vec<i64> = tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["id"].as_i64())
+            .collect();
+        if ids.len() == 2 {
+            break ids;
+        }
+        assert!(std::time::Instant::now() < deadline, "tasks not created");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // The worker records a task right after the hub answers `build`.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+
+    let ran = patchline(p, &["run", "--resume", "--json"]);
+    assert_eq!(ran.code(), 0, "{}", ran.describe());
+    let build = build_stage(&ran);
+    let builds = build["summary"]["builds"].as_array().unwrap();
+    assert_eq!(builds.len(), 2, "{build}");
+    for b in builds {
+        assert_eq!(b["state"], "ok", "{b}");
+        let task = b["task_id"].as_i64().unwrap();
+        assert!(created.contains(&task), "task {task} is one of {created:?}");
+    }
+    let stats = hub.stats();
+    assert_eq!(
+        stats["calls"]["build"], 2,
+        "no build started twice: {stats}"
+    );
+}

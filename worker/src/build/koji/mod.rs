@@ -41,7 +41,11 @@ struct Submitted {
 const LOG_TAIL_BYTES: usize = 4096;
 
 impl Backend for KojiBackend {
-    fn build(&mut self, jobs: &[Job]) -> Result<Vec<Vec<TargetResult>>, super::Error> {
+    fn build(
+        &mut self,
+        jobs: &[Job],
+        on_start: &mut dyn FnMut(usize, &str, i64),
+    ) -> Result<Vec<Vec<TargetResult>>, super::Error> {
         let r = &self.settings;
         let mut client = KojiClient::new(r)?;
         client.login(r)?;
@@ -49,6 +53,14 @@ impl Backend for KojiBackend {
         let mut submitted = Vec::new();
         for (j, job) in jobs.iter().enumerate() {
             let started = Instant::now();
+            // Tasks an interrupted stage started for this SRPM are watched
+            // again, not started twice.
+            let known = |target: &str| {
+                job.started
+                    .iter()
+                    .find(|(t, _)| t == target)
+                    .map(|(_, task)| *task)
+            };
             // A fresh directory per upload, as the koji CLI does, so a
             // retried stage never collides with an earlier upload.
             let dir = format!(
@@ -64,12 +76,26 @@ impl Backend for KojiBackend {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let uploaded = match client.upload(&job.srpm, &dir) {
-                Ok(()) => Ok(format!("{dir}/{name}")),
-                Err(e) if e.is_unreachable() => return Err(e.into()),
-                Err(e) => Err(e.to_string()),
+            let uploaded = if job.targets.iter().all(|t| known(t).is_some()) {
+                Ok(String::new())
+            } else {
+                match client.upload(&job.srpm, &dir) {
+                    Ok(()) => Ok(format!("{dir}/{name}")),
+                    Err(e) if e.is_unreachable() => return Err(e.into()),
+                    Err(e) => Err(e.to_string()),
+                }
             };
             for target in &job.targets {
+                if let Some(task) = known(target) {
+                    tracing::info!(task, repo = %job.repo, target = %target, "koji task taken up again");
+                    submitted.push(Submitted {
+                        job: j,
+                        target: target.clone(),
+                        task: Ok(task),
+                        started,
+                    });
+                    continue;
+                }
                 let task = match &uploaded {
                     Err(e) => Err(e.clone()),
                     Ok(src) => {
@@ -96,6 +122,7 @@ impl Backend for KojiBackend {
                 };
                 if let Ok(id) = &task {
                     tracing::info!(task = id, repo = %job.repo, target = %target, "koji task created");
+                    on_start(j, target, *id);
                 }
                 submitted.push(Submitted {
                     job: j,
