@@ -319,20 +319,25 @@ fn dropped_connections_are_retried() {
     assert_eq!(build_stage(&ran)["summary"]["built"], 2);
 }
 
+/// `patchline run --json` in `site`, in the background.
+fn spawn_run(site: &Path, output: impl Fn() -> Stdio) -> std::process::Child {
+    Command::new(crate::util::patchline_bin())
+        .args(["run", "--json"])
+        .current_dir(site)
+        .env_remove("PATCHLINE_CONFIG")
+        .env("GIT_COMMITTER_NAME", "Test Committer")
+        .env("GIT_COMMITTER_EMAIL", "committer@example.org")
+        .stdout(output())
+        .stderr(output())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn a_task_canceled_on_the_hub_fails_its_target() {
     let hub = KojiHub::start(&["--build-delay-ms", "4000"]);
     let site = hub_site(&hub, SPEC);
-    let worker = Command::new(crate::util::patchline_bin())
-        .args(["run", "--json"])
-        .current_dir(site.path())
-        .env_remove("PATCHLINE_CONFIG")
-        .env("GIT_COMMITTER_NAME", "Test Committer")
-        .env("GIT_COMMITTER_EMAIL", "committer@example.org")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let worker = spawn_run(site.path(), Stdio::piped);
     // Wait for the el9 task, cancel it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let task = loop {
@@ -536,16 +541,7 @@ fn a_worker_killed_while_watching_takes_its_koji_tasks_up_again() {
     let hub = KojiHub::start(&["--build-delay-ms", "3000"]);
     let site = hub_site(&hub, SPEC);
     let p = site.path();
-    let mut worker = Command::new(crate::util::patchline_bin())
-        .args(["run", "--json"])
-        .current_dir(p)
-        .env_remove("PATCHLINE_CONFIG")
-        .env("GIT_COMMITTER_NAME", "Test Committer")
-        .env("GIT_COMMITTER_EMAIL", "committer@example.org")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = spawn_run(p, Stdio::null);
     // Both tasks exist (and are still running): the worker dies.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let created: Vec<i64> = loop {
