@@ -151,6 +151,35 @@ pub struct TargetBuild {
     pub urls: Vec<String>,
 }
 
+impl TargetBuild {
+    /// A target of a branch at `commit`, nothing known about it but `state`.
+    fn new(repo: &str, branch: &str, commit: &str, target: &str, state: &str) -> Self {
+        Self {
+            repo: repo.to_owned(),
+            branch: branch.to_owned(),
+            commit: commit.to_owned(),
+            target: target.to_owned(),
+            state: state.to_owned(),
+            nvr: None,
+            srpm: None,
+            rpms: Vec::new(),
+            log: None,
+            duration_ms: 0,
+            error: None,
+            task_id: None,
+            urls: Vec::new(),
+        }
+    }
+
+    /// A target of `job`, with its SRPM and NVR.
+    fn of_job(job: &Job, target: &str, state: &str) -> Self {
+        let mut b = Self::new(&job.repo, &job.branch, &job.commit, target, state);
+        b.nvr = Some(job.nvr.clone());
+        b.srpm = Some(job.srpm.display().to_string());
+        b
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct BuildSummary {
@@ -192,21 +221,20 @@ fn moved_branches(store: &Store, run: i64) -> Result<Vec<(String, String, String
     Ok(out)
 }
 
-/// The build of a target recorded for `run` in `state` (`ok`, or
-/// `started`: begun by a backend, its outcome not known yet).
+/// The build of a target recorded for `run` (one row per target): `ok`,
+/// `failed`, or `started` (begun by a backend, its outcome not known yet).
 fn recorded(
     store: &Store,
     run: i64,
     repo: &str,
     branch: &str,
     target: &str,
-    state: &str,
 ) -> Result<Option<TargetBuild>, store::Error> {
     store
         .conn()
         .query_row(
-            "SELECT result FROM builds WHERE run_id = ?1 AND repo = ?2 AND branch = ?3 AND target = ?4 AND state = ?5",
-            params![run, repo, branch, target, state],
+            "SELECT result FROM builds WHERE run_id = ?1 AND repo = ?2 AND branch = ?3 AND target = ?4",
+            params![run, repo, branch, target],
             |r| r.get::<_, String>(0),
         )
         .optional()
@@ -292,35 +320,22 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
         }
         let _span =
             tracing::info_span!("build", run, repo = %repo_name, branch = %branch).entered();
-        let base = |target: &str, state: &str| TargetBuild {
-            repo: repo_name.clone(),
-            branch: branch.clone(),
-            commit: tip.clone(),
-            target: target.to_owned(),
-            state: state.to_owned(),
-            nvr: None,
-            srpm: None,
-            rpms: Vec::new(),
-            log: None,
-            duration_ms: 0,
-            error: None,
-            task_id: None,
-            urls: Vec::new(),
-        };
         let mut pending = Vec::new();
         let mut started = Vec::new();
         for target in &targets {
-            match recorded(store, run, &repo_name, &branch, target, "ok")? {
-                Some(done) if done.commit == tip => summary.builds.push(done),
-                _ => {
-                    if let Some(b) = recorded(store, run, &repo_name, &branch, target, "started")?
-                        && b.commit == tip
-                        && let (Some(task), Some(nvr)) = (b.task_id, b.nvr)
-                    {
-                        started.push((target.clone(), task, nvr));
-                    }
+            match recorded(store, run, &repo_name, &branch, target)? {
+                Some(done) if done.commit == tip && done.state == "ok" => summary.builds.push(done),
+                Some(TargetBuild {
+                    commit,
+                    state,
+                    task_id: Some(task),
+                    nvr: Some(nvr),
+                    ..
+                }) if commit == tip && state == "started" => {
+                    started.push((target.clone(), task, nvr));
                     pending.push(target.clone());
                 }
+                _ => pending.push(target.clone()),
             }
         }
         if pending.is_empty() {
@@ -346,7 +361,7 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
             }),
             Err(e) => {
                 for t in &pending {
-                    let mut b = base(t, "failed");
+                    let mut b = TargetBuild::new(&repo_name, &branch, &tip, t, "failed");
                     b.error = Some(e.clone());
                     record(store, run, &b)?;
                     summary.builds.push(b);
@@ -356,22 +371,8 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
     }
     if !jobs.is_empty() {
         let mut journal = |j: usize, target: &str, task: i64| {
-            let job: &Job = &jobs[j];
-            let b = TargetBuild {
-                repo: job.repo.clone(),
-                branch: job.branch.clone(),
-                commit: job.commit.clone(),
-                target: target.to_owned(),
-                state: "started".into(),
-                nvr: Some(job.nvr.clone()),
-                srpm: Some(job.srpm.display().to_string()),
-                rpms: Vec::new(),
-                log: None,
-                duration_ms: 0,
-                error: None,
-                task_id: Some(task),
-                urls: Vec::new(),
-            };
+            let mut b = TargetBuild::of_job(&jobs[j], target, "started");
+            b.task_id = Some(task);
             if let Err(e) = record(store, run, &b) {
                 // Not fatal: the build goes on; an interruption would then
                 // start it again.
@@ -381,21 +382,11 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
         let results = backend(config)?.build(&jobs, &mut journal)?;
         for (job, targets) in jobs.iter().zip(results) {
             for outcome in targets {
-                let mut b = TargetBuild {
-                    repo: job.repo.clone(),
-                    branch: job.branch.clone(),
-                    commit: job.commit.clone(),
-                    target: outcome.target,
-                    state: "failed".into(),
-                    nvr: Some(job.nvr.clone()),
-                    srpm: Some(job.srpm.display().to_string()),
-                    rpms: Vec::new(),
-                    log: outcome.log.map(|l| l.display().to_string()),
-                    duration_ms: outcome.duration_ms,
-                    error: None,
-                    task_id: outcome.task_id,
-                    urls: outcome.urls,
-                };
+                let mut b = TargetBuild::of_job(job, &outcome.target, "failed");
+                b.log = outcome.log.map(|l| l.display().to_string());
+                b.duration_ms = outcome.duration_ms;
+                b.task_id = outcome.task_id;
+                b.urls = outcome.urls;
                 match outcome.result {
                     Ok(rpms) => {
                         b.state = "ok".into();

@@ -385,9 +385,6 @@ where
             let _ = tx.send(batch);
         });
         for item in rx.into_iter().flatten() {
-            if failed {
-                break;
-            }
             let (label, info) = item.map_err(Error::Input)?;
             let label = &label;
             let info = match info {
@@ -399,7 +396,7 @@ where
                         PatchFailure::general(e.to_string()),
                     ));
                     failed = true;
-                    continue;
+                    break;
                 }
             };
             let files = match parse(&info.patch) {
@@ -411,7 +408,7 @@ where
                         PatchFailure::general(e.to_string()),
                     ));
                     failed = true;
-                    continue;
+                    break;
                 }
             };
             let objects = NewObjects {
@@ -423,7 +420,7 @@ where
                 Err(ApplyError::Patch(f)) => {
                     results.push(failed_result(label, &info.subject, f));
                     failed = true;
-                    continue;
+                    break;
                 }
                 Err(ApplyError::Git(message)) => return Err(git_err(repo_path, message)),
             };
@@ -458,10 +455,10 @@ where
                 tree: Some(new_tree.to_string()),
                 error: None,
             });
-            // Superseded objects go to the encoder now and then; with
-            // --3way a later patch may name any blob of the series in its
-            // index line, so then everything stays readable to the end.
-            if !opts.three_way && results.len() % HAND_OVER_EVERY == 0 {
+            // Superseded objects go to the encoder now and then (`--3way`
+            // looks the blob an index line names up in the repository, not
+            // among the series' objects, so it loses nothing by this).
+            if results.len() % HAND_OVER_EVERY == 0 {
                 hand_over(repo, Some(tree), &series, &encoder)
                     .map_err(|e| git_err(repo_path, e))?;
             }

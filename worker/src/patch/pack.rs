@@ -712,8 +712,15 @@ mod tests {
     fn a_dropped_encoder_removes_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let encoder = Encoder::start(dir.path(), 2).unwrap();
-        for content in [&b"a"[..], b"b", b"c"] {
-            encoder.add(object(id_of(Kind::Blob, content), Kind::Blob, content));
+        // A full batch reaches the thread, which starts the pack file.
+        for i in 0..BATCH_OBJECTS as u32 {
+            let content = i.to_le_bytes();
+            encoder.add(object(id_of(Kind::Blob, &content), Kind::Blob, &content));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::fs::read_dir(dir.path()).unwrap().count() == 0 {
+            assert!(std::time::Instant::now() < deadline, "no pack file started");
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         drop(encoder);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

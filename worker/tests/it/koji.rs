@@ -558,8 +558,22 @@ fn a_worker_killed_while_watching_takes_its_koji_tasks_up_again() {
         assert!(std::time::Instant::now() < deadline, "tasks not created");
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    // The worker records a task right after the hub answers `build`.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // ... and the worker recorded them (right after the hub answered).
+    let db = rusqlite::Connection::open(p.join("patchline.db")).unwrap();
+    loop {
+        let started: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM builds WHERE state = 'started'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(0);
+        if started == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "tasks not recorded");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     worker.kill().unwrap();
     worker.wait().unwrap();
 
