@@ -10,8 +10,8 @@
 //!
 //! Usage: koji_bench HUB_BINARY PATCHLINE_BINARY
 
-use patchline::build::koji::client::KojiClient;
-use patchline::build::koji::profile::{AuthType, Resolved};
+use patchline::rpm::koji::client::KojiClient;
+use patchline::rpm::koji::profile::{AuthType, Resolved};
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,19 +1,22 @@
 //! patchline: mailing list to RPM repository pipeline.
 //!
 //! The library does all the work; `main.rs` only parses arguments and maps
-//! errors to exit codes.
+//! errors to exit codes. `docs/architecture.md` is the map: `stage` is the
+//! one state machine and owns one thin module per stage; the heavy parts
+//! (`mail`, `patch`, `rpm`, `yum`, `checks`, `notify`) know nothing of it;
+//! `store` owns every SQL statement; `cli` and `server` are the two ways in.
 
-pub mod build;
+pub mod checks;
 pub mod cli;
 pub mod config;
-pub mod intake;
 pub mod junit;
+pub mod mail;
+pub mod notify;
 pub mod patch;
-pub mod pipeline;
-pub mod publish;
-pub mod report;
+pub mod rpm;
 pub mod server;
+pub mod stage;
 pub mod store;
-pub mod test;
 #[cfg(test)]
 mod testkit;
+pub mod yum;

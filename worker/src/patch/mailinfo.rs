@@ -152,7 +152,7 @@ pub fn mailinfo(raw: &[u8], opts: MailInfoOptions) -> Result<MailInfo, Error> {
             continue;
         };
         let is_attachment = message.attachments.contains(id);
-        if is_attachment && !crate::intake::mail::is_patch_attachment(part) {
+        if is_attachment && !crate::mail::parse::is_patch_attachment(part) {
             continue;
         }
         let text = match &part.body {

@@ -7,4 +7,3 @@ pub mod hunks;
 pub mod mailinfo;
 pub mod pack;
 pub mod parse;
-pub mod stage;

@@ -9,7 +9,7 @@
 use super::error::{ApiError, ErrorBody};
 use super::jobs::{self, NewRun, RunOptions};
 use super::{ServerState, junit, metrics, stage_log};
-use crate::pipeline::Stage;
+use crate::stage::Stage;
 use crate::store::{RunRow, StageRow, Store};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};

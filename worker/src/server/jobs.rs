@@ -11,8 +11,8 @@
 use super::error::ApiError;
 use super::stage_log::{self, StageLog};
 use crate::config::Config;
-use crate::intake::collect::Progress;
-use crate::pipeline::{self, Stage};
+use crate::stage::collect::Progress;
+use crate::stage::{self, Stage};
 use crate::store::{self, Store, now};
 use rusqlite::{OptionalExtension, params};
 use serde_json::json;
@@ -245,7 +245,7 @@ fn execute(ctx: &JobContext, store: &mut Store, run: i64, stage: Stage, log: Opt
         Err("dry run: nothing is published".to_owned())
     } else {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pipeline::run_stage(store, &ctx.config, run, stage, &LogProgress)
+            stage::run_stage(store, &ctx.config, run, stage, &LogProgress)
         }))
         .map_err(|_| "the stage stopped on an internal error (a bug: please report it)".to_owned())
         .and_then(|r| r.map_err(|f| f.message))
@@ -294,7 +294,7 @@ fn execute(ctx: &JobContext, store: &mut Store, run: i64, stage: Stage, log: Opt
         }
     }
     if stage == Stage::Report {
-        let finished = pipeline::finish_run(store, run, false);
+        let finished = stage::finish_run(store, run, false);
         if let Err(e) = finished {
             tracing::error!("cannot mark run {run} finished: {e}");
         }

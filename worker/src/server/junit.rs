@@ -6,10 +6,10 @@
 //! `crate::junit`; `load` reads that data from the store (series, patches,
 //! mails and builds of the run, and the test stage's results).
 
-use crate::build::TargetBuild;
 pub use crate::junit::render;
 use crate::junit::{Case, Outcome, Suite};
-use crate::patch::stage::SeriesOutcome;
+use crate::stage::apply::SeriesOutcome;
+use crate::stage::build::TargetBuild;
 use crate::store::{self, Store};
 use rusqlite::params;
 
@@ -173,14 +173,14 @@ pub fn load(store: &Store, run: i64) -> Result<Vec<Suite>, store::Error> {
             cases: build,
         },
     ];
-    let tests: Option<crate::test::TestSummary> = store
+    let tests: Option<crate::stage::test::TestSummary> = store
         .stages(run)?
         .into_iter()
         .find(|s| s.stage == "test")
         .and_then(|s| s.summary)
         .and_then(|v| serde_json::from_value(v).ok());
     if let Some(tests) = tests.filter(|t| !t.results.is_empty()) {
-        suites.push(crate::test::junit_suite(run, &tests.results));
+        suites.push(crate::checks::junit_suite(run, &tests.results));
     }
     Ok(suites)
 }

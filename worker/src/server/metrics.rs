@@ -2,7 +2,7 @@
 //! database at each scrape: counts survive a restart and there is no
 //! second bookkeeping that could drift from the store.
 
-use crate::pipeline::Stage;
+use crate::stage::Stage;
 use crate::store::{self, Store};
 use std::fmt::Write;
 

@@ -1,6 +1,6 @@
 //! `patchline serve`: the HTTP worker Jenkins (or curl) drives. It owns
 //! routing, authentication, request limits and the stage jobs; the stages
-//! themselves are run through `pipeline::run_stage` only.
+//! themselves are run through `stage::run_stage` only.
 //!
 //! It never runs without a token, never logs one, and never turns request
 //! text into a path, a query string or a command.

@@ -2,14 +2,14 @@
 //! a stage job runs and read back by offset by the log endpoint.
 //!
 //! A `tracing` layer copies every event emitted inside a `stage` span (the
-//! span `pipeline::record_stage` and the job open, with fields `run` and
+//! span `stage::record_stage` and the job open, with fields `run` and
 //! `stage`) into that stage's file, when a job has opened one for it. A
 //! stage run from the CLI has no open file, so the layer does nothing
 //! there. File names are built from the parsed run id and `Stage` only,
 //! never from request text. A re-run appends to the file, so offsets a
 //! client already holds stay valid.
 
-use crate::pipeline::Stage;
+use crate::stage::Stage;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};

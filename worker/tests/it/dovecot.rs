@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use patchline::intake::source::imap::{ImapAuth, ImapSecurity, ImapSettings};
+use patchline::mail::source::imap::{ImapAuth, ImapSecurity, ImapSettings};
 
 /// The only user of every test server.
 pub const USER: &str = "patchline";

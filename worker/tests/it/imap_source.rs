@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use patchline::intake::source::imap::{ImapAuth, ImapSecurity, ImapSettings, ImapSource};
-use patchline::intake::source::{Error, FetchStats, Flow, MailSource, RawMail, Resume};
+use patchline::mail::source::imap::{ImapAuth, ImapSecurity, ImapSettings, ImapSource};
+use patchline::mail::source::{Error, FetchStats, Flow, MailSource, RawMail, Resume};
 
 use crate::dovecot::{CuttingProxy, Dovecot, DovecotOptions, free_port};
 

@@ -1,0 +1,977 @@
+//! Command-line interface: argument parsing and the commands' I/O.
+//!
+//! Results go to stdout (one JSON document or JSON lines with `--json`),
+//! human progress and diagnostics to stderr. Every failure is a `Failure`
+//! carrying its exit code: 1 stage failed, 2 usage or config error, 3
+//! infrastructure unreachable.
+
+use crate::config::Config;
+use crate::mail::classify::classify;
+use crate::mail::parse::{MailLimits, parse_mail};
+use crate::mail::source::mbox::{MboxFormat, MboxSource};
+use crate::mail::source::{Flow, MailSource, Resume};
+use crate::stage;
+use crate::stage::collect::{self, CollectSummary, Progress};
+use crate::store::Store;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "patchline",
+    version,
+    about = "Mailing list to RPM repository pipeline"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        global = true,
+        env = "PATCHLINE_CONFIG",
+        default_value = "patchline.toml"
+    )]
+    pub config: PathBuf,
+    /// Machine-readable output on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Trigger {
+    Manual,
+    Timer,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Timer => "timer",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline once: collect, apply, build, publish, test,
+    /// report.
+    Run {
+        #[arg(long, value_enum, default_value = "manual")]
+        trigger: Trigger,
+        /// Continue a run that did not finish (default: the latest such run)
+        /// at its first unfinished stage instead of starting a new one.
+        #[arg(long, value_name = "RUN", num_args = 0..=1, default_missing_value = "0")]
+        resume: Option<i64>,
+    },
+    /// Read new mail, archive it, classify it and assemble series.
+    Collect {
+        /// Run the stage as part of this run (default: a new run).
+        #[arg(long)]
+        run: Option<i64>,
+        /// Keep running: wait for new mail (IMAP IDLE, else polling) and
+        /// collect again.
+        #[arg(long)]
+        watch: bool,
+        /// Forget the source's stored position first (after its mailbox was
+        /// replaced); already stored mails are still recognised by
+        /// Message-ID.
+        #[arg(long)]
+        reset_source: bool,
+    },
+    /// Apply every complete series to its repository and branch.
+    Apply {
+        /// Run the stage as part of this run (default: a new run).
+        #[arg(long)]
+        run: Option<i64>,
+    },
+    /// Build RPMs of every branch the apply stage of the run moved.
+    Build {
+        /// The run whose applied branches are built (default: the latest).
+        #[arg(long)]
+        run: Option<i64>,
+    },
+    /// Publish the RPMs the run built into yum repositories.
+    Publish {
+        /// The run whose builds are published (default: the latest).
+        #[arg(long)]
+        run: Option<i64>,
+    },
+    /// Run the configured test commands against the RPMs the run built.
+    Test {
+        /// The run whose builds are tested (default: the latest).
+        #[arg(long)]
+        run: Option<i64>,
+    },
+    /// Compose, write and send the run's reports (and retry the outbox).
+    Report {
+        /// The run to report on (default: the latest).
+        #[arg(long)]
+        run: Option<i64>,
+    },
+    /// Run the HTTP worker (the API Jenkins drives; see docs/api.md).
+    Serve {
+        /// Address to listen on (overrides `server.bind`).
+        #[arg(long)]
+        bind: Option<String>,
+        /// File holding the API token (overrides `server.token_file`).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Classify mail files and print their subject fields.
+    Parse {
+        /// Mail files (`.eml`, or mbox files such as `git format-patch` output).
+        #[arg(required = true)]
+        mails: Vec<PathBuf>,
+    },
+    /// Show what a run did (default: the latest run).
+    Status { run: Option<i64> },
+    /// Apply patch mails to a branch like `git am`, without a work tree.
+    Am {
+        /// The git repository (bare or not).
+        #[arg(long)]
+        repo: PathBuf,
+        /// The branch to apply to; it moves only if every patch applies.
+        #[arg(long)]
+        branch: String,
+        /// Context may differ in whitespace (`git am --ignore-whitespace`).
+        #[arg(long)]
+        ignore_whitespace: bool,
+        /// Drop everything above a `-- >8 --` line (`git am --scissors`).
+        #[arg(long)]
+        scissors: bool,
+        /// Keep `\r` at the end of lines (`git am --keep-cr`).
+        #[arg(long)]
+        keep_cr: bool,
+        /// Fall back to a 3-way merge when a patch does not apply and the
+        /// repository has the blobs its `index` lines name (`git am -3`).
+        #[arg(long = "3way", short = '3')]
+        three_way: bool,
+        /// Mail files or mboxes (e.g. `git format-patch` output), in order.
+        #[arg(required = true)]
+        mbox: Vec<PathBuf>,
+    },
+}
+
+/// A command's failure with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::config::Error> for Failure {
+    fn from(e: crate::config::Error) -> Self {
+        Failure::usage(e.to_string())
+    }
+}
+
+impl From<crate::store::Error> for Failure {
+    fn from(e: crate::store::Error) -> Self {
+        let code = if matches!(e, crate::store::Error::NoSuchRun(_)) {
+            2
+        } else {
+            1
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<collect::Error> for Failure {
+    fn from(e: collect::Error) -> Self {
+        let code = if e.is_infrastructure() {
+            3
+        } else if matches!(e, collect::Error::Config(_)) {
+            2
+        } else {
+            1
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Run { trigger, resume } => {
+            let config = Config::load(&cli.config)?;
+            let mut store = Store::open(&config.state.db)?;
+            let progress = terminal_progress(cli.json);
+            let outcome = match resume {
+                None => stage::run(&mut store, &config, *trigger, &progress)?,
+                Some(0) => stage::resume(&mut store, &config, None, &progress)?,
+                Some(id) => stage::resume(&mut store, &config, Some(*id), &progress)?,
+            };
+            let status = stage::status(&store, outcome.run)?;
+            if cli.json {
+                print_json(&status);
+            } else {
+                print_stage_details(&status);
+                print_status(&status);
+                print_run_result(&status, outcome.report.as_ref());
+            }
+            if let Some(failure) = outcome.stopped_by {
+                return Err(failure);
+            }
+            if outcome.state == "failed" {
+                return Err(Failure {
+                    code: 1,
+                    message: format!(
+                        "run {} failed (see `patchline status {}`)",
+                        outcome.run, outcome.run
+                    ),
+                });
+            }
+            Ok(())
+        }
+        Command::Test { run } => {
+            let config = Config::load(&cli.config)?;
+            let mut store = Store::open(&config.state.db)?;
+            let run = given_or_latest_run(&store, *run)?;
+            let summary = stage::test_stage(&mut store, &config, run)?;
+            if cli.json {
+                print_json(&summary);
+            } else {
+                for r in &summary.results {
+                    eprintln!(
+                        "{:<8} {} on {}/{} for {}{}",
+                        r.state,
+                        r.name,
+                        r.repo,
+                        r.branch,
+                        r.target,
+                        r.message
+                            .as_deref()
+                            .map(|m| format!(": {m}"))
+                            .unwrap_or_default()
+                    );
+                }
+                eprintln!(
+                    "tests: {} passed, {} failed, {} skipped; JUnit: {}",
+                    summary.passed,
+                    summary.failed,
+                    summary.skipped,
+                    summary.junit.as_deref().unwrap_or("-")
+                );
+            }
+            if summary.failed > 0 {
+                return Err(Failure {
+                    code: 1,
+                    message: format!("{} test(s) failed", summary.failed),
+                });
+            }
+            Ok(())
+        }
+        Command::Report { run } => {
+            let config = Config::load(&cli.config)?;
+            let mut store = Store::open(&config.state.db)?;
+            let run = given_or_latest_run(&store, *run)?;
+            let summary = stage::report_stage(&mut store, &config, run)?;
+            if cli.json {
+                print_json(&summary);
+            } else {
+                print_report(&summary);
+            }
+            Ok(())
+        }
+        Command::Collect {
+            run,
+            watch,
+            reset_source,
+        } => {
+            let config = Config::load(&cli.config)?;
+            let mut store = Store::open(&config.state.db)?;
+            let mut source = collect::source_from_config(&config)?;
+            if *reset_source && store.reset_source(&source.key())? {
+                eprintln!("forgot the stored position of {}", source.key());
+            }
+            let run = match run {
+                Some(id) => store.run(*id)?.id,
+                None => store.create_run(
+                    "manual",
+                    Some("patchline collect"),
+                    user().as_deref(),
+                    None,
+                )?,
+            };
+            loop {
+                let summary = stage::collect_stage(
+                    &mut store,
+                    &config,
+                    source.as_mut(),
+                    run,
+                    &terminal_progress(cli.json),
+                )?;
+                if cli.json {
+                    print_json(&summary);
+                } else {
+                    print_collect(&summary);
+                }
+                if !*watch {
+                    return Ok(());
+                }
+                let wait = std::time::Duration::from_secs(match config.intake.source {
+                    crate::config::SourceKind::Imap => {
+                        config.intake.imap.as_ref().map_or(60, |i| i.idle_secs)
+                    }
+                    _ => config.intake.poll_secs,
+                });
+                source.wait_for_mail(wait).map_err(collect::Error::from)?;
+            }
+        }
+        Command::Apply { run } => {
+            let config = Config::load(&cli.config)?;
+            let mut store = Store::open(&config.state.db)?;
+            let run = match run {
+                Some(id) => store.run(*id)?.id,
+                None => {
+                    store.create_run("manual", Some("patchline apply"), user().as_deref(), None)?
+                }
+            };
+            let summary = stage::apply_stage(&mut store, &config, run)?;
+            if cli.json {
+                print_json(&summary);
+            } else {
+                print_apply(&summary);
+            }
+            if summary.series_failed > 0 {
+                return Err(Failure {
+                    code: 1,
+                    message: format!("{} series did not apply", summary.series_failed),
+                });
+            }
+            Ok(())
+        }
+        Command::Build { run } => {
+            let config = Config::load(&cli.config)?;
+            let mut store = Store::open(&config.state.db)?;
+            let run = given_or_latest_run(&store, *run)?;
+            let summary = stage::build_stage(&mut store, &config, run)?;
+            if cli.json {
+                print_json(&summary);
+            } else {
+                print_build(&summary);
+            }
+            if summary.failed > 0 {
+                return Err(Failure {
+                    code: 1,
+                    message: format!("{} target build(s) failed", summary.failed),
+                });
+            }
+            Ok(())
+        }
+        Command::Publish { run } => {
+            let config = Config::load(&cli.config)?;
+            let mut store = Store::open(&config.state.db)?;
+            let run = given_or_latest_run(&store, *run)?;
+            let summary = stage::publish_stage(&mut store, &config, run)?;
+            if cli.json {
+                print_json(&summary);
+            } else {
+                print_publish(&summary);
+            }
+            Ok(())
+        }
+        Command::Serve { bind, token_file } => {
+            crate::server::serve(&cli.config, bind.as_deref(), token_file.as_deref()).map_err(|e| {
+                Failure {
+                    code: e.exit_code(),
+                    message: e.to_string(),
+                }
+            })
+        }
+        Command::Parse { mails } => parse(&cli, mails),
+        Command::Am {
+            repo,
+            branch,
+            ignore_whitespace,
+            scissors,
+            keep_cr,
+            three_way,
+            mbox,
+        } => am(
+            cli.json,
+            repo,
+            branch,
+            crate::patch::apply::AmOptions {
+                apply: crate::patch::hunks::ApplyOptions {
+                    ignore_whitespace: *ignore_whitespace,
+                    unidiff_zero: false,
+                },
+                mailinfo: crate::patch::mailinfo::MailInfoOptions {
+                    scissors: *scissors,
+                    keep_cr: *keep_cr,
+                },
+                three_way: *three_way,
+            },
+            mbox,
+        ),
+        Command::Status { run } => {
+            let config = Config::load(&cli.config)?;
+            let store = Store::open(&config.state.db)?;
+            let id = match run {
+                Some(id) => *id,
+                None => match store.latest_run()? {
+                    Some(r) => r.id,
+                    None => {
+                        return Err(Failure::usage(format!(
+                            "no runs yet in {}",
+                            config.state.db.display()
+                        )));
+                    }
+                },
+            };
+            let status = stage::status(&store, id)?;
+            if cli.json {
+                print_json(&status);
+            } else {
+                print_status(&status);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The run a later stage works on: the one given, else the latest.
+fn given_or_latest_run(store: &Store, run: Option<i64>) -> Result<i64, Failure> {
+    match run {
+        Some(id) => Ok(store.run(id)?.id),
+        None => Ok(store
+            .latest_run()?
+            .ok_or_else(|| {
+                Failure::usage("no runs yet: run `patchline run` or `patchline collect` first")
+            })?
+            .id),
+    }
+}
+
+fn user() -> Option<String> {
+    std::env::var("USER").ok().filter(|u| !u.is_empty())
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`| head`) is not worth a panic.
+    let _ = serde_json::to_writer(&mut out, value);
+    let _ = writeln!(out);
+}
+
+fn print_collect(s: &CollectSummary) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "run {}: {} mails from {}: {} patches, {} ignored, {} duplicates, {} errors",
+        s.run,
+        s.mails,
+        s.source,
+        s.patches,
+        s.ignored,
+        s.duplicates,
+        s.errors.len()
+    );
+    let _ = writeln!(
+        out,
+        "series: {} complete, {} incomplete",
+        s.series_complete, s.series_incomplete
+    );
+    for line in &s.series {
+        let target = match (&line.repo, &line.branch) {
+            (Some(r), Some(b)) => format!("{r}/{b}"),
+            (Some(r), None) => r.clone(),
+            _ => "no repository".into(),
+        };
+        let missing = if line.missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " missing {}",
+                line.missing
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        };
+        let _ = writeln!(
+            out,
+            "  [{}] v{} {}/{} {} -> {}{}  ({})",
+            line.state,
+            line.version,
+            line.total,
+            line.total,
+            line.title,
+            target,
+            missing,
+            line.archive_dir
+        );
+    }
+    for e in &s.errors {
+        let _ = writeln!(
+            out,
+            "  error: <{}> {:?}: {}",
+            e.message_id, e.subject, e.error
+        );
+    }
+    for w in &s.warnings {
+        let _ = writeln!(out, "  warning: {w}");
+    }
+}
+
+fn print_apply(s: &crate::stage::apply::ApplySummary) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "run {}: {} series applied ({} patches), {} failed",
+        s.run, s.series_applied, s.patches_applied, s.series_failed
+    );
+    for series in &s.series {
+        let target = format!(
+            "{}/{}",
+            series.repo.as_deref().unwrap_or("?"),
+            series.branch.as_deref().unwrap_or("?")
+        );
+        match (&series.new_tip, &series.error) {
+            (Some(tip), _) => {
+                let _ = writeln!(out, "  [applied] {} -> {target} at {tip}", series.title);
+            }
+            (None, Some(e)) => {
+                let _ = writeln!(
+                    out,
+                    "  [failed] {} -> {target}: {}",
+                    series.title, e.message
+                );
+                if let Some(patch) = &series.failed_patch {
+                    let _ = writeln!(out, "    patch: {patch}");
+                }
+            }
+            (None, None) => {
+                let _ = writeln!(out, "  [{}] {} -> {target}", series.state, series.title);
+            }
+        }
+    }
+}
+
+fn print_build(s: &crate::stage::build::BuildSummary) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "run {}: {} target builds ok, {} failed",
+        s.run, s.built, s.failed
+    );
+    for b in &s.builds {
+        match &b.error {
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  [ok] {}/{} {} {}: {}",
+                    b.repo,
+                    b.branch,
+                    b.target,
+                    b.nvr.as_deref().unwrap_or("?"),
+                    b.rpms.join(" ")
+                );
+            }
+            Some(e) => {
+                let _ = writeln!(out, "  [failed] {}/{} {}: {e}", b.repo, b.branch, b.target);
+            }
+        }
+    }
+    for reason in &s.not_built {
+        let _ = writeln!(out, "  [not built] {reason}");
+    }
+}
+
+fn print_publish(s: &crate::stage::publish::PublishSummary) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "run {}: {} repositories published",
+        s.run,
+        s.repos.len()
+    );
+    for r in &s.repos {
+        let _ = writeln!(
+            out,
+            "  {} {}: {} ({} packages)\n    repo file: {}",
+            r.repo,
+            r.target,
+            r.url,
+            r.packages.len(),
+            r.repo_file_url
+        );
+    }
+}
+
+fn print_report(summary: &crate::stage::report::ReportSummary) {
+    for r in &summary.reports {
+        eprintln!(
+            "report {:<7} {} (to {})",
+            r.state,
+            r.subject,
+            r.to.join(", ")
+        );
+    }
+    if summary.sent_from_earlier_runs > 0 {
+        eprintln!(
+            "sent {} report(s) of earlier runs from the outbox",
+            summary.sent_from_earlier_runs
+        );
+    }
+    if let Some(file) = &summary.file {
+        eprintln!("report written to {file}");
+    }
+}
+
+/// What each stage of a run did, as the per-stage commands print it.
+fn print_stage_details(status: &serde_json::Value) {
+    fn summary<T: serde::de::DeserializeOwned>(
+        status: &serde_json::Value,
+        stage: &str,
+    ) -> Option<T> {
+        status["stages"]
+            .as_array()?
+            .iter()
+            .find(|s| s["stage"] == stage)
+            .and_then(|s| serde_json::from_value(s["summary"].clone()).ok())
+    }
+    if let Some(s) = summary(status, "collect") {
+        print_collect(&s);
+    }
+    if let Some(s) = summary(status, "apply") {
+        print_apply(&s);
+    }
+    if let Some(s) = summary(status, "build") {
+        print_build(&s);
+    }
+    if let Some(s) = summary(status, "publish") {
+        print_publish(&s);
+    }
+}
+
+/// The end of `patchline run`: where the repositories are, and the report.
+fn print_run_result(
+    status: &serde_json::Value,
+    report: Option<&crate::stage::report::ReportSummary>,
+) {
+    let publish = status["stages"]
+        .as_array()
+        .and_then(|stages| stages.iter().find(|s| s["stage"] == "publish"))
+        .map(|s| &s["summary"]);
+    if let Some(repos) = publish.and_then(|p| p["repos"].as_array())
+        && !repos.is_empty()
+    {
+        eprintln!("\nrepositories:");
+        for r in repos {
+            eprintln!(
+                "  {} ({}): {}  [{}]",
+                r["repo"].as_str().unwrap_or(""),
+                r["target"].as_str().unwrap_or(""),
+                r["url"].as_str().unwrap_or(""),
+                r["repo_file"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if let Some(report) = report {
+        print_report(report);
+        if let Some(text) = report
+            .file
+            .as_deref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+        {
+            println!("{text}");
+        }
+    }
+}
+
+fn print_status(status: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let run = &status["run"];
+    let _ = writeln!(
+        out,
+        "run {} ({}) {}",
+        run["id"],
+        run["trigger"].as_str().unwrap_or("?"),
+        run["state"].as_str().unwrap_or("?")
+    );
+    if let Some(stages) = status["stages"].as_array() {
+        for s in stages {
+            let counts = match s["summary"].as_object() {
+                Some(summary) => summary
+                    .iter()
+                    .filter(|(_, v)| v.is_u64())
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<8} {:<8} {} {}",
+                s["stage"].as_str().unwrap_or("?"),
+                s["state"].as_str().unwrap_or("?"),
+                counts,
+                s["error"].as_str().unwrap_or("")
+            );
+        }
+    }
+}
+
+struct TerminalProgress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress for TerminalProgress {
+    fn mail(&self, stored: u64, origin: &str) {
+        if let Some(bar) = &self.bar
+            && stored % 64 == 1
+        {
+            bar.set_position(stored);
+            bar.set_message(origin.to_owned());
+        }
+    }
+    fn done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn terminal_progress(json: bool) -> TerminalProgress {
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos} mails stored ({per_sec}) {wide_msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    TerminalProgress { bar }
+}
+
+/// `patchline parse`: one result per mail; files that begin with an mbox
+/// `From ` line are split like an mbox (`file:N` names the Nth mail).
+fn parse(cli: &Cli, files: &[PathBuf]) -> Result<(), Failure> {
+    let config = if cli.config.exists() {
+        Config::load(&cli.config)?
+    } else if cli.config != Path::new("patchline.toml") {
+        return Err(Failure::usage(format!(
+            "config {}: cannot read: no such file",
+            cli.config.display()
+        )));
+    } else {
+        Config::builtin()
+    };
+    let grammar = config.subject_grammar()?;
+    let limits = MailLimits {
+        max_size: usize::try_from(config.intake.max_mail_size).unwrap_or(usize::MAX),
+        max_parts: config.intake.max_parts,
+    };
+    let mut unreadable = 0;
+    for file in files {
+        let name = file.display().to_string();
+        let mails = match read_mail_file(file, MboxFormat::Mboxrd, config.intake.max_mail_size) {
+            Ok(mails) => mails,
+            Err(e) => {
+                unreadable += 1;
+                emit_parse(cli.json, &name, None, Some(e));
+                continue;
+            }
+        };
+        for (label, bytes) in mails {
+            match parse_mail(&bytes, &limits) {
+                Ok(mail) => {
+                    let verdict = classify(&mail, &grammar);
+                    emit_parse(cli.json, &label, Some((&mail, &verdict)), None);
+                }
+                Err(e) => emit_parse(cli.json, &label, None, Some(format!("{label}: {e}"))),
+            }
+        }
+    }
+    if unreadable > 0 {
+        return Err(Failure::usage(format!(
+            "{unreadable} file(s) could not be read"
+        )));
+    }
+    Ok(())
+}
+
+/// The mails of one file: the file itself, or each mail when it begins
+/// with an mbox `From ` line (named `file:N`).
+fn read_mail_file(
+    file: &Path,
+    format: MboxFormat,
+    max_mail_size: u64,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let name = file.display().to_string();
+    let unreadable = |e: std::io::Error| format!("cannot read {name}: {e}");
+    let bytes = std::fs::read(file).map_err(unreadable)?;
+    if !bytes.starts_with(b"From ") {
+        return Ok(vec![(name, bytes)]);
+    }
+    // One `git format-patch` file: a single mail after its `From ` line.
+    // Without quoting to undo, it is the rest of the file, as the mbox
+    // reader would give it.
+    if format == MboxFormat::None
+        && (bytes.len() as u64) <= max_mail_size
+        && let Some(eol) = memchr::memchr(b'\n', &bytes)
+        && memchr::memmem::find(&bytes[eol..], b"\nFrom ").is_none()
+    {
+        return Ok(vec![(name, bytes[eol + 1..].to_vec())]);
+    }
+    let mut mails = Vec::new();
+    let mut mbox = MboxSource::new(file.to_path_buf(), format, max_mail_size);
+    let never = |_: &str| false;
+    let resume = Resume {
+        cursor: None,
+        seen: &never,
+    };
+    mbox.fetch(&resume, &mut |raw| {
+        mails.push((format!("{name}:{}", mails.len() + 1), raw.bytes));
+        Ok(Flow::Continue)
+    })
+    .map_err(|e| e.to_string())?;
+    // A one-mail file (a `git format-patch` .patch) is named plainly.
+    if let [(label, _)] = mails.as_mut_slice() {
+        *label = name;
+    }
+    Ok(mails)
+}
+
+/// `patchline am`: every mail of every file, in order, as one series.
+fn am(
+    json_out: bool,
+    repo: &Path,
+    branch: &str,
+    opts: crate::patch::apply::AmOptions,
+    files: &[PathBuf],
+) -> Result<(), Failure> {
+    use crate::patch::apply;
+    let committer =
+        apply::committer_from_env_or_config(repo).map_err(|e| Failure::usage(e.to_string()))?;
+    // Read as the series is applied; a file that cannot be read stops it
+    // before anything is written. As `git am`: format-patch output does not
+    // quote `From ` lines.
+    let mails =
+        files.iter().flat_map(
+            |file| match read_mail_file(file, MboxFormat::None, u64::MAX) {
+                Ok(mails) => mails.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            },
+        );
+    let result =
+        apply::apply_series(repo, branch, mails, &committer, opts).map_err(|e| match e {
+            apply::Error::BranchMoved { .. } => Failure {
+                code: 1,
+                message: e.to_string(),
+            },
+            _ => Failure::usage(e.to_string()),
+        })?;
+    let mut out = std::io::stdout().lock();
+    for p in &result.patches {
+        if json_out {
+            let value = json!({
+                "file": p.file, "subject": p.subject, "ok": p.ok, "commit": p.commit,
+                "tree": p.tree, "error": p.error,
+            });
+            let _ = writeln!(out, "{value}");
+        } else if p.ok {
+            let _ = writeln!(out, "Applying: {}", p.subject);
+        } else if let Some(e) = &p.error {
+            let _ = writeln!(out, "Applying: {}\nerror: {}", p.subject, e.message);
+        }
+    }
+    if json_out {
+        let value = json!({
+            "branch": result.branch, "old_tip": result.old_tip, "new_tip": result.new_tip,
+            "applied": result.applied,
+        });
+        let _ = writeln!(out, "{value}");
+    }
+    match &result.new_tip {
+        Some(tip) => {
+            eprintln!(
+                "{branch}: {} -> {tip} ({} patches)",
+                result.old_tip, result.applied
+            );
+            Ok(())
+        }
+        None if result.patches.iter().all(|p| p.ok) => Ok(()),
+        None => Err(Failure {
+            code: 1,
+            message: format!(
+                "{branch} left at {}: the series did not apply (nothing was changed)",
+                result.old_tip
+            ),
+        }),
+    }
+}
+
+fn emit_parse(
+    json_out: bool,
+    file: &str,
+    parsed: Option<(
+        &crate::mail::parse::ParsedMail,
+        &crate::mail::classify::Verdict,
+    )>,
+    error: Option<String>,
+) {
+    let fields = parsed.and_then(|(_, v)| v.fields.as_ref());
+    let value = json!({
+        "file": file,
+        "message_id": parsed.map(|(m, _)| m.message_id.clone()),
+        "is_patch": parsed.is_some_and(|(_, v)| v.is_patch),
+        "branch": fields.and_then(|f| f.branch.clone()),
+        "repo": fields.and_then(|f| f.repo.clone()),
+        "version": fields.map(|f| f.version),
+        "index": fields.and_then(|f| f.index),
+        "total": fields.and_then(|f| f.total),
+        "title": fields.map(|f| f.title.clone()),
+        "reason": match (&error, parsed) {
+            (Some(e), _) => Some(e.clone()),
+            (None, Some((_, v))) if !v.is_patch => v.reason.clone(),
+            _ => None,
+        },
+    });
+    let mut out = std::io::stdout().lock();
+    if json_out {
+        let _ = writeln!(out, "{value}");
+        return;
+    }
+    let verdict = if value["is_patch"] == true {
+        "patch"
+    } else {
+        "not a patch"
+    };
+    let mut line = format!("{file}: {verdict}");
+    for key in [
+        "branch", "repo", "version", "index", "total", "title", "reason",
+    ] {
+        if !value[key].is_null() {
+            line.push_str(&format!(" {key}={}", value[key]));
+        }
+    }
+    let _ = writeln!(out, "{line}");
+}

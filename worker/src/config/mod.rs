@@ -1,0 +1,1332 @@
+//! `patchline.toml`: loading, layering and validation.
+//!
+//! Layers, later wins: built-in defaults, the TOML file, then environment
+//! variables `PATCHLINE_<SECTION>__<KEY>` (e.g. `PATCHLINE_STATE__DB`,
+//! `PATCHLINE_INTAKE__IMAP__HOST`). Every error names the file, the key and
+//! what is wrong. Relative paths are resolved against the config file's
+//! directory so a config works from any working directory.
+//!
+//! Secrets (the IMAP password) are read from an environment variable or a
+//! file named in the config, never from the config itself, and are held in a
+//! `SecretString` that never prints.
+
+use crate::mail::routing::{RouteRule, TagMatcher};
+use crate::mail::source::imap::{ImapAuth, ImapSecurity};
+use crate::mail::source::mbox::MboxFormat;
+use crate::mail::subject::SubjectGrammar;
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("config {file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("config {file}: key `{key}`: {message}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The file this was loaded from (or `<built-in>`).
+    #[serde(skip)]
+    pub file: PathBuf,
+    #[serde(default)]
+    pub intake: Intake,
+    #[serde(default)]
+    pub repos: Vec<Repo>,
+    #[serde(default)]
+    pub apply: Apply,
+    #[serde(default)]
+    pub build: Build,
+    #[serde(default)]
+    pub publish: Publish,
+    #[serde(default)]
+    pub state: State,
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub report: Report,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildBackend {
+    /// `rpmbuild --rebuild` on this machine (host architecture only).
+    #[default]
+    Local,
+    /// A Koji hub over XML-RPC (`[build.koji]`).
+    Koji,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Build {
+    #[serde(default)]
+    pub backend: BuildBackend,
+    /// Targets of repositories that list none.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Target builds run at once.
+    #[serde(default = "default_jobs")]
+    pub jobs: usize,
+    /// The Koji hub and how to log in (`backend = "koji"`).
+    pub koji: Option<crate::rpm::koji::profile::KojiSettings>,
+}
+
+fn default_jobs() -> usize {
+    2
+}
+
+impl Default for Build {
+    fn default() -> Self {
+        Self {
+            backend: BuildBackend::default(),
+            targets: Vec::new(),
+            jobs: default_jobs(),
+            koji: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    /// The web-served directory (default `<state dir>/publish`).
+    pub dir: Option<PathBuf>,
+    /// URL under which `dir` is served (default `file://<dir>`).
+    pub base_url: Option<String>,
+    /// Builds of each package kept in a repository.
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+}
+
+fn default_keep() -> usize {
+    3
+}
+
+impl Default for Publish {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            base_url: None,
+            keep: default_keep(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Apply {
+    /// Committer of the commits the apply stage writes; when absent,
+    /// `GIT_COMMITTER_NAME`/`GIT_COMMITTER_EMAIL`, then the repository's
+    /// `user.name`/`user.email`, then `patchline <patchline@localhost>`.
+    pub committer_name: Option<String>,
+    pub committer_email: Option<String>,
+    /// Fall back to a 3-way merge when a patch does not apply.
+    #[serde(default)]
+    pub three_way: bool,
+    /// Context may differ in whitespace.
+    #[serde(default)]
+    pub ignore_whitespace: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    #[default]
+    Mbox,
+    Maildir,
+    Imap,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intake {
+    #[serde(default)]
+    pub source: SourceKind,
+    /// The mbox file or the Maildir directory (`mbox` and `maildir` sources).
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub mbox_format: MboxFormat,
+    pub imap: Option<Imap>,
+    #[serde(default = "default_archive_dir")]
+    pub archive_dir: PathBuf,
+    /// Regexes with named groups `branch`, `repo`, `version`, `index`,
+    /// `total`, `title`, tried before the built-in grammar.
+    #[serde(default)]
+    pub subject_patterns: Vec<String>,
+    #[serde(default = "default_max_mail_size")]
+    pub max_mail_size: u64,
+    #[serde(default = "default_max_parts")]
+    pub max_parts: usize,
+    /// Seconds within which unthreaded mails of one author, version and
+    /// total are taken as one series.
+    #[serde(default = "default_thread_window")]
+    pub thread_window_secs: i64,
+    /// Hours after which an incomplete series is given up on.
+    #[serde(default = "default_incomplete_deadline")]
+    pub incomplete_deadline_hours: i64,
+    /// Mails stored per transaction (and per archive flush).
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Seconds `collect --watch` waits between two looks at an mbox or
+    /// Maildir (IMAP uses IDLE, see `imap.idle_secs`).
+    #[serde(default = "default_poll")]
+    pub poll_secs: u64,
+}
+
+fn default_poll() -> u64 {
+    60
+}
+
+fn default_archive_dir() -> PathBuf {
+    PathBuf::from("archive")
+}
+fn default_max_mail_size() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_max_parts() -> usize {
+    256
+}
+fn default_thread_window() -> i64 {
+    2 * 3600
+}
+fn default_incomplete_deadline() -> i64 {
+    72
+}
+fn default_batch() -> usize {
+    512
+}
+
+impl Default for Intake {
+    fn default() -> Self {
+        Self {
+            source: SourceKind::default(),
+            path: None,
+            mbox_format: MboxFormat::default(),
+            imap: None,
+            archive_dir: default_archive_dir(),
+            subject_patterns: Vec::new(),
+            max_mail_size: default_max_mail_size(),
+            max_parts: default_max_parts(),
+            thread_window_secs: default_thread_window(),
+            incomplete_deadline_hours: default_incomplete_deadline(),
+            batch: default_batch(),
+            poll_secs: default_poll(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Imap {
+    pub host: String,
+    pub port: Option<u16>,
+    #[serde(default = "default_security")]
+    pub security: ImapSecurity,
+    pub user: String,
+    /// Name of the environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (first line, trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_auth")]
+    pub auth: ImapAuth,
+    #[serde(default = "default_mailbox")]
+    pub mailbox: String,
+    /// Extra PEM CA certificates (for a server with a private CA).
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    #[serde(default = "default_imap_batch")]
+    pub batch: u32,
+    /// Seconds `collect --watch` waits in IDLE (or between polls).
+    #[serde(default = "default_idle")]
+    pub idle_secs: u64,
+    #[serde(skip)]
+    pub password: Option<SecretString>,
+}
+
+fn default_security() -> ImapSecurity {
+    ImapSecurity::Tls
+}
+fn default_auth() -> ImapAuth {
+    ImapAuth::Login
+}
+fn default_mailbox() -> String {
+    "INBOX".into()
+}
+fn default_timeout() -> u64 {
+    60
+}
+fn default_imap_batch() -> u32 {
+    200
+}
+fn default_idle() -> u64 {
+    29 * 60
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repo {
+    /// Short name used in subjects (`[master PATCH <name>]`) and paths.
+    pub name: String,
+    /// Local git repository (bare or not). With `url`, where the clone is
+    /// made (default `<state dir>/repos/<name>.git`).
+    pub path: Option<PathBuf>,
+    /// Clone URL: cloned (bare) to `path` the first time it is needed; the
+    /// clone is then patchline's integration repository.
+    pub url: Option<String>,
+    /// A branch of `branches` that does not exist yet is created from this
+    /// branch when a series targets it.
+    pub base_branch: Option<String>,
+    #[serde(default = "default_branches")]
+    pub branches: Vec<String>,
+    /// Branch used when neither the subject nor a route names one.
+    pub default_branch: Option<String>,
+    /// RPM spec: a path inside the repository, or a file next to the config.
+    pub spec: Option<PathBuf>,
+    /// Build targets (platforms) of this repository.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Routing rules for lists that carry several projects.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Commands the `test` stage runs against each target's built RPMs.
+    #[serde(default)]
+    pub tests: Vec<TestCommand>,
+}
+
+/// One post-build test of a repository: an argument vector (never a shell
+/// line) in which `{rpms}`, `{srpm}`, `{nvr}`, `{repo}`, `{branch}`,
+/// `{target}`, `{commit}`, `{run}` and `{repo_url}` are replaced.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestCommand {
+    /// Names the test in reports and JUnit (`<repo>.<target>.<name>`).
+    pub name: String,
+    pub command: Vec<String>,
+    #[serde(default = "default_test_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_test_timeout() -> u64 {
+    600
+}
+
+fn default_branches() -> Vec<String> {
+    vec!["master".into()]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// `List-Id` the mail must carry.
+    pub list_id: Option<String>,
+    /// Subject tag conditions: `word` must appear, `/regex` must match a
+    /// tag, `!word` must not appear.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Branch to use; the repository's `default_branch` when absent.
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    #[serde(default = "default_db")]
+    pub db: PathBuf,
+}
+
+fn default_db() -> PathBuf {
+    PathBuf::from("patchline.db")
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self { db: default_db() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    #[serde(default = "default_bind")]
+    pub bind: String,
+    pub token_file: Option<PathBuf>,
+    /// Name of the environment variable holding the API token (when no
+    /// `token_file` is given).
+    pub token_env: Option<String>,
+}
+
+fn default_bind() -> String {
+    "127.0.0.1:8080".into()
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            bind: default_bind(),
+            token_file: None,
+            token_env: None,
+        }
+    }
+}
+
+/// How reports leave the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportTransport {
+    /// Written to the run's report file only (the embedded default).
+    #[default]
+    None,
+    Smtp,
+    Sendmail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (required).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Tls,
+    /// No TLS: only for a relay on loopback.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    #[serde(default)]
+    pub transport: ReportTransport,
+    /// Sender address (`Name <addr>` or `addr`); required to send.
+    pub from: Option<String>,
+    /// The list (every report goes here).
+    #[serde(default)]
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub cc: Vec<String>,
+    /// Extra recipients of a report about a failure in that stage.
+    #[serde(default)]
+    pub recipients: StageRecipients,
+    /// Apply failures also go to the author of the series.
+    #[serde(default = "default_true")]
+    pub notify_author: bool,
+    #[serde(default = "default_subject_prefix")]
+    pub subject_prefix: String,
+    /// Adds an HTML alternative to the plain-text report.
+    #[serde(default)]
+    pub html: bool,
+    /// Sends a report for a run in which nothing arrived and nothing failed.
+    #[serde(default)]
+    pub send_idle: bool,
+    /// Lines of a failing build log quoted in the report.
+    #[serde(default = "default_log_tail")]
+    pub log_tail_lines: usize,
+    /// Send attempts per report within one stage run (at least 1).
+    #[serde(default = "default_send_attempts")]
+    pub attempts: u32,
+    /// Delay before the second attempt; doubled each time.
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay_ms: u64,
+    pub smtp: Option<Smtp>,
+    #[serde(default = "default_sendmail")]
+    pub sendmail: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageRecipients {
+    #[serde(default)]
+    pub collect: Vec<String>,
+    #[serde(default)]
+    pub apply: Vec<String>,
+    #[serde(default)]
+    pub build: Vec<String>,
+    #[serde(default)]
+    pub publish: Vec<String>,
+    #[serde(default)]
+    pub test: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Smtp {
+    pub host: String,
+    /// Default: 587 (starttls), 465 (tls), 25 (none).
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM) trusted for the server.
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_smtp_timeout")]
+    pub timeout_secs: u64,
+    /// Filled from `password_env`/`password_file` at load time.
+    #[serde(skip)]
+    pub password: Option<SecretString>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_subject_prefix() -> String {
+    "[patchline]".into()
+}
+fn default_log_tail() -> usize {
+    40
+}
+fn default_send_attempts() -> u32 {
+    3
+}
+fn default_retry_delay() -> u64 {
+    2000
+}
+fn default_sendmail() -> PathBuf {
+    PathBuf::from("/usr/sbin/sendmail")
+}
+fn default_smtp_timeout() -> u64 {
+    30
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Self {
+            transport: ReportTransport::None,
+            from: None,
+            to: Vec::new(),
+            cc: Vec::new(),
+            recipients: StageRecipients::default(),
+            notify_author: true,
+            subject_prefix: default_subject_prefix(),
+            html: false,
+            send_idle: false,
+            log_tail_lines: default_log_tail(),
+            attempts: default_send_attempts(),
+            retry_delay_ms: default_retry_delay(),
+            smtp: None,
+            sendmail: default_sendmail(),
+        }
+    }
+}
+
+/// Environment variables consulted, as `(name, value)`; a parameter so tests
+/// need not touch the process environment.
+pub type Env = [(String, String)];
+
+impl Config {
+    /// The configuration used when no file exists (`parse`, `am`).
+    pub fn builtin() -> Self {
+        Config {
+            file: PathBuf::from("<built-in>"),
+            intake: Intake::default(),
+            repos: Vec::new(),
+            apply: Apply::default(),
+            build: Build::default(),
+            publish: Publish::default(),
+            state: State::default(),
+            server: Server::default(),
+            report: Report::default(),
+        }
+    }
+
+    /// Loads `file`, applies `PATCHLINE_*` variables from the process
+    /// environment and validates.
+    pub fn load(file: &Path) -> Result<Self, Error> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(file, &env)
+    }
+
+    pub fn load_with_env(file: &Path, env: &Env) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, file, env)
+    }
+
+    /// Parses TOML text as if read from `file` (relative paths resolve
+    /// against `file`'s directory).
+    pub fn from_toml(text: &str, file: &Path, env: &Env) -> Result<Self, Error> {
+        let mut value: toml::Table = toml::from_str(text).map_err(|e| Error::Parse {
+            file: file.to_owned(),
+            message: one_line(&e.to_string()),
+        })?;
+        apply_env(&mut value, env)?;
+        let mut config: Config =
+            Config::deserialize(toml::Value::Table(value)).map_err(|e| Error::Parse {
+                file: file.to_owned(),
+                message: one_line(&e.to_string()),
+            })?;
+        config.file = file.to_owned();
+        let base = file
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        // Absolute, so paths stay right for processes started elsewhere
+        // (rpmbuild changes directory).
+        let base = std::path::absolute(&base).unwrap_or(base);
+        config.resolve_paths(&base);
+        config.validate(env)?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = normalize(&base.join(&*p));
+            }
+        };
+        abs(&mut self.intake.archive_dir);
+        if let Some(p) = self.intake.path.as_mut() {
+            abs(p)
+        }
+        if let Some(imap) = self.intake.imap.as_mut() {
+            if let Some(p) = imap.password_file.as_mut() {
+                abs(p)
+            }
+            if let Some(p) = imap.ca_file.as_mut() {
+                abs(p)
+            }
+        }
+        abs(&mut self.state.db);
+        if let Some(p) = self.publish.dir.as_mut() {
+            abs(p)
+        }
+        if let Some(p) = self.server.token_file.as_mut() {
+            abs(p)
+        }
+        for repo in &mut self.repos {
+            if let Some(p) = repo.path.as_mut() {
+                abs(p)
+            }
+        }
+        // A bare program name is looked up on PATH; a path is a path.
+        if self.report.sendmail.components().count() > 1 {
+            abs(&mut self.report.sendmail)
+        }
+        if let Some(smtp) = self.report.smtp.as_mut() {
+            if let Some(p) = smtp.password_file.as_mut() {
+                abs(p)
+            }
+            if let Some(p) = smtp.ca_file.as_mut() {
+                abs(p)
+            }
+        }
+        if let Some(koji) = self.build.koji.as_mut() {
+            koji.resolve_paths(abs);
+        }
+    }
+
+    /// An error about `key` of this configuration.
+    pub fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::Invalid {
+            file: self.file.clone(),
+            key: key.into(),
+            message: one_line(&message.into()),
+        }
+    }
+
+    fn validate(&mut self, env: &Env) -> Result<(), Error> {
+        self.subject_grammar()?;
+        let intake = &self.intake;
+        if intake.max_mail_size == 0 {
+            return Err(self.invalid("intake.max_mail_size", "must be greater than 0"));
+        }
+        if intake.batch == 0 {
+            return Err(self.invalid("intake.batch", "must be greater than 0"));
+        }
+        if self.publish.keep == 0 {
+            return Err(self.invalid("publish.keep", "must be greater than 0"));
+        }
+        if self.build.jobs == 0 {
+            return Err(self.invalid("build.jobs", "must be greater than 0"));
+        }
+        for target in self
+            .build
+            .targets
+            .iter()
+            .chain(self.repos.iter().flat_map(|r| &r.targets))
+        {
+            if !is_safe_name(target) {
+                return Err(self.invalid(
+                    "targets",
+                    format!(
+                        "{target:?} is not a valid target name (letters, digits, '.', '_', '-')"
+                    ),
+                ));
+            }
+        }
+        let intake = &self.intake;
+        if intake.poll_secs == 0 {
+            return Err(self.invalid("intake.poll_secs", "must be greater than 0"));
+        }
+        if intake.thread_window_secs < 0 || intake.incomplete_deadline_hours < 0 {
+            return Err(self.invalid(
+                "intake.thread_window_secs / intake.incomplete_deadline_hours",
+                "must not be negative",
+            ));
+        }
+        match intake.source {
+            SourceKind::Mbox | SourceKind::Maildir => {
+                let kind = if intake.source == SourceKind::Mbox {
+                    "mbox"
+                } else {
+                    "maildir"
+                };
+                let Some(path) = &intake.path else {
+                    return Err(self.invalid(
+                        "intake.path",
+                        format!("required when intake.source = \"{kind}\""),
+                    ));
+                };
+                if intake.source == SourceKind::Maildir && !path.is_dir() {
+                    return Err(self.invalid(
+                        "intake.path",
+                        format!("{} is not a Maildir directory", path.display()),
+                    ));
+                }
+            }
+            SourceKind::Imap => {
+                if intake.imap.is_none() {
+                    return Err(self.invalid(
+                        "intake.imap",
+                        "section [intake.imap] is required when intake.source = \"imap\"",
+                    ));
+                }
+            }
+        }
+        if let Some(imap) = &self.intake.imap {
+            let password = self.password(
+                env,
+                "intake.imap",
+                imap.password_env.as_ref(),
+                imap.password_file.as_ref(),
+            )?;
+            if imap.host.trim().is_empty() {
+                return Err(self.invalid("intake.imap.host", "must not be empty"));
+            }
+            if let Some(ca) = &imap.ca_file
+                && let Err(e) = std::fs::metadata(ca)
+            {
+                return Err(self.invalid(
+                    "intake.imap.ca_file",
+                    format!("cannot read {}: {e}", ca.display()),
+                ));
+            }
+            if let Some(imap) = self.intake.imap.as_mut() {
+                imap.password = Some(password);
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, repo) in self.repos.iter().enumerate() {
+            let key = |field: &str| format!("repos[{i}].{field}");
+            if !is_safe_name(&repo.name) {
+                return Err(self.invalid(
+                    key("name"),
+                    format!(
+                        "{:?} is not a valid repository name (letters, digits, '.', '_', '-'; not starting with '.')",
+                        repo.name
+                    ),
+                ));
+            }
+            if !names.insert(repo.name.clone()) {
+                return Err(self.invalid(
+                    key("name"),
+                    format!("repository {:?} is defined twice", repo.name),
+                ));
+            }
+            match (&repo.path, &repo.url) {
+                (None, None) => {
+                    return Err(self.invalid(
+                        key("path"),
+                        format!("repository {:?} needs `path` or `url`", repo.name),
+                    ));
+                }
+                (Some(path), None) if !path.exists() => {
+                    return Err(self.invalid(
+                        key("path"),
+                        format!(
+                            "repository {:?}: {} does not exist",
+                            repo.name,
+                            path.display()
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+            if repo.branches.is_empty() {
+                return Err(self.invalid(key("branches"), "must list at least one branch"));
+            }
+            for branch in &repo.branches {
+                if !is_safe_ref(branch) {
+                    return Err(self.invalid(
+                        key("branches"),
+                        format!("{branch:?} is not a valid branch name"),
+                    ));
+                }
+            }
+            if let Some(url) = &repo.url
+                && (url.starts_with('-') || url.trim().is_empty())
+            {
+                return Err(self.invalid(key("url"), format!("{url:?} is not a clone URL")));
+            }
+            if let Some(b) = &repo.base_branch
+                && !is_safe_ref(b)
+            {
+                return Err(self.invalid(
+                    key("base_branch"),
+                    format!("{b:?} is not a valid branch name"),
+                ));
+            }
+            if let Some(b) = &repo.default_branch
+                && !repo.branches.contains(b)
+            {
+                return Err(self.invalid(
+                    key("default_branch"),
+                    format!("{b:?} is not one of `branches` {:?}", repo.branches),
+                ));
+            }
+        }
+        self.route_rules()?;
+        self.validate_tests()?;
+        self.validate_report(env)?;
+        if self.build.backend == BuildBackend::Koji {
+            self.koji_settings_with_env(env)?;
+        }
+        Ok(())
+    }
+
+    /// `[build.koji]` with its koji profile and secrets resolved (read from
+    /// the process environment and `$HOME`).
+    pub fn koji_settings(&self) -> Result<crate::rpm::koji::profile::Resolved, Error> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        self.koji_settings_with_env(&env)
+    }
+
+    fn koji_settings_with_env(
+        &self,
+        env: &Env,
+    ) -> Result<crate::rpm::koji::profile::Resolved, Error> {
+        let Some(koji) = &self.build.koji else {
+            return Err(self.invalid(
+                "build.koji",
+                "section [build.koji] is required when build.backend = \"koji\"",
+            ));
+        };
+        let home = env
+            .iter()
+            .find(|(k, _)| k == "HOME")
+            .map(|(_, v)| PathBuf::from(v));
+        koji.resolve(env, home.as_deref())
+            .map_err(|(key, message)| self.invalid(key, message))
+    }
+
+    fn validate_tests(&self) -> Result<(), Error> {
+        for (i, repo) in self.repos.iter().enumerate() {
+            let mut names = std::collections::HashSet::new();
+            for (j, test) in repo.tests.iter().enumerate() {
+                let key = |k: &str| format!("repos[{i}].tests[{j}].{k}");
+                if !is_safe_name(&test.name) {
+                    return Err(self.invalid(
+                        key("name"),
+                        format!(
+                            "{:?} is not a valid test name (letters, digits, '.', '_', '-')",
+                            test.name
+                        ),
+                    ));
+                }
+                if !names.insert(&test.name) {
+                    return Err(self.invalid(
+                        key("name"),
+                        format!("test {:?} is defined twice", test.name),
+                    ));
+                }
+                if test.command.first().is_none_or(|c| c.trim().is_empty()) {
+                    return Err(self.invalid(key("command"), "must name a program"));
+                }
+                if test.timeout_secs == 0 {
+                    return Err(self.invalid(key("timeout_secs"), "must be greater than 0"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_report(&mut self, env: &Env) -> Result<(), Error> {
+        let report = &self.report;
+        let addresses = report
+            .from
+            .iter()
+            .map(|a| ("report.from", a))
+            .chain(report.to.iter().map(|a| ("report.to", a)))
+            .chain(report.cc.iter().map(|a| ("report.cc", a)))
+            .chain(
+                [
+                    ("collect", &report.recipients.collect),
+                    ("apply", &report.recipients.apply),
+                    ("build", &report.recipients.build),
+                    ("publish", &report.recipients.publish),
+                    ("test", &report.recipients.test),
+                ]
+                .into_iter()
+                .flat_map(|(_, list)| list.iter().map(|a| ("report.recipients", a))),
+            );
+        for (key, address) in addresses {
+            if address.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(self.invalid(key, format!("{address:?} is not a mail address")));
+            }
+        }
+        if report.attempts == 0 {
+            return Err(self.invalid("report.attempts", "must be greater than 0"));
+        }
+        match report.transport {
+            ReportTransport::None => {}
+            ReportTransport::Smtp | ReportTransport::Sendmail => {
+                if report.from.is_none() {
+                    return Err(self.invalid("report.from", "required to send reports"));
+                }
+                if report.to.is_empty() {
+                    return Err(self.invalid("report.to", "required to send reports"));
+                }
+            }
+        }
+        if report.transport == ReportTransport::Smtp {
+            let Some(smtp) = &report.smtp else {
+                return Err(
+                    self.invalid("report.smtp", "required when report.transport = \"smtp\"")
+                );
+            };
+            if smtp.host.trim().is_empty() || smtp.host.starts_with('-') {
+                return Err(self.invalid("report.smtp.host", "must be a host name"));
+            }
+            if let Some(ca) = &smtp.ca_file
+                && let Err(e) = std::fs::metadata(ca)
+            {
+                return Err(self.invalid(
+                    "report.smtp.ca_file",
+                    format!("cannot read {}: {e}", ca.display()),
+                ));
+            }
+            let password = match (&smtp.username, &smtp.password_env, &smtp.password_file) {
+                (None, None, None) => None,
+                (None, _, _) => {
+                    return Err(self.invalid("report.smtp.username", "required with a password"));
+                }
+                (Some(_), var, file) => {
+                    Some(self.password(env, "report.smtp", var.as_ref(), file.as_ref())?)
+                }
+            };
+            if let Some(smtp) = self.report.smtp.as_mut() {
+                smtp.password = password;
+            }
+        }
+        Ok(())
+    }
+
+    /// A secret named by `<section>.password_env` or
+    /// `<section>.password_file` (first line), never by the config itself.
+    fn password(
+        &self,
+        env: &Env,
+        section: &str,
+        var: Option<&String>,
+        file: Option<&PathBuf>,
+    ) -> Result<SecretString, Error> {
+        match (var, file) {
+            (Some(_), Some(_)) => Err(self.invalid(
+                format!("{section}.password_env"),
+                "set either password_env or password_file, not both",
+            )),
+            (Some(var), None) => env
+                .iter()
+                .find(|(k, _)| k == var)
+                .map(|(_, v)| SecretString::from(v.clone()))
+                .ok_or_else(|| {
+                    self.invalid(
+                        format!("{section}.password_env"),
+                        format!("environment variable {var} is not set"),
+                    )
+                }),
+            (None, Some(file)) => {
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    self.invalid(
+                        format!("{section}.password_file"),
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })?;
+                let line = text.lines().next().unwrap_or("").to_owned();
+                if line.is_empty() {
+                    return Err(self.invalid(
+                        format!("{section}.password_file"),
+                        format!("{} is empty", file.display()),
+                    ));
+                }
+                Ok(SecretString::from(line))
+            }
+            (None, None) => Err(self.invalid(
+                format!("{section}.password_env"),
+                "the password must come from password_env or password_file",
+            )),
+        }
+    }
+
+    /// The subject grammar with the configured patterns.
+    pub fn subject_grammar(&self) -> Result<SubjectGrammar, Error> {
+        SubjectGrammar::new(&self.intake.subject_patterns)
+            .map_err(|e| self.invalid("intake.subject_patterns", e.to_string()))
+    }
+
+    /// Every repository's routes, in config order.
+    pub fn route_rules(&self) -> Result<Vec<RouteRule>, Error> {
+        let mut rules = Vec::new();
+        for (i, repo) in self.repos.iter().enumerate() {
+            for (j, route) in repo.routes.iter().enumerate() {
+                let tags = route
+                    .tags
+                    .iter()
+                    .map(|t| TagMatcher::parse(t))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        self.invalid(format!("repos[{i}].routes[{j}].tags"), e.to_string())
+                    })?;
+                if let Some(b) = &route.branch
+                    && !repo.branches.contains(b)
+                {
+                    return Err(self.invalid(
+                        format!("repos[{i}].routes[{j}].branch"),
+                        format!(
+                            "{b:?} is not one of the repository's branches {:?}",
+                            repo.branches
+                        ),
+                    ));
+                }
+                rules.push(RouteRule {
+                    repo: repo.name.clone(),
+                    branch: route.branch.clone().or_else(|| repo.default_branch.clone()),
+                    list_id: route.list_id.clone(),
+                    tags,
+                });
+            }
+        }
+        Ok(rules)
+    }
+
+    /// The directory yum repositories are published to.
+    pub fn publish_dir(&self) -> PathBuf {
+        self.publish.dir.clone().unwrap_or_else(|| {
+            self.state
+                .db
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("publish")
+        })
+    }
+
+    /// The URL the publish directory is served under, without a trailing `/`.
+    pub fn publish_base_url(&self) -> String {
+        match &self.publish.base_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("file://{}", self.publish_dir().display()),
+        }
+    }
+
+    /// Where the repository lives on this machine.
+    pub fn repo_path(&self, repo: &Repo) -> PathBuf {
+        match &repo.path {
+            Some(p) => p.clone(),
+            None => self
+                .state
+                .db
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("repos")
+                .join(format!("{}.git", repo.name)),
+        }
+    }
+}
+
+/// Resolves `.` and `..` lexically (`/a/b/../c` -> `/a/c`), so paths in
+/// messages, URLs and `.repo` files read cleanly.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Repository and other names that become path components.
+pub fn is_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// A conservative subset of `git check-ref-format --branch`.
+pub fn is_safe_ref(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with(['-', '/', '.'])
+        && !name.ends_with(['/', '.'])
+        && !name.ends_with(".lock")
+        && !name.contains("..")
+        && !name.contains("//")
+        && !name.contains("@{")
+        && !name.split('/').any(|c| c.starts_with('.'))
+        && name.chars().all(|c| {
+            !c.is_control() && !matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+        })
+}
+
+const ENV_PREFIX: &str = "PATCHLINE_";
+
+/// Overlays `PATCHLINE_SECTION__KEY=value` onto the parsed file. Values are
+/// read as TOML when they parse as a TOML value (`8080`, `true`,
+/// `["a","b"]`), else as a plain string.
+fn apply_env(table: &mut toml::Table, env: &Env) -> Result<(), Error> {
+    let mut vars: Vec<&(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+        .collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let path: Vec<String> = var[ENV_PREFIX.len()..]
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        if path.iter().any(String::is_empty) {
+            return Err(Error::Env {
+                var: var.clone(),
+                message: "empty key component".into(),
+            });
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let (last, parents) = path.split_last().ok_or_else(|| Error::Env {
+            var: var.clone(),
+            message: "no key".into(),
+        })?;
+        let mut cursor = &mut *table;
+        for part in parents {
+            let entry = cursor
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cursor = entry.as_table_mut().ok_or_else(|| Error::Env {
+                var: var.clone(),
+                message: format!("`{part}` is not a table in the config"),
+            })?;
+        }
+        cursor.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, Error> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("repo")).unwrap();
+        std::fs::create_dir_all(dir.path().join("Maildir")).unwrap();
+        std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_toml(text, &dir.path().join("patchline.toml"), &env)
+    }
+
+    fn err(text: &str) -> String {
+        load(text, &[]).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_mbox_config_gets_defaults_and_absolute_paths() {
+        let c = load("[intake]\npath = \"list.mbox\"\n", &[]).unwrap();
+        assert!(c.intake.path.unwrap().is_absolute());
+        assert!(c.state.db.ends_with("patchline.db") && c.state.db.is_absolute());
+        assert_eq!(c.intake.batch, 512);
+        assert_eq!(c.server.bind, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "[intake]\npath = \"x\"\nbogus = 1\n",
+                &["patchline.toml", "bogus"],
+            ),
+            ("[intake]\nsource = \"pop3\"\n", &["pop3"]),
+            (
+                "[intake]\nsource = \"mbox\"\n",
+                &["intake.path", "required"],
+            ),
+            (
+                "[intake]\nsource = \"maildir\"\npath = \"nope\"\n",
+                &["intake.path", "not a Maildir"],
+            ),
+            (
+                "[intake]\npath = \"x\"\nsubject_patterns = [\"(unclosed\"]\n",
+                &["intake.subject_patterns", "(unclosed"],
+            ),
+            (
+                "[intake]\nsource = \"imap\"\n[intake.imap]\nhost = \"h\"\nuser = \"u\"\npassword_file = \"missing-pw\"\n",
+                &["intake.imap.password_file", "missing-pw"],
+            ),
+            (
+                "[intake]\nsource = \"imap\"\n[intake.imap]\nhost = \"h\"\nuser = \"u\"\npassword_env = \"NOPE_PW\"\n",
+                &["NOPE_PW", "not set"],
+            ),
+            ("[intake]\nsource = \"imap\"\n", &["[intake.imap]"]),
+            (
+                "[intake]\npath=\"x\"\n[[repos]]\nname = \"q\"\npath = \"missing\"\n",
+                &["repos[0].path", "does not exist"],
+            ),
+            (
+                "[intake]\npath=\"x\"\n[[repos]]\nname = \"../etc\"\npath = \"repo\"\n",
+                &["repos[0].name"],
+            ),
+            (
+                "[intake]\npath=\"x\"\n[[repos]]\nname = \"q\"\n",
+                &["needs `path` or `url`"],
+            ),
+            (
+                "[intake]\npath=\"x\"\n[[repos]]\nname = \"q\"\npath = \"repo\"\n[[repos]]\nname = \"q\"\npath = \"repo\"\n",
+                &["repos[1].name", "twice"],
+            ),
+            (
+                "[intake]\npath=\"x\"\n[[repos]]\nname = \"q\"\npath = \"repo\"\nbranches = [\"a..b\"]\n",
+                &["repos[0].branches"],
+            ),
+            (
+                "[intake]\npath=\"x\"\n[[repos]]\nname = \"q\"\npath = \"repo\"\ndefault_branch = \"dev\"\n",
+                &["repos[0].default_branch", "dev"],
+            ),
+            (
+                "[intake]\npath=\"x\"\n[[repos]]\nname = \"q\"\npath = \"repo\"\n[[repos.routes]]\ntags = [\"/(bad\"]\n",
+                &["repos[0].routes[0].tags"],
+            ),
+            ("not toml at all = = =", &["patchline.toml"]),
+            ("[intake]\npath = \"x\"\nbatch = 0\n", &["intake.batch"]),
+        ];
+        for (text, needles) in cases {
+            let msg = err(text);
+            for needle in *needles {
+                assert!(
+                    msg.contains(needle),
+                    "error for {text:?} is {msg:?}, lacks {needle:?}"
+                );
+            }
+            assert!(!msg.contains('\n'), "error must be one line: {msg:?}");
+        }
+    }
+
+    #[test]
+    fn imap_password_from_env_or_file_never_printed() {
+        let text = "[intake]\nsource = \"imap\"\n[intake.imap]\nhost = \"h\"\nuser = \"u\"\npassword_env = \"PW\"\n";
+        let c = load(text, &[("PW", "hunter2")]).unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        let text = "[intake]\nsource = \"imap\"\n[intake.imap]\nhost = \"h\"\nuser = \"u\"\npassword_file = \"pw\"\n";
+        let c = load(text, &[]).unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(
+            c.intake.imap.unwrap().password.unwrap().expose_secret(),
+            "s3cret"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = load(
+            "[intake]\npath = \"x\"\nbatch = 5\n",
+            &[
+                ("PATCHLINE_INTAKE__BATCH", "9"),
+                ("PATCHLINE_STATE__DB", "/tmp/other.db"),
+                ("PATCHLINE_SERVER__BIND", "0.0.0.0:1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.intake.batch, 9);
+        assert_eq!(c.state.db, PathBuf::from("/tmp/other.db"));
+        assert_eq!(c.server.bind, "0.0.0.0:1");
+        let e = load(
+            "[intake]\npath = \"x\"\n",
+            &[("PATCHLINE_INTAKE__NOPE", "1")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn routes_default_to_the_repo_default_branch() {
+        let c = load(
+            "[intake]\npath=\"x\"\n[[repos]]\nname = \"qemu\"\npath = \"repo\"\nbranches = [\"master\", \"stable\"]\ndefault_branch = \"stable\"\n[[repos.routes]]\nlist_id = \"qemu-devel.nongnu.org\"\ntags = [\"qemu\", \"!RFC\"]\n",
+            &[],
+        )
+        .unwrap();
+        let rules = c.route_rules().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].branch.as_deref(), Some("stable"));
+        assert_eq!(rules[0].tags.len(), 2);
+    }
+
+    #[test]
+    fn names_and_refs() {
+        for ok in ["qemu", "libvirt-python", "k.v_2"] {
+            assert!(is_safe_name(ok), "{ok}");
+        }
+        for bad in ["", "..", ".git", "a/b", "a b", "/abs"] {
+            assert!(!is_safe_name(bad), "{bad}");
+        }
+        for ok in ["master", "stable-2.1", "release/v1"] {
+            assert!(is_safe_ref(ok), "{ok}");
+        }
+        for bad in ["", "a..b", "-x", "a/.b", "x.lock", "a b", "a:b", "/a", "a/"] {
+            assert!(!is_safe_ref(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,883 @@
+//! Series assembly (pure): which patch mails form which series, which are
+//! complete, superseded, incomplete or expired, and which are duplicates.
+//!
+//! `assemble` is called on every collect with all patch mails that are not
+//! in a finished series, so it must be deterministic (input order does not
+//! matter), keep series keys stable as more mails arrive, and account for
+//! every input mail: each ends up in exactly one series or in `duplicates`.
+
+use crate::mail::subject::SubjectFields;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// A patch-classified mail as the assembler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchMail {
+    /// Row id in the `mails` table.
+    pub mail_id: i64,
+    pub message_id: String,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    /// Sender's e-mail address, lower-cased.
+    pub author: String,
+    /// Unix seconds of the `Date:` header (or of arrival when missing).
+    pub date: i64,
+    /// Unix seconds when patchline stored it.
+    pub received: i64,
+    pub fields: SubjectFields,
+    pub patch_hash: Option<String>,
+    /// True for a cover letter (index 0, or no diff in a 0/N mail).
+    pub is_cover: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AssemblyConfig {
+    /// Fallback grouping window (seconds) for mails of one author, version
+    /// and total that are not threaded.
+    pub thread_window: i64,
+    /// An incomplete series older than this (seconds since its first mail
+    /// arrived) is given up on and reported as expired.
+    pub incomplete_deadline: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum SeriesState {
+    Complete,
+    Incomplete { missing: Vec<u32> },
+    Expired { missing: Vec<u32> },
+    Superseded { by: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AssembledSeries {
+    /// Stable across runs: the Message-ID of the thread root (cover letter,
+    /// or patch 1 when there is no cover), with `#vN` appended for versions
+    /// above 1.
+    pub key: String,
+    pub version: u32,
+    pub total: u32,
+    /// Cover letter title, else the first patch's title.
+    pub title: String,
+    pub author: String,
+    pub branch: Option<String>,
+    pub repo: Option<String>,
+    pub cover: Option<i64>,
+    /// `(index, mail_id)`, sorted by index, one per index.
+    pub patches: Vec<(u32, i64)>,
+    pub state: SeriesState,
+    /// Earliest `received` of its mails.
+    pub first_received: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Assembly {
+    pub series: Vec<AssembledSeries>,
+    /// `(duplicate mail_id, kept mail_id)`.
+    pub duplicates: Vec<(i64, i64)>,
+}
+
+/// Index and total of a mail; an unnumbered `[PATCH]` is 1 of 1.
+fn numbering(m: &PatchMail) -> (u32, u32) {
+    match (m.fields.index, m.fields.total) {
+        (Some(i), Some(t)) => (i, t),
+        _ => (1, 1),
+    }
+}
+
+fn is_numbered(m: &PatchMail) -> bool {
+    m.fields.total.is_some()
+}
+
+/// Titles compared for "same series": case and spacing ignored.
+fn norm_title(t: &str) -> String {
+    t.split_whitespace()
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A group under construction: one version of one series.
+#[derive(Debug, Clone)]
+struct Group {
+    key: String,
+    root: String,
+    version: u32,
+    total: u32,
+    /// Mail indexes into the sorted input.
+    members: Vec<usize>,
+}
+
+pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly {
+    // Deterministic order whatever the input order.
+    let mut sorted: Vec<&PatchMail> = mails.iter().collect();
+    sorted.sort_by_key(|m| (m.received, m.mail_id));
+    let mut duplicates = Vec::new();
+    let mut seen_ids: HashMap<&str, i64> = HashMap::new();
+    let mut unique: Vec<&PatchMail> = Vec::with_capacity(sorted.len());
+    for m in sorted {
+        match seen_ids.get(m.message_id.as_str()) {
+            Some(kept) => duplicates.push((m.mail_id, *kept)),
+            None => {
+                seen_ids.insert(&m.message_id, m.mail_id);
+                unique.push(m);
+            }
+        }
+    }
+    let mails = unique;
+    let by_id: HashMap<&str, usize> = mails
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.message_id.as_str(), i))
+        .collect();
+
+    // 1. Threaded grouping: (thread root, version, total).
+    let threaded = |m: &PatchMail| m.in_reply_to.is_some() || !m.references.is_empty();
+    let root_of = |m: &PatchMail| -> String {
+        m.references
+            .first()
+            .or(m.in_reply_to.as_ref())
+            .cloned()
+            .unwrap_or_else(|| m.message_id.clone())
+    };
+    // Roots that some threaded numbered mail points to: those mails join the
+    // thread's group even though they carry no threading headers themselves.
+    let mut thread_roots: HashSet<String> = HashSet::new();
+    for m in &mails {
+        if threaded(m) && is_numbered(m) {
+            thread_roots.insert(root_of(m));
+        }
+    }
+    let mut groups: BTreeMap<(String, u32, u32), Vec<usize>> = BTreeMap::new();
+    let mut unthreaded: Vec<usize> = Vec::new();
+    for (i, m) in mails.iter().enumerate() {
+        let (_, total) = numbering(m);
+        let version = m.fields.version;
+        if !is_numbered(m) {
+            // A lone patch is a series of its own, whatever thread it is in.
+            groups
+                .entry((m.message_id.clone(), version, total))
+                .or_default()
+                .push(i);
+        } else if threaded(m) {
+            groups
+                .entry((root_of(m), version, total))
+                .or_default()
+                .push(i);
+        } else if thread_roots.contains(&m.message_id) {
+            groups
+                .entry((m.message_id.clone(), version, total))
+                .or_default()
+                .push(i);
+        } else {
+            unthreaded.push(i);
+        }
+    }
+
+    // 2. Fallback for unthreaded numbered mails: same author, version and
+    // total, sent within the window, distinct indexes.
+    let mut buckets: BTreeMap<(String, u32, u32), Vec<usize>> = BTreeMap::new();
+    for i in unthreaded {
+        let m = mails[i];
+        buckets
+            .entry((m.author.clone(), m.fields.version, numbering(m).1))
+            .or_default()
+            .push(i);
+    }
+    for ((_, version, total), mut members) in buckets {
+        members.sort_by_key(|i| (mails[*i].date, mails[*i].received, mails[*i].mail_id));
+        let mut current: Vec<usize> = Vec::new();
+        let mut flush = |current: &mut Vec<usize>| {
+            if current.is_empty() {
+                return;
+            }
+            // Keyed by the earliest-received mail, which later arrivals
+            // cannot change.
+            let first = current
+                .iter()
+                .copied()
+                .min_by_key(|i| (mails[*i].received, mails[*i].mail_id))
+                .unwrap_or(current[0]);
+            groups
+                .entry((mails[first].message_id.clone(), version, total))
+                .or_default()
+                .append(current);
+        };
+        for i in members {
+            let m = mails[i];
+            let start = current.first().map(|f| mails[*f].date);
+            let clash = current
+                .iter()
+                .any(|j| numbering(mails[*j]).0 == numbering(m).0);
+            if start.is_some_and(|s| m.date - s > cfg.thread_window) || clash {
+                flush(&mut current);
+            }
+            current.push(i);
+        }
+        flush(&mut current);
+    }
+
+    // 3. Keys: root, `#vN` for versions above 1, `#ofT` when one thread and version
+    // holds several totals (the cover's total, else the first, keeps the
+    // plain key).
+    let mut totals_per: BTreeMap<(String, u32), Vec<u32>> = BTreeMap::new();
+    for (root, version, total) in groups.keys() {
+        totals_per
+            .entry((root.clone(), *version))
+            .or_default()
+            .push(*total);
+    }
+    let mut built: Vec<Group> = Vec::new();
+    for ((root, version, total), members) in groups {
+        let totals = &totals_per[&(root.clone(), version)];
+        let main_total = by_id
+            .get(root.as_str())
+            .map(|i| numbering(mails[*i]).1)
+            .filter(|t| totals.contains(t))
+            .unwrap_or(totals[0]);
+        let mut key = root.clone();
+        // Always suffixed, even when the root is this version's own cover:
+        // whether the root mail has arrived yet must not change the key.
+        if version > 1 {
+            key.push_str(&format!("#v{version}"));
+        }
+        if total != main_total {
+            key.push_str(&format!("#of{total}"));
+        }
+        built.push(Group {
+            key,
+            root,
+            version,
+            total,
+            members,
+        });
+    }
+
+    // 4. One mail per index: an identical re-send is a duplicate of the
+    // first; a different mail for the same index is a correction and wins.
+    for g in &mut built {
+        let mut slots: BTreeMap<u32, usize> = BTreeMap::new();
+        let mut order = g.members.clone();
+        order.sort_by_key(|i| (mails[*i].received, mails[*i].mail_id));
+        for i in order {
+            let idx = numbering(mails[i]).0;
+            match slots.get(&idx).copied() {
+                None => {
+                    slots.insert(idx, i);
+                }
+                Some(prev) => {
+                    let same = mails[prev].patch_hash.is_some()
+                        && mails[prev].patch_hash == mails[i].patch_hash;
+                    if same {
+                        duplicates.push((mails[i].mail_id, mails[prev].mail_id));
+                    } else {
+                        duplicates.push((mails[prev].mail_id, mails[i].mail_id));
+                        slots.insert(idx, i);
+                    }
+                }
+            }
+        }
+        g.members = slots.into_values().collect();
+    }
+
+    // 5. Partial rerolls: a vN group whose every patch replies directly to
+    // the same index of an older version is that older version with those
+    // patches replaced.
+    let index_of_mail = |i: usize| numbering(mails[i]).0;
+    let snapshot = built.clone();
+    for g in &mut built {
+        if g.version < 2 || g.members.iter().any(|i| mails[*i].fields.index == Some(0)) {
+            continue;
+        }
+        let mut base: Option<&Group> = None;
+        let all_replies = g.members.iter().all(|i| {
+            let m = mails[*i];
+            let Some(parent) = m.in_reply_to.as_deref().and_then(|p| by_id.get(p)) else {
+                return false;
+            };
+            let owner = snapshot.iter().find(|o| {
+                o.version < g.version && o.total == g.total && o.members.contains(parent)
+            });
+            match owner {
+                Some(o) if index_of_mail(*parent) == index_of_mail(*i) => {
+                    if base.is_none_or(|b| b.version < o.version) {
+                        base = Some(o);
+                    }
+                    true
+                }
+                _ => false,
+            }
+        });
+        if let Some(b) = base.filter(|_| all_replies) {
+            let present: BTreeSet<u32> = g.members.iter().map(|i| index_of_mail(*i)).collect();
+            for i in &b.members {
+                if !present.contains(&index_of_mail(*i)) {
+                    g.members.push(*i);
+                }
+            }
+            g.key = format!("{}#v{}", b.key, g.version);
+        }
+    }
+
+    // 6. Describe each group.
+    let mut series: Vec<AssembledSeries> = built
+        .iter()
+        .map(|g| describe(g, &mails, now, cfg))
+        .collect();
+
+    // 7. Supersession: a newer version of the same series (same thread, the
+    // newer cover replying into the older thread, or same author and title).
+    // A re-send of the same version with identical patches is a duplicate.
+    // Candidate pairs come from indexes (thread root, ids replied to, author
+    // and title), so this stays linear in practice, not quadratic.
+    let mut owner: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut by_root: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut by_title: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    for (gi, g) in built.iter().enumerate() {
+        for i in &g.members {
+            owner
+                .entry(mails[*i].message_id.as_str())
+                .or_default()
+                .push(gi);
+        }
+        owner.entry(g.root.as_str()).or_default().push(gi);
+        by_root.entry(g.root.as_str()).or_default().push(gi);
+        by_title
+            .entry((series[gi].author.clone(), norm_title(&series[gi].title)))
+            .or_default()
+            .push(gi);
+    }
+    let mut pairs: BTreeSet<(usize, usize)> = BTreeSet::new();
+    for (b, g) in built.iter().enumerate() {
+        let mut related: Vec<usize> = by_root[g.root.as_str()].clone();
+        related.extend(&by_title[&(series[b].author.clone(), norm_title(&series[b].title))]);
+        for i in &g.members {
+            let m = mails[*i];
+            for id in m.in_reply_to.iter().chain(&m.references) {
+                if let Some(owners) = owner.get(id.as_str()) {
+                    related.extend(owners);
+                }
+            }
+        }
+        for a in related {
+            if a != b {
+                pairs.insert((a, b));
+            }
+        }
+    }
+    let ids_of = |g: &Group| -> HashSet<String> {
+        g.members
+            .iter()
+            .map(|i| mails[*i].message_id.clone())
+            .chain(std::iter::once(g.root.clone()))
+            .collect()
+    };
+    let mut dropped: HashSet<usize> = HashSet::new();
+    for (a, b) in pairs {
+        {
+            if dropped.contains(&a) || dropped.contains(&b) {
+                continue;
+            }
+            let (old, new) = (&built[a], &built[b]);
+            let same_thread = old.root == new.root;
+            let old_ids = ids_of(old);
+            let replies_into = new.members.iter().any(|i| {
+                let m = mails[*i];
+                m.in_reply_to.as_ref().is_some_and(|p| old_ids.contains(p))
+                    || m.references.iter().any(|r| old_ids.contains(r))
+            });
+            let same_title = series[a].author == series[b].author
+                && norm_title(&series[a].title) == norm_title(&series[b].title);
+            let related = same_thread || replies_into || same_title;
+            if !related {
+                continue;
+            }
+            if new.version > old.version {
+                // Keep the newest version that supersedes it.
+                let better = match &series[a].state {
+                    SeriesState::Superseded { by } => built
+                        .iter()
+                        .find(|g| &g.key == by)
+                        .is_none_or(|g| g.version < new.version),
+                    _ => true,
+                };
+                if better {
+                    series[a].state = SeriesState::Superseded {
+                        by: new.key.clone(),
+                    };
+                }
+            } else if new.version == old.version
+                && same_title
+                && series[b].first_received > series[a].first_received
+                && !same_thread
+            {
+                let pairs: Vec<(i64, i64)> = new
+                    .members
+                    .iter()
+                    .filter_map(|i| {
+                        let twin = old.members.iter().find(|j| {
+                            index_of_mail(**j) == index_of_mail(*i)
+                                && mails[**j].patch_hash.is_some()
+                                && mails[**j].patch_hash == mails[*i].patch_hash
+                        })?;
+                        Some((mails[*i].mail_id, mails[*twin].mail_id))
+                    })
+                    .collect();
+                let patches_new = new
+                    .members
+                    .iter()
+                    .filter(|i| index_of_mail(**i) != 0)
+                    .count();
+                let same_patches = pairs.len() >= patches_new && patches_new > 0;
+                if same_patches {
+                    // The whole series sent again: count it once.
+                    let covers: Vec<(i64, i64)> = new
+                        .members
+                        .iter()
+                        .filter(|i| index_of_mail(**i) == 0)
+                        .filter_map(|i| {
+                            old.members
+                                .iter()
+                                .find(|j| index_of_mail(**j) == 0)
+                                .map(|j| (mails[*i].mail_id, mails[*j].mail_id))
+                        })
+                        .collect();
+                    let accounted: HashSet<i64> =
+                        pairs.iter().chain(&covers).map(|p| p.0).collect();
+                    if new
+                        .members
+                        .iter()
+                        .all(|i| accounted.contains(&mails[*i].mail_id))
+                    {
+                        duplicates.extend(pairs);
+                        duplicates.extend(covers);
+                        dropped.insert(b);
+                    }
+                } else {
+                    series[a].state = SeriesState::Superseded {
+                        by: new.key.clone(),
+                    };
+                }
+            }
+        }
+    }
+    let mut series: Vec<AssembledSeries> = series
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !dropped.contains(i))
+        .map(|(_, s)| s)
+        .collect();
+    series.sort_by(|a, b| (a.first_received, &a.key).cmp(&(b.first_received, &b.key)));
+    duplicates.sort_unstable();
+    duplicates.dedup();
+    Assembly { series, duplicates }
+}
+
+fn describe(g: &Group, mails: &[&PatchMail], now: i64, cfg: &AssemblyConfig) -> AssembledSeries {
+    let mut members: Vec<(u32, &PatchMail)> = g
+        .members
+        .iter()
+        .map(|i| (numbering(mails[*i]).0, mails[*i]))
+        .collect();
+    members.sort_by_key(|(idx, m)| (*idx, m.mail_id));
+    let cover = members.iter().find(|(i, _)| *i == 0).map(|(_, m)| *m);
+    let patches: Vec<(u32, i64)> = members
+        .iter()
+        .filter(|(i, _)| *i != 0)
+        .map(|(i, m)| (*i, m.mail_id))
+        .collect();
+    let lead = cover.or_else(|| members.iter().find(|(i, _)| *i != 0).map(|(_, m)| *m));
+    let first_patch = members.iter().find(|(i, _)| *i != 0).map(|(_, m)| *m);
+    let named = |pick: fn(&SubjectFields) -> &Option<String>| -> Option<String> {
+        cover
+            .and_then(|c| pick(&c.fields).clone())
+            .or_else(|| first_patch.and_then(|p| pick(&p.fields).clone()))
+            .or_else(|| members.iter().find_map(|(_, m)| pick(&m.fields).clone()))
+    };
+    let present: BTreeSet<u32> = patches.iter().map(|(i, _)| *i).collect();
+    let missing: Vec<u32> = (1..=g.total).filter(|i| !present.contains(i)).collect();
+    let first_received = members.iter().map(|(_, m)| m.received).min().unwrap_or(now);
+    let state = if missing.is_empty() {
+        SeriesState::Complete
+    } else if now - first_received > cfg.incomplete_deadline {
+        SeriesState::Expired { missing }
+    } else {
+        SeriesState::Incomplete { missing }
+    };
+    AssembledSeries {
+        key: g.key.clone(),
+        version: g.version,
+        total: g.total,
+        title: lead.map(|m| m.fields.title.clone()).unwrap_or_default(),
+        author: lead.map(|m| m.author.clone()).unwrap_or_default(),
+        branch: named(|f| &f.branch),
+        repo: named(|f| &f.repo),
+        cover: cover.map(|m| m.mail_id),
+        patches,
+        state,
+        first_received,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::Lcg;
+
+    const CFG: AssemblyConfig = AssemblyConfig {
+        thread_window: 3600,
+        incomplete_deadline: 3 * 86400,
+    };
+
+    /// A mail: id, subject numbering `(index,total)` or None, version,
+    /// in-reply-to, received time.
+    fn m(
+        id: i64,
+        msgid: &str,
+        num: Option<(u32, u32)>,
+        version: u32,
+        irt: Option<&str>,
+        received: i64,
+    ) -> PatchMail {
+        PatchMail {
+            mail_id: id,
+            message_id: msgid.into(),
+            in_reply_to: irt.map(str::to_owned),
+            references: irt.map(|r| vec![r.to_owned()]).unwrap_or_default(),
+            author: "ada@example.org".into(),
+            date: received,
+            received,
+            fields: SubjectFields {
+                version,
+                index: num.map(|n| n.0),
+                total: num.map(|n| n.1),
+                title: format!("title of {msgid}"),
+                ..SubjectFields::default()
+            },
+            patch_hash: Some(format!("hash-{msgid}")),
+            is_cover: num.is_some_and(|n| n.0 == 0),
+        }
+    }
+
+    type Row<'a> = (&'a str, &'a SeriesState, Vec<(u32, i64)>);
+
+    fn keys(a: &Assembly) -> Vec<Row<'_>> {
+        a.series
+            .iter()
+            .map(|s| (s.key.as_str(), &s.state, s.patches.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn cover_letter_series_complete_in_any_order() {
+        let mails = vec![
+            m(3, "p2", Some((2, 2)), 1, Some("c"), 30),
+            m(1, "c", Some((0, 2)), 1, None, 10),
+            m(2, "p1", Some((1, 2)), 1, Some("c"), 20),
+        ];
+        let a = assemble(&mails, 100, &CFG);
+        assert_eq!(a.series.len(), 1);
+        let s = &a.series[0];
+        assert_eq!(s.key, "c");
+        assert_eq!(s.cover, Some(1));
+        assert_eq!(s.patches, vec![(1, 2), (2, 3)]);
+        assert_eq!(s.state, SeriesState::Complete);
+        assert_eq!(s.title, "title of c");
+        assert_eq!(s.first_received, 10);
+    }
+
+    #[test]
+    fn no_cover_patches_reply_to_patch_one() {
+        let mails = vec![
+            m(1, "p1", Some((1, 3)), 1, None, 10),
+            m(2, "p2", Some((2, 3)), 1, Some("p1"), 11),
+            m(3, "p3", Some((3, 3)), 1, Some("p1"), 12),
+        ];
+        let a = assemble(&mails, 100, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![("p1", &SeriesState::Complete, vec![(1, 1), (2, 2), (3, 3)])]
+        );
+    }
+
+    #[test]
+    fn lone_patches_are_series_of_one() {
+        let mails = vec![
+            m(1, "a", None, 1, None, 10),
+            m(2, "b", None, 1, Some("discussion"), 11),
+        ];
+        let a = assemble(&mails, 100, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![
+                ("a", &SeriesState::Complete, vec![(1, 1)]),
+                ("b", &SeriesState::Complete, vec![(1, 2)])
+            ]
+        );
+    }
+
+    #[test]
+    fn unthreaded_mails_grouped_by_author_version_total_and_window() {
+        let mut mails = vec![
+            m(1, "x1", Some((1, 2)), 1, None, 1000),
+            m(2, "x2", Some((2, 2)), 1, None, 1100),
+            // Same shape, hours later: another series.
+            m(3, "y1", Some((1, 2)), 1, None, 90_000),
+        ];
+        mails[2].fields.title = "other".into();
+        let a = assemble(&mails, 100_000, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![
+                ("x1", &SeriesState::Complete, vec![(1, 1), (2, 2)]),
+                (
+                    "y1",
+                    &SeriesState::Incomplete { missing: vec![2] },
+                    vec![(1, 3)]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn incomplete_then_expired() {
+        let mails = vec![
+            m(1, "c", Some((0, 3)), 1, None, 10),
+            m(2, "p2", Some((2, 3)), 1, Some("c"), 10),
+        ];
+        let a = assemble(&mails, 20, &CFG);
+        assert_eq!(
+            a.series[0].state,
+            SeriesState::Incomplete {
+                missing: vec![1, 3]
+            }
+        );
+        let a = assemble(&mails, 10 + CFG.incomplete_deadline + 1, &CFG);
+        assert_eq!(
+            a.series[0].state,
+            SeriesState::Expired {
+                missing: vec![1, 3]
+            }
+        );
+    }
+
+    #[test]
+    fn newer_version_supersedes_older() {
+        let mut mails = vec![
+            m(1, "c1", Some((0, 2)), 1, None, 10),
+            m(2, "a1", Some((1, 2)), 1, Some("c1"), 10),
+            m(3, "b1", Some((2, 2)), 1, Some("c1"), 10),
+            // v2 as a new thread, same author and cover title.
+            m(4, "c2", Some((0, 2)), 2, None, 50),
+            m(5, "a2", Some((1, 2)), 2, Some("c2"), 50),
+        ];
+        mails[3].fields.title = "Title Of C1".into();
+        let a = assemble(&mails, 60, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![
+                (
+                    "c1",
+                    &SeriesState::Superseded { by: "c2#v2".into() },
+                    vec![(1, 2), (2, 3)]
+                ),
+                (
+                    "c2#v2",
+                    &SeriesState::Incomplete { missing: vec![2] },
+                    vec![(1, 5)]
+                ),
+            ]
+        );
+        // A v2 sent in reply to the v1 cover: same thread, keyed `#v2`.
+        let mails = vec![
+            m(1, "c1", Some((0, 1)), 1, None, 10),
+            m(2, "a1", Some((1, 1)), 1, Some("c1"), 10),
+            m(3, "c2", Some((0, 1)), 2, Some("c1"), 50),
+            PatchMail {
+                references: vec!["c1".into(), "c2".into()],
+                ..m(4, "a2", Some((1, 1)), 2, Some("c2"), 50)
+            },
+        ];
+        let a = assemble(&mails, 60, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![
+                (
+                    "c1",
+                    &SeriesState::Superseded { by: "c1#v2".into() },
+                    vec![(1, 2)]
+                ),
+                ("c1#v2", &SeriesState::Complete, vec![(1, 4)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn partial_reroll_replaces_one_patch() {
+        let mails = vec![
+            m(1, "c", Some((0, 3)), 1, None, 10),
+            m(2, "p1", Some((1, 3)), 1, Some("c"), 10),
+            m(3, "p2", Some((2, 3)), 1, Some("c"), 10),
+            m(4, "p3", Some((3, 3)), 1, Some("c"), 10),
+            PatchMail {
+                references: vec!["c".into(), "p3".into()],
+                ..m(5, "p3v2", Some((3, 3)), 2, Some("p3"), 40)
+            },
+        ];
+        let a = assemble(&mails, 50, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![
+                (
+                    "c",
+                    &SeriesState::Superseded { by: "c#v2".into() },
+                    vec![(1, 2), (2, 3), (3, 4)]
+                ),
+                ("c#v2", &SeriesState::Complete, vec![(1, 2), (2, 3), (3, 5)]),
+            ]
+        );
+        assert_eq!(a.series[1].cover, Some(1));
+    }
+
+    #[test]
+    fn duplicates_and_corrections() {
+        let mut resent = m(3, "p1-again", Some((1, 2)), 1, Some("c"), 30);
+        resent.patch_hash = Some("hash-p1".into());
+        let correction = m(4, "p2-fixed", Some((2, 2)), 1, Some("c"), 40);
+        let mails = vec![
+            m(1, "c", Some((0, 2)), 1, None, 10),
+            m(2, "p1", Some((1, 2)), 1, Some("c"), 20),
+            m(5, "p2", Some((2, 2)), 1, Some("c"), 25),
+            resent,
+            correction,
+            m(6, "p1", Some((1, 2)), 1, Some("c"), 50),
+        ];
+        let a = assemble(&mails, 60, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![("c", &SeriesState::Complete, vec![(1, 2), (2, 4)])]
+        );
+        assert_eq!(a.duplicates, vec![(3, 2), (5, 4), (6, 2)]);
+    }
+
+    #[test]
+    fn whole_series_resent_counts_once() {
+        let mails = vec![
+            m(1, "c", Some((0, 1)), 1, None, 10),
+            m(2, "p", Some((1, 1)), 1, Some("c"), 10),
+            PatchMail {
+                fields: SubjectFields {
+                    title: "title of c".into(),
+                    ..m(3, "c-again", Some((0, 1)), 1, None, 90).fields
+                },
+                ..m(3, "c-again", Some((0, 1)), 1, None, 90)
+            },
+            PatchMail {
+                patch_hash: Some("hash-p".into()),
+                ..m(4, "p-again", Some((1, 1)), 1, Some("c-again"), 90)
+            },
+        ];
+        let a = assemble(&mails, 100, &CFG);
+        assert_eq!(keys(&a), vec![("c", &SeriesState::Complete, vec![(1, 2)])]);
+        assert_eq!(a.duplicates, vec![(3, 1), (4, 2)]);
+    }
+
+    #[test]
+    fn mixed_totals_in_one_thread_are_split() {
+        let mails = vec![
+            m(1, "c", Some((0, 3)), 1, None, 10),
+            m(2, "p1", Some((1, 3)), 1, Some("c"), 10),
+            m(3, "q1", Some((1, 4)), 1, Some("c"), 10),
+        ];
+        let a = assemble(&mails, 20, &CFG);
+        let ks: Vec<&str> = a.series.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(ks, vec!["c", "c#of4"]);
+    }
+
+    #[test]
+    fn branch_and_repo_from_cover_then_first_patch() {
+        let mut mails = vec![
+            m(1, "c", Some((0, 2)), 1, None, 10),
+            m(2, "p1", Some((1, 2)), 1, Some("c"), 10),
+            m(3, "p2", Some((2, 2)), 1, Some("c"), 10),
+        ];
+        mails[1].fields.repo = Some("qemu".into());
+        mails[2].fields.repo = Some("libvirt".into());
+        mails[2].fields.branch = Some("stable".into());
+        let a = assemble(&mails, 20, &CFG);
+        assert_eq!(a.series[0].repo.as_deref(), Some("qemu"));
+        assert_eq!(a.series[0].branch.as_deref(), Some("stable"));
+        mails[0].fields.repo = Some("kimchi".into());
+        let a = assemble(&mails, 20, &CFG);
+        assert_eq!(a.series[0].repo.as_deref(), Some("kimchi"));
+    }
+
+    fn scenario() -> Vec<PatchMail> {
+        let mut v = vec![
+            m(1, "c", Some((0, 3)), 1, None, 10),
+            m(2, "p1", Some((1, 3)), 1, Some("c"), 11),
+            m(3, "p2", Some((2, 3)), 1, Some("c"), 12),
+            m(4, "p3", Some((3, 3)), 1, Some("c"), 13),
+            PatchMail {
+                references: vec!["c".into(), "p2".into()],
+                ..m(5, "p2v2", Some((2, 3)), 2, Some("p2"), 30)
+            },
+            m(6, "lone", None, 1, None, 14),
+            m(7, "u1", Some((1, 2)), 1, None, 15),
+            m(8, "u2", Some((2, 2)), 1, None, 16),
+            m(9, "p1", Some((1, 3)), 1, Some("c"), 40),
+            // A v3 whose patches arrive before their cover.
+            PatchMail {
+                references: vec!["c3".into()],
+                ..m(10, "p1v3", Some((1, 1)), 3, Some("c3"), 50)
+            },
+            m(11, "c3", Some((0, 1)), 3, None, 60),
+        ];
+        v[6].author = "bob@example.org".into();
+        v[7].author = "bob@example.org".into();
+        v
+    }
+
+    #[test]
+    fn order_of_input_does_not_matter() {
+        let mails = scenario();
+        let want = assemble(&mails, 100, &CFG);
+        let mut rng = Lcg(42);
+        for _ in 0..50 {
+            let mut shuffled = mails.clone();
+            for i in (1..shuffled.len()).rev() {
+                shuffled.swap(i, rng.next() % (i + 1));
+            }
+            assert_eq!(assemble(&shuffled, 100, &CFG), want);
+        }
+        // Every mail is accounted for exactly once.
+        let mut seen: Vec<i64> = want
+            .series
+            .iter()
+            .flat_map(|s| s.patches.iter().map(|p| p.1).chain(s.cover))
+            .chain(want.duplicates.iter().map(|d| d.0))
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let mut all: Vec<i64> = mails.iter().map(|m| m.mail_id).collect();
+        all.sort_unstable();
+        assert_eq!(seen, all);
+    }
+
+    #[test]
+    fn keys_are_stable_as_mails_arrive() {
+        let mails = scenario();
+        for cut in 1..mails.len() {
+            let before = assemble(&mails[..cut], 100, &CFG);
+            let after = assemble(&mails, 100, &CFG);
+            for s in &before.series {
+                assert!(
+                    after.series.iter().any(|t| t.key == s.key),
+                    "key {} from the first {cut} mails vanished: {:?}",
+                    s.key,
+                    after.series.iter().map(|t| &t.key).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! RPM building: source RPMs from a git tree and a spec ([`srpm`]), and
+//! the backends that rebuild them per target: local `rpmbuild --rebuild`
+//! (the embedded default) or a Koji hub ([`koji`]).
+//!
+//! Honest about the host: local builds are for the host architecture only;
+//! a target is a set of macros (`dist`), not a chroot. It knows nothing of
+//! the state database: the build stage records what a backend returns.
+
+pub mod koji;
+pub mod srpm;
+
+use crate::config::Config;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Koji(#[from] koji::client::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+}
+
+impl Error {
+    /// The build service could not be reached (exit code 3).
+    pub fn is_infrastructure(&self) -> bool {
+        matches!(self, Error::Koji(e) if e.is_unreachable())
+    }
+}
+
+/// One branch to build: its SRPM and the targets still to do.
+pub struct Job {
+    pub repo: String,
+    pub branch: String,
+    pub commit: String,
+    /// The branch's work directory (SRPM, logs, results).
+    pub dir: PathBuf,
+    pub srpm: PathBuf,
+    pub nvr: String,
+    pub targets: Vec<String>,
+    /// Targets whose build a backend started earlier for this very SRPM
+    /// (a stage interrupted while it waited): `(target, Koji task id)`, to
+    /// be watched again instead of started twice.
+    pub started: Vec<(String, i64)>,
+}
+
+/// What a backend made of one target of a [`Job`].
+pub struct TargetResult {
+    pub target: String,
+    pub log: Option<PathBuf>,
+    pub duration_ms: u64,
+    /// Local paths of the binary RPMs, or the failure with its log tail.
+    pub result: Result<Vec<PathBuf>, String>,
+    pub task_id: Option<i64>,
+    pub urls: Vec<String>,
+}
+
+/// Builds the targets of every job of a stage; results in job order, one
+/// per target. `Err` only when the backend as a whole cannot work (build
+/// service unreachable, login refused): nothing is recorded then, and the
+/// stage can be run again. A backend whose builds outlive it (Koji tasks)
+/// calls `started(job index, target, task id)` as soon as one is started,
+/// before waiting for it, so an interrupted stage finds it again
+/// ([`Job::started`]).
+pub trait Backend {
+    fn build(
+        &mut self,
+        jobs: &[Job],
+        started: &mut dyn FnMut(usize, &str, i64),
+    ) -> Result<Vec<Vec<TargetResult>>, Error>;
+}
+
+/// `rpmbuild --rebuild` on this machine, `jobs` targets at a time.
+pub struct LocalBackend {
+    pub jobs: usize,
+}
+
+impl Backend for LocalBackend {
+    fn build(
+        &mut self,
+        jobs: &[Job],
+        _started: &mut dyn FnMut(usize, &str, i64),
+    ) -> Result<Vec<Vec<TargetResult>>, Error> {
+        Ok(jobs
+            .iter()
+            .map(|job| {
+                rebuild_all(&job.dir, &job.srpm, &job.targets, self.jobs)
+                    .into_iter()
+                    .map(|(target, o)| TargetResult {
+                        target,
+                        log: Some(o.log),
+                        duration_ms: o.duration_ms,
+                        result: o.result,
+                        task_id: None,
+                        urls: Vec::new(),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// The backend `[build].backend` names.
+pub fn backend(config: &Config) -> Result<Box<dyn Backend>, Error> {
+    match config.build.backend {
+        crate::config::BuildBackend::Local => Ok(Box::new(LocalBackend {
+            jobs: config.build.jobs,
+        })),
+        crate::config::BuildBackend::Koji => {
+            let settings = config.koji_settings()?;
+            Ok(Box::new(koji::KojiBackend::new(settings)))
+        }
+    }
+}
+
+/// The SRPM of `tip`: spec from the repository (or next to the config),
+/// release stamped, sources from the tree. Returns its path and NVR.
+pub fn make_srpm(
+    config: &Config,
+    repo: &crate::config::Repo,
+    tip: &str,
+    dir: &Path,
+) -> Result<(PathBuf, String), String> {
+    let repo_path = config.repo_path(repo);
+    let spec_rel = repo
+        .spec
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.spec", repo.name)));
+    let spec_text = read_spec(&repo_path, tip, &spec_rel, config)?;
+    let topdir = dir.join("rpmbuild");
+    for sub in ["SOURCES", "SPECS", "SRPMS", "RPMS", "BUILD"] {
+        std::fs::create_dir_all(topdir.join(sub))
+            .map_err(|e| format!("cannot create {}: {e}", topdir.display()))?;
+    }
+    let date = chrono::Utc::now().format("%Y%m%d").to_string();
+    let short = &tip[..tip.len().min(7)];
+    let spec_name = spec_rel.display().to_string();
+    let stamped =
+        srpm::stamp_release(&spec_text, &spec_name, &date, short).map_err(|e| e.to_string())?;
+    let spec_file_name = spec_rel
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("{}.spec", repo.name));
+    let spec_path = topdir.join("SPECS").join(&spec_file_name);
+    std::fs::write(&spec_path, &stamped)
+        .map_err(|e| format!("cannot write {}: {e}", spec_path.display()))?;
+    let (name, version) = srpm::name_version(&spec_path).map_err(|e| e.to_string())?;
+    let prefix = format!("{name}-{version}");
+    srpm::write_tarball(
+        &repo_path,
+        tip,
+        &prefix,
+        &topdir.join("SOURCES").join(format!("{prefix}.tar.gz")),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut log = Vec::new();
+    let result = srpm::build_srpm(&topdir, &spec_path, &mut log);
+    let log_path = dir.join("srpm.log");
+    let _ = std::fs::write(&log_path, &log);
+    let srpm_path = result.map_err(|e| format!("{e} (log: {})", log_path.display()))?;
+    let nvr = srpm_path
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_end_matches(".src.rpm").to_owned())
+        .unwrap_or_default();
+    Ok((srpm_path, nvr))
+}
+
+fn read_spec(repo_path: &Path, tip: &str, spec: &Path, config: &Config) -> Result<String, String> {
+    // Inside the repository's tree at `tip` first.
+    let from_tree = (|| -> Option<String> {
+        let repo = gix::open(repo_path).ok()?;
+        let id = gix::ObjectId::from_hex(tip.as_bytes()).ok()?;
+        let tree = repo.find_commit(id).ok()?.tree().ok()?;
+        let entry = tree.lookup_entry_by_path(spec).ok()??;
+        let data = repo.find_blob(entry.object_id()).ok()?.take_data();
+        String::from_utf8(data).ok()
+    })();
+    if let Some(text) = from_tree {
+        return Ok(text);
+    }
+    let beside = config.file.parent().unwrap_or(Path::new(".")).join(spec);
+    std::fs::read_to_string(&beside).map_err(|e| {
+        format!(
+            "spec {} is neither in the repository at {} nor readable at {}: {e}",
+            spec.display(),
+            &tip[..tip.len().min(7)],
+            beside.display()
+        )
+    })
+}
+
+struct TargetOutcome {
+    log: PathBuf,
+    duration_ms: u64,
+    result: Result<Vec<PathBuf>, String>,
+}
+
+/// `rpmbuild --rebuild` per target, `jobs` at a time.
+fn rebuild_all(
+    dir: &Path,
+    srpm: &Path,
+    targets: &[String],
+    jobs: usize,
+) -> Vec<(String, TargetOutcome)> {
+    let mut out = Vec::new();
+    for chunk in targets.chunks(jobs.max(1)) {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|t| (t.clone(), scope.spawn(move || rebuild(dir, srpm, t))))
+                .collect();
+            for (t, h) in handles {
+                let outcome = h.join().unwrap_or_else(|_| TargetOutcome {
+                    log: dir.join(format!("{t}.log")),
+                    duration_ms: 0,
+                    result: Err("the build thread panicked".into()),
+                });
+                out.push((t, outcome));
+            }
+        });
+    }
+    out
+}
+
+fn rebuild(dir: &Path, srpm: &Path, target: &str) -> TargetOutcome {
+    let started = std::time::Instant::now();
+    let topdir = dir.join(format!("target-{target}"));
+    let log = dir.join(format!("{target}.log"));
+    let result = (|| -> Result<Vec<PathBuf>, String> {
+        std::fs::create_dir_all(&topdir)
+            .map_err(|e| format!("cannot create {}: {e}", topdir.display()))?;
+        // A private rpm database: parallel builds must not share one.
+        std::fs::create_dir_all(topdir.join("rpmdb"))
+            .map_err(|e| format!("cannot create {}: {e}", topdir.display()))?;
+        let out = Command::new("rpmbuild")
+            .arg("--rebuild")
+            .arg("--nodeps")
+            .arg("--define")
+            .arg(format!("_topdir {}", topdir.display()))
+            .arg("--define")
+            .arg(format!("_dbpath {}", topdir.join("rpmdb").display()))
+            .arg("--define")
+            .arg(format!("dist .{target}"))
+            .arg(srpm)
+            .output()
+            .map_err(|e| format!("cannot run rpmbuild: {e}"))?;
+        let mut text = out.stdout.clone();
+        text.extend_from_slice(&out.stderr);
+        std::fs::write(&log, &text).map_err(|e| format!("cannot write {}: {e}", log.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "rpmbuild --rebuild for {target} failed; log tail: {}",
+                srpm::last_lines(&String::from_utf8_lossy(&text), 15)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("Wrote: "))
+            .map(|p| PathBuf::from(p.trim()))
+            .filter(|p| p.extension().is_some_and(|e| e == "rpm"))
+            .collect())
+    })();
+    TargetOutcome {
+        log,
+        duration_ms: started.elapsed().as_millis() as u64,
+        result,
+    }
+}

@@ -1,0 +1,305 @@
+//! The `build` stage: every branch the apply stage moved in this run is
+//! made into a source RPM, then rebuilt for each of its repository's
+//! targets by a [`crate::rpm`] backend: local `rpmbuild --rebuild` (the
+//! embedded default) or a Koji hub.
+//!
+//! Each target's log is kept; a finished build is recorded and not done
+//! again when the stage of the same run is re-run.
+
+use crate::config::Config;
+use crate::rpm::{self, Job, backend, make_srpm};
+use crate::store::{self, Store, now};
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Rpm(#[from] rpm::Error),
+}
+
+impl Error {
+    /// The build service could not be reached (exit code 3).
+    pub fn is_infrastructure(&self) -> bool {
+        matches!(self, Error::Rpm(e) if e.is_infrastructure())
+    }
+}
+
+/// One repository, branch and target: what `status --json` and the report show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetBuild {
+    pub repo: String,
+    pub branch: String,
+    pub commit: String,
+    pub target: String,
+    pub state: String,
+    pub nvr: Option<String>,
+    pub srpm: Option<String>,
+    pub rpms: Vec<String>,
+    pub log: Option<String>,
+    pub duration_ms: u64,
+    /// The failure, with the tail of the log.
+    pub error: Option<String>,
+    /// Koji: the build task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<i64>,
+    /// Koji: where the RPMs are served (`topurl`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+}
+
+impl TargetBuild {
+    /// A target of a branch at `commit`, nothing known about it but `state`.
+    fn new(repo: &str, branch: &str, commit: &str, target: &str, state: &str) -> Self {
+        Self {
+            repo: repo.to_owned(),
+            branch: branch.to_owned(),
+            commit: commit.to_owned(),
+            target: target.to_owned(),
+            state: state.to_owned(),
+            nvr: None,
+            srpm: None,
+            rpms: Vec::new(),
+            log: None,
+            duration_ms: 0,
+            error: None,
+            task_id: None,
+            urls: Vec::new(),
+        }
+    }
+
+    /// A target of `job`, with its SRPM and NVR.
+    fn of_job(job: &Job, target: &str, state: &str) -> Self {
+        let mut b = Self::new(&job.repo, &job.branch, &job.commit, target, state);
+        b.nvr = Some(job.nvr.clone());
+        b.srpm = Some(job.srpm.display().to_string());
+        b
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct BuildSummary {
+    pub run: i64,
+    pub built: u64,
+    pub failed: u64,
+    pub builds: Vec<TargetBuild>,
+    /// Branches the run moved but that were not built, and why (no
+    /// targets configured), so an empty `builds` is never silent.
+    pub not_built: Vec<String>,
+}
+
+/// Branches moved by the apply stage of `run`: `(repo, branch, new tip)`,
+/// the last tip per branch.
+fn moved_branches(store: &Store, run: i64) -> Result<Vec<(String, String, String)>, store::Error> {
+    let conn = store.conn();
+    let mut stmt = conn
+        .prepare(
+            "SELECT repo, branch, apply_new_tip FROM series WHERE applied_run = ?1 AND state = 'applied'
+             ORDER BY (SELECT MIN(mail_id) FROM patches WHERE series_id = series.id), id",
+        )
+        .map_err(|e| store.err(e))?;
+    let rows = stmt
+        .query_map([run], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })
+        .map_err(|e| store.err(e))?;
+    let mut out: Vec<(String, String, String)> = Vec::new();
+    for row in rows {
+        if let (Some(repo), Some(branch), Some(tip)) = row.map_err(|e| store.err(e))? {
+            out.retain(|(r, b, _)| !(r == &repo && b == &branch));
+            out.push((repo, branch, tip));
+        }
+    }
+    Ok(out)
+}
+
+/// The build of a target recorded for `run` (one row per target): `ok`,
+/// `failed`, or `started` (begun by a backend, its outcome not known yet).
+fn recorded(
+    store: &Store,
+    run: i64,
+    repo: &str,
+    branch: &str,
+    target: &str,
+) -> Result<Option<TargetBuild>, store::Error> {
+    store
+        .conn()
+        .query_row(
+            "SELECT result FROM builds WHERE run_id = ?1 AND repo = ?2 AND branch = ?3 AND target = ?4",
+            params![run, repo, branch, target],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()
+        .map(|o| o.and_then(|json| serde_json::from_str(&json).ok()))
+        .map_err(|e| store.err(e))
+}
+
+fn record(store: &Store, run: i64, b: &TargetBuild) -> Result<(), store::Error> {
+    store
+        .conn()
+        .execute(
+            "INSERT INTO builds (run_id, repo, branch, target, commit_id, state, result, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (run_id, repo, branch, target) DO UPDATE SET commit_id = excluded.commit_id,
+                state = excluded.state, result = excluded.result, finished_at = excluded.finished_at",
+            params![
+                run,
+                b.repo,
+                b.branch,
+                b.target,
+                b.commit,
+                b.state,
+                serde_json::to_string(b).unwrap_or_default(),
+                now()
+            ],
+        )
+        .map_err(|e| store.err(e))?;
+    Ok(())
+}
+
+/// Every target build recorded for `run`.
+pub fn builds_of_run(store: &Store, run: i64) -> Result<Vec<TargetBuild>, store::Error> {
+    let conn = store.conn();
+    let mut stmt = conn
+        .prepare("SELECT result FROM builds WHERE run_id = ?1 ORDER BY id")
+        .map_err(|e| store.err(e))?;
+    let rows = stmt
+        .query_map([run], |r| r.get::<_, String>(0))
+        .map_err(|e| store.err(e))?;
+    let mut out = Vec::new();
+    for row in rows {
+        if let Ok(b) = serde_json::from_str(&row.map_err(|e| store.err(e))?) {
+            out.push(b);
+        }
+    }
+    Ok(out)
+}
+
+/// Where a run's build files go: next to the state database.
+pub fn work_dir(config: &Config, run: i64) -> PathBuf {
+    config
+        .state
+        .db
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("work")
+        .join(format!("run-{run}"))
+}
+
+pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<BuildSummary, Error> {
+    let mut summary = BuildSummary {
+        run,
+        ..BuildSummary::default()
+    };
+    let mut jobs = Vec::new();
+    for (repo_name, branch, tip) in moved_branches(store, run)? {
+        let Some(repo) = config.repos.iter().find(|r| r.name == repo_name) else {
+            summary.not_built.push(format!(
+                "{repo_name}/{branch}: the repository is no longer in the configuration"
+            ));
+            continue;
+        };
+        let targets: Vec<String> = if repo.targets.is_empty() {
+            config.build.targets.clone()
+        } else {
+            repo.targets.clone()
+        };
+        if targets.is_empty() {
+            summary.not_built.push(format!(
+                "{repo_name}/{branch}: no build targets (set `targets` of the repository or [build].targets)"
+            ));
+            continue;
+        }
+        let _span =
+            tracing::info_span!("build", run, repo = %repo_name, branch = %branch).entered();
+        let mut pending = Vec::new();
+        let mut started = Vec::new();
+        for target in &targets {
+            match recorded(store, run, &repo_name, &branch, target)? {
+                Some(done) if done.commit == tip && done.state == "ok" => summary.builds.push(done),
+                Some(TargetBuild {
+                    commit,
+                    state,
+                    task_id: Some(task),
+                    nvr: Some(nvr),
+                    ..
+                }) if commit == tip && state == "started" => {
+                    started.push((target.clone(), task, nvr));
+                    pending.push(target.clone());
+                }
+                _ => pending.push(target.clone()),
+            }
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        let dir = work_dir(config, run).join(format!("{repo_name}-{}", branch.replace('/', "_")));
+        match make_srpm(config, repo, &tip, &dir) {
+            Ok((srpm, nvr)) => jobs.push(Job {
+                repo: repo_name.clone(),
+                branch: branch.clone(),
+                commit: tip.clone(),
+                dir,
+                srpm,
+                // Only a build of the same NVR (the release carries the
+                // date) is taken up again.
+                started: started
+                    .into_iter()
+                    .filter(|(_, _, n)| *n == nvr)
+                    .map(|(t, task, _)| (t, task))
+                    .collect(),
+                nvr,
+                targets: pending,
+            }),
+            Err(e) => {
+                for t in &pending {
+                    let mut b = TargetBuild::new(&repo_name, &branch, &tip, t, "failed");
+                    b.error = Some(e.clone());
+                    record(store, run, &b)?;
+                    summary.builds.push(b);
+                }
+            }
+        }
+    }
+    if !jobs.is_empty() {
+        let mut journal = |j: usize, target: &str, task: i64| {
+            let mut b = TargetBuild::of_job(&jobs[j], target, "started");
+            b.task_id = Some(task);
+            if let Err(e) = record(store, run, &b) {
+                // Not fatal: the build goes on; an interruption would then
+                // start it again.
+                tracing::warn!(target = %target, task, "cannot record the started build: {e}");
+            }
+        };
+        let results = backend(config)?.build(&jobs, &mut journal)?;
+        for (job, targets) in jobs.iter().zip(results) {
+            for outcome in targets {
+                let mut b = TargetBuild::of_job(job, &outcome.target, "failed");
+                b.log = outcome.log.map(|l| l.display().to_string());
+                b.duration_ms = outcome.duration_ms;
+                b.task_id = outcome.task_id;
+                b.urls = outcome.urls;
+                match outcome.result {
+                    Ok(rpms) => {
+                        b.state = "ok".into();
+                        b.rpms = rpms.iter().map(|p| p.display().to_string()).collect();
+                    }
+                    Err(e) => b.error = Some(e),
+                }
+                record(store, run, &b)?;
+                summary.builds.push(b);
+            }
+        }
+    }
+    summary.built = summary.builds.iter().filter(|b| b.state == "ok").count() as u64;
+    summary.failed = summary.builds.iter().filter(|b| b.state != "ok").count() as u64;
+    Ok(summary)
+}

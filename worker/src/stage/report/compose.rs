@@ -1,0 +1,956 @@
+//! What the maintainers read: the reports of a run, composed from what the
+//! stages recorded. Pure: facts in, messages out (snapshot-tested).
+//!
+//! One run report to the list, specific to the stage that failed; and for
+//! each series that did not apply, a reply in that series' thread to its
+//! author, naming the patch, the file and the hunk.
+
+use crate::config;
+use crate::stage::apply::{ApplySummary, SeriesOutcome};
+use crate::stage::build::{BuildSummary, TargetBuild};
+use crate::stage::collect::CollectSummary;
+use crate::stage::publish::PublishSummary;
+use crate::stage::test::TestSummary;
+use crate::store::{RunRow, StageRow};
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Everything a report may say about a run.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub run: Option<RunRow>,
+    pub stages: Vec<StageRow>,
+    pub collect: Option<CollectSummary>,
+    pub apply: Option<ApplySummary>,
+    pub build: Option<BuildSummary>,
+    pub publish: Option<PublishSummary>,
+    pub test: Option<TestSummary>,
+    /// Per series key: the thread a reply about it belongs to.
+    pub threads: BTreeMap<String, Thread>,
+    /// Per `repo/branch/target`: the last lines of a failed build's log and
+    /// where the whole log is.
+    pub build_logs: BTreeMap<String, LogTail>,
+}
+
+/// The mail thread of a series.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Thread {
+    /// The cover letter's Message-ID, else the first patch's (no `<>`).
+    pub root: String,
+    /// The root's own `References`, oldest first.
+    pub references: Vec<String>,
+    /// `Name <address>` of the series' author.
+    pub author: Option<String>,
+    /// Subject of the thread's root, for `Re:`.
+    pub subject: String,
+    /// Per patch index: its cleaned title and sender.
+    pub patches: BTreeMap<u32, PatchLine>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatchLine {
+    pub title: String,
+    pub message_id: String,
+    /// The archived `.patch` file (matches `SeriesOutcome::failed_patch`).
+    pub archive_path: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogTail {
+    pub lines: Vec<String>,
+    /// URL (or path) of the whole log.
+    pub link: String,
+}
+
+pub use crate::notify::Report;
+
+/// A titled block of lines; text and HTML are rendered from the same
+/// sections so they never say different things.
+struct Section {
+    title: String,
+    lines: Vec<Line>,
+}
+
+enum Line {
+    Text(String),
+    /// Verbatim (log and diff excerpts): indented in text, `<pre>` in HTML.
+    Quote(Vec<String>),
+}
+
+fn section(title: impl Into<String>) -> Section {
+    Section {
+        title: title.into(),
+        lines: Vec::new(),
+    }
+}
+
+impl Section {
+    fn line(&mut self, s: impl Into<String>) {
+        self.lines.push(Line::Text(s.into()));
+    }
+    fn quote(&mut self, lines: Vec<String>) {
+        if !lines.is_empty() {
+            self.lines.push(Line::Quote(lines));
+        }
+    }
+}
+
+fn render_text(intro: &str, sections: &[Section]) -> String {
+    let mut out = String::new();
+    out.push_str(intro);
+    out.push('\n');
+    for s in sections {
+        let _ = write!(out, "\n{}\n", s.title);
+        for line in &s.lines {
+            match line {
+                Line::Text(t) => {
+                    let _ = writeln!(out, "  {t}");
+                }
+                Line::Quote(lines) => {
+                    for l in lines {
+                        let _ = writeln!(out, "    | {l}");
+                    }
+                }
+            }
+        }
+    }
+    out.push_str("\n-- \npatchline, mailing list to RPM repository\n");
+    out
+}
+
+fn render_html(intro: &str, sections: &[Section]) -> String {
+    let e = |s: &str| quick_xml::escape::escape(s).into_owned();
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head><body style=\"font-family: sans-serif\">\n",
+    );
+    let _ = writeln!(out, "<p>{}</p>", e(intro));
+    for s in sections {
+        let _ = writeln!(out, "<h3>{}</h3>\n<ul>", e(&s.title));
+        for line in &s.lines {
+            match line {
+                Line::Text(t) => {
+                    let _ = writeln!(out, "<li>{}</li>", e(t));
+                }
+                Line::Quote(lines) => {
+                    let _ = writeln!(out, "<pre>{}</pre>", e(&lines.join("\n")));
+                }
+            }
+        }
+        out.push_str("</ul>\n");
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+fn where_(repo: &Option<String>, branch: &Option<String>) -> String {
+    match (repo, branch) {
+        (Some(r), Some(b)) => format!("{r}/{b}"),
+        (Some(r), None) => r.clone(),
+        _ => "no repository".into(),
+    }
+}
+
+fn series_name(s: &SeriesOutcome) -> String {
+    if s.version > 1 {
+        format!("\"{}\" v{}", s.title, s.version)
+    } else {
+        format!("\"{}\"", s.title)
+    }
+}
+
+fn log_key(b: &TargetBuild) -> String {
+    format!("{}/{}/{}", b.repo, b.branch, b.target)
+}
+
+/// The stages that failed, in order, with their error.
+fn failed_stages(facts: &Facts) -> Vec<&StageRow> {
+    facts
+        .stages
+        .iter()
+        .filter(|s| s.state == "failed")
+        .collect()
+}
+
+/// Composes every report of the run.
+pub fn compose(facts: &Facts, cfg: &config::Report) -> Vec<Report> {
+    let mut reports = Vec::new();
+    if let Some(run) = run_report(facts, cfg) {
+        reports.push(run);
+    }
+    if let Some(apply) = &facts.apply {
+        for s in apply.series.iter().filter(|s| s.state == "failed") {
+            reports.push(series_failure(facts, cfg, s));
+        }
+    }
+    reports
+}
+
+fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
+    let run_id = facts.run.as_ref().map_or(0, |r| r.id);
+    let failed = failed_stages(facts);
+    let collect = facts.collect.clone().unwrap_or_default();
+    let apply = facts.apply.clone().unwrap_or_default();
+    let build = facts.build.clone().unwrap_or_default();
+    let publish = facts.publish.clone().unwrap_or_default();
+    let test = facts.test.clone().unwrap_or_default();
+    let idle = failed.is_empty()
+        && collect.mails == 0
+        && apply.series.is_empty()
+        && build.builds.is_empty();
+    if idle && !cfg.send_idle {
+        return None;
+    }
+
+    let mut sections = Vec::new();
+    // The failure first: what a maintainer must act on.
+    for stage in &failed {
+        let mut s = section(format!("FAILED: {}", stage.stage));
+        match stage.stage.as_str() {
+            "collect" => {
+                s.line(
+                    stage
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "the mail could not be collected".into()),
+                );
+            }
+            "apply" => {
+                for series in apply.series.iter().filter(|x| x.state == "failed") {
+                    s.line(format!(
+                        "{} for {} did not apply: {}",
+                        series_name(series),
+                        where_(&series.repo, &series.branch),
+                        series
+                            .error
+                            .as_ref()
+                            .map_or("failed", |e| e.message.as_str())
+                    ));
+                }
+                if apply.series.iter().all(|x| x.state != "failed") {
+                    s.line(stage.error.clone().unwrap_or_default());
+                } else {
+                    s.line("(details in a reply to each series' thread)");
+                }
+            }
+            "build" => {
+                for b in build.builds.iter().filter(|b| b.state != "ok") {
+                    s.line(format!(
+                        "{} ({}/{} at {}) for target {}",
+                        b.nvr.as_deref().unwrap_or(&b.repo),
+                        b.repo,
+                        b.branch,
+                        short(&b.commit),
+                        b.target
+                    ));
+                    if let Some(log) = facts.build_logs.get(&log_key(b)) {
+                        s.line(format!(
+                            "last {} lines of the build log (full log: {}):",
+                            log.lines.len(),
+                            log.link
+                        ));
+                        s.quote(log.lines.clone());
+                    } else if let Some(e) = &b.error {
+                        s.line(e.clone());
+                    }
+                }
+                if build.builds.iter().all(|b| b.state == "ok") {
+                    s.line(stage.error.clone().unwrap_or_default());
+                }
+            }
+            "test" => {
+                for r in test
+                    .results
+                    .iter()
+                    .filter(|r| !matches!(r.state.as_str(), "passed" | "skipped"))
+                {
+                    s.line(r.headline());
+                    s.line(format!("$ {}", crate::checks::shell_words(&r.command)));
+                    let lines: Vec<String> = r.output.lines().map(str::to_owned).collect();
+                    let skip = lines.len().saturating_sub(cfg.log_tail_lines);
+                    s.quote(lines[skip..].to_vec());
+                }
+                if test.failed == 0 {
+                    s.line(stage.error.clone().unwrap_or_default());
+                }
+            }
+            _ => {
+                // publish and anything else: what could not be done.
+                s.line(stage.error.clone().unwrap_or_else(|| "failed".into()));
+            }
+        }
+        sections.push(s);
+    }
+
+    let mut received = section("Received");
+    received.line(format!(
+        "{}: {} in {} complete series, {} waiting, {} not patches, {}",
+        plural(collect.mails, "mail", "mails"),
+        plural(collect.patches, "patch", "patches"),
+        collect.series_complete,
+        collect.series_incomplete,
+        collect.ignored,
+        plural(collect.duplicates, "duplicate", "duplicates"),
+    ));
+    for line in collect.series.iter().filter(|l| l.state == "incomplete") {
+        let missing: Vec<String> = line.missing.iter().map(u32::to_string).collect();
+        received.line(format!(
+            "waiting: \"{}\" v{} ({} of {} patches, missing {})",
+            line.title,
+            line.version,
+            line.received,
+            line.total,
+            missing.join(", ")
+        ));
+    }
+    for e in &collect.errors {
+        received.line(format!(
+            "could not use \"{}\" from {} <{}>: {}",
+            e.subject,
+            e.from.as_deref().unwrap_or("unknown sender"),
+            e.message_id,
+            e.error
+        ));
+    }
+    sections.push(received);
+
+    let applied: Vec<&SeriesOutcome> = apply
+        .series
+        .iter()
+        .filter(|s| s.state == "applied")
+        .collect();
+    if !applied.is_empty() {
+        let mut s = section("Applied");
+        for series in &applied {
+            s.line(format!(
+                "{} to {}: {} -> {}",
+                series_name(series),
+                where_(&series.repo, &series.branch),
+                series.old_tip.as_deref().map_or("?", short),
+                series.new_tip.as_deref().map_or("?", short),
+            ));
+            let patches = facts.threads.get(&series.key).map(|t| &t.patches);
+            for (i, commit) in series.commits.iter().enumerate() {
+                let title = patches
+                    .and_then(|p| p.get(&(i as u32 + 1)))
+                    .map_or("", |p| p.title.as_str());
+                s.line(format!("  {} {}", short(commit), title));
+            }
+        }
+        sections.push(s);
+    }
+
+    let built: Vec<&TargetBuild> = build.builds.iter().filter(|b| b.state == "ok").collect();
+    if !built.is_empty() || !build.not_built.is_empty() {
+        let mut s = section("Built");
+        for b in built {
+            s.line(format!(
+                "{} for {}: {}",
+                b.nvr.as_deref().unwrap_or(&b.repo),
+                b.target,
+                plural(b.rpms.len() as u64, "RPM", "RPMs")
+            ));
+        }
+        for n in &build.not_built {
+            s.line(format!("not built: {n}"));
+        }
+        sections.push(s);
+    }
+
+    if !test.results.is_empty() {
+        let mut s = section("Tests");
+        s.line(format!(
+            "{} passed, {} failed, {} skipped",
+            test.passed, test.failed, test.skipped
+        ));
+        sections.push(s);
+    }
+
+    if !publish.repos.is_empty() {
+        let mut s = section("Published");
+        for r in &publish.repos {
+            s.line(format!("{} ({}): {}/", r.repo, r.target, r.url));
+            s.line(format!(
+                "  dnf config-manager --add-repo {}",
+                r.repo_file_url
+            ));
+        }
+        for l in &publish.latest {
+            s.line(format!("{}: newest packages only: {}", l.repo, l.url));
+        }
+        sections.push(s);
+    }
+
+    let (trigger, cause) = facts.run.as_ref().map_or(("manual", None), |r| {
+        (r.trigger.as_str(), r.cause.as_deref())
+    });
+    let mut intro = format!("patchline run {run_id} ({trigger}");
+    if let Some(cause) = cause {
+        let _ = write!(intro, ", {cause}");
+    }
+    if let Some(url) = facts.run.as_ref().and_then(|r| r.jenkins_url.as_deref()) {
+        let _ = write!(intro, ", {url}");
+    }
+    intro.push_str("): ");
+    let subject = if let Some(first) = failed.first() {
+        intro.push_str(&format!("FAILED in {}.", first.stage));
+        let why = match first.stage.as_str() {
+            "apply" if apply.series_failed > 0 => {
+                format!(
+                    "{} did not apply",
+                    plural(apply.series_failed, "series", "series")
+                )
+            }
+            "build" if build.failed > 0 => {
+                let targets: Vec<String> = build
+                    .builds
+                    .iter()
+                    .filter(|b| b.state != "ok")
+                    .map(|b| format!("{} for {}", b.repo, b.target))
+                    .collect();
+                format!("build failed: {}", targets.join(", "))
+            }
+            "test" if test.failed > 0 => plural(test.failed, "test failed", "tests failed"),
+            stage => format!("{stage} failed"),
+        };
+        format!("{} run {run_id} FAILED: {why}", cfg.subject_prefix)
+    } else {
+        intro.push_str("ok.");
+        format!(
+            "{} run {run_id}: {} applied, {} built, {} published",
+            cfg.subject_prefix,
+            plural(apply.patches_applied, "patch", "patches"),
+            plural(build.built, "package", "packages"),
+            plural(publish.repos.len() as u64, "repository", "repositories"),
+        )
+    };
+
+    let mut to = cfg.to.clone();
+    for stage in &failed {
+        let extra = match stage.stage.as_str() {
+            "collect" => &cfg.recipients.collect,
+            "apply" => &cfg.recipients.apply,
+            "build" => &cfg.recipients.build,
+            "publish" => &cfg.recipients.publish,
+            "test" => &cfg.recipients.test,
+            _ => continue,
+        };
+        push_unique(&mut to, extra);
+    }
+    // About one series only: a reply in its thread.
+    let thread = match apply.series.as_slice() {
+        [only] => facts.threads.get(&only.key),
+        _ => None,
+    };
+    let (in_reply_to, references) = reply_headers(thread);
+    Some(Report {
+        key: "run".into(),
+        to,
+        cc: cfg.cc.clone(),
+        subject,
+        in_reply_to,
+        references,
+        text: render_text(&intro, &sections),
+        html: cfg.html.then(|| render_html(&intro, &sections)),
+    })
+}
+
+fn push_unique(list: &mut Vec<String>, extra: &[String]) {
+    for a in extra {
+        if !list.iter().any(|x| x.eq_ignore_ascii_case(a)) {
+            list.push(a.clone());
+        }
+    }
+}
+
+fn reply_headers(thread: Option<&Thread>) -> (Option<String>, Vec<String>) {
+    match thread {
+        // A Message-ID patchline made up for a mail that had none names
+        // no message a reader has: nothing to reply to.
+        Some(t)
+            if !t.root.is_empty()
+                && !t
+                    .root
+                    .ends_with(&format!("@{}", crate::mail::parse::SYNTHETIC_DOMAIN)) =>
+        {
+            let mut refs = t.references.clone();
+            refs.push(t.root.clone());
+            (Some(t.root.clone()), refs)
+        }
+        _ => (None, Vec::new()),
+    }
+}
+
+fn series_failure(facts: &Facts, cfg: &config::Report, series: &SeriesOutcome) -> Report {
+    let thread = facts.threads.get(&series.key);
+    let target = where_(&series.repo, &series.branch);
+    let failed_patch = thread.and_then(|t| {
+        t.patches
+            .iter()
+            .find(|(_, p)| Some(&p.archive_path) == series.failed_patch.as_ref())
+    });
+    let mut s = section("What did not apply");
+    match failed_patch {
+        Some((idx, p)) => s.line(format!("patch {idx}: \"{}\" <{}>", p.title, p.message_id)),
+        None => {
+            if let Some(file) = &series.failed_patch {
+                s.line(format!("patch {file}"));
+            }
+        }
+    }
+    if let Some(e) = &series.error {
+        match (&e.path, &e.hunk) {
+            (Some(path), Some(hunk)) => s.line(format!("file {path}, hunk {hunk}: {}", e.message)),
+            (Some(path), None) => s.line(format!("file {path}: {}", e.message)),
+            _ => s.line(e.message.clone()),
+        }
+        if !e.expected.is_empty() {
+            s.line("the patch expects:");
+            s.quote(e.expected.clone());
+        }
+        if !e.found.is_empty() {
+            s.line(format!("{target} has:"));
+            s.quote(e.found.clone());
+        }
+    }
+    let mut hint = section("What to do");
+    hint.line(format!(
+        "Nothing of this series was applied ({} is unchanged{}).",
+        target,
+        series
+            .old_tip
+            .as_deref()
+            .map(|t| format!(" at {}", short(t)))
+            .unwrap_or_default()
+    ));
+    hint.line(format!(
+        "Rebase the series on the current {target} and send it again as v{}.",
+        series.version + 1
+    ));
+    let intro = format!(
+        "patchline could not apply the series {} to {}.",
+        series_name(series),
+        target
+    );
+    let sections = [s, hint];
+    let mut to = Vec::new();
+    if cfg.notify_author
+        && let Some(author) = thread.and_then(|t| t.author.clone())
+    {
+        to.push(author);
+    }
+    push_unique(&mut to, &cfg.recipients.apply);
+    let mut cc = Vec::new();
+    push_unique(&mut cc, &cfg.to);
+    push_unique(&mut cc, &cfg.cc);
+    cc.retain(|a| !to.iter().any(|t| t.eq_ignore_ascii_case(a)));
+    if to.is_empty() {
+        to = std::mem::take(&mut cc);
+    }
+    let (in_reply_to, references) = reply_headers(thread);
+    // A mail's subject, so no control character (a header break) passes.
+    let subject = match thread.map(|t| t.subject.replace(|c: char| c.is_control(), " ")) {
+        Some(subject) if !subject.is_empty() => {
+            if subject.to_ascii_lowercase().starts_with("re:") {
+                subject
+            } else {
+                format!("Re: {subject}")
+            }
+        }
+        _ => format!(
+            "{} {} did not apply to {target}",
+            cfg.subject_prefix,
+            series_name(series)
+        ),
+    };
+    Report {
+        key: format!("apply-failed:{}", series.key),
+        to,
+        cc,
+        subject,
+        in_reply_to,
+        references,
+        text: render_text(&intro, &sections),
+        html: cfg.html.then(|| render_html(&intro, &sections)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::TestResult;
+    use crate::patch::apply::PatchFailure;
+    use crate::stage::collect::{MailError, SeriesLine};
+    use crate::yum::{LatestLink, PublishedRepo};
+
+    fn cfg() -> config::Report {
+        config::Report {
+            to: vec!["virt-devel@lists.example.org".into()],
+            recipients: config::StageRecipients {
+                build: vec!["Release Team <rel@example.org>".into()],
+                ..Default::default()
+            },
+            ..config::Report::default()
+        }
+    }
+
+    fn stage(name: &str, state: &str, error: Option<&str>) -> StageRow {
+        StageRow {
+            stage: name.into(),
+            state: state.into(),
+            started_at: Some(0),
+            finished_at: Some(1),
+            summary: None,
+            error: error.map(str::to_owned),
+        }
+    }
+
+    fn run(id: i64) -> RunRow {
+        RunRow {
+            id,
+            trigger: "timer".into(),
+            cause: Some("nightly".into()),
+            started_by: None,
+            jenkins_url: Some("https://ci.example.org/job/patchline/41/".into()),
+            state: "ok".into(),
+            created_at: 0,
+            finished_at: None,
+        }
+    }
+
+    fn applied(key: &str, title: &str, commits: &[&str]) -> SeriesOutcome {
+        SeriesOutcome {
+            key: key.into(),
+            title: title.into(),
+            version: 2,
+            repo: Some("qemu".into()),
+            branch: Some("stable-9.1".into()),
+            state: "applied".into(),
+            old_tip: Some("1111111111111111111111111111111111111111".into()),
+            new_tip: commits.last().map(|c| c.to_string()),
+            commits: commits.iter().map(|c| c.to_string()).collect(),
+            failed_patch: None,
+            error: None,
+        }
+    }
+
+    fn thread(root: &str, titles: &[&str]) -> Thread {
+        Thread {
+            root: root.into(),
+            references: vec![],
+            author: Some("Ada Lovelace <ada@example.org>".into()),
+            subject: format!("[stable-9.1 PATCH v2 0/{} qemu] cover", titles.len()),
+            patches: titles
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    (
+                        i as u32 + 1,
+                        PatchLine {
+                            title: t.to_string(),
+                            message_id: format!("{i}.{root}"),
+                            archive_path: format!("2026-11-25/s/000{}-p.patch", i + 1),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn build(target: &str, state: &str) -> TargetBuild {
+        TargetBuild {
+            repo: "qemu".into(),
+            branch: "stable-9.1".into(),
+            commit: "2222222222222222222222222222222222222222".into(),
+            target: target.into(),
+            state: state.into(),
+            nvr: Some(format!("qemu-9.1.0-1.20261125git2222222.{target}")),
+            srpm: None,
+            rpms: if state == "ok" {
+                vec!["a.rpm".into(), "b.rpm".into()]
+            } else {
+                vec![]
+            },
+            log: Some(format!("/w/{target}/build.log")),
+            duration_ms: 1000,
+            error: (state != "ok").then(|| "rpmbuild failed".into()),
+            task_id: None,
+            urls: vec![],
+        }
+    }
+
+    fn success_facts() -> Facts {
+        let mut facts = Facts {
+            run: Some(run(7)),
+            stages: ["collect", "apply", "build", "publish", "test"]
+                .iter()
+                .map(|s| stage(s, "ok", None))
+                .collect(),
+            collect: Some(CollectSummary {
+                run: 7,
+                mails: 6,
+                patches: 3,
+                series_complete: 1,
+                series_incomplete: 1,
+                ignored: 2,
+                series: vec![SeriesLine {
+                    key: "w".into(),
+                    title: "net: half done".into(),
+                    version: 1,
+                    total: 3,
+                    received: 1,
+                    state: "incomplete".into(),
+                    missing: vec![2, 3],
+                    repo: Some("qemu".into()),
+                    branch: None,
+                    archive_dir: String::new(),
+                }],
+                ..Default::default()
+            }),
+            apply: Some(ApplySummary {
+                run: 7,
+                series_applied: 1,
+                patches_applied: 2,
+                series: vec![applied(
+                    "s1",
+                    "block: fix two leaks",
+                    &[
+                        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                        "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+                    ],
+                )],
+                ..Default::default()
+            }),
+            build: Some(BuildSummary {
+                run: 7,
+                built: 2,
+                builds: vec![build("el9", "ok"), build("fc41", "ok")],
+                ..Default::default()
+            }),
+            publish: Some(PublishSummary {
+                run: 7,
+                repos: ["el9", "fc41"]
+                    .iter()
+                    .map(|t| PublishedRepo {
+                        repo: "qemu".into(),
+                        target: t.to_string(),
+                        path: String::new(),
+                        url: format!("https://repo.example.org/qemu/{t}"),
+                        repo_file: String::new(),
+                        repo_file_url: format!("https://repo.example.org/qemu-{t}.repo"),
+                        packages: vec![],
+                    })
+                    .collect(),
+                latest: vec![LatestLink {
+                    repo: "qemu".into(),
+                    path: String::new(),
+                    url: "https://repo.example.org/qemu/latest/".into(),
+                }],
+            }),
+            test: Some(TestSummary {
+                run: 7,
+                passed: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        facts.threads.insert(
+            "s1".into(),
+            thread(
+                "cover.1@example.org",
+                &["block: fix leak in open", "block: fix leak in close"],
+            ),
+        );
+        facts
+    }
+
+    #[test]
+    fn success_report_counts_commits_packages_and_urls() {
+        let reports = compose(&success_facts(), &cfg());
+        assert_eq!(reports.len(), 1);
+        let r = &reports[0];
+        assert_eq!(r.to, ["virt-devel@lists.example.org"]);
+        // One series: in its thread.
+        assert_eq!(r.in_reply_to.as_deref(), Some("cover.1@example.org"));
+        assert_eq!(r.references, ["cover.1@example.org"]);
+        insta::assert_snapshot!("success_subject", r.subject);
+        insta::assert_snapshot!("success_text", r.text);
+    }
+
+    #[test]
+    fn nothing_to_say_sends_nothing_unless_asked() {
+        let facts = Facts {
+            run: Some(run(8)),
+            stages: vec![stage("collect", "ok", None)],
+            collect: Some(CollectSummary::default()),
+            ..Default::default()
+        };
+        assert!(compose(&facts, &cfg()).is_empty());
+        let loud = config::Report {
+            send_idle: true,
+            ..cfg()
+        };
+        let reports = compose(&facts, &loud);
+        assert_eq!(reports.len(), 1);
+        assert!(reports[0].text.contains("0 mails"), "{}", reports[0].text);
+    }
+
+    #[test]
+    fn apply_failure_replies_to_the_series_thread_with_the_hunk() {
+        let mut facts = success_facts();
+        let apply = facts.apply.as_mut().unwrap();
+        let mut bad = applied("s2", "net: tidy", &[]);
+        bad.state = "failed".into();
+        bad.version = 1;
+        bad.new_tip = None;
+        bad.failed_patch = Some("2026-11-25/s/0002-p.patch".into());
+        bad.error = Some(PatchFailure {
+            path: Some("net/tap.c".into()),
+            message: "patch does not apply".into(),
+            hunk: Some("@@ -10,3 +10,3 @@ static int tap_open(void)".into()),
+            expected: vec![
+                "     int fd;".into(),
+                "-    fd = open(path, O_RDWR);".into(),
+            ],
+            found: vec!["     int fd = -1;".into()],
+        });
+        apply.series.push(bad);
+        apply.series_failed = 1;
+        facts.stages[1] = stage("apply", "failed", Some("1 series did not apply: net: tidy"));
+        let mut t = thread("cover.2@example.org", &["net: one", "net: two"]);
+        t.references = vec!["earlier@example.org".into()];
+        t.author = Some("Bob <bob@example.org>".into());
+        facts.threads.insert("s2".into(), t);
+        let reports = compose(&facts, &cfg());
+        assert_eq!(reports.len(), 2);
+        let run = &reports[0];
+        assert!(
+            run.subject.ends_with("FAILED: 1 series did not apply"),
+            "{}",
+            run.subject
+        );
+        // Two series: the run report starts its own thread.
+        assert_eq!(run.in_reply_to, None);
+        let reply = &reports[1];
+        assert_eq!(reply.key, "apply-failed:s2");
+        assert_eq!(reply.to, ["Bob <bob@example.org>"]);
+        assert_eq!(reply.cc, ["virt-devel@lists.example.org"]);
+        assert_eq!(reply.in_reply_to.as_deref(), Some("cover.2@example.org"));
+        assert_eq!(
+            reply.references,
+            ["earlier@example.org", "cover.2@example.org"]
+        );
+        insta::assert_snapshot!("apply_failure_subject", reply.subject);
+        insta::assert_snapshot!("apply_failure_text", reply.text);
+        insta::assert_snapshot!("apply_failure_run_text", run.text);
+    }
+
+    #[test]
+    fn build_failure_carries_the_log_tail_and_link_to_stage_recipients() {
+        let mut facts = success_facts();
+        let b = facts.build.as_mut().unwrap();
+        b.builds[1] = build("fc41", "failed");
+        b.built = 1;
+        b.failed = 1;
+        facts.stages[2] = stage(
+            "build",
+            "failed",
+            Some("qemu/stable-9.1 for fc41: rpmbuild failed"),
+        );
+        facts.build_logs.insert(
+            "qemu/stable-9.1/fc41".into(),
+            LogTail {
+                lines: vec![
+                    "gcc -c block.c".into(),
+                    "block.c:12: error: 'x' undeclared".into(),
+                    "error: Bad exit status from /var/tmp/rpm-tmp.1 (%build)".into(),
+                ],
+                link: "https://repo.example.org/logs/run-7/qemu-stable-9.1-fc41-build.log".into(),
+            },
+        );
+        let reports = compose(
+            &facts,
+            &config::Report {
+                html: true,
+                ..cfg()
+            },
+        );
+        let r = &reports[0];
+        assert_eq!(
+            r.to,
+            [
+                "virt-devel@lists.example.org",
+                "Release Team <rel@example.org>"
+            ]
+        );
+        insta::assert_snapshot!("build_failure_subject", r.subject);
+        insta::assert_snapshot!("build_failure_text", r.text);
+        let html = r.html.as_deref().unwrap();
+        assert!(
+            html.contains("<pre>gcc -c block.c\nblock.c:12: error: &apos;x&apos; undeclared"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn collect_and_test_failures_name_what_failed() {
+        let mut facts = success_facts();
+        facts.stages[0] = stage(
+            "collect",
+            "failed",
+            Some("imap.example.org:993: connection refused"),
+        );
+        facts.collect.as_mut().unwrap().errors.push(MailError {
+            message_id: "bad.1@example.org".into(),
+            subject: "[PATCH] broken".into(),
+            from: Some("Eve <eve@example.org>".into()),
+            error: "the mail is not valid MIME: boundary never closed".into(),
+        });
+        facts.stages[4] = stage("test", "failed", Some("rpmlint failed"));
+        let t = facts.test.as_mut().unwrap();
+        t.failed = 1;
+        t.results.push(TestResult {
+            repo: "qemu".into(),
+            branch: "stable-9.1".into(),
+            target: "el9".into(),
+            name: "rpmlint".into(),
+            command: vec!["rpmlint".into(), "a b.rpm".into()],
+            state: "failed".into(),
+            exit_code: Some(64),
+            duration_ms: 5,
+            output: "qemu.x86_64: E: no-binary\n1 packages, 1 errors\n".into(),
+            log: None,
+            message: Some("exit status 64".into()),
+        });
+        let r = &compose(&facts, &cfg())[0];
+        insta::assert_snapshot!("collect_test_failure_text", r.text);
+        assert!(
+            r.subject.ends_with("FAILED: collect failed"),
+            "{}",
+            r.subject
+        );
+    }
+
+    #[test]
+    fn a_subject_from_a_mail_cannot_break_the_headers() {
+        let mut facts = success_facts();
+        let apply = facts.apply.as_mut().unwrap();
+        let mut bad = applied("s3", "evil", &[]);
+        bad.state = "failed".into();
+        apply.series.push(bad);
+        let mut t = thread("evil@example.org", &["evil"]);
+        t.subject = "[PATCH] evil\r\nBcc: everyone@example.org".into();
+        facts.threads.insert("s3".into(), t);
+        let reports = compose(&facts, &cfg());
+        let reply = reports.iter().find(|r| r.key == "apply-failed:s3").unwrap();
+        assert_eq!(reply.subject, "Re: [PATCH] evil  Bcc: everyone@example.org");
+    }
+}
