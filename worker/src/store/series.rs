@@ -1,0 +1,6 @@
+//! Series and their patches.
+
+#[allow(unused_imports)]
+use super::{Error, Store, now};
+
+impl Store {}
