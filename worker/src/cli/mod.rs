@@ -10,8 +10,8 @@ use crate::mail::classify::classify;
 use crate::mail::parse::{MailLimits, parse_mail};
 use crate::mail::source::mbox::{MboxFormat, MboxSource};
 use crate::mail::source::{Flow, MailSource, Resume};
-use crate::stage;
 use crate::stage::collect::{self, CollectSummary, Progress};
+use crate::stage::{self, Caller, NewRun, RunOptions, RunState, Stage, Summary};
 use crate::store::Store;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
@@ -159,66 +159,79 @@ pub enum Command {
     },
 }
 
-/// A command's failure with its exit code.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
-}
+pub use crate::stage::{Exit, Failure};
 
-impl Failure {
-    fn usage(message: impl Into<String>) -> Self {
-        Self {
-            code: 2,
-            message: message.into(),
+impl From<Trigger> for crate::store::Trigger {
+    fn from(t: Trigger) -> Self {
+        match t {
+            Trigger::Manual => crate::store::Trigger::Manual,
+            Trigger::Timer => crate::store::Trigger::Timer,
         }
     }
 }
 
-impl From<crate::config::Error> for Failure {
-    fn from(e: crate::config::Error) -> Self {
-        Failure::usage(e.to_string())
-    }
+/// Config and state for a command that works on runs.
+fn open(cli: &Cli) -> Result<(Config, Store), Failure> {
+    let config = Config::load(&cli.config)?;
+    let store = Store::open(&config.state.db)?;
+    Ok((config, store))
 }
 
-impl From<crate::store::Error> for Failure {
-    fn from(e: crate::store::Error) -> Self {
-        let code = if matches!(e, crate::store::Error::NoSuchRun(_)) {
-            2
-        } else {
-            1
-        };
-        Failure {
-            code,
-            message: e.to_string(),
-        }
-    }
+/// Runs `stage` of the given run (default: a new run beginning at this
+/// stage when `new_run`, else the latest run) as an operator's command,
+/// through the state machine.
+fn stage_command(
+    cli: &Cli,
+    stage: Stage,
+    run: Option<i64>,
+    new_run: bool,
+) -> Result<(Store, Summary), Failure> {
+    let (config, mut store) = open(cli)?;
+    let run = match (run, new_run) {
+        (Some(id), _) => store.run(id)?.id,
+        (None, true) => new_stage_run(&mut store, stage)?,
+        (None, false) => given_or_latest_run(&store, None)?,
+    };
+    let summary = stage::start(
+        &mut store,
+        &config,
+        run,
+        stage,
+        Caller::Operator,
+        &terminal_progress(cli.json),
+    )?;
+    Ok((store, summary))
 }
 
-impl From<collect::Error> for Failure {
-    fn from(e: collect::Error) -> Self {
-        let code = if e.is_infrastructure() {
-            3
-        } else if matches!(e, collect::Error::Config(_)) {
-            2
-        } else {
-            1
-        };
-        Failure {
-            code,
-            message: e.to_string(),
-        }
+/// A run made by a per-stage command: it begins at that stage.
+fn new_stage_run(store: &mut Store, stage: Stage) -> Result<i64, Failure> {
+    let cause = format!("patchline {stage}");
+    let user = user();
+    Ok(store.create_run(&NewRun {
+        trigger: crate::store::Trigger::Manual,
+        cause: Some(&cause),
+        started_by: user.as_deref(),
+        jenkins_url: None,
+        first_stage: stage,
+        options: RunOptions::default(),
+        via_api: false,
+    })?)
+}
+
+fn failed(exit_when: bool, message: String) -> Result<(), Failure> {
+    if exit_when {
+        return Err(Failure::stage(message));
     }
+    Ok(())
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Run { trigger, resume } => {
-            let config = Config::load(&cli.config)?;
-            let mut store = Store::open(&config.state.db)?;
+            let (config, mut store) = open(&cli)?;
             let progress = terminal_progress(cli.json);
             let outcome = match resume {
-                None => stage::run(&mut store, &config, *trigger, &progress)?,
+                None => stage::run(&mut store, &config, (*trigger).into(), &progress)?,
                 Some(0) => stage::resume(&mut store, &config, None, &progress)?,
                 Some(id) => stage::resume(&mut store, &config, Some(*id), &progress)?,
             };
@@ -233,22 +246,19 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             if let Some(failure) = outcome.stopped_by {
                 return Err(failure);
             }
-            if outcome.state == "failed" {
-                return Err(Failure {
-                    code: 1,
-                    message: format!(
-                        "run {} failed (see `patchline status {}`)",
-                        outcome.run, outcome.run
-                    ),
-                });
-            }
-            Ok(())
+            failed(
+                outcome.state == RunState::Failed,
+                format!(
+                    "run {} failed (see `patchline status {}`)",
+                    outcome.run, outcome.run
+                ),
+            )
         }
         Command::Test { run } => {
-            let config = Config::load(&cli.config)?;
-            let mut store = Store::open(&config.state.db)?;
-            let run = given_or_latest_run(&store, *run)?;
-            let summary = stage::test_stage(&mut store, &config, run)?;
+            let (_, summary) = stage_command(&cli, Stage::Test, *run, false)?;
+            let Summary::Test(summary) = summary else {
+                return Ok(());
+            };
             if cli.json {
                 print_json(&summary);
             } else {
@@ -274,23 +284,19 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     summary.junit.as_deref().unwrap_or("-")
                 );
             }
-            if summary.failed > 0 {
-                return Err(Failure {
-                    code: 1,
-                    message: format!("{} test(s) failed", summary.failed),
-                });
-            }
-            Ok(())
+            failed(
+                summary.failed > 0,
+                format!("{} test(s) failed", summary.failed),
+            )
         }
         Command::Report { run } => {
-            let config = Config::load(&cli.config)?;
-            let mut store = Store::open(&config.state.db)?;
-            let run = given_or_latest_run(&store, *run)?;
-            let summary = stage::report_stage(&mut store, &config, run)?;
-            if cli.json {
-                print_json(&summary);
-            } else {
-                print_report(&summary);
+            let (_, summary) = stage_command(&cli, Stage::Report, *run, false)?;
+            if let Summary::Report(summary) = summary {
+                if cli.json {
+                    print_json(&summary);
+                } else {
+                    print_report(&summary);
+                }
             }
             Ok(())
         }
@@ -299,27 +305,21 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             watch,
             reset_source,
         } => {
-            let config = Config::load(&cli.config)?;
-            let mut store = Store::open(&config.state.db)?;
+            let (config, mut store) = open(&cli)?;
             let mut source = collect::source_from_config(&config)?;
             if *reset_source && store.reset_source(&source.key())? {
                 eprintln!("forgot the stored position of {}", source.key());
             }
             let run = match run {
                 Some(id) => store.run(*id)?.id,
-                None => store.create_run(
-                    "manual",
-                    Some("patchline collect"),
-                    user().as_deref(),
-                    None,
-                )?,
+                None => new_stage_run(&mut store, Stage::Collect)?,
             };
             loop {
-                let summary = stage::collect_stage(
+                let summary = stage::start_collect(
                     &mut store,
                     &config,
-                    source.as_mut(),
                     run,
+                    source.as_mut(),
                     &terminal_progress(cli.json),
                 )?;
                 if cli.json {
@@ -340,65 +340,49 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Apply { run } => {
-            let config = Config::load(&cli.config)?;
-            let mut store = Store::open(&config.state.db)?;
-            let run = match run {
-                Some(id) => store.run(*id)?.id,
-                None => {
-                    store.create_run("manual", Some("patchline apply"), user().as_deref(), None)?
-                }
+            let (_, summary) = stage_command(&cli, Stage::Apply, *run, true)?;
+            let Summary::Apply(summary) = summary else {
+                return Ok(());
             };
-            let summary = stage::apply_stage(&mut store, &config, run)?;
             if cli.json {
                 print_json(&summary);
             } else {
                 print_apply(&summary);
             }
-            if summary.series_failed > 0 {
-                return Err(Failure {
-                    code: 1,
-                    message: format!("{} series did not apply", summary.series_failed),
-                });
-            }
-            Ok(())
+            failed(
+                summary.series_failed > 0,
+                format!("{} series did not apply", summary.series_failed),
+            )
         }
         Command::Build { run } => {
-            let config = Config::load(&cli.config)?;
-            let mut store = Store::open(&config.state.db)?;
-            let run = given_or_latest_run(&store, *run)?;
-            let summary = stage::build_stage(&mut store, &config, run)?;
+            let (_, summary) = stage_command(&cli, Stage::Build, *run, false)?;
+            let Summary::Build(summary) = summary else {
+                return Ok(());
+            };
             if cli.json {
                 print_json(&summary);
             } else {
                 print_build(&summary);
             }
-            if summary.failed > 0 {
-                return Err(Failure {
-                    code: 1,
-                    message: format!("{} target build(s) failed", summary.failed),
-                });
-            }
-            Ok(())
+            failed(
+                summary.failed > 0,
+                format!("{} target build(s) failed", summary.failed),
+            )
         }
         Command::Publish { run } => {
-            let config = Config::load(&cli.config)?;
-            let mut store = Store::open(&config.state.db)?;
-            let run = given_or_latest_run(&store, *run)?;
-            let summary = stage::publish_stage(&mut store, &config, run)?;
-            if cli.json {
-                print_json(&summary);
-            } else {
-                print_publish(&summary);
+            let (_, summary) = stage_command(&cli, Stage::Publish, *run, false)?;
+            match summary {
+                Summary::Publish(summary) if cli.json => print_json(&summary),
+                Summary::Publish(summary) => print_publish(&summary),
+                Summary::Skipped(why) if cli.json => print_json(&json!({ "skipped": why })),
+                Summary::Skipped(why) => eprintln!("publish skipped: {why}"),
+                _ => {}
             }
             Ok(())
         }
         Command::Serve { bind, token_file } => {
-            crate::server::serve(&cli.config, bind.as_deref(), token_file.as_deref()).map_err(|e| {
-                Failure {
-                    code: e.exit_code(),
-                    message: e.to_string(),
-                }
-            })
+            crate::server::serve(&cli.config, bind.as_deref(), token_file.as_deref())
+                .map_err(|e| Failure::new(e.exit(), e.to_string()))
         }
         Command::Parse { mails } => parse(&cli, mails),
         Command::Am {
@@ -883,10 +867,7 @@ fn am(
         );
     let result =
         apply::apply_series(repo, branch, mails, &committer, opts).map_err(|e| match e {
-            apply::Error::BranchMoved { .. } => Failure {
-                code: 1,
-                message: e.to_string(),
-            },
+            apply::Error::BranchMoved { .. } => Failure::stage(e.to_string()),
             _ => Failure::usage(e.to_string()),
         })?;
     let mut out = std::io::stdout().lock();
@@ -919,13 +900,10 @@ fn am(
             Ok(())
         }
         None if result.patches.iter().all(|p| p.ok) => Ok(()),
-        None => Err(Failure {
-            code: 1,
-            message: format!(
-                "{branch} left at {}: the series did not apply (nothing was changed)",
-                result.old_tip
-            ),
-        }),
+        None => Err(Failure::stage(format!(
+            "{branch} left at {}: the series did not apply (nothing was changed)",
+            result.old_tip
+        ))),
     }
 }
 

@@ -7,10 +7,10 @@
 //! a file name or a query.
 
 use super::error::{ApiError, ErrorBody};
-use super::jobs::{self, NewRun, RunOptions};
+use super::jobs;
 use super::{ServerState, junit, metrics, stage_log};
-use crate::stage::Stage;
-use crate::store::{RunRow, StageRow, Store};
+use crate::stage;
+use crate::store::{NewRun, RunOptions, RunRow, Stage, StageRow, Store};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::{Deserialize, Serialize};
@@ -31,12 +31,12 @@ pub enum Trigger {
     Api,
 }
 
-impl Trigger {
-    fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Timer => "timer",
-            Trigger::Manual => "manual",
-            Trigger::Api => "api",
+impl From<Trigger> for crate::store::Trigger {
+    fn from(t: Trigger) -> Self {
+        match t {
+            Trigger::Timer => crate::store::Trigger::Timer,
+            Trigger::Manual => crate::store::Trigger::Manual,
+            Trigger::Api => crate::store::Trigger::Api,
         }
     }
 }
@@ -94,6 +94,11 @@ pub struct StageView {
     /// `skipped` or `interrupted` (the worker stopped while it ran; start
     /// it again to resume).
     pub state: String,
+    /// Whether the stage ran to its end, so the next stage may start: true
+    /// for `ok` and `skipped`, and for a `failed` stage that finished with
+    /// problems in what it did (a series that did not apply, a target that
+    /// did not build); false for one stopped by an error.
+    pub continues: bool,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     /// The stage's summary and counts (as `patchline status --json`).
@@ -209,22 +214,18 @@ where
     .map_err(|_| ApiError::internal("a worker thread stopped"))?
 }
 
-fn summary_of(row: RunRow, options: Option<RunOptions>) -> RunSummary {
-    let options = options.unwrap_or(RunOptions {
-        repos: Vec::new(),
-        dry_run: false,
-    });
+fn summary_of(row: RunRow) -> RunSummary {
     RunSummary {
         id: row.id,
-        trigger: row.trigger,
+        trigger: row.trigger.to_string(),
         cause: row.cause,
         started_by: row.started_by,
         jenkins_url: row.jenkins_url,
-        state: row.state,
+        state: row.state.to_string(),
         created_at: row.created_at,
         finished_at: row.finished_at,
-        repos: options.repos,
-        dry_run: options.dry_run,
+        repos: row.options.repos,
+        dry_run: row.options.dry_run,
     }
 }
 
@@ -234,8 +235,9 @@ fn stage_view(state: &ServerState, run: i64, stage: Stage, row: Option<StageRow>
     match row {
         Some(r) => StageView {
             run,
-            stage: r.stage,
-            state: r.state,
+            continues: stage::lets_through(&r),
+            stage: r.stage.to_string(),
+            state: r.state.to_string(),
             started_at: r.started_at,
             finished_at: r.finished_at,
             summary: r.summary,
@@ -245,6 +247,7 @@ fn stage_view(state: &ServerState, run: i64, stage: Stage, row: Option<StageRow>
         },
         None => StageView {
             run,
+            continues: false,
             stage: stage.as_str().to_owned(),
             state: "pending".into(),
             started_at: None,
@@ -264,10 +267,7 @@ fn load_stage(
     stage: Stage,
 ) -> Result<StageView, ApiError> {
     store.run(run)?;
-    let row = store
-        .stages(run)?
-        .into_iter()
-        .find(|s| s.stage == stage.as_str());
+    let row = store.stages(run)?.into_iter().find(|s| s.stage == stage);
     Ok(stage_view(state, run, stage, row))
 }
 
@@ -385,11 +385,13 @@ pub async fn create_run(
         jobs::create_run(
             store,
             &NewRun {
-                trigger: body.trigger.as_str(),
-                cause: &body.cause,
+                trigger: body.trigger.into(),
+                cause: Some(&body.cause),
                 started_by: body.started_by.as_deref(),
                 jenkins_url: body.jenkins_url.as_deref(),
+                first_stage: Stage::Collect,
                 options,
+                via_api: true,
             },
         )
     })
@@ -416,19 +418,13 @@ pub async fn list_runs(
     }
     let before = query.before.unwrap_or(i64::MAX);
     let page = read(&state, move |store, _| {
-        let mut stmt = store
-            .conn()
-            .prepare_cached("SELECT id FROM runs WHERE id < ?1 ORDER BY id DESC LIMIT ?2")
-            .map_err(|e| store.err(e))?;
-        let ids: Vec<i64> = stmt
-            .query_map(rusqlite::params![before, limit + 1], |r| r.get(0))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| store.err(e))?;
-        let more = ids.len() > limit as usize;
-        let mut runs = Vec::new();
-        for id in ids.into_iter().take(limit as usize) {
-            runs.push(summary_of(store.run(id)?, jobs::options(store, id)?));
-        }
+        let rows = store.runs_before(before, limit + 1)?;
+        let more = rows.len() > limit as usize;
+        let runs: Vec<RunSummary> = rows
+            .into_iter()
+            .take(limit as usize)
+            .map(summary_of)
+            .collect();
         let next = match (more, runs.last()) {
             (true, Some(last)) => Some(format!("/api/v1/runs?limit={limit}&before={}", last.id)),
             _ => None,
@@ -450,20 +446,19 @@ pub async fn get_run(
     let run = parse_run(&path)?;
     let view = read(&state, move |store, st| {
         let row = store.run(run)?;
-        let options = jobs::options(store, run)?;
         let mut rows = store.stages(run)?;
         let stages = Stage::ALL
             .iter()
             .map(|stage| {
                 let row = rows
                     .iter()
-                    .position(|r| r.stage == stage.as_str())
+                    .position(|r| r.stage == *stage)
                     .map(|i| rows.swap_remove(i));
                 stage_view(st, run, *stage, row)
             })
             .collect();
         Ok(RunView {
-            run: summary_of(row, options),
+            run: summary_of(row),
             stages,
             junit_url: format!("{}/junit.xml", url_of_run(run)),
         })
@@ -498,7 +493,7 @@ pub async fn junit_xml(
         ("stage" = String, Path, description = "collect, apply, build, publish, test or report")),
     responses((status = 202, description = "queued", body = StageView),
         (status = 404, description = "no such run or stage", body = ErrorBody),
-        (status = 409, description = "the run is finished, a stage of it is running, or the stage before has not finished ok", body = ErrorBody)))]
+        (status = 409, description = "the run is finished, a stage of it is queued or running, or the stage before has not run to its end (see `continues`)", body = ErrorBody)))]
 pub async fn start_stage(
     state: web::Data<ServerState>,
     path: web::Path<(String, String)>,

@@ -176,7 +176,7 @@ pub fn load(store: &Store, run: i64) -> Result<Vec<Suite>, store::Error> {
     let tests: Option<crate::stage::test::TestSummary> = store
         .stages(run)?
         .into_iter()
-        .find(|s| s.stage == "test")
+        .find(|s| s.stage == crate::store::Stage::Test)
         .and_then(|s| s.summary)
         .and_then(|v| serde_json::from_value(v).ok());
     if let Some(tests) = tests.filter(|t| !t.results.is_empty()) {

@@ -54,13 +54,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// Exit code: 2 for what the admin must fix in config or token, 3 when
-    /// the address cannot be bound (taken by another process).
-    pub fn exit_code(&self) -> u8 {
+    /// Usage for what the admin must fix in config or token, unreachable
+    /// when the address cannot be bound (taken by another process).
+    pub fn exit(&self) -> crate::stage::Exit {
+        use crate::stage::Exit;
         match self {
-            Error::Bind { .. } | Error::Serve(_) => 3,
-            Error::Store(_) => 1,
-            _ => 2,
+            Error::Bind { .. } | Error::Serve(_) => Exit::Unreachable,
+            Error::Store(_) => Exit::StageFailed,
+            _ => Exit::Usage,
         }
     }
 }
@@ -106,7 +107,8 @@ pub fn logs_dir(config: &Config) -> PathBuf {
 /// builds the handlers' shared state.
 pub fn prepare(config: Config, token: auth::Token) -> Result<ServerState, Error> {
     let writer = Store::open(&config.state.db)?;
-    let interrupted = jobs::prepare(&writer)?;
+    let mut writer = writer;
+    let interrupted = jobs::prepare(&mut writer)?;
     if interrupted > 0 {
         tracing::warn!(
             "{interrupted} stage job(s) of a previous worker were cut short: marked interrupted"

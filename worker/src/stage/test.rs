@@ -107,7 +107,7 @@ fn published_urls(store: &Store, run: i64) -> Result<Vec<(String, String, String
     let stages = store.stages(run)?;
     let Some(summary) = stages
         .into_iter()
-        .find(|s| s.stage == "publish")
+        .find(|s| s.stage == store::Stage::Publish)
         .and_then(|s| s.summary)
     else {
         return Ok(Vec::new());

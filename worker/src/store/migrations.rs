@@ -153,4 +153,30 @@ CREATE TABLE outbox (
     UNIQUE (run_id, key)
 );
 "#,
+    r#"
+-- The state machine's records (crate::stage). A run keeps what it was
+-- created with: the stage it begins at, its options (these were the HTTP
+-- worker's own table `server_runs`, created outside the migrations; folded
+-- in here, so every run has them and the CLI and the worker read the same
+-- row) and whether it was made through the worker. A stage records whether
+-- it ran to its end (a failed stage that did lets the next one start) and
+-- the process that runs it (a stage whose process is gone is interrupted).
+ALTER TABLE runs ADD COLUMN first_stage TEXT NOT NULL DEFAULT 'collect';
+ALTER TABLE runs ADD COLUMN repos TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE runs ADD COLUMN dry_run INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN via_api INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS server_runs (
+    run_id  INTEGER PRIMARY KEY REFERENCES runs(id),
+    repos   TEXT NOT NULL,
+    dry_run INTEGER NOT NULL DEFAULT 0
+);
+UPDATE runs SET via_api = 1,
+    repos = (SELECT repos FROM server_runs WHERE server_runs.run_id = runs.id),
+    dry_run = (SELECT dry_run FROM server_runs WHERE server_runs.run_id = runs.id)
+ WHERE id IN (SELECT run_id FROM server_runs);
+DROP TABLE server_runs;
+ALTER TABLE stages ADD COLUMN completed INTEGER NOT NULL DEFAULT 0;
+UPDATE stages SET completed = 1 WHERE state IN ('ok', 'skipped');
+ALTER TABLE stages ADD COLUMN pid INTEGER;
+"#,
 ];

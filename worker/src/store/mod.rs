@@ -6,6 +6,76 @@
 //! Migrations are versioned in code (`PRAGMA user_version`); a database from
 //! a newer patchline is refused rather than guessed at.
 
+/// A closed set of words stored in a TEXT column and shown in JSON: an
+/// enum with its text, `parse`, Display, serde and rusqlite conversions,
+/// so a state is compared as a value, never as a string.
+macro_rules! vocabulary {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// The value written `text`, or `None` for a word that is not one.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                $name::parse(&text).ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "{:?} is not a {} (one of: {})",
+                        text,
+                        stringify!($name),
+                        [$($text),+].join(", ")
+                    ))
+                })
+            }
+        }
+
+        impl rusqlite::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                let text = v.as_str()?;
+                $name::parse(text).ok_or_else(|| {
+                    rusqlite::types::FromSqlError::Other(
+                        format!("{text:?} is not a {}", stringify!($name)).into(),
+                    )
+                })
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use vocabulary;
+
 mod builds;
 mod mails;
 mod migrations;
@@ -14,8 +84,8 @@ mod runs;
 mod series;
 mod stages;
 
-pub use runs::RunRow;
-pub use stages::StageRow;
+pub use runs::{NewRun, RunOptions, RunRow, RunState, Trigger};
+pub use stages::{Stage, StageEnd, StageRow, StageState};
 
 use migrations::MIGRATIONS;
 use rusqlite::{Connection, Transaction};
@@ -177,22 +247,91 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn new_run(trigger: Trigger, cause: Option<&str>) -> NewRun<'_> {
+        NewRun {
+            trigger,
+            cause,
+            started_by: None,
+            jenkins_url: None,
+            first_stage: Stage::Collect,
+            options: RunOptions::default(),
+            via_api: false,
+        }
+    }
+
+    fn end<'a>(
+        state: StageState,
+        summary: &'a serde_json::Value,
+        error: Option<&'a str>,
+    ) -> StageEnd<'a> {
+        StageEnd {
+            state,
+            completed: state != StageState::Failed,
+            summary,
+            error,
+        }
+    }
+
     #[test]
     fn migrates_once_and_refuses_newer_schema() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/state.db");
         {
             let mut s = Store::open(&path).unwrap();
-            let run = s.create_run("manual", Some("test"), None, None).unwrap();
-            s.start_stage(run, "collect").unwrap();
+            let run = s
+                .create_run(&new_run(Trigger::Manual, Some("test")))
+                .unwrap();
+            s.start_stage(run, Stage::Collect).unwrap();
         }
         // Reopening keeps data and does not re-run migrations.
         let s = Store::open(&path).unwrap();
-        assert_eq!(s.latest_run().unwrap().unwrap().trigger, "manual");
+        assert_eq!(s.latest_run().unwrap().unwrap().trigger, Trigger::Manual);
         s.conn().pragma_update(None, "user_version", 99).unwrap();
         drop(s);
         let e = Store::open(&path).err().unwrap().to_string();
         assert!(e.contains("schema version 99"), "{e}");
+    }
+
+    #[test]
+    fn the_workers_own_table_is_folded_into_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        // A database of schema 4, as a worker of then left it: its table
+        // made outside the migrations, a run of it with a stage running.
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..4] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(
+                "PRAGMA user_version = 4;
+                 CREATE TABLE server_runs (run_id INTEGER PRIMARY KEY REFERENCES runs(id), repos TEXT NOT NULL, dry_run INTEGER NOT NULL DEFAULT 0);
+                 INSERT INTO runs (id, trigger, created_at) VALUES (1, 'api', 0), (2, 'manual', 0);
+                 INSERT INTO server_runs VALUES (1, '[\"hello\"]', 1);
+                 INSERT INTO stages (run_id, stage, state) VALUES (1, 'collect', 'ok'), (1, 'apply', 'failed');",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let api = s.run(1).unwrap();
+        assert!(api.via_api);
+        assert_eq!(api.options.repos, ["hello"]);
+        assert!(api.options.dry_run);
+        assert_eq!(api.first_stage, Stage::Collect);
+        let cli = s.run(2).unwrap();
+        assert!(!cli.via_api && !cli.options.dry_run && cli.options.repos.is_empty());
+        let stages = s.stages(1).unwrap();
+        assert!(stages[0].completed, "an ok stage ran to its end");
+        assert!(!stages[1].completed, "an old failure is not known to have");
+        let tables: i64 = s
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'server_runs'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0);
     }
 
     #[test]
@@ -219,20 +358,56 @@ mod tests {
     #[test]
     fn stage_lifecycle_sorted_in_pipeline_order() {
         let mut s = Store::open_in_memory().unwrap();
-        let run = s.create_run("timer", None, None, None).unwrap();
-        s.start_stage(run, "apply").unwrap();
-        s.start_stage(run, "collect").unwrap();
-        s.finish_stage(run, "collect", true, &serde_json::json!({"mails": 3}), None)
-            .unwrap();
-        s.finish_stage(run, "apply", false, &serde_json::json!({}), Some("boom"))
-            .unwrap();
+        let run = s.create_run(&new_run(Trigger::Timer, None)).unwrap();
+        s.start_stage(run, Stage::Apply).unwrap();
+        s.start_stage(run, Stage::Collect).unwrap();
+        s.finish_stage(
+            run,
+            Stage::Collect,
+            &end(StageState::Ok, &serde_json::json!({"mails": 3}), None),
+        )
+        .unwrap();
+        s.finish_stage(
+            run,
+            Stage::Apply,
+            &end(StageState::Failed, &serde_json::json!({}), Some("boom")),
+        )
+        .unwrap();
         let stages = s.stages(run).unwrap();
-        assert_eq!(stages[0].stage, "collect");
-        assert_eq!(stages[0].state, "ok");
+        assert_eq!(stages[0].stage, Stage::Collect);
+        assert_eq!(stages[0].state, StageState::Ok);
         assert_eq!(stages[0].summary.as_ref().unwrap()["mails"], 3);
-        assert_eq!(stages[1].state, "failed");
+        assert_eq!(stages[1].state, StageState::Failed);
         assert_eq!(stages[1].error.as_deref(), Some("boom"));
-        assert_eq!(s.run(run).unwrap().state, "failed");
+        assert_eq!(s.run(run).unwrap().state, RunState::Failed);
         assert!(matches!(s.run(999), Err(Error::NoSuchRun(999))));
+    }
+
+    #[test]
+    fn admission_is_checked_and_recorded_in_one_step() {
+        let mut s = Store::open_in_memory().unwrap();
+        let run = s.create_run(&new_run(Trigger::Manual, None)).unwrap();
+        let refused = s
+            .admit_stage(run, Stage::Apply, StageState::Queued, |_, _| Err("no"))
+            .unwrap();
+        assert_eq!(refused, Err("no"));
+        assert!(
+            s.stages(run).unwrap().is_empty(),
+            "a refusal writes nothing"
+        );
+        s.admit_stage(run, Stage::Collect, StageState::Queued, |row, stages| {
+            assert_eq!(row.id, run);
+            assert!(stages.is_empty());
+            Ok::<(), ()>(())
+        })
+        .unwrap()
+        .unwrap();
+        let row = &s.stages(run).unwrap()[0];
+        assert_eq!(row.state, StageState::Queued);
+        assert_eq!(row.pid, Some(std::process::id()));
+        assert_eq!(s.active_stages().unwrap().len(), 1);
+        assert!(s.interrupt_stage(run, Stage::Collect, "gone").unwrap());
+        assert!(!s.interrupt_stage(run, Stage::Collect, "gone").unwrap());
+        assert_eq!(s.stages(run).unwrap()[0].state, StageState::Interrupted);
     }
 }

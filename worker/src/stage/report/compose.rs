@@ -176,7 +176,7 @@ fn failed_stages(facts: &Facts) -> Vec<&StageRow> {
     facts
         .stages
         .iter()
-        .filter(|s| s.state == "failed")
+        .filter(|s| s.state == crate::store::StageState::Failed)
         .collect()
 }
 
@@ -604,25 +604,30 @@ mod tests {
 
     fn stage(name: &str, state: &str, error: Option<&str>) -> StageRow {
         StageRow {
-            stage: name.into(),
-            state: state.into(),
+            stage: crate::store::Stage::parse(name).unwrap(),
+            state: crate::store::StageState::parse(state).unwrap(),
             started_at: Some(0),
             finished_at: Some(1),
             summary: None,
             error: error.map(str::to_owned),
+            completed: true,
+            pid: None,
         }
     }
 
     fn run(id: i64) -> RunRow {
         RunRow {
             id,
-            trigger: "timer".into(),
+            trigger: crate::store::Trigger::Timer,
             cause: Some("nightly".into()),
             started_by: None,
             jenkins_url: Some("https://ci.example.org/job/patchline/41/".into()),
-            state: "ok".into(),
+            state: crate::store::RunState::Ok,
             created_at: 0,
             finished_at: None,
+            first_stage: crate::store::Stage::Collect,
+            options: Default::default(),
+            via_api: false,
         }
     }
 

@@ -62,7 +62,7 @@ pub struct ReportSummary {
 
 fn stage_summary<T: serde::de::DeserializeOwned>(
     facts_stages: &[store::StageRow],
-    stage: &str,
+    stage: store::Stage,
 ) -> Option<T> {
     facts_stages
         .iter()
@@ -78,15 +78,15 @@ pub fn gather(store: &Store, config: &Config, run: i64) -> Result<Facts, Error> 
     let stages: Vec<store::StageRow> = store
         .stages(run)?
         .into_iter()
-        .filter(|s| s.stage != "report")
+        .filter(|s| s.stage != store::Stage::Report)
         .collect();
     let mut facts = Facts {
         run: Some(run_row),
-        collect: stage_summary(&stages, "collect"),
-        apply: stage_summary(&stages, "apply"),
-        build: stage_summary(&stages, "build"),
-        publish: stage_summary(&stages, "publish"),
-        test: stage_summary(&stages, "test"),
+        collect: stage_summary(&stages, store::Stage::Collect),
+        apply: stage_summary(&stages, store::Stage::Apply),
+        build: stage_summary(&stages, store::Stage::Build),
+        publish: stage_summary(&stages, store::Stage::Publish),
+        test: stage_summary(&stages, store::Stage::Test),
         stages,
         ..Facts::default()
     };
