@@ -464,3 +464,112 @@ impl SeriesUpdate<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mail::parse::{MailLimits, parse_mail};
+
+    fn parsed(message_id: &str, body: &str) -> ParsedMail {
+        let raw = format!(
+            "Message-ID: <{message_id}>\nFrom: Ann <ann@example.org>\nSubject: hello\n\n{body}\n"
+        );
+        let limits = MailLimits {
+            max_size: 1 << 20,
+            max_parts: 16,
+        };
+        parse_mail(raw.as_bytes(), &limits).unwrap()
+    }
+
+    fn new_mail<'a>(item: &'a str, parsed: Result<&'a ParsedMail, &'a str>) -> NewMail<'a> {
+        NewMail {
+            item,
+            origin: item,
+            content_hash: parsed.map_or("0123456789abcdef0123456789abcdef", |p| {
+                p.content_hash.as_str()
+            }),
+            raw_path: item,
+            received_at: 1,
+            parsed,
+            source_warnings: &[],
+            is_patch: false,
+            is_cover: false,
+            fields: None,
+            reason: Some("not a patch"),
+        }
+    }
+
+    #[test]
+    fn a_batch_stores_nothing_until_committed() {
+        let mut s = Store::open_in_memory().unwrap();
+        let run = s.create_run("manual", None, None, None).unwrap();
+        let first = parsed("a@example.org", "one");
+        {
+            let batch = s.mail_batch("src", run).unwrap();
+            batch.insert_mail(&new_mail("1", Ok(&first))).unwrap();
+            batch.set_source_cursor("1").unwrap();
+        }
+        assert_eq!(s.source_cursor("src").unwrap(), None);
+        assert!(!s.item_seen("src", "1").unwrap());
+        assert_eq!(s.intake_counts(run).unwrap(), IntakeCounts::default());
+
+        let other_bytes = parsed("a@example.org", "two");
+        let batch = s.mail_batch("src", run).unwrap();
+        let kinds: Vec<ItemKind> = [("1", &first), ("2", &first), ("3", &other_bytes)]
+            .into_iter()
+            .map(|(item, p)| batch.insert_mail(&new_mail(item, Ok(p))).unwrap())
+            .collect();
+        batch
+            .insert_mail(&new_mail("4", Err("not a mail: no headers")))
+            .unwrap();
+        batch.set_source_cursor("4").unwrap();
+        batch.commit().unwrap();
+
+        assert_eq!(
+            kinds,
+            [ItemKind::New, ItemKind::Duplicate, ItemKind::Conflict]
+        );
+        assert_eq!(s.source_cursor("src").unwrap().as_deref(), Some("4"));
+        assert!(s.item_seen("src", "3").unwrap());
+        assert_eq!(
+            s.intake_counts(run).unwrap(),
+            IntakeCounts {
+                mails: 4,
+                patches: 0,
+                ignored: 1,
+                duplicates: 1,
+            }
+        );
+        let conflicts = s.conflicting_copies(run).unwrap();
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].message_id, "a@example.org");
+        assert_eq!(
+            (
+                conflicts[0].kept_path.as_str(),
+                conflicts[0].copy_path.as_str()
+            ),
+            ("1", "3")
+        );
+        let unparsable = s.unparsable_mails(run).unwrap();
+        assert_eq!(unparsable.len(), 1);
+        assert_eq!(
+            unparsable[0].message_id,
+            synthetic_message_id("0123456789abcdef0123456789abcdef")
+        );
+        assert_eq!(unparsable[0].error, "not a mail: no headers");
+    }
+
+    #[test]
+    fn a_mail_that_cannot_be_stored_names_its_message_id() {
+        let mut s = Store::open_in_memory().unwrap();
+        let mail = parsed("b@example.org", "body");
+        // Run 4242 does not exist: the foreign key refuses the mail.
+        let batch = s.mail_batch("src", 4242).unwrap();
+        let e = batch.insert_mail(&new_mail("1", Ok(&mail))).unwrap_err();
+        assert!(
+            matches!(&e, Error::Mail { message_id, .. } if message_id == "b@example.org"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("<b@example.org>"), "{e}");
+    }
+}

@@ -524,3 +524,201 @@ impl SeriesUpdate<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mail::parse::{MailLimits, parse_mail};
+    use crate::store::NewMail;
+
+    #[test]
+    fn states_read_and_write_the_column_strings() {
+        let strings: Vec<&str> = SeriesState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            strings,
+            [
+                "incomplete",
+                "complete",
+                "expired",
+                "superseded",
+                "applying",
+                "applied",
+                "failed"
+            ]
+        );
+        for state in SeriesState::ALL {
+            assert_eq!(state.as_str().parse::<SeriesState>(), Ok(state));
+            assert_eq!(
+                serde_json::to_string(&state).unwrap(),
+                format!("\"{state}\"")
+            );
+            assert_eq!(
+                serde_json::from_str::<SeriesState>(&format!("\"{state}\"")).unwrap(),
+                state
+            );
+        }
+        assert_eq!(
+            "done".parse::<SeriesState>(),
+            Err(UnknownSeriesState("done".into()))
+        );
+        let settled: Vec<SeriesState> = SeriesState::ALL
+            .into_iter()
+            .filter(|s| s.is_settled())
+            .collect();
+        assert_eq!(
+            settled,
+            [
+                SeriesState::Applying,
+                SeriesState::Applied,
+                SeriesState::Failed
+            ]
+        );
+    }
+
+    /// A store holding one patch mail of run 1, whose row id it returns.
+    fn store_with_patch_mail() -> (Store, i64) {
+        let mut s = Store::open_in_memory().unwrap();
+        let run = s.create_run("manual", None, None, None).unwrap();
+        let raw = "Message-ID: <p1@example.org>\nFrom: Ann <ann@example.org>\nSubject: [PATCH] net: tidy\n\n---\n a | 1 +\n";
+        let limits = MailLimits {
+            max_size: 1 << 20,
+            max_parts: 16,
+        };
+        let parsed = parse_mail(raw.as_bytes(), &limits).unwrap();
+        let batch = s.mail_batch("src", run).unwrap();
+        batch
+            .insert_mail(&NewMail {
+                item: "1",
+                origin: "test",
+                content_hash: &parsed.content_hash,
+                raw_path: "raw/1.eml",
+                received_at: 10,
+                parsed: Ok(&parsed),
+                source_warnings: &[],
+                is_patch: true,
+                is_cover: false,
+                fields: None,
+                reason: None,
+            })
+            .unwrap();
+        batch.commit().unwrap();
+        let mails = s.open_patch_mails().unwrap();
+        assert_eq!(mails.len(), 1);
+        (s, mails[0].mail.mail_id)
+    }
+
+    fn assembled(mail_id: i64, state: assembly::SeriesState) -> AssembledSeries {
+        AssembledSeries {
+            key: "p1@example.org".into(),
+            version: 1,
+            total: 1,
+            title: "net: tidy".into(),
+            author: "ann@example.org".into(),
+            branch: None,
+            repo: Some("linux".into()),
+            cover: None,
+            patches: vec![(1, mail_id)],
+            state,
+            first_received: 10,
+        }
+    }
+
+    fn store_series(s: &mut Store, series: &AssembledSeries, run: i64, commit: bool) {
+        let update = s.series_update().unwrap();
+        let id = update
+            .upsert_series(&SeriesRecord {
+                key: &series.key,
+                series,
+                repo: series.repo.as_deref(),
+                branch: Some("main"),
+                archive_dir: "2024-01-01/net-tidy",
+                run,
+            })
+            .unwrap();
+        update.clear_patches(id).unwrap();
+        update
+            .file_patch(
+                id,
+                &FiledPatch {
+                    idx: 1,
+                    mail_id: series.patches[0].1,
+                    archive_path: "2024-01-01/net-tidy/0001-net-tidy.patch".into(),
+                },
+            )
+            .unwrap();
+        if commit {
+            update.commit().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_series_goes_from_assembly_through_apply() {
+        let (mut s, mail) = store_with_patch_mail();
+        let incomplete = assembled(mail, assembly::SeriesState::Incomplete { missing: vec![2] });
+        store_series(&mut s, &incomplete, 1, false);
+        assert_eq!(s.known_series().unwrap(), [], "not committed, not stored");
+
+        store_series(&mut s, &incomplete, 1, true);
+        let overview = s.open_or_updated_series(1).unwrap();
+        assert_eq!(overview[0].state, SeriesState::Incomplete);
+        assert_eq!(
+            (overview[0].missing.as_slice(), overview[0].received),
+            (&[2][..], 1)
+        );
+        assert_eq!(s.series_to_apply().unwrap(), []);
+
+        let run = s.create_run("manual", None, None, None).unwrap();
+        store_series(
+            &mut s,
+            &assembled(mail, assembly::SeriesState::Complete),
+            run,
+            true,
+        );
+        let known = s.known_series().unwrap();
+        assert_eq!(known.len(), 1, "the same key is updated, not added");
+        assert_eq!(s.filed_patches(known[0].id).unwrap()[&1].mail_id, mail);
+        let todo = s.series_to_apply().unwrap();
+        assert_eq!(todo.len(), 1);
+        assert_eq!(
+            (todo[0].state, todo[0].branch.as_deref()),
+            (SeriesState::Complete, Some("main"))
+        );
+        let paths = s.patch_paths(&todo[0]).unwrap();
+        assert_eq!(paths[0].raw_path, "raw/1.eml");
+
+        s.record_apply_plan(&todo[0], run, "old", "new", "{\"commits\":[\"c1\"]}")
+            .unwrap();
+        assert!(
+            s.open_patch_mails().unwrap().is_empty(),
+            "an applying series keeps its mails"
+        );
+        let resumed = s.series_to_apply().unwrap();
+        assert_eq!(resumed[0].state, SeriesState::Applying);
+        assert_eq!(
+            (resumed[0].old_tip.as_deref(), resumed[0].new_tip.as_deref()),
+            (Some("old"), Some("new"))
+        );
+        assert_eq!(
+            s.apply_result(&resumed[0]).unwrap().as_deref(),
+            Some("{\"commits\":[\"c1\"]}")
+        );
+
+        s.record_apply_result(
+            &resumed[0],
+            run,
+            &ApplyRecord {
+                state: SeriesState::Applied,
+                old_tip: Some("old"),
+                new_tip: Some("new"),
+                result: "{}",
+            },
+        )
+        .unwrap();
+        assert_eq!(s.series_to_apply().unwrap(), []);
+        assert_eq!(
+            s.open_or_updated_series(run).unwrap()[0].state,
+            SeriesState::Applied
+        );
+        assert!(s.open_or_updated_series(run + 1).unwrap().is_empty());
+    }
+}
