@@ -40,6 +40,9 @@ pub struct AssemblyConfig {
     pub incomplete_deadline: i64,
 }
 
+/// The assembler's verdict on a series, with what it found missing or
+/// superseding. The state database keeps the verdict as
+/// [`crate::store::SeriesState`], which also has the states apply sets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum SeriesState {

@@ -10,7 +10,7 @@ pub use crate::junit::render;
 use crate::junit::{Case, Outcome, Suite};
 use crate::stage::apply::SeriesOutcome;
 use crate::stage::build::TargetBuild;
-use crate::store::{self, Store};
+use crate::store::{self, SeriesState, Store};
 use rusqlite::params;
 
 /// One patch of a series as the apply suite needs it.
@@ -29,7 +29,7 @@ pub fn series_cases(outcome: &SeriesOutcome, total: u32, patches: &[PatchRow]) -
         outcome.repo.as_deref().unwrap_or("unrouted"),
         outcome.branch.as_deref().unwrap_or("unknown")
     );
-    let failed_at = if outcome.state == "applied" {
+    let failed_at = if outcome.is(SeriesState::Applied) {
         None
     } else {
         Some(

@@ -12,8 +12,7 @@
 
 use crate::config::Config;
 use crate::patch::apply::{self, AmOptions, Identity, PatchFailure, SeriesResult};
-use crate::store::{self, Store};
-use rusqlite::params;
+use crate::store::{self, ApplyRecord, SeriesState, SeriesToApply, Store};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -48,6 +47,14 @@ pub struct SeriesOutcome {
     pub error: Option<PatchFailure>,
 }
 
+impl SeriesOutcome {
+    /// Whether the series ended in `state` (the JSON keeps the column's
+    /// string, so the field stays a `String`).
+    pub fn is(&self, state: SeriesState) -> bool {
+        self.state == state.as_str()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct ApplySummary {
@@ -58,18 +65,6 @@ pub struct ApplySummary {
     pub series: Vec<SeriesOutcome>,
 }
 
-struct Candidate {
-    id: i64,
-    key: String,
-    title: String,
-    version: u32,
-    repo: Option<String>,
-    branch: Option<String>,
-    state: String,
-    old_tip: Option<String>,
-    new_tip: Option<String>,
-}
-
 pub fn apply_stage(
     store: &mut Store,
     config: &Config,
@@ -77,32 +72,7 @@ pub fn apply_stage(
     committer: Option<&Identity>,
     opts: AmOptions,
 ) -> Result<ApplySummary, Error> {
-    let candidates: Vec<Candidate> = {
-        let conn = store.conn();
-        let mut stmt = conn
-            .prepare(
-                "SELECT id, key, title, version, repo, branch, state, apply_old_tip, apply_new_tip FROM series
-                 WHERE state IN ('applying', 'complete')
-                 ORDER BY state = 'complete', (SELECT MIN(mail_id) FROM patches WHERE series_id = series.id), id",
-            )
-            .map_err(|e| store.err(e))?;
-        stmt.query_map([], |r| {
-            Ok(Candidate {
-                id: r.get(0)?,
-                key: r.get(1)?,
-                title: r.get(2)?,
-                version: r.get(3)?,
-                repo: r.get(4)?,
-                branch: r.get(5)?,
-                state: r.get(6)?,
-                old_tip: r.get(7)?,
-                new_tip: r.get(8)?,
-            })
-        })
-        .map_err(|e| store.err(e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| store.err(e))?
-    };
+    let candidates = store.series_to_apply()?;
     let mut summary = ApplySummary {
         run,
         ..ApplySummary::default()
@@ -110,41 +80,38 @@ pub fn apply_stage(
     for c in candidates {
         let _span = tracing::info_span!("series", run, key = %c.key).entered();
         let outcome = apply_one(store, config, run, committer, opts, &c)?;
-        match outcome.state.as_str() {
-            "applied" => {
-                summary.series_applied += 1;
-                summary.patches_applied += outcome.commits.len() as u64;
-            }
-            _ => summary.series_failed += 1,
+        if outcome.is(SeriesState::Applied) {
+            summary.series_applied += 1;
+            summary.patches_applied += outcome.commits.len() as u64;
+        } else {
+            summary.series_failed += 1;
         }
         summary.series.push(outcome);
     }
     Ok(summary)
 }
 
+/// Records that the series ended in `state` with `outcome`.
 fn finish(
     store: &mut Store,
     run: i64,
-    c: &Candidate,
-    outcome: &SeriesOutcome,
-) -> Result<(), Error> {
-    let result = serde_json::to_string(outcome).unwrap_or_default();
-    store
-        .conn()
-        .execute(
-            "UPDATE series SET state = ?2, apply_result = ?3, applied_run = ?4, apply_old_tip = ?5,
-                apply_new_tip = ?6, updated_run = ?4 WHERE id = ?1",
-            params![
-                c.id,
-                outcome.state,
-                result,
-                run,
-                outcome.old_tip,
-                outcome.new_tip
-            ],
-        )
-        .map_err(|e| store.err(e))?;
-    Ok(())
+    c: &SeriesToApply,
+    state: SeriesState,
+    mut outcome: SeriesOutcome,
+) -> Result<SeriesOutcome, Error> {
+    outcome.state = state.as_str().to_owned();
+    let result = serde_json::to_string(&outcome).unwrap_or_default();
+    store.record_apply_result(
+        c,
+        run,
+        &ApplyRecord {
+            state,
+            old_tip: outcome.old_tip.as_deref(),
+            new_tip: outcome.new_tip.as_deref(),
+            result: &result,
+        },
+    )?;
+    Ok(outcome)
 }
 
 fn apply_one(
@@ -153,7 +120,7 @@ fn apply_one(
     run: i64,
     committer: Option<&Identity>,
     opts: AmOptions,
-    c: &Candidate,
+    c: &SeriesToApply,
 ) -> Result<SeriesOutcome, Error> {
     let mut outcome = SeriesOutcome {
         key: c.key.clone(),
@@ -161,7 +128,7 @@ fn apply_one(
         version: c.version,
         repo: c.repo.clone(),
         branch: c.branch.clone(),
-        state: "failed".into(),
+        state: SeriesState::Failed.as_str().to_owned(),
         old_tip: c.old_tip.clone(),
         new_tip: None,
         commits: Vec::new(),
@@ -169,9 +136,8 @@ fn apply_one(
         error: None,
     };
     let fail = |store: &mut Store, mut outcome: SeriesOutcome, why: PatchFailure| {
-        outcome.state = "failed".into();
         outcome.error = Some(why);
-        finish(store, run, c, &outcome).map(|()| outcome)
+        finish(store, run, c, SeriesState::Failed, outcome)
     };
     let Some(repo_name) = &c.repo else {
         return fail(
@@ -217,12 +183,12 @@ fn apply_one(
     }
 
     // Resume a series that was being applied when a run stopped.
-    if c.state == "applying"
+    if c.state == SeriesState::Applying
         && let (Some(old), Some(new)) = (&c.old_tip, &c.new_tip)
     {
         let tip = apply::branch_tip(repo_path, &branch)?;
         outcome.new_tip = Some(new.clone());
-        outcome.commits = stored_commits(store, c.id)?;
+        outcome.commits = stored_commits(store, c)?;
         if tip.as_deref() == Some(old) {
             apply::update_branch(
                 repo_path,
@@ -242,9 +208,7 @@ fn apply_one(
                 )),
             );
         }
-        outcome.state = "applied".into();
-        finish(store, run, c, &outcome)?;
-        return Ok(outcome);
+        return finish(store, run, c, SeriesState::Applied, outcome);
     }
 
     if apply::branch_tip(repo_path, &branch)?.is_none()
@@ -268,7 +232,7 @@ fn apply_one(
             }
         }
     }
-    let mails = series_mails(store, config, c.id)?;
+    let mails = series_mails(store, config, c)?;
     let committer = match committer {
         Some(id) => id.clone(),
         None => configured_committer(config, repo_path),
@@ -309,14 +273,13 @@ fn apply_one(
         .collect();
     outcome.new_tip = Some(new_tip.clone());
     // Write-ahead: the planned move is on disk before the branch moves.
-    store
-        .conn()
-        .execute(
-            "UPDATE series SET state = 'applying', apply_old_tip = ?2, apply_new_tip = ?3, applied_run = ?4,
-                apply_result = ?5 WHERE id = ?1",
-            params![c.id, result.old_tip, new_tip, run, serde_json::to_string(&outcome).unwrap_or_default()],
-        )
-        .map_err(|e| store.err(e))?;
+    store.record_apply_plan(
+        c,
+        run,
+        &result.old_tip,
+        &new_tip,
+        &serde_json::to_string(&outcome).unwrap_or_default(),
+    )?;
     match apply::update_branch(
         repo_path,
         &branch,
@@ -324,11 +287,7 @@ fn apply_one(
         &new_tip,
         &format!("patchline: {}", c.title),
     ) {
-        Ok(()) => {
-            outcome.state = "applied".into();
-            finish(store, run, c, &outcome)?;
-            Ok(outcome)
-        }
+        Ok(()) => finish(store, run, c, SeriesState::Applied, outcome),
         Err(e @ apply::Error::BranchMoved { .. }) => {
             outcome.new_tip = None;
             fail(store, outcome, PatchFailure::general(e.to_string()))
@@ -380,16 +339,11 @@ fn clone_bare(url: &str, path: &std::path::Path) -> Result<(), String> {
     }
 }
 
-fn stored_commits(store: &Store, series: i64) -> Result<Vec<String>, Error> {
-    let json: Option<String> = store
-        .conn()
-        .query_row(
-            "SELECT apply_result FROM series WHERE id = ?1",
-            [series],
-            |r| r.get(0),
-        )
-        .map_err(|e| store.err(e))?;
-    Ok(json
+/// The commits the interrupted apply of `series` wrote, from the outcome
+/// it recorded with its plan.
+fn stored_commits(store: &Store, series: &SeriesToApply) -> Result<Vec<String>, Error> {
+    Ok(store
+        .apply_result(series)?
         .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
         .and_then(|v| {
             v["commits"].as_array().map(|a| {
@@ -406,26 +360,15 @@ fn stored_commits(store: &Store, series: i64) -> Result<Vec<String>, Error> {
 fn series_mails(
     store: &Store,
     config: &Config,
-    series: i64,
+    series: &SeriesToApply,
 ) -> Result<Vec<(String, Vec<u8>)>, Error> {
-    let rows: Vec<(String, String)> = {
-        let conn = store.conn();
-        let mut stmt = conn
-            .prepare(
-                "SELECT p.archive_path, m.raw_path FROM patches p JOIN mails m ON m.id = p.mail_id
-                 WHERE p.series_id = ?1 AND p.idx > 0 ORDER BY p.idx",
-            )
-            .map_err(|e| store.err(e))?;
-        stmt.query_map([series], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| store.err(e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| store.err(e))?
-    };
-    rows.into_iter()
-        .map(|(label, raw)| {
-            let path = config.intake.archive_dir.join(&raw);
+    store
+        .patch_paths(series)?
+        .into_iter()
+        .map(|p| {
+            let path = config.intake.archive_dir.join(&p.raw_path);
             std::fs::read(&path)
-                .map(|bytes| (label, bytes))
+                .map(|bytes| (p.archive_path, bytes))
                 .map_err(|source| Error::Archive { path, source })
         })
         .collect()

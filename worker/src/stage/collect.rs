@@ -13,14 +13,15 @@ use crate::mail::archive::{self, Archive};
 use crate::mail::classify::classify;
 use crate::mail::parse::{MailLimits, ParsedMail, parse_mail_hashed};
 use crate::mail::routing::{RouteRule, route};
-use crate::mail::series::{AssembledSeries, AssemblyConfig, PatchMail, SeriesState, assemble};
+use crate::mail::series::{AssembledSeries, AssemblyConfig, PatchMail, assemble};
 use crate::mail::source::imap::{ImapSettings, ImapSource};
 use crate::mail::source::maildir::MaildirSource;
 use crate::mail::source::mbox::MboxSource;
 use crate::mail::source::{self, Flow, MailSource, RawMail, Resume};
 use crate::mail::subject::{SubjectFields, SubjectGrammar};
-use crate::store::{self, Store, now};
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::store::{
+    self, FiledPatch, NewMail, OpenPatchMail, SeriesRecord, SeriesState, Store, now,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
@@ -82,6 +83,14 @@ pub struct SeriesLine {
     pub repo: Option<String>,
     pub branch: Option<String>,
     pub archive_dir: String,
+}
+
+impl SeriesLine {
+    /// Whether the series is in `state` (the JSON keeps the column's
+    /// string, so the field stays a `String`).
+    pub fn is(&self, state: SeriesState) -> bool {
+        self.state == state.as_str()
+    }
 }
 
 /// The `collect --json` object. Counts are of this run, so re-running the
@@ -370,209 +379,29 @@ fn commit_batch(
     run: i64,
     pending: &[Received],
 ) -> Result<(), Error> {
-    if pending.is_empty() {
+    let Some(last) = pending.last() else {
         return Ok(());
-    }
+    };
     archive.flush()?;
-    let tx = store.transaction()?;
-    let result = (|| -> rusqlite::Result<()> {
-        for mail in pending {
-            insert_mail(&tx, source_key, run, mail)?;
-        }
-        if let Some(last) = pending.last() {
-            tx.prepare_cached(
-                "INSERT INTO sources (key, cursor, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-            )?
-            .execute(params![source_key, last.raw.cursor, now()])?;
-        }
-        Ok(())
-    })();
-    result
-        .and_then(|()| tx.commit())
-        .map_err(|e| store.err(e))?;
-    Ok(())
-}
-
-fn insert_mail(
-    tx: &Transaction<'_>,
-    source_key: &str,
-    run: i64,
-    mail: &Received,
-) -> rusqlite::Result<()> {
-    let message_id = match &mail.parsed {
-        Ok(p) => p.message_id.clone(),
-        Err(_) => crate::mail::parse::synthetic_message_id(&mail.content_hash),
-    };
-    let existing: Option<(i64, String)> = tx
-        .prepare_cached("SELECT id, content_hash FROM mails WHERE message_id = ?1")?
-        .query_row([&message_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let (mail_id, kind) = match existing {
-        Some((id, hash)) if hash == mail.content_hash => (id, "duplicate"),
-        Some((id, _)) => (id, "conflict"),
-        None => {
-            let (
-                subject,
-                from_name,
-                from_email,
-                date,
-                irt,
-                refs,
-                list_id,
-                patch_hash,
-                warnings,
-                error,
-            ) = match &mail.parsed {
-                Ok(p) => (
-                    p.subject.clone(),
-                    p.from.as_ref().and_then(|a| a.name.clone()),
-                    p.from.as_ref().map(|a| a.email.clone()),
-                    p.date,
-                    p.in_reply_to.clone(),
-                    serde_json::to_string(&p.references).unwrap_or_else(|_| "[]".into()),
-                    p.list_id.clone(),
-                    p.patch_hash.clone(),
-                    serde_json::to_string(&merged_warnings(&p.warnings, &mail.raw.warnings))
-                        .unwrap_or_else(|_| "[]".into()),
-                    None,
-                ),
-                Err(e) => (
-                    String::new(),
-                    None,
-                    None,
-                    None,
-                    None,
-                    "[]".to_owned(),
-                    None,
-                    None,
-                    serde_json::to_string(&mail.raw.warnings).unwrap_or_else(|_| "[]".into()),
-                    Some(e.clone()),
-                ),
-            };
-            tx.prepare_cached(
-                "INSERT INTO mails (message_id, content_hash, source_key, item, origin, run_id, received_at, raw_path,
-                    subject, from_name, from_email, date, in_reply_to, refs, list_id, is_patch, is_cover, fields, reason,
-                    patch_hash, warnings, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
-            )?
-            .execute(params![
-                    message_id,
-                    mail.content_hash,
-                    source_key,
-                    mail.raw.item,
-                    mail.raw.origin,
-                    run,
-                    mail.received_at,
-                    mail.raw_path,
-                    subject,
-                    from_name,
-                    from_email,
-                    date,
-                    irt,
-                    refs,
-                    list_id,
-                    mail.is_patch,
-                    mail.is_cover,
-                    mail.fields.as_ref().and_then(|f| serde_json::to_string(f).ok()),
-                    mail.reason,
-                    patch_hash,
-                    warnings,
-                    error,
-                ],
-            )?;
-            (tx.last_insert_rowid(), "new")
-        }
-    };
-    // OR IGNORE: the same item delivered twice (a source re-read after a
-    // crash before its cursor was committed cannot happen inside one
-    // transaction, but a Maildir listing may name a file twice).
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO source_items (source_key, item, mail_id, run_id, kind, raw_path, received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-            source_key,
-            mail.raw.item,
-            mail_id,
-            run,
-            kind,
-            mail.raw_path,
-            mail.received_at
-        ],
-    )?;
-    Ok(())
-}
-
-fn merged_warnings(a: &[String], b: &[String]) -> Vec<String> {
-    a.iter().chain(b).cloned().collect()
-}
-
-/// Series states that no later collect may change (set by `apply`).
-const TERMINAL: [&str; 3] = ["applied", "failed", "applying"];
-
-/// `TERMINAL` as an SQL list: `('applied', 'failed', 'applying')`.
-fn terminal_sql() -> String {
-    let quoted: Vec<String> = TERMINAL.iter().map(|s| format!("'{s}'")).collect();
-    format!("({})", quoted.join(", "))
-}
-
-struct PatchRow {
-    mail: PatchMail,
-    raw_path: String,
-    list_id: Option<String>,
-}
-
-fn load_open_patch_mails(store: &Store) -> Result<Vec<PatchRow>, store::Error> {
-    let terminal = terminal_sql();
-    let sql = format!(
-        "SELECT m.id, m.message_id, m.in_reply_to, m.refs, m.from_email, m.date, m.received_at, m.fields,
-                m.patch_hash, m.is_cover, m.raw_path, m.list_id
-         FROM mails m
-         WHERE m.is_patch = 1 AND m.error IS NULL
-           AND NOT EXISTS (SELECT 1 FROM patches p JOIN series s ON s.id = p.series_id
-                           WHERE p.mail_id = m.id AND s.state IN {terminal})
-         ORDER BY m.received_at, m.id"
-    );
-    let conn = store.conn();
-    let mut stmt = conn.prepare(&sql).map_err(|e| store.err(e))?;
-    let rows = stmt
-        .query_map([], |r| {
-            let refs: String = r.get(3)?;
-            let fields: Option<String> = r.get(7)?;
-            let received: i64 = r.get(6)?;
-            Ok(PatchRow {
-                mail: PatchMail {
-                    mail_id: r.get(0)?,
-                    message_id: r.get(1)?,
-                    in_reply_to: r.get(2)?,
-                    references: serde_json::from_str(&refs).unwrap_or_default(),
-                    author: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
-                    date: r.get::<_, Option<i64>>(5)?.unwrap_or(received),
-                    received,
-                    fields: fields
-                        .and_then(|f| serde_json::from_str(&f).ok())
-                        .unwrap_or_default(),
-                    patch_hash: r.get(8)?,
-                    is_cover: r.get(9)?,
-                },
-                raw_path: r.get(10)?,
-                list_id: r.get(11)?,
-            })
-        })
-        .map_err(|e| store.err(e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| store.err(e))?;
-    Ok(rows)
-}
-
-fn state_parts(state: &SeriesState) -> (&'static str, Vec<u32>, Option<String>) {
-    match state {
-        SeriesState::Complete => ("complete", Vec::new(), None),
-        SeriesState::Incomplete { missing } => ("incomplete", missing.clone(), None),
-        SeriesState::Expired { missing } => ("expired", missing.clone(), None),
-        SeriesState::Superseded { by } => ("superseded", Vec::new(), Some(by.clone())),
+    let batch = store.mail_batch(source_key, run)?;
+    for mail in pending {
+        batch.insert_mail(&NewMail {
+            item: &mail.raw.item,
+            origin: &mail.raw.origin,
+            content_hash: &mail.content_hash,
+            raw_path: &mail.raw_path,
+            received_at: mail.received_at,
+            parsed: mail.parsed.as_ref().map_err(String::as_str),
+            source_warnings: &mail.raw.warnings,
+            is_patch: mail.is_patch,
+            is_cover: mail.is_cover,
+            fields: mail.fields.as_ref(),
+            reason: mail.reason.as_deref(),
+        })?;
     }
+    batch.set_source_cursor(&last.raw.cursor)?;
+    batch.commit()?;
+    Ok(())
 }
 
 /// Where a series goes: the subject's repo/branch, else the first routing
@@ -620,8 +449,8 @@ fn assemble_series(
     rules: &[RouteRule],
     run: i64,
 ) -> Result<(), Error> {
-    let rows = load_open_patch_mails(store)?;
-    let by_id: HashMap<i64, &PatchRow> = rows.iter().map(|r| (r.mail.mail_id, r)).collect();
+    let rows = store.open_patch_mails()?;
+    let by_id: HashMap<i64, &OpenPatchMail> = rows.iter().map(|r| (r.mail.mail_id, r)).collect();
     let mails: Vec<PatchMail> = rows.iter().map(|r| r.mail.clone()).collect();
     let cfg = AssemblyConfig {
         thread_window: config.intake.thread_window_secs,
@@ -632,44 +461,26 @@ fn assemble_series(
     struct Existing {
         id: i64,
         archive_dir: String,
-        patches: BTreeMap<u32, (i64, String)>,
+        patches: BTreeMap<u32, FiledPatch>,
     }
     let mut existing: HashMap<String, Existing> = HashMap::new();
-    let mut terminal_keys: HashMap<String, i64> = HashMap::new();
+    let mut settled_keys: HashMap<String, i64> = HashMap::new();
     let mut used_dirs: HashSet<String> = HashSet::new();
-    {
-        let conn = store.conn();
-        let mut stmt = conn
-            .prepare("SELECT id, key, archive_dir, state FROM series")
-            .map_err(|e| store.err(e))?;
-        let series_rows: Vec<(i64, String, String, String)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .map_err(|e| store.err(e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| store.err(e))?;
-        let mut pstmt = conn
-            .prepare("SELECT idx, mail_id, archive_path FROM patches WHERE series_id = ?1")
-            .map_err(|e| store.err(e))?;
-        for (id, key, dir, state) in series_rows {
-            used_dirs.insert(dir.clone());
-            if TERMINAL.contains(&state.as_str()) {
-                terminal_keys.insert(key, id);
-                continue;
-            }
-            let patches = pstmt
-                .query_map([id], |r| Ok((r.get::<_, u32>(0)?, (r.get(1)?, r.get(2)?))))
-                .map_err(|e| store.err(e))?
-                .collect::<Result<BTreeMap<_, _>, _>>()
-                .map_err(|e| store.err(e))?;
-            existing.insert(
-                key,
-                Existing {
-                    id,
-                    archive_dir: dir,
-                    patches,
-                },
-            );
+    for known in store.known_series()? {
+        used_dirs.insert(known.archive_dir.clone());
+        if known.state.is_settled() {
+            settled_keys.insert(known.key, known.id);
+            continue;
         }
+        let patches = store.filed_patches(known.id)?;
+        existing.insert(
+            known.key,
+            Existing {
+                id: known.id,
+                archive_dir: known.archive_dir,
+                patches,
+            },
+        );
     }
 
     // Plan every change first (archive writes included), then commit.
@@ -678,7 +489,7 @@ fn assemble_series(
         series: AssembledSeries,
         existing_id: Option<i64>,
         archive_dir: String,
-        patches: Vec<(u32, i64, String)>,
+        patches: Vec<FiledPatch>,
         repo: Option<String>,
         branch: Option<String>,
     }
@@ -688,7 +499,7 @@ fn assemble_series(
     let mut next_suffix: HashMap<String, u32> = HashMap::new();
     for series in &assembly.series {
         let mut key = series.key.clone();
-        if let Some(id) = terminal_keys.get(&key) {
+        if let Some(id) = settled_keys.get(&key) {
             // A late mail in the thread of a finished series: a new series.
             key = format!("{key}#after-{id}");
         }
@@ -737,20 +548,27 @@ fn assemble_series(
             };
             let reuse = prior
                 .and_then(|e| e.patches.get(&idx))
-                .filter(|(m, _)| *m == mail_id)
-                .map(|(_, path)| path.clone());
-            let path = match reuse {
+                .filter(|p| p.mail_id == mail_id)
+                .map(|p| p.archive_path.clone());
+            let archive_path = match reuse {
                 Some(p) => p,
                 None => {
                     archive.file_patch(&archive_dir, idx, &row.mail.fields.title, &row.raw_path)?
                 }
             };
-            patches.push((idx, mail_id, path));
+            patches.push(FiledPatch {
+                idx,
+                mail_id,
+                archive_path,
+            });
         }
         if let Some(e) = prior {
-            for (idx, (mail_id, path)) in &e.patches {
-                if !patches.iter().any(|(i, m, _)| i == idx && m == mail_id) {
-                    unfiled.push(path.clone());
+            for old in e.patches.values() {
+                if !patches
+                    .iter()
+                    .any(|p| p.idx == old.idx && p.mail_id == old.mail_id)
+                {
+                    unfiled.push(old.archive_path.clone());
                 }
             }
         }
@@ -767,82 +585,41 @@ fn assemble_series(
     let vanished: Vec<(i64, Vec<String>)> = existing
         .iter()
         .filter(|(k, _)| !kept_keys.contains(*k))
-        .map(|(_, e)| (e.id, e.patches.values().map(|(_, p)| p.clone()).collect()))
+        .map(|(_, e)| {
+            let paths = e.patches.values().map(|p| p.archive_path.clone());
+            (e.id, paths.collect())
+        })
         .collect();
     archive.flush()?;
 
-    let tx = store.transaction()?;
-    let result = (|| -> rusqlite::Result<()> {
-        for (id, _) in &vanished {
-            tx.execute("DELETE FROM patches WHERE series_id = ?1", [id])?;
-            tx.execute("DELETE FROM series WHERE id = ?1", [id])?;
+    let update = store.series_update()?;
+    for (id, _) in &vanished {
+        update.delete_series(*id)?;
+    }
+    for plan in &plans {
+        let id = update.upsert_series(&SeriesRecord {
+            key: &plan.key,
+            series: &plan.series,
+            repo: plan.repo.as_deref(),
+            branch: plan.branch.as_deref(),
+            archive_dir: &plan.archive_dir,
+            run,
+        })?;
+        if plan.existing_id.is_some() {
+            update.clear_patches(id)?;
         }
-        for plan in &plans {
-            let s = &plan.series;
-            let (state, missing, superseded_by) = state_parts(&s.state);
-            let missing = serde_json::to_string(&missing).unwrap_or_else(|_| "[]".into());
-            // One upsert: the archive directory is chosen once, at insert;
-            // `updated_run` moves only when the state really changed.
-            let id: i64 = tx
-                .prepare_cached(
-                    "INSERT INTO series (key, version, total, title, author, branch, repo, cover_mail_id, state,
-                        missing, superseded_by, archive_dir, first_received, created_run, updated_run)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
-                     ON CONFLICT (key) DO UPDATE SET version = excluded.version, total = excluded.total,
-                        title = excluded.title, author = excluded.author, branch = excluded.branch,
-                        repo = excluded.repo, cover_mail_id = excluded.cover_mail_id, state = excluded.state,
-                        missing = excluded.missing, superseded_by = excluded.superseded_by,
-                        first_received = excluded.first_received,
-                        updated_run = CASE WHEN series.state IS excluded.state AND series.missing IS excluded.missing
-                                           THEN series.updated_run ELSE excluded.updated_run END
-                     RETURNING id",
-                )?
-                .query_row(
-                    params![
-                        plan.key,
-                        s.version,
-                        s.total,
-                        s.title,
-                        s.author,
-                        plan.branch,
-                        plan.repo,
-                        s.cover,
-                        state,
-                        missing,
-                        superseded_by,
-                        plan.archive_dir,
-                        s.first_received,
-                        run
-                    ],
-                    |r| r.get(0),
-                )?;
-            if plan.existing_id.is_some() {
-                tx.prepare_cached("DELETE FROM patches WHERE series_id = ?1")?
-                    .execute([id])?;
-            }
-            for (idx, mail_id, path) in &plan.patches {
-                tx.prepare_cached(
-                    "INSERT INTO patches (series_id, idx, mail_id, archive_path) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![id, idx, mail_id, path])?;
-            }
+        for patch in &plan.patches {
+            update.file_patch(id, patch)?;
         }
-        let open_ids: Vec<i64> = by_id.keys().copied().collect();
-        for id in &open_ids {
-            tx.prepare_cached("DELETE FROM duplicates WHERE mail_id = ?1")?
-                .execute([id])?;
-        }
-        for (dup, kept) in &assembly.duplicates {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO duplicates (mail_id, kept_id) VALUES (?1, ?2)",
-            )?
-            .execute(params![dup, kept])?;
-        }
-        Ok(())
-    })();
-    result
-        .and_then(|()| tx.commit())
-        .map_err(|e| store.err(e))?;
+    }
+    // Every open mail is assembled anew: its old duplicate verdict goes.
+    for id in by_id.keys() {
+        update.forget_duplicate(*id)?;
+    }
+    for (dup, kept) in &assembly.duplicates {
+        update.record_duplicate(*dup, *kept)?;
+    }
+    update.commit()?;
     // Only after the commit: stale filings of mails that moved to another
     // series (the raw mails stay).
     for path in unfiled
@@ -851,7 +628,7 @@ fn assemble_series(
     {
         let still_used = plans
             .iter()
-            .any(|p| p.patches.iter().any(|(_, _, q)| q == path));
+            .any(|p| p.patches.iter().any(|q| &q.archive_path == path));
         if !still_used {
             archive.unfile_patch(path)?;
         }
@@ -866,107 +643,57 @@ pub fn summarize(
     run: i64,
     source_key: &str,
 ) -> Result<CollectSummary, store::Error> {
-    let conn = store.conn();
-    let count = |sql: &str| -> Result<u64, store::Error> {
-        conn.query_row(sql, [run], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(|e| store.err(e))
-    };
-    let mails = count("SELECT COUNT(*) FROM source_items WHERE run_id = ?1")?;
-    let patches =
-        count("SELECT COUNT(*) FROM mails WHERE run_id = ?1 AND is_patch = 1 AND is_cover = 0")?;
-    let ignored =
-        count("SELECT COUNT(*) FROM mails WHERE run_id = ?1 AND is_patch = 0 AND error IS NULL")?;
-    let duplicates = count(
-        "SELECT (SELECT COUNT(*) FROM source_items WHERE run_id = ?1 AND kind = 'duplicate')
-              + (SELECT COUNT(*) FROM duplicates d JOIN mails m ON m.id = d.mail_id WHERE m.run_id = ?1)",
-    )?;
-    let mut errors = Vec::new();
-    {
-        let mut stmt = conn
-            .prepare(
-                "SELECT message_id, subject, error, from_name, from_email FROM mails WHERE run_id = ?1 AND error IS NOT NULL ORDER BY id",
-            )
-            .map_err(|e| store.err(e))?;
-        let rows = stmt
-            .query_map([run], |r| {
-                Ok(MailError {
-                    message_id: r.get(0)?,
-                    subject: r.get(1)?,
-                    from: sender(r.get(3)?, r.get(4)?),
-                    error: r.get(2)?,
-                })
-            })
-            .map_err(|e| store.err(e))?;
-        for row in rows {
-            errors.push(row.map_err(|e| store.err(e))?);
+    let counts = store.intake_counts(run)?;
+    let mut errors: Vec<MailError> = store
+        .unparsable_mails(run)?
+        .into_iter()
+        .map(|m| MailError {
+            message_id: m.message_id,
+            subject: m.subject,
+            from: sender(m.from_name, m.from_email),
+            error: m.error,
+        })
+        .collect();
+    errors.extend(store.conflicting_copies(run)?.into_iter().map(|c| {
+        let error = format!(
+            "Message-ID <{}> was already received with different content (kept {}); this copy is archived as {} and not used",
+            c.message_id, c.kept_path, c.copy_path
+        );
+        MailError {
+            message_id: c.message_id,
+            subject: c.subject,
+            from: sender(c.from_name, c.from_email),
+            error,
         }
-        let mut stmt = conn
-            .prepare(
-                "SELECT m.message_id, m.subject, i.raw_path, m.raw_path, m.from_name, m.from_email FROM source_items i JOIN mails m ON m.id = i.mail_id
-                 WHERE i.run_id = ?1 AND i.kind = 'conflict' ORDER BY i.received_at, i.item",
-            )
-            .map_err(|e| store.err(e))?;
-        let rows = stmt
-            .query_map([run], |r| {
-                let message_id: String = r.get(0)?;
-                let copy: String = r.get(2)?;
-                let first: String = r.get(3)?;
-                Ok(MailError {
-                    message_id: message_id.clone(),
-                    subject: r.get(1)?,
-                    from: sender(r.get(4)?, r.get(5)?),
-                    error: format!(
-                        "Message-ID <{message_id}> was already received with different content (kept {first}); this copy is archived as {copy} and not used"
-                    ),
-                })
-            })
-            .map_err(|e| store.err(e))?;
-        for row in rows {
-            errors.push(row.map_err(|e| store.err(e))?);
-        }
-    }
-    let mut series = Vec::new();
-    {
-        let mut stmt = conn
-            .prepare(
-                "SELECT key, title, version, total, state, missing, repo, branch, archive_dir,
-                        (SELECT COUNT(*) FROM patches p WHERE p.series_id = series.id AND p.idx > 0) FROM series
-                 WHERE state IN ('complete', 'incomplete') OR updated_run = ?1 ORDER BY first_received, id",
-            )
-            .map_err(|e| store.err(e))?;
-        let rows = stmt
-            .query_map([run], |r| {
-                let missing: String = r.get(5)?;
-                Ok(SeriesLine {
-                    key: r.get(0)?,
-                    title: r.get(1)?,
-                    version: r.get(2)?,
-                    total: r.get(3)?,
-                    state: r.get(4)?,
-                    missing: serde_json::from_str(&missing).unwrap_or_default(),
-                    repo: r.get(6)?,
-                    branch: r.get(7)?,
-                    archive_dir: r.get(8)?,
-                    received: r.get(9)?,
-                })
-            })
-            .map_err(|e| store.err(e))?;
-        for row in rows {
-            series.push(row.map_err(|e| store.err(e))?);
-        }
-    }
-    let series_complete = series.iter().filter(|s| s.state == "complete").count() as u64;
-    let series_incomplete = series.iter().filter(|s| s.state == "incomplete").count() as u64;
+    }));
+    let overview = store.open_or_updated_series(run)?;
+    let in_state = |state: SeriesState| overview.iter().filter(|s| s.state == state).count() as u64;
+    let series_complete = in_state(SeriesState::Complete);
+    let series_incomplete = in_state(SeriesState::Incomplete);
+    let series = overview
+        .into_iter()
+        .map(|s| SeriesLine {
+            key: s.key,
+            title: s.title,
+            version: s.version,
+            total: s.total,
+            received: s.received,
+            state: s.state.as_str().to_owned(),
+            missing: s.missing,
+            repo: s.repo,
+            branch: s.branch,
+            archive_dir: s.archive_dir,
+        })
+        .collect();
     Ok(CollectSummary {
         run,
         source: source_key.to_owned(),
-        mails,
-        patches,
+        mails: counts.mails,
+        patches: counts.patches,
         series_complete,
         series_incomplete,
-        ignored,
-        duplicates,
+        ignored: counts.ignored,
+        duplicates: counts.duplicates,
         errors,
         warnings: Vec::new(),
         series,

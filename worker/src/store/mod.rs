@@ -84,7 +84,14 @@ mod runs;
 mod series;
 mod stages;
 
+pub use mails::{
+    ConflictingCopy, IntakeCounts, ItemKind, MailBatch, NewMail, OpenPatchMail, UnparsableMail,
+};
 pub use runs::{NewRun, RunOptions, RunRow, RunState, Trigger};
+pub use series::{
+    ApplyRecord, FiledPatch, KnownSeries, PatchPaths, SeriesOverview, SeriesRecord, SeriesState,
+    SeriesToApply, SeriesUpdate, UnknownSeriesState,
+};
 pub use stages::{Stage, StageEnd, StageRow, StageState};
 
 use migrations::MIGRATIONS;
@@ -115,6 +122,20 @@ pub enum Error {
     },
     #[error("run {0} does not exist")]
     NoSuchRun(i64),
+    #[error("state database {path}: cannot store mail <{message_id}>: {source}")]
+    Mail {
+        path: PathBuf,
+        message_id: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state database {path}: series {key}: {source}")]
+    Series {
+        path: PathBuf,
+        key: String,
+        #[source]
+        source: rusqlite::Error,
+    },
 }
 
 pub struct Store {

@@ -11,7 +11,7 @@ use crate::stage::build::{BuildSummary, TargetBuild};
 use crate::stage::collect::CollectSummary;
 use crate::stage::publish::PublishSummary;
 use crate::stage::test::TestSummary;
-use crate::store::{RunRow, StageRow};
+use crate::store::{RunRow, SeriesState, StageRow};
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -187,7 +187,7 @@ pub fn compose(facts: &Facts, cfg: &config::Report) -> Vec<Report> {
         reports.push(run);
     }
     if let Some(apply) = &facts.apply {
-        for s in apply.series.iter().filter(|s| s.state == "failed") {
+        for s in apply.series.iter().filter(|s| s.is(SeriesState::Failed)) {
             reports.push(series_failure(facts, cfg, s));
         }
     }
@@ -224,7 +224,7 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
                 );
             }
             "apply" => {
-                for series in apply.series.iter().filter(|x| x.state == "failed") {
+                for series in apply.series.iter().filter(|x| x.is(SeriesState::Failed)) {
                     s.line(format!(
                         "{} for {} did not apply: {}",
                         series_name(series),
@@ -235,7 +235,7 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
                             .map_or("failed", |e| e.message.as_str())
                     ));
                 }
-                if apply.series.iter().all(|x| x.state != "failed") {
+                if apply.series.iter().all(|x| !x.is(SeriesState::Failed)) {
                     s.line(stage.error.clone().unwrap_or_default());
                 } else {
                     s.line("(details in a reply to each series' thread)");
@@ -300,7 +300,11 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
         collect.ignored,
         plural(collect.duplicates, "duplicate", "duplicates"),
     ));
-    for line in collect.series.iter().filter(|l| l.state == "incomplete") {
+    for line in collect
+        .series
+        .iter()
+        .filter(|l| l.is(SeriesState::Incomplete))
+    {
         let missing: Vec<String> = line.missing.iter().map(u32::to_string).collect();
         received.line(format!(
             "waiting: \"{}\" v{} ({} of {} patches, missing {})",
@@ -325,7 +329,7 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
     let applied: Vec<&SeriesOutcome> = apply
         .series
         .iter()
-        .filter(|s| s.state == "applied")
+        .filter(|s| s.is(SeriesState::Applied))
         .collect();
     if !applied.is_empty() {
         let mut s = section("Applied");
