@@ -416,14 +416,8 @@ pub async fn list_runs(
     }
     let before = query.before.unwrap_or(i64::MAX);
     let page = read(&state, move |store, _| {
-        let mut stmt = store
-            .conn()
-            .prepare_cached("SELECT id FROM runs WHERE id < ?1 ORDER BY id DESC LIMIT ?2")
-            .map_err(|e| store.err(e))?;
-        let ids: Vec<i64> = stmt
-            .query_map(rusqlite::params![before, limit + 1], |r| r.get(0))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| store.err(e))?;
+        // One more than a page tells whether there is a next page.
+        let ids = store.run_ids_before(before, limit + 1)?;
         let more = ids.len() > limit as usize;
         let mut runs = Vec::new();
         for id in ids.into_iter().take(limit as usize) {

@@ -8,8 +8,7 @@
 
 use crate::config::Config;
 use crate::rpm::{self, Job, backend, make_srpm};
-use crate::store::{self, Store, now};
-use rusqlite::{OptionalExtension, params};
+use crate::store::{self, BuildKey, Store};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -52,6 +51,18 @@ pub struct TargetBuild {
 }
 
 impl TargetBuild {
+    /// Records this build for `run` in the builds table.
+    fn record(&self, store: &mut Store, run: i64) -> Result<(), store::Error> {
+        let key = BuildKey {
+            repo: &self.repo,
+            branch: &self.branch,
+            target: &self.target,
+            commit: &self.commit,
+            state: &self.state,
+        };
+        store.record_build(run, &key, self)
+    }
+
     /// A target of a branch at `commit`, nothing known about it but `state`.
     fn new(repo: &str, branch: &str, commit: &str, target: &str, state: &str) -> Self {
         Self {
@@ -92,97 +103,6 @@ pub struct BuildSummary {
     pub not_built: Vec<String>,
 }
 
-/// Branches moved by the apply stage of `run`: `(repo, branch, new tip)`,
-/// the last tip per branch.
-fn moved_branches(store: &Store, run: i64) -> Result<Vec<(String, String, String)>, store::Error> {
-    let conn = store.conn();
-    let mut stmt = conn
-        .prepare(
-            "SELECT repo, branch, apply_new_tip FROM series WHERE applied_run = ?1 AND state = 'applied'
-             ORDER BY (SELECT MIN(mail_id) FROM patches WHERE series_id = series.id), id",
-        )
-        .map_err(|e| store.err(e))?;
-    let rows = stmt
-        .query_map([run], |r| {
-            Ok((
-                r.get::<_, Option<String>>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, Option<String>>(2)?,
-            ))
-        })
-        .map_err(|e| store.err(e))?;
-    let mut out: Vec<(String, String, String)> = Vec::new();
-    for row in rows {
-        if let (Some(repo), Some(branch), Some(tip)) = row.map_err(|e| store.err(e))? {
-            out.retain(|(r, b, _)| !(r == &repo && b == &branch));
-            out.push((repo, branch, tip));
-        }
-    }
-    Ok(out)
-}
-
-/// The build of a target recorded for `run` (one row per target): `ok`,
-/// `failed`, or `started` (begun by a backend, its outcome not known yet).
-fn recorded(
-    store: &Store,
-    run: i64,
-    repo: &str,
-    branch: &str,
-    target: &str,
-) -> Result<Option<TargetBuild>, store::Error> {
-    store
-        .conn()
-        .query_row(
-            "SELECT result FROM builds WHERE run_id = ?1 AND repo = ?2 AND branch = ?3 AND target = ?4",
-            params![run, repo, branch, target],
-            |r| r.get::<_, String>(0),
-        )
-        .optional()
-        .map(|o| o.and_then(|json| serde_json::from_str(&json).ok()))
-        .map_err(|e| store.err(e))
-}
-
-fn record(store: &Store, run: i64, b: &TargetBuild) -> Result<(), store::Error> {
-    store
-        .conn()
-        .execute(
-            "INSERT INTO builds (run_id, repo, branch, target, commit_id, state, result, finished_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (run_id, repo, branch, target) DO UPDATE SET commit_id = excluded.commit_id,
-                state = excluded.state, result = excluded.result, finished_at = excluded.finished_at",
-            params![
-                run,
-                b.repo,
-                b.branch,
-                b.target,
-                b.commit,
-                b.state,
-                serde_json::to_string(b).unwrap_or_default(),
-                now()
-            ],
-        )
-        .map_err(|e| store.err(e))?;
-    Ok(())
-}
-
-/// Every target build recorded for `run`.
-pub fn builds_of_run(store: &Store, run: i64) -> Result<Vec<TargetBuild>, store::Error> {
-    let conn = store.conn();
-    let mut stmt = conn
-        .prepare("SELECT result FROM builds WHERE run_id = ?1 ORDER BY id")
-        .map_err(|e| store.err(e))?;
-    let rows = stmt
-        .query_map([run], |r| r.get::<_, String>(0))
-        .map_err(|e| store.err(e))?;
-    let mut out = Vec::new();
-    for row in rows {
-        if let Ok(b) = serde_json::from_str(&row.map_err(|e| store.err(e))?) {
-            out.push(b);
-        }
-    }
-    Ok(out)
-}
-
 /// Where a run's build files go: next to the state database.
 pub fn work_dir(config: &Config, run: i64) -> PathBuf {
     config
@@ -200,7 +120,7 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
         ..BuildSummary::default()
     };
     let mut jobs = Vec::new();
-    for (repo_name, branch, tip) in moved_branches(store, run)? {
+    for (repo_name, branch, tip) in store.moved_branches(run)? {
         let Some(repo) = config.repos.iter().find(|r| r.name == repo_name) else {
             summary.not_built.push(format!(
                 "{repo_name}/{branch}: the repository is no longer in the configuration"
@@ -223,7 +143,7 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
         let mut pending = Vec::new();
         let mut started = Vec::new();
         for target in &targets {
-            match recorded(store, run, &repo_name, &branch, target)? {
+            match store.recorded_build::<TargetBuild>(run, &repo_name, &branch, target)? {
                 Some(done) if done.commit == tip && done.state == "ok" => summary.builds.push(done),
                 Some(TargetBuild {
                     commit,
@@ -263,7 +183,7 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
                 for t in &pending {
                     let mut b = TargetBuild::new(&repo_name, &branch, &tip, t, "failed");
                     b.error = Some(e.clone());
-                    record(store, run, &b)?;
+                    b.record(store, run)?;
                     summary.builds.push(b);
                 }
             }
@@ -273,7 +193,7 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
         let mut journal = |j: usize, target: &str, task: i64| {
             let mut b = TargetBuild::of_job(&jobs[j], target, "started");
             b.task_id = Some(task);
-            if let Err(e) = record(store, run, &b) {
+            if let Err(e) = b.record(store, run) {
                 // Not fatal: the build goes on; an interruption would then
                 // start it again.
                 tracing::warn!(target = %target, task, "cannot record the started build: {e}");
@@ -294,7 +214,7 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
                     }
                     Err(e) => b.error = Some(e),
                 }
-                record(store, run, &b)?;
+                b.record(store, run)?;
                 summary.builds.push(b);
             }
         }

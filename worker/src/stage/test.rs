@@ -7,6 +7,7 @@
 use crate::checks::{self, TestResult, Vars, junit_suite};
 use crate::config::Config;
 use crate::junit;
+use crate::stage::build::TargetBuild;
 use crate::store::{self, Store};
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +39,7 @@ pub struct TestSummary {
 
 /// Runs the `test` stage of `run`.
 pub fn test_stage(store: &Store, config: &Config, run: i64) -> Result<TestSummary, Error> {
-    let builds = crate::stage::build::builds_of_run(store, run)?;
+    let builds: Vec<TargetBuild> = store.builds_of_run(run)?;
     let published = published_urls(store, run)?;
     let run_dir = crate::stage::build::work_dir(config, run);
     let mut summary = TestSummary {

@@ -1,5 +1,5 @@
 //! The state database (SQLite, WAL, foreign keys on): runs, stages, source
-//! cursors, mails, series, patches and events.
+//! cursors, mails, series, patches, builds, the outbox and events.
 //!
 //! Every step that changes state does so in one transaction, so a process
 //! killed at any point leaves either the old or the new state, never a mix.
@@ -10,12 +10,18 @@ mod builds;
 mod mails;
 mod migrations;
 mod outbox;
+mod reports;
 mod runs;
 mod series;
 mod stages;
+mod views;
 
+pub use builds::BuildKey;
+pub use outbox::{NewReport, QueuedReport, StoredReport};
+pub use reports::ThreadMail;
 pub use runs::RunRow;
 pub use stages::StageRow;
+pub use views::{AppliedSeries, Counts, PatchRow, StageDuration};
 
 use migrations::MIGRATIONS;
 use rusqlite::{Connection, Transaction};
@@ -45,6 +51,13 @@ pub enum Error {
     },
     #[error("run {0} does not exist")]
     NoSuchRun(i64),
+    #[error("state database {path}: cannot encode the {what}: {source}")]
+    Encode {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 pub struct Store {
