@@ -9,7 +9,7 @@
 pub use crate::junit::render;
 use crate::junit::{Case, Outcome, Suite};
 use crate::stage::apply::SeriesOutcome;
-use crate::stage::build::TargetBuild;
+use crate::stage::build::{BuildState, TargetBuild};
 use crate::store::{self, PatchRow, Store};
 
 /// The apply cases of one series: every patch passes when the series
@@ -77,8 +77,8 @@ pub fn series_cases(outcome: &SeriesOutcome, total: u32, patches: &[PatchRow]) -
 
 /// The build case of one target build.
 pub fn build_case(b: &TargetBuild) -> Case {
-    let outcome = match (&b.error, b.state.as_str()) {
-        (None, "ok") => Outcome::Passed,
+    let outcome = match (&b.error, b.state) {
+        (None, BuildState::Ok) => Outcome::Passed,
         (error, _) => {
             let details = error
                 .clone()
@@ -201,7 +201,7 @@ mod tests {
             branch: "master".into(),
             commit: "abc".into(),
             target: "el9".into(),
-            state: "failed".into(),
+            state: BuildState::Failed,
             nvr: None,
             srpm: None,
             rpms: vec![],

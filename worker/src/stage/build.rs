@@ -27,6 +27,36 @@ impl Error {
     }
 }
 
+/// Where the build of one target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildState {
+    /// Built: its RPMs are there.
+    Ok,
+    Failed,
+    /// Begun by a backend (a Koji task), its outcome not known yet: an
+    /// interrupted stage takes it up again instead of starting it twice.
+    Started,
+}
+
+impl BuildState {
+    /// The name in summaries, the builds table and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildState::Ok => "ok",
+            BuildState::Failed => "failed",
+            BuildState::Started => "started",
+        }
+    }
+}
+
+impl std::fmt::Display for BuildState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so width and alignment in format strings apply.
+        f.pad(self.as_str())
+    }
+}
+
 /// One repository, branch and target: what `status --json` and the report show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetBuild {
@@ -34,7 +64,7 @@ pub struct TargetBuild {
     pub branch: String,
     pub commit: String,
     pub target: String,
-    pub state: String,
+    pub state: BuildState,
     pub nvr: Option<String>,
     pub srpm: Option<String>,
     pub rpms: Vec<String>,
@@ -58,19 +88,19 @@ impl TargetBuild {
             branch: &self.branch,
             target: &self.target,
             commit: &self.commit,
-            state: &self.state,
+            state: self.state.as_str(),
         };
         store.record_build(run, &key, self)
     }
 
     /// A target of a branch at `commit`, nothing known about it but `state`.
-    fn new(repo: &str, branch: &str, commit: &str, target: &str, state: &str) -> Self {
+    fn new(repo: &str, branch: &str, commit: &str, target: &str, state: BuildState) -> Self {
         Self {
             repo: repo.to_owned(),
             branch: branch.to_owned(),
             commit: commit.to_owned(),
             target: target.to_owned(),
-            state: state.to_owned(),
+            state,
             nvr: None,
             srpm: None,
             rpms: Vec::new(),
@@ -83,7 +113,7 @@ impl TargetBuild {
     }
 
     /// A target of `job`, with its SRPM and NVR.
-    fn of_job(job: &Job, target: &str, state: &str) -> Self {
+    fn of_job(job: &Job, target: &str, state: BuildState) -> Self {
         let mut b = Self::new(&job.repo, &job.branch, &job.commit, target, state);
         b.nvr = Some(job.nvr.clone());
         b.srpm = Some(job.srpm.display().to_string());
@@ -144,14 +174,16 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
         let mut started = Vec::new();
         for target in &targets {
             match store.recorded_build::<TargetBuild>(run, &repo_name, &branch, target)? {
-                Some(done) if done.commit == tip && done.state == "ok" => summary.builds.push(done),
+                Some(done) if done.commit == tip && done.state == BuildState::Ok => {
+                    summary.builds.push(done)
+                }
                 Some(TargetBuild {
                     commit,
                     state,
                     task_id: Some(task),
                     nvr: Some(nvr),
                     ..
-                }) if commit == tip && state == "started" => {
+                }) if commit == tip && state == BuildState::Started => {
                     started.push((target.clone(), task, nvr));
                     pending.push(target.clone());
                 }
@@ -181,7 +213,7 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
             }),
             Err(e) => {
                 for t in &pending {
-                    let mut b = TargetBuild::new(&repo_name, &branch, &tip, t, "failed");
+                    let mut b = TargetBuild::new(&repo_name, &branch, &tip, t, BuildState::Failed);
                     b.error = Some(e.clone());
                     b.record(store, run)?;
                     summary.builds.push(b);
@@ -191,7 +223,7 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
     }
     if !jobs.is_empty() {
         let mut journal = |j: usize, target: &str, task: i64| {
-            let mut b = TargetBuild::of_job(&jobs[j], target, "started");
+            let mut b = TargetBuild::of_job(&jobs[j], target, BuildState::Started);
             b.task_id = Some(task);
             if let Err(e) = b.record(store, run) {
                 // Not fatal: the build goes on; an interruption would then
@@ -202,14 +234,14 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
         let results = backend(config)?.build(&jobs, &mut journal)?;
         for (job, targets) in jobs.iter().zip(results) {
             for outcome in targets {
-                let mut b = TargetBuild::of_job(job, &outcome.target, "failed");
+                let mut b = TargetBuild::of_job(job, &outcome.target, BuildState::Failed);
                 b.log = outcome.log.map(|l| l.display().to_string());
                 b.duration_ms = outcome.duration_ms;
                 b.task_id = outcome.task_id;
                 b.urls = outcome.urls;
                 match outcome.result {
                     Ok(rpms) => {
-                        b.state = "ok".into();
+                        b.state = BuildState::Ok;
                         b.rpms = rpms.iter().map(|p| p.display().to_string()).collect();
                     }
                     Err(e) => b.error = Some(e),
@@ -219,7 +251,37 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
             }
         }
     }
-    summary.built = summary.builds.iter().filter(|b| b.state == "ok").count() as u64;
-    summary.failed = summary.builds.iter().filter(|b| b.state != "ok").count() as u64;
+    summary.built = summary
+        .builds
+        .iter()
+        .filter(|b| b.state == BuildState::Ok)
+        .count() as u64;
+    summary.failed = summary
+        .builds
+        .iter()
+        .filter(|b| b.state != BuildState::Ok)
+        .count() as u64;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_states_keep_their_names_in_json_and_text() {
+        for (state, name) in [
+            (BuildState::Ok, "ok"),
+            (BuildState::Failed, "failed"),
+            (BuildState::Started, "started"),
+        ] {
+            assert_eq!(state.as_str(), name);
+            assert_eq!(serde_json::to_value(state).unwrap(), name);
+            assert_eq!(
+                serde_json::from_value::<BuildState>(name.into()).unwrap(),
+                state
+            );
+        }
+        assert_eq!(format!("[{:>6}]", BuildState::Ok), "[    ok]");
+    }
 }

@@ -153,7 +153,7 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
                 summary
                     .builds
                     .iter()
-                    .filter(|b| b.state != "ok")
+                    .filter(|b| b.state != build::BuildState::Ok)
                     .map(|b| {
                         format!(
                             "{}/{} for {}: {}",

@@ -11,6 +11,7 @@ pub mod compose;
 pub mod outbox;
 
 use crate::config::{Config, ReportTransport};
+use crate::stage::build::BuildState;
 use crate::store::{self, NewReport, Store, StoredReport};
 use compose::{Facts, LogTail, PatchLine, Report, Thread};
 use serde::{Deserialize, Serialize};
@@ -97,7 +98,7 @@ pub fn gather(store: &Store, config: &Config, run: i64) -> Result<Facts, Error> 
         }
     }
     if let Some(build) = &facts.build {
-        for b in build.builds.iter().filter(|b| b.state != "ok") {
+        for b in build.builds.iter().filter(|b| b.state != BuildState::Ok) {
             let Some(log) = &b.log else { continue };
             // Only the end of a log that may be megabytes long: at most
             // 256 bytes a line.
