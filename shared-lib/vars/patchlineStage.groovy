@@ -1,6 +1,9 @@
 // Runs one pipeline stage on the worker: start it, stream its log into
 // the console while it runs (polling with backoff), then fail the Jenkins
-// stage when the worker says the stage failed.
+// stage when the worker says the stage failed and stopped, or mark it
+// unstable when it failed but ran to its end (the worker's `continues`:
+// the next stages work on what did succeed). The worker decides; this
+// step only follows what it says.
 def call(Map args) {
     Map opts = [
         stage: null,
@@ -39,7 +42,12 @@ def call(Map args) {
     def view = readJSON(text: patchlineApi(path: path).content)
     echo "patchline: ${opts.stage} of run ${opts.run}: ${view.state}"
     if (opts.failOnError && !(view.state in ['ok', 'skipped'])) {
-        error "patchline: ${opts.stage} ${view.state}: ${view.error ?: 'see the log above'}"
+        String why = "patchline: ${opts.stage} ${view.state}: ${view.error ?: 'see the log above'}"
+        if (view.continues) {
+            unstable(why)
+        } else {
+            error why
+        }
     }
     return view
 }

@@ -171,6 +171,18 @@ step('echo') { Object msg ->
     println line
 }
 step('error') { String msg -> throw new PipelineError(msg) }
+// As Jenkins' unstable step: the stage and the build become UNSTABLE
+// (never better than a FAILURE already set) and the pipeline goes on.
+String stageUnstable = null
+step('unstable') { String msg ->
+    String line = mask(msg)
+    console << "WARNING: ${line}".toString()
+    println "WARNING: ${line}"
+    stageUnstable = line
+    if (currentBuild.result != 'FAILURE') {
+        currentBuild.result = 'UNSTABLE'
+    }
+}
 step('sleep') { Object a ->
     Map m = a instanceof Map ? a : [time: a]
     long ms = (m.time as long) * ((m.unit ?: 'SECONDS') == 'MILLISECONDS' ? 1 : 1000)
@@ -284,9 +296,11 @@ pipelineSpec.stages.stages.each { s ->
     }
     println "[Pipeline] { (${s.name})"
     try {
+        stageUnstable = null
         s.steps.resolveStrategy = Closure.OWNER_FIRST
         s.steps.call()
-        stages << [name: s.name, status: 'ok']
+        stages << (stageUnstable == null ? [name: s.name, status: 'ok'] :
+            [name: s.name, status: 'unstable', error: stageUnstable])
     } catch (PipelineError e) {
         println "ERROR: ${mask(e.message)}"
         stages << [name: s.name, status: 'failed', error: mask(e.message)]
@@ -296,7 +310,8 @@ pipelineSpec.stages.stages.each { s ->
 }
 List posts = []
 Map conditions = pipelineSpec.post.conditions
-List order = ['always', currentBuild.currentResult == 'SUCCESS' ? 'success' : 'failure', 'cleanup']
+String outcome = [SUCCESS: 'success', UNSTABLE: 'unstable'][currentBuild.currentResult] ?: 'failure'
+List order = ['always', outcome, 'cleanup']
 order.findAll { conditions[it] }.each { name ->
     println "[Pipeline] post (${name})"
     try {

@@ -29,6 +29,42 @@ pub enum Error {
 /// output stays in the test's work directory).
 const OUTPUT_TAIL: u64 = 16 * 1024;
 
+/// How one test command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestState {
+    /// Exited 0.
+    Passed,
+    /// Exited non-zero or was ended by a signal.
+    Failed,
+    /// Not run: its target did not build.
+    Skipped,
+    /// Stopped at its timeout.
+    Timeout,
+    /// Could not be started.
+    Error,
+}
+
+impl TestState {
+    /// The name in summaries and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestState::Passed => "passed",
+            TestState::Failed => "failed",
+            TestState::Skipped => "skipped",
+            TestState::Timeout => "timeout",
+            TestState::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for TestState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so width and alignment in format strings apply.
+        f.pad(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TestResult {
     pub repo: String,
@@ -37,8 +73,7 @@ pub struct TestResult {
     pub name: String,
     /// The argument vector as run (placeholders replaced).
     pub command: Vec<String>,
-    /// `passed`, `failed`, `timeout`, `error` (could not start) or `skipped`.
-    pub state: String,
+    pub state: TestState,
     pub exit_code: Option<i32>,
     pub duration_ms: u64,
     /// The end of the combined stdout and stderr.
@@ -57,7 +92,7 @@ impl TestResult {
             self.repo,
             self.branch,
             self.target,
-            self.message.as_deref().unwrap_or(&self.state)
+            self.message.as_deref().unwrap_or(self.state.as_str())
         )
     }
 }
@@ -137,7 +172,7 @@ pub fn run_test(
         target: vars.target.clone(),
         name: test.name.clone(),
         command: command.clone(),
-        state: "skipped".into(),
+        state: TestState::Skipped,
         exit_code: None,
         duration_ms: 0,
         output: String::new(),
@@ -181,7 +216,7 @@ pub fn run_test(
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     match cmd.spawn() {
         Err(e) => {
-            result.state = "error".into();
+            result.state = TestState::Error;
             result.message = Some(format!("cannot run {program:?}: {e}"));
         }
         Ok(mut child) => {
@@ -195,11 +230,11 @@ pub fn run_test(
             };
             match status {
                 Some(status) if status.success() => {
-                    result.state = "passed".into();
+                    result.state = TestState::Passed;
                     result.exit_code = status.code();
                 }
                 Some(status) => {
-                    result.state = "failed".into();
+                    result.state = TestState::Failed;
                     result.exit_code = status.code();
                     result.message = Some(match status.code() {
                         Some(code) => format!("exit status {code}"),
@@ -207,7 +242,7 @@ pub fn run_test(
                     });
                 }
                 None => {
-                    result.state = "timeout".into();
+                    result.state = TestState::Timeout;
                     result.message =
                         Some(format!("stopped after the {} s timeout", test.timeout_secs));
                 }
@@ -262,17 +297,20 @@ pub fn junit_suite(run: i64, results: &[TestResult]) -> junit::Suite {
                 classname: format!("test.{}.{}", r.repo, r.target),
                 name: r.name.clone(),
                 seconds: r.duration_ms as f64 / 1000.0,
-                outcome: match r.state.as_str() {
-                    "passed" => junit::Outcome::Passed,
-                    "skipped" => junit::Outcome::Skipped {
+                outcome: match r.state {
+                    TestState::Passed => junit::Outcome::Passed,
+                    TestState::Skipped => junit::Outcome::Skipped {
                         message: r.message.clone().unwrap_or_default(),
                     },
-                    _ => junit::Outcome::Failed {
-                        message: r.message.clone().unwrap_or_else(|| r.state.clone()),
-                        details: format!("$ {}\n{}", shell_words(&r.command), r.output),
-                    },
+                    TestState::Failed | TestState::Timeout | TestState::Error => {
+                        junit::Outcome::Failed {
+                            message: r.message.clone().unwrap_or_else(|| r.state.to_string()),
+                            details: format!("$ {}\n{}", shell_words(&r.command), r.output),
+                        }
+                    }
                 },
-                output: (!r.output.is_empty() && r.state == "passed").then(|| r.output.clone()),
+                output: (!r.output.is_empty() && r.state == TestState::Passed)
+                    .then(|| r.output.clone()),
             })
             .collect(),
     }
@@ -298,6 +336,7 @@ pub fn shell_words(argv: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stage::build::BuildState;
 
     fn argv(words: &[&str]) -> Vec<String> {
         words.iter().map(|s| s.to_string()).collect()
@@ -344,6 +383,26 @@ mod tests {
     }
 
     #[test]
+    fn test_states_keep_their_names_in_json_and_text() {
+        use TestState::*;
+        for (state, name) in [
+            (Passed, "passed"),
+            (Failed, "failed"),
+            (Skipped, "skipped"),
+            (Timeout, "timeout"),
+            (Error, "error"),
+        ] {
+            assert_eq!(state.as_str(), name);
+            assert_eq!(serde_json::to_value(state).unwrap(), name);
+            assert_eq!(
+                serde_json::from_value::<TestState>(name.into()).unwrap(),
+                state
+            );
+        }
+        assert_eq!(format!("{:<8}|", Passed), "passed  |");
+    }
+
+    #[test]
     fn display_quotes_what_a_shell_would_split() {
         assert_eq!(
             shell_words(&argv(&["rpm", "-qp", "a b.rpm", "it's", ""])),
@@ -353,8 +412,8 @@ mod tests {
 
     /// Why a test of a target build in `state` is skipped, as the test
     /// stage says it.
-    fn build(state: &str) -> Option<String> {
-        (state != "ok").then(|| "the el9 build failed".to_owned())
+    fn build(state: BuildState) -> Option<String> {
+        (state != BuildState::Ok).then(|| "the el9 build failed".to_owned())
     }
 
     fn command(name: &str, words: &[&str], timeout_secs: u64) -> TestCommand {
@@ -381,10 +440,10 @@ mod tests {
             ),
             &vars,
             &dir.path().join("a"),
-            build("ok"),
+            build(BuildState::Ok),
         )
         .unwrap();
-        assert_eq!(ok.state, "passed");
+        assert_eq!(ok.state.as_str(), "passed");
         assert_eq!(ok.exit_code, Some(0));
         assert_eq!(ok.output, "out hello-1.0-1\nerr\n");
 
@@ -392,10 +451,10 @@ mod tests {
             &command("fail", &["sh", "-c", "echo broken; exit 3"], 10),
             &vars,
             &dir.path().join("b"),
-            build("ok"),
+            build(BuildState::Ok),
         )
         .unwrap();
-        assert_eq!(failed.state, "failed");
+        assert_eq!(failed.state.as_str(), "failed");
         assert_eq!(failed.exit_code, Some(3));
         assert_eq!(failed.message.as_deref(), Some("exit status 3"));
         assert_eq!(failed.output, "broken\n");
@@ -411,10 +470,10 @@ mod tests {
             ),
             &vars,
             &dir.path().join("c"),
-            build("ok"),
+            build(BuildState::Ok),
         )
         .unwrap();
-        assert_eq!(slow.state, "timeout");
+        assert_eq!(slow.state.as_str(), "timeout");
         assert_eq!(slow.output, "started\n");
         assert!(started.elapsed() < Duration::from_secs(20));
 
@@ -422,10 +481,10 @@ mod tests {
             &command("missing", &["/nonexistent/tool"], 10),
             &vars,
             &dir.path().join("d"),
-            build("ok"),
+            build(BuildState::Ok),
         )
         .unwrap();
-        assert_eq!(missing.state, "error");
+        assert_eq!(missing.state.as_str(), "error");
         assert!(
             missing
                 .message
@@ -439,10 +498,10 @@ mod tests {
             &command("echo", &["true"], 10),
             &vars,
             &dir.path().join("e"),
-            build("failed"),
+            build(BuildState::Failed),
         )
         .unwrap();
-        assert_eq!(skipped.state, "skipped");
+        assert_eq!(skipped.state.as_str(), "skipped");
         assert_eq!(skipped.message.as_deref(), Some("the el9 build failed"));
     }
 
@@ -466,7 +525,7 @@ mod tests {
             &command("long", &["seq", "1", "20000"], 10),
             &Vars::default(),
             &dir.path().join("long"),
-            build("ok"),
+            build(BuildState::Ok),
         )
         .unwrap();
         assert!(ran.output.starts_with("[...]\n"), "{}", &ran.output[..40]);

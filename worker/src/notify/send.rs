@@ -197,13 +197,13 @@ fn smtp_transport(smtp: &config::Smtp) -> Result<Transport, Error> {
     ))
 }
 
-/// What happened to one outbox message in a flush.
-pub fn envelope(sender: &str, recipients: &str) -> Result<Envelope, String> {
+/// The SMTP envelope of a stored report; the error says which address
+/// does not parse (or that there is no recipient).
+pub fn envelope(sender: &str, recipients: &[String]) -> Result<Envelope, String> {
     let from: Address = sender
         .parse()
         .map_err(|e| format!("sender {sender:?}: {e}"))?;
-    let list: Vec<String> = serde_json::from_str(recipients).unwrap_or_default();
-    let to = list
+    let to = recipients
         .iter()
         .map(|a| {
             a.parse::<Address>()

@@ -9,16 +9,8 @@
 pub use crate::junit::render;
 use crate::junit::{Case, Outcome, Suite};
 use crate::stage::apply::SeriesOutcome;
-use crate::stage::build::TargetBuild;
-use crate::store::{self, SeriesState, Store};
-use rusqlite::params;
-
-/// One patch of a series as the apply suite needs it.
-pub struct PatchRow {
-    pub idx: u32,
-    pub subject: String,
-    pub archive_path: String,
-}
+use crate::stage::build::{BuildState, TargetBuild};
+use crate::store::{self, PatchRow, SeriesState, Store};
 
 /// The apply cases of one series: every patch passes when the series
 /// applied; when it failed, the failing patch fails and the ones after it
@@ -85,8 +77,8 @@ pub fn series_cases(outcome: &SeriesOutcome, total: u32, patches: &[PatchRow]) -
 
 /// The build case of one target build.
 pub fn build_case(b: &TargetBuild) -> Case {
-    let outcome = match (&b.error, b.state.as_str()) {
-        (None, "ok") => Outcome::Passed,
+    let outcome = match (&b.error, b.state) {
+        (None, BuildState::Ok) => Outcome::Passed,
         (error, _) => {
             let details = error
                 .clone()
@@ -118,50 +110,15 @@ pub fn build_case(b: &TargetBuild) -> Case {
 
 /// The suites of `run`, read from the store.
 pub fn load(store: &Store, run: i64) -> Result<Vec<Suite>, store::Error> {
-    let conn = store.conn();
-    let mut series_stmt = conn
-        .prepare(
-            "SELECT id, total, apply_result FROM series WHERE applied_run = ?1 AND apply_result IS NOT NULL ORDER BY id",
-        )
-        .map_err(|e| store.err(e))?;
-    let series: Vec<(i64, u32, String)> = series_stmt
-        .query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .and_then(|rows| rows.collect())
-        .map_err(|e| store.err(e))?;
-    let mut patch_stmt = conn
-        .prepare(
-            // The cover letter (index 0) is not a patch.
-            "SELECT p.idx, m.subject, p.archive_path FROM patches p JOIN mails m ON m.id = p.mail_id
-             WHERE p.series_id = ?1 AND p.idx > 0 ORDER BY p.idx",
-        )
-        .map_err(|e| store.err(e))?;
-    let mut apply = Vec::new();
-    for (id, total, result) in series {
-        let Ok(outcome) = serde_json::from_str::<SeriesOutcome>(&result) else {
-            continue;
-        };
-        let patches: Vec<PatchRow> = patch_stmt
-            .query_map(params![id], |r| {
-                Ok(PatchRow {
-                    idx: r.get(0)?,
-                    subject: r.get(1)?,
-                    archive_path: r.get(2)?,
-                })
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(|e| store.err(e))?;
-        apply.extend(series_cases(&outcome, total, &patches));
-    }
-    let mut build_stmt = conn
-        .prepare("SELECT result FROM builds WHERE run_id = ?1 ORDER BY id")
-        .map_err(|e| store.err(e))?;
-    let build: Vec<Case> = build_stmt
-        .query_map([run], |r| r.get::<_, String>(0))
-        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| store.err(e))?
+    let apply: Vec<Case> = store
+        .applied_series::<SeriesOutcome>(run)?
         .iter()
-        .filter_map(|json| serde_json::from_str::<TargetBuild>(json).ok())
-        .map(|b| build_case(&b))
+        .flat_map(|s| series_cases(&s.outcome, s.total, &s.patches))
+        .collect();
+    let build: Vec<Case> = store
+        .builds_of_run::<TargetBuild>(run)?
+        .iter()
+        .map(build_case)
         .collect();
     let mut suites = vec![
         Suite {
@@ -244,7 +201,7 @@ mod tests {
             branch: "master".into(),
             commit: "abc".into(),
             target: "el9".into(),
-            state: "failed".into(),
+            state: BuildState::Failed,
             nvr: None,
             srpm: None,
             rpms: vec![],

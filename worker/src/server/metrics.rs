@@ -3,59 +3,43 @@
 //! second bookkeeping that could drift from the store.
 
 use crate::stage::Stage;
-use crate::store::{self, Store};
+use crate::store::{self, Counts, Store};
 use std::fmt::Write;
 
-/// One gauge with one label: `(name, help, label)` and a query giving
-/// `(label value, count)` rows.
-fn gauge_by_state(
-    store: &Store,
+/// One gauge with one label, from `(label value, count)` rows.
+fn gauge_by_label(
     out: &mut String,
     (name, help, label_name): (&str, &str, &str),
-    sql: &str,
-) -> Result<(), store::Error> {
+    rows: &[(String, i64)],
+) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} gauge");
-    let mut stmt = store.conn().prepare(sql).map_err(|e| store.err(e))?;
-    let rows: Vec<(String, i64)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .and_then(|r| r.collect())
-        .map_err(|e| store.err(e))?;
     for (value, n) in rows {
-        let _ = writeln!(out, "{name}{{{label_name}=\"{}\"}} {n}", label(&value));
+        let _ = writeln!(out, "{name}{{{label_name}=\"{}\"}} {n}", label(value));
     }
-    Ok(())
 }
 
 /// The metrics text of the database behind `store`; `jobs_running` is the
 /// number of stage jobs this process is running.
 pub fn render(store: &Store, jobs_running: usize) -> Result<String, store::Error> {
-    let conn = store.conn();
-    let mut out = String::new();
-    let q = |e| store.err(e);
+    Ok(render_counts(&store.counts()?, jobs_running))
+}
 
-    gauge_by_state(
-        store,
+/// The metrics text of `counts`.
+fn render_counts(counts: &Counts, jobs_running: usize) -> String {
+    let mut out = String::new();
+    gauge_by_label(
         &mut out,
         ("patchline_runs", "Runs by state.", "state"),
-        "SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state",
-    )?;
+        &counts.runs,
+    );
 
     let _ = writeln!(
         out,
         "# HELP patchline_stages Stage executions by stage and state (latest per run)."
     );
     let _ = writeln!(out, "# TYPE patchline_stages gauge");
-    let mut stmt = conn
-        .prepare(
-            "SELECT stage, state, COUNT(*) FROM stages GROUP BY stage, state ORDER BY stage, state",
-        )
-        .map_err(q)?;
-    let rows: Vec<(String, String, i64)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .and_then(|r| r.collect())
-        .map_err(q)?;
-    for (stage, state, n) in &rows {
+    for (stage, state, n) in &counts.stages {
         let _ = writeln!(
             out,
             "patchline_stages{{stage=\"{}\",state=\"{}\"}} {n}",
@@ -70,7 +54,8 @@ pub fn render(store: &Store, jobs_running: usize) -> Result<String, store::Error
     );
     let _ = writeln!(out, "# TYPE patchline_stage_failures gauge");
     for stage in Stage::ALL {
-        let n: i64 = rows
+        let n: i64 = counts
+            .stages
             .iter()
             .filter(|(s, st, _)| s == stage.as_str() && st == "failed")
             .map(|(_, _, n)| n)
@@ -83,44 +68,34 @@ pub fn render(store: &Store, jobs_running: usize) -> Result<String, store::Error
         "# HELP patchline_stage_duration_seconds Duration of finished stages."
     );
     let _ = writeln!(out, "# TYPE patchline_stage_duration_seconds summary");
-    let mut stmt = conn
-        .prepare(
-            "SELECT stage, COUNT(*), COALESCE(SUM(finished_at - started_at), 0) FROM stages
-             WHERE finished_at IS NOT NULL AND started_at IS NOT NULL GROUP BY stage ORDER BY stage",
-        )
-        .map_err(q)?;
-    let rows: Vec<(String, i64, i64)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .and_then(|r| r.collect())
-        .map_err(q)?;
-    for (stage, count, sum) in rows {
-        let stage = label(&stage);
+    for d in &counts.durations {
+        let stage = label(&d.stage);
         let _ = writeln!(
             out,
-            "patchline_stage_duration_seconds_sum{{stage=\"{stage}\"}} {sum}"
+            "patchline_stage_duration_seconds_sum{{stage=\"{stage}\"}} {}",
+            d.seconds
         );
         let _ = writeln!(
             out,
-            "patchline_stage_duration_seconds_count{{stage=\"{stage}\"}} {count}"
+            "patchline_stage_duration_seconds_count{{stage=\"{stage}\"}} {}",
+            d.count
         );
     }
 
-    gauge_by_state(
-        store,
+    gauge_by_label(
         &mut out,
         (
             "patchline_patches",
             "Patches of series, by series state.",
             "series_state",
         ),
-        "SELECT s.state, COUNT(*) FROM patches p JOIN series s ON s.id = p.series_id GROUP BY s.state ORDER BY s.state",
-    )?;
-    gauge_by_state(
-        store,
+        &counts.patches,
+    );
+    gauge_by_label(
         &mut out,
         ("patchline_builds", "Target builds by state.", "state"),
-        "SELECT state, COUNT(*) FROM builds GROUP BY state ORDER BY state",
-    )?;
+        &counts.builds,
+    );
 
     let _ = writeln!(
         out,
@@ -128,7 +103,7 @@ pub fn render(store: &Store, jobs_running: usize) -> Result<String, store::Error
     );
     let _ = writeln!(out, "# TYPE patchline_jobs_running gauge");
     let _ = writeln!(out, "patchline_jobs_running {jobs_running}");
-    Ok(out)
+    out
 }
 
 /// A label value: the characters the text format needs escaped.
@@ -136,4 +111,42 @@ fn label(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StageDuration;
+
+    #[test]
+    fn counts_render_as_gauges_with_escaped_labels() {
+        let counts = Counts {
+            runs: vec![("ok".into(), 2)],
+            stages: vec![
+                ("apply".into(), "failed".into(), 1),
+                ("apply".into(), "ok".into(), 3),
+            ],
+            durations: vec![StageDuration {
+                stage: "apply".into(),
+                count: 4,
+                seconds: 9,
+            }],
+            patches: vec![("a\"b".into(), 5)],
+            builds: vec![],
+        };
+        let text = render_counts(&counts, 1);
+        for line in [
+            "# TYPE patchline_runs gauge\npatchline_runs{state=\"ok\"} 2\n",
+            "patchline_stages{stage=\"apply\",state=\"ok\"} 3\n",
+            "patchline_stage_failures{stage=\"apply\"} 1\n",
+            "patchline_stage_failures{stage=\"build\"} 0\n",
+            "patchline_stage_duration_seconds_sum{stage=\"apply\"} 9\n\
+             patchline_stage_duration_seconds_count{stage=\"apply\"} 4\n",
+            "patchline_patches{series_state=\"a\\\"b\"} 5\n",
+            "# TYPE patchline_builds gauge\n# HELP patchline_jobs_running",
+            "patchline_jobs_running 1\n",
+        ] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
+        }
+    }
 }

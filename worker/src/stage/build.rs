@@ -8,8 +8,7 @@
 
 use crate::config::Config;
 use crate::rpm::{self, Job, backend, make_srpm};
-use crate::store::{self, Store, now};
-use rusqlite::{OptionalExtension, params};
+use crate::store::{self, BuildKey, Store};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -28,6 +27,36 @@ impl Error {
     }
 }
 
+/// Where the build of one target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildState {
+    /// Built: its RPMs are there.
+    Ok,
+    Failed,
+    /// Begun by a backend (a Koji task), its outcome not known yet: an
+    /// interrupted stage takes it up again instead of starting it twice.
+    Started,
+}
+
+impl BuildState {
+    /// The name in summaries, the builds table and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildState::Ok => "ok",
+            BuildState::Failed => "failed",
+            BuildState::Started => "started",
+        }
+    }
+}
+
+impl std::fmt::Display for BuildState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so width and alignment in format strings apply.
+        f.pad(self.as_str())
+    }
+}
+
 /// One repository, branch and target: what `status --json` and the report show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetBuild {
@@ -35,7 +64,7 @@ pub struct TargetBuild {
     pub branch: String,
     pub commit: String,
     pub target: String,
-    pub state: String,
+    pub state: BuildState,
     pub nvr: Option<String>,
     pub srpm: Option<String>,
     pub rpms: Vec<String>,
@@ -52,14 +81,26 @@ pub struct TargetBuild {
 }
 
 impl TargetBuild {
+    /// Records this build for `run` in the builds table.
+    fn record(&self, store: &mut Store, run: i64) -> Result<(), store::Error> {
+        let key = BuildKey {
+            repo: &self.repo,
+            branch: &self.branch,
+            target: &self.target,
+            commit: &self.commit,
+            state: self.state.as_str(),
+        };
+        store.record_build(run, &key, self)
+    }
+
     /// A target of a branch at `commit`, nothing known about it but `state`.
-    fn new(repo: &str, branch: &str, commit: &str, target: &str, state: &str) -> Self {
+    fn new(repo: &str, branch: &str, commit: &str, target: &str, state: BuildState) -> Self {
         Self {
             repo: repo.to_owned(),
             branch: branch.to_owned(),
             commit: commit.to_owned(),
             target: target.to_owned(),
-            state: state.to_owned(),
+            state,
             nvr: None,
             srpm: None,
             rpms: Vec::new(),
@@ -72,7 +113,7 @@ impl TargetBuild {
     }
 
     /// A target of `job`, with its SRPM and NVR.
-    fn of_job(job: &Job, target: &str, state: &str) -> Self {
+    fn of_job(job: &Job, target: &str, state: BuildState) -> Self {
         let mut b = Self::new(&job.repo, &job.branch, &job.commit, target, state);
         b.nvr = Some(job.nvr.clone());
         b.srpm = Some(job.srpm.display().to_string());
@@ -92,97 +133,6 @@ pub struct BuildSummary {
     pub not_built: Vec<String>,
 }
 
-/// Branches moved by the apply stage of `run`: `(repo, branch, new tip)`,
-/// the last tip per branch.
-fn moved_branches(store: &Store, run: i64) -> Result<Vec<(String, String, String)>, store::Error> {
-    let conn = store.conn();
-    let mut stmt = conn
-        .prepare(
-            "SELECT repo, branch, apply_new_tip FROM series WHERE applied_run = ?1 AND state = 'applied'
-             ORDER BY (SELECT MIN(mail_id) FROM patches WHERE series_id = series.id), id",
-        )
-        .map_err(|e| store.err(e))?;
-    let rows = stmt
-        .query_map([run], |r| {
-            Ok((
-                r.get::<_, Option<String>>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, Option<String>>(2)?,
-            ))
-        })
-        .map_err(|e| store.err(e))?;
-    let mut out: Vec<(String, String, String)> = Vec::new();
-    for row in rows {
-        if let (Some(repo), Some(branch), Some(tip)) = row.map_err(|e| store.err(e))? {
-            out.retain(|(r, b, _)| !(r == &repo && b == &branch));
-            out.push((repo, branch, tip));
-        }
-    }
-    Ok(out)
-}
-
-/// The build of a target recorded for `run` (one row per target): `ok`,
-/// `failed`, or `started` (begun by a backend, its outcome not known yet).
-fn recorded(
-    store: &Store,
-    run: i64,
-    repo: &str,
-    branch: &str,
-    target: &str,
-) -> Result<Option<TargetBuild>, store::Error> {
-    store
-        .conn()
-        .query_row(
-            "SELECT result FROM builds WHERE run_id = ?1 AND repo = ?2 AND branch = ?3 AND target = ?4",
-            params![run, repo, branch, target],
-            |r| r.get::<_, String>(0),
-        )
-        .optional()
-        .map(|o| o.and_then(|json| serde_json::from_str(&json).ok()))
-        .map_err(|e| store.err(e))
-}
-
-fn record(store: &Store, run: i64, b: &TargetBuild) -> Result<(), store::Error> {
-    store
-        .conn()
-        .execute(
-            "INSERT INTO builds (run_id, repo, branch, target, commit_id, state, result, finished_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (run_id, repo, branch, target) DO UPDATE SET commit_id = excluded.commit_id,
-                state = excluded.state, result = excluded.result, finished_at = excluded.finished_at",
-            params![
-                run,
-                b.repo,
-                b.branch,
-                b.target,
-                b.commit,
-                b.state,
-                serde_json::to_string(b).unwrap_or_default(),
-                now()
-            ],
-        )
-        .map_err(|e| store.err(e))?;
-    Ok(())
-}
-
-/// Every target build recorded for `run`.
-pub fn builds_of_run(store: &Store, run: i64) -> Result<Vec<TargetBuild>, store::Error> {
-    let conn = store.conn();
-    let mut stmt = conn
-        .prepare("SELECT result FROM builds WHERE run_id = ?1 ORDER BY id")
-        .map_err(|e| store.err(e))?;
-    let rows = stmt
-        .query_map([run], |r| r.get::<_, String>(0))
-        .map_err(|e| store.err(e))?;
-    let mut out = Vec::new();
-    for row in rows {
-        if let Ok(b) = serde_json::from_str(&row.map_err(|e| store.err(e))?) {
-            out.push(b);
-        }
-    }
-    Ok(out)
-}
-
 /// Where a run's build files go: next to the state database.
 pub fn work_dir(config: &Config, run: i64) -> PathBuf {
     config
@@ -200,7 +150,7 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
         ..BuildSummary::default()
     };
     let mut jobs = Vec::new();
-    for (repo_name, branch, tip) in moved_branches(store, run)? {
+    for (repo_name, branch, tip) in store.moved_branches(run)? {
         let Some(repo) = config.repos.iter().find(|r| r.name == repo_name) else {
             summary.not_built.push(format!(
                 "{repo_name}/{branch}: the repository is no longer in the configuration"
@@ -223,15 +173,17 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
         let mut pending = Vec::new();
         let mut started = Vec::new();
         for target in &targets {
-            match recorded(store, run, &repo_name, &branch, target)? {
-                Some(done) if done.commit == tip && done.state == "ok" => summary.builds.push(done),
+            match store.recorded_build::<TargetBuild>(run, &repo_name, &branch, target)? {
+                Some(done) if done.commit == tip && done.state == BuildState::Ok => {
+                    summary.builds.push(done)
+                }
                 Some(TargetBuild {
                     commit,
                     state,
                     task_id: Some(task),
                     nvr: Some(nvr),
                     ..
-                }) if commit == tip && state == "started" => {
+                }) if commit == tip && state == BuildState::Started => {
                     started.push((target.clone(), task, nvr));
                     pending.push(target.clone());
                 }
@@ -261,9 +213,9 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
             }),
             Err(e) => {
                 for t in &pending {
-                    let mut b = TargetBuild::new(&repo_name, &branch, &tip, t, "failed");
+                    let mut b = TargetBuild::new(&repo_name, &branch, &tip, t, BuildState::Failed);
                     b.error = Some(e.clone());
-                    record(store, run, &b)?;
+                    b.record(store, run)?;
                     summary.builds.push(b);
                 }
             }
@@ -271,9 +223,9 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
     }
     if !jobs.is_empty() {
         let mut journal = |j: usize, target: &str, task: i64| {
-            let mut b = TargetBuild::of_job(&jobs[j], target, "started");
+            let mut b = TargetBuild::of_job(&jobs[j], target, BuildState::Started);
             b.task_id = Some(task);
-            if let Err(e) = record(store, run, &b) {
+            if let Err(e) = b.record(store, run) {
                 // Not fatal: the build goes on; an interruption would then
                 // start it again.
                 tracing::warn!(target = %target, task, "cannot record the started build: {e}");
@@ -282,24 +234,54 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
         let results = backend(config)?.build(&jobs, &mut journal)?;
         for (job, targets) in jobs.iter().zip(results) {
             for outcome in targets {
-                let mut b = TargetBuild::of_job(job, &outcome.target, "failed");
+                let mut b = TargetBuild::of_job(job, &outcome.target, BuildState::Failed);
                 b.log = outcome.log.map(|l| l.display().to_string());
                 b.duration_ms = outcome.duration_ms;
                 b.task_id = outcome.task_id;
                 b.urls = outcome.urls;
                 match outcome.result {
                     Ok(rpms) => {
-                        b.state = "ok".into();
+                        b.state = BuildState::Ok;
                         b.rpms = rpms.iter().map(|p| p.display().to_string()).collect();
                     }
                     Err(e) => b.error = Some(e),
                 }
-                record(store, run, &b)?;
+                b.record(store, run)?;
                 summary.builds.push(b);
             }
         }
     }
-    summary.built = summary.builds.iter().filter(|b| b.state == "ok").count() as u64;
-    summary.failed = summary.builds.iter().filter(|b| b.state != "ok").count() as u64;
+    summary.built = summary
+        .builds
+        .iter()
+        .filter(|b| b.state == BuildState::Ok)
+        .count() as u64;
+    summary.failed = summary
+        .builds
+        .iter()
+        .filter(|b| b.state != BuildState::Ok)
+        .count() as u64;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_states_keep_their_names_in_json_and_text() {
+        for (state, name) in [
+            (BuildState::Ok, "ok"),
+            (BuildState::Failed, "failed"),
+            (BuildState::Started, "started"),
+        ] {
+            assert_eq!(state.as_str(), name);
+            assert_eq!(serde_json::to_value(state).unwrap(), name);
+            assert_eq!(
+                serde_json::from_value::<BuildState>(name.into()).unwrap(),
+                state
+            );
+        }
+        assert_eq!(format!("[{:>6}]", BuildState::Ok), "[    ok]");
+    }
 }

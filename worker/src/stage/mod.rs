@@ -390,7 +390,7 @@ impl Summary {
             Summary::Build(s) => (s.failed > 0).then(|| {
                 s.builds
                     .iter()
-                    .filter(|b| b.state != "ok")
+                    .filter(|b| b.state != build::BuildState::Ok)
                     .map(|b| {
                         format!(
                             "{}/{} for {}: {}",

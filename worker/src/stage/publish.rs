@@ -3,6 +3,7 @@
 //! `latest/` directory of each repository.
 
 use crate::config::Config;
+use crate::stage::build::{BuildState, TargetBuild};
 use crate::store::{self, Store};
 use crate::yum::{self, LatestLink, PublishedRepo, publish_latest, publish_one};
 use serde::{Deserialize, Serialize};
@@ -31,10 +32,10 @@ pub fn publish_stage(
     config: &Config,
     run: i64,
 ) -> Result<PublishSummary, Error> {
-    let builds = crate::stage::build::builds_of_run(store, run)?;
+    let builds: Vec<TargetBuild> = store.builds_of_run(run)?;
     // (repo, target) -> files to add.
     let mut wanted: BTreeMap<(String, String), Vec<PathBuf>> = BTreeMap::new();
-    for b in builds.iter().filter(|b| b.state == "ok") {
+    for b in builds.iter().filter(|b| b.state == BuildState::Ok) {
         let files = wanted
             .entry((b.repo.clone(), b.target.clone()))
             .or_default();

@@ -4,9 +4,10 @@
 //! failed has its tests skipped, not failed: the build failure is the
 //! report's news.
 
-use crate::checks::{self, TestResult, Vars, junit_suite};
+use crate::checks::{self, TestResult, TestState, Vars, junit_suite};
 use crate::config::Config;
 use crate::junit;
+use crate::stage::build::{BuildState, TargetBuild};
 use crate::store::{self, Store};
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +39,7 @@ pub struct TestSummary {
 
 /// Runs the `test` stage of `run`.
 pub fn test_stage(store: &Store, config: &Config, run: i64) -> Result<TestSummary, Error> {
-    let builds = crate::stage::build::builds_of_run(store, run)?;
+    let builds: Vec<TargetBuild> = store.builds_of_run(run)?;
     let published = published_urls(store, run)?;
     let run_dir = crate::stage::build::work_dir(config, run);
     let mut summary = TestSummary {
@@ -73,12 +74,13 @@ pub fn test_stage(store: &Store, config: &Config, run: i64) -> Result<TestSummar
                 build.target,
                 test.name
             ));
-            let skip = (build.state != "ok").then(|| format!("the {} build failed", build.target));
+            let skip = (build.state != BuildState::Ok)
+                .then(|| format!("the {} build failed", build.target));
             let result = checks::run_test(test, &vars, &dir, skip)?;
-            match result.state.as_str() {
-                "passed" => summary.passed += 1,
-                "skipped" => summary.skipped += 1,
-                _ => summary.failed += 1,
+            match result.state {
+                TestState::Passed => summary.passed += 1,
+                TestState::Skipped => summary.skipped += 1,
+                TestState::Failed | TestState::Timeout | TestState::Error => summary.failed += 1,
             }
             tracing::info!(state = %result.state, "test finished");
             summary.results.push(result);

@@ -469,6 +469,7 @@ impl SeriesUpdate<'_> {
 mod tests {
     use super::*;
     use crate::mail::parse::{MailLimits, parse_mail};
+    use crate::store::{NewRun, Trigger};
 
     fn parsed(message_id: &str, body: &str) -> ParsedMail {
         let raw = format!(
@@ -502,7 +503,7 @@ mod tests {
     #[test]
     fn a_batch_stores_nothing_until_committed() {
         let mut s = Store::open_in_memory().unwrap();
-        let run = s.create_run("manual", None, None, None).unwrap();
+        let run = s.create_run(&NewRun::for_test(Trigger::Manual)).unwrap();
         let first = parsed("a@example.org", "one");
         {
             let batch = s.mail_batch("src", run).unwrap();

@@ -1,5 +1,5 @@
 //! The state database (SQLite, WAL, foreign keys on): runs, stages, source
-//! cursors, mails, series, patches and events.
+//! cursors, mails, series, patches, builds, the outbox and events.
 //!
 //! Every step that changes state does so in one transaction, so a process
 //! killed at any point leaves either the old or the new state, never a mix.
@@ -80,19 +80,25 @@ mod builds;
 mod mails;
 mod migrations;
 mod outbox;
+mod reports;
 mod runs;
 mod series;
 mod stages;
+mod views;
 
+pub use builds::BuildKey;
 pub use mails::{
     ConflictingCopy, IntakeCounts, ItemKind, MailBatch, NewMail, OpenPatchMail, UnparsableMail,
 };
+pub use outbox::{NewReport, QueuedReport, StoredReport};
+pub use reports::ThreadMail;
 pub use runs::{NewRun, RunOptions, RunRow, RunState, Trigger};
 pub use series::{
     ApplyRecord, FiledPatch, KnownSeries, PatchPaths, SeriesOverview, SeriesRecord, SeriesState,
     SeriesToApply, SeriesUpdate, UnknownSeriesState,
 };
 pub use stages::{Stage, StageEnd, StageRow, StageState};
+pub use views::{AppliedSeries, Counts, PatchRow, StageDuration};
 
 use migrations::MIGRATIONS;
 use rusqlite::{Connection, Transaction};
@@ -135,6 +141,13 @@ pub enum Error {
         key: String,
         #[source]
         source: rusqlite::Error,
+    },
+    #[error("state database {path}: cannot encode the {what}: {source}")]
+    Encode {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: serde_json::Error,
     },
 }
 

@@ -68,6 +68,22 @@ pub struct NewRun<'a> {
     pub via_api: bool,
 }
 
+#[cfg(test)]
+impl NewRun<'static> {
+    /// A run beginning at collect, with nothing else said.
+    pub fn for_test(trigger: Trigger) -> Self {
+        NewRun {
+            trigger,
+            cause: None,
+            started_by: None,
+            jenkins_url: None,
+            first_stage: Stage::Collect,
+            options: RunOptions::default(),
+            via_api: false,
+        }
+    }
+}
+
 const COLUMNS: &str = "id, trigger, cause, started_by, jenkins_url, state, created_at, finished_at, first_stage, repos, dry_run, via_api";
 
 impl Store {

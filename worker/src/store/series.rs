@@ -530,6 +530,7 @@ mod tests {
     use super::*;
     use crate::mail::parse::{MailLimits, parse_mail};
     use crate::store::NewMail;
+    use crate::store::{NewRun, Trigger};
 
     #[test]
     fn states_read_and_write_the_column_strings() {
@@ -578,7 +579,7 @@ mod tests {
     /// A store holding one patch mail of run 1, whose row id it returns.
     fn store_with_patch_mail() -> (Store, i64) {
         let mut s = Store::open_in_memory().unwrap();
-        let run = s.create_run("manual", None, None, None).unwrap();
+        let run = s.create_run(&NewRun::for_test(Trigger::Manual)).unwrap();
         let raw = "Message-ID: <p1@example.org>\nFrom: Ann <ann@example.org>\nSubject: [PATCH] net: tidy\n\n---\n a | 1 +\n";
         let limits = MailLimits {
             max_size: 1 << 20,
@@ -667,7 +668,7 @@ mod tests {
         );
         assert_eq!(s.series_to_apply().unwrap(), []);
 
-        let run = s.create_run("manual", None, None, None).unwrap();
+        let run = s.create_run(&NewRun::for_test(Trigger::Manual)).unwrap();
         store_series(
             &mut s,
             &assembled(mail, assembly::SeriesState::Complete),

@@ -5,9 +5,10 @@
 //! each series that did not apply, a reply in that series' thread to its
 //! author, naming the patch, the file and the hunk.
 
+use crate::checks::TestState;
 use crate::config;
 use crate::stage::apply::{ApplySummary, SeriesOutcome};
-use crate::stage::build::{BuildSummary, TargetBuild};
+use crate::stage::build::{BuildState, BuildSummary, TargetBuild};
 use crate::stage::collect::CollectSummary;
 use crate::stage::publish::PublishSummary;
 use crate::stage::test::TestSummary;
@@ -242,7 +243,7 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
                 }
             }
             "build" => {
-                for b in build.builds.iter().filter(|b| b.state != "ok") {
+                for b in build.builds.iter().filter(|b| b.state != BuildState::Ok) {
                     s.line(format!(
                         "{} ({}/{} at {}) for target {}",
                         b.nvr.as_deref().unwrap_or(&b.repo),
@@ -262,7 +263,7 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
                         s.line(e.clone());
                     }
                 }
-                if build.builds.iter().all(|b| b.state == "ok") {
+                if build.builds.iter().all(|b| b.state == BuildState::Ok) {
                     s.line(stage.error.clone().unwrap_or_default());
                 }
             }
@@ -270,7 +271,7 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
                 for r in test
                     .results
                     .iter()
-                    .filter(|r| !matches!(r.state.as_str(), "passed" | "skipped"))
+                    .filter(|r| !matches!(r.state, TestState::Passed | TestState::Skipped))
                 {
                     s.line(r.headline());
                     s.line(format!("$ {}", crate::checks::shell_words(&r.command)));
@@ -352,7 +353,11 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
         sections.push(s);
     }
 
-    let built: Vec<&TargetBuild> = build.builds.iter().filter(|b| b.state == "ok").collect();
+    let built: Vec<&TargetBuild> = build
+        .builds
+        .iter()
+        .filter(|b| b.state == BuildState::Ok)
+        .collect();
     if !built.is_empty() || !build.not_built.is_empty() {
         let mut s = section("Built");
         for b in built {
@@ -417,7 +422,7 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
                 let targets: Vec<String> = build
                     .builds
                     .iter()
-                    .filter(|b| b.state != "ok")
+                    .filter(|b| b.state != BuildState::Ok)
                     .map(|b| format!("{} for {}", b.repo, b.target))
                     .collect();
                 format!("build failed: {}", targets.join(", "))
@@ -674,23 +679,23 @@ mod tests {
         }
     }
 
-    fn build(target: &str, state: &str) -> TargetBuild {
+    fn build(target: &str, state: BuildState) -> TargetBuild {
         TargetBuild {
             repo: "qemu".into(),
             branch: "stable-9.1".into(),
             commit: "2222222222222222222222222222222222222222".into(),
             target: target.into(),
-            state: state.into(),
+            state,
             nvr: Some(format!("qemu-9.1.0-1.20261125git2222222.{target}")),
             srpm: None,
-            rpms: if state == "ok" {
+            rpms: if state == BuildState::Ok {
                 vec!["a.rpm".into(), "b.rpm".into()]
             } else {
                 vec![]
             },
             log: Some(format!("/w/{target}/build.log")),
             duration_ms: 1000,
-            error: (state != "ok").then(|| "rpmbuild failed".into()),
+            error: (state != BuildState::Ok).then(|| "rpmbuild failed".into()),
             task_id: None,
             urls: vec![],
         }
@@ -741,7 +746,7 @@ mod tests {
             build: Some(BuildSummary {
                 run: 7,
                 built: 2,
-                builds: vec![build("el9", "ok"), build("fc41", "ok")],
+                builds: vec![build("el9", BuildState::Ok), build("fc41", BuildState::Ok)],
                 ..Default::default()
             }),
             publish: Some(PublishSummary {
@@ -866,7 +871,7 @@ mod tests {
     fn build_failure_carries_the_log_tail_and_link_to_stage_recipients() {
         let mut facts = success_facts();
         let b = facts.build.as_mut().unwrap();
-        b.builds[1] = build("fc41", "failed");
+        b.builds[1] = build("fc41", BuildState::Failed);
         b.built = 1;
         b.failed = 1;
         facts.stages[2] = stage(
@@ -932,7 +937,7 @@ mod tests {
             target: "el9".into(),
             name: "rpmlint".into(),
             command: vec!["rpmlint".into(), "a b.rpm".into()],
-            state: "failed".into(),
+            state: TestState::Failed,
             exit_code: Some(64),
             duration_ms: 5,
             output: "qemu.x86_64: E: no-binary\n1 packages, 1 errors\n".into(),

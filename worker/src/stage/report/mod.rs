@@ -11,9 +11,9 @@ pub mod compose;
 pub mod outbox;
 
 use crate::config::{Config, ReportTransport};
-use crate::store::{self, Store, now};
+use crate::stage::build::BuildState;
+use crate::store::{self, NewReport, Store, StoredReport};
 use compose::{Facts, LogTail, PatchLine, Report, Thread};
-use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -98,7 +98,7 @@ pub fn gather(store: &Store, config: &Config, run: i64) -> Result<Facts, Error> 
         }
     }
     if let Some(build) = &facts.build {
-        for b in build.builds.iter().filter(|b| b.state != "ok") {
+        for b in build.builds.iter().filter(|b| b.state != BuildState::Ok) {
             let Some(log) = &b.log else { continue };
             // Only the end of a log that may be megabytes long: at most
             // 256 bytes a line.
@@ -143,75 +143,40 @@ fn publish_log(
 /// The thread of series `key`: its cover letter (or first patch), author
 /// and patches.
 fn thread(store: &Store, key: &str) -> Result<Option<Thread>, store::Error> {
-    let conn = store.conn();
-    let mut stmt = conn
-        .prepare(
-            "SELECT p.idx, m.message_id, m.subject, m.refs, m.from_name, m.from_email, m.fields, p.archive_path
-             FROM series s JOIN patches p ON p.series_id = s.id JOIN mails m ON m.id = p.mail_id
-             WHERE s.key = ?1 ORDER BY p.idx",
-        )
-        .map_err(|e| store.err(e))?;
-    type Row = (
-        u32,
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        String,
-    );
-    let rows: Vec<Row> = stmt
-        .query_map([key], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-            ))
-        })
-        .map_err(|e| store.err(e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| store.err(e))?;
-    let Some(first) = rows.first() else {
+    let mails = store.series_thread(key)?;
+    let Some(first) = mails.first() else {
         return Ok(None);
     };
     // Only an address lettre accepts: a malformed sender in a mail must not
     // keep the report from the list.
     let author = first
-        .5
+        .from_email
         .as_deref()
         .and_then(|email| email.parse::<lettre::Address>().ok())
         .map(|address| {
-            let name = first.4.clone().filter(|n| !n.trim().is_empty());
+            let name = first.from_name.clone().filter(|n| !n.trim().is_empty());
             lettre::message::Mailbox::new(name, address).to_string()
         })
         .unwrap_or_default();
     let mut t = Thread {
-        root: first.1.clone(),
-        references: serde_json::from_str(&first.3).unwrap_or_default(),
+        root: first.message_id.clone(),
+        references: first.references.clone(),
         author: (!author.is_empty()).then_some(author),
-        subject: first.2.clone(),
+        subject: first.subject.clone(),
         patches: Default::default(),
     };
-    for (idx, message_id, subject, _, _, _, fields, archive_path) in rows {
-        if idx == 0 {
-            continue;
-        }
-        let title = fields
-            .and_then(|f| serde_json::from_str::<serde_json::Value>(&f).ok())
+    for mail in mails.into_iter().filter(|m| m.idx != 0) {
+        let title = mail
+            .fields
+            .as_ref()
             .and_then(|v| v.get("title").and_then(|t| t.as_str()).map(str::to_owned))
-            .unwrap_or(subject);
+            .unwrap_or(mail.subject);
         t.patches.insert(
-            idx,
+            mail.idx,
             PatchLine {
                 title,
-                message_id,
-                archive_path,
+                message_id: mail.message_id,
+                archive_path: mail.archive_path,
             },
         );
     }
@@ -290,7 +255,7 @@ pub fn report_stage(store: &mut Store, config: &Config, run: i64) -> Result<Repo
             line.state = if o.sent { "sent" } else { "queued" }.into();
             line.attempts = o.attempts;
             line.error = o.error.clone();
-        } else if let Some((state, attempts)) = outbox_state(store, run, &line.key)? {
+        } else if let Some((state, attempts)) = store.outbox_state(run, &line.key)? {
             // Sent by an earlier attempt of this stage.
             line.state = state;
             line.attempts = attempts;
@@ -311,72 +276,31 @@ pub fn report_stage(store: &mut Store, config: &Config, run: i64) -> Result<Repo
     Ok(summary)
 }
 
-fn outbox_state(store: &Store, run: i64, key: &str) -> Result<Option<(String, u32)>, store::Error> {
-    use rusqlite::OptionalExtension;
-    store
-        .conn()
-        .query_row(
-            "SELECT state, attempts FROM outbox WHERE run_id = ?1 AND key = ?2",
-            params![run, key],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(|e| store.err(e))
-}
-
-pub struct Stored {
-    pub message_id: String,
-    pub raw: Vec<u8>,
-}
-
 /// The report as an RFC 5322 message, stored in the outbox the first time
 /// (later calls return what was stored: the same Message-ID, the same
 /// bytes).
 fn store_report(
-    store: &Store,
+    store: &mut Store,
     config: &Config,
     run: i64,
     report: &Report,
-) -> Result<Stored, Error> {
-    use rusqlite::OptionalExtension;
-    if let Some((message_id, raw)) = store
-        .conn()
-        .query_row(
-            "SELECT message_id, raw FROM outbox WHERE run_id = ?1 AND key = ?2",
-            params![run, report.key],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)),
-        )
-        .optional()
-        .map_err(|e| store.err(e))?
-    {
-        return Ok(Stored { message_id, raw });
+) -> Result<StoredReport, Error> {
+    if let Some(stored) = store.stored_report(run, &report.key)? {
+        return Ok(stored);
     }
     let message = crate::notify::send::build_message(config, run, report)?;
     let raw = message.message.formatted();
-    let state = if config.report.transport == ReportTransport::None {
-        "written"
-    } else {
-        "queued"
-    };
-    store
-        .conn()
-        .execute(
-            "INSERT INTO outbox (run_id, key, message_id, subject, sender, recipients, raw, state, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                run,
-                report.key,
-                message.message_id,
-                report.subject,
-                message.sender,
-                serde_json::to_string(&message.recipients).unwrap_or_default(),
-                raw,
-                state,
-                now()
-            ],
-        )
-        .map_err(|e| store.err(e))?;
-    Ok(Stored {
+    store.add_to_outbox(&NewReport {
+        run,
+        key: &report.key,
+        message_id: &message.message_id,
+        subject: &report.subject,
+        sender: &message.sender,
+        recipients: &message.recipients,
+        raw: &raw,
+        queued: config.report.transport != ReportTransport::None,
+    })?;
+    Ok(StoredReport {
         message_id: message.message_id,
         raw,
     })

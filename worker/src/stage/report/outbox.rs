@@ -5,10 +5,10 @@
 use super::Error;
 use crate::config;
 use crate::notify::send::{Transport, envelope};
-use crate::store::{self, Store, now};
-use rusqlite::params;
+use crate::store::Store;
 use std::time::Duration;
 
+/// What happened to one outbox message in a flush.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub run: i64,
@@ -22,49 +22,26 @@ pub struct Delivery {
 /// `attempts` tries and a doubling delay; a message that still fails stays
 /// queued with its error.
 pub fn flush_outbox(
-    store: &Store,
+    store: &mut Store,
     transport: &Transport,
     cfg: &config::Report,
 ) -> Result<Vec<Delivery>, Error> {
-    type Row = (i64, i64, String, String, String, Vec<u8>, u32);
-    let queued: Vec<Row> = {
-        let conn = store.conn();
-        let mut stmt = conn
-            .prepare(
-                "SELECT id, run_id, key, sender, recipients, raw, attempts FROM outbox
-                 WHERE state = 'queued' ORDER BY id",
-            )
-            .map_err(|e| store.err(e))?;
-        stmt.query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        })
-        .map_err(|e| store.err(e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| store.err(e))?
-    };
+    let queued = store.queued_reports()?;
     let mut out = Vec::new();
     let mut unreachable = false;
-    for (id, run, key, sender, recipients, raw, mut attempts) in queued {
+    for report in queued {
+        let mut attempts = report.attempts;
         let mut delivery = Delivery {
-            run,
-            key,
+            run: report.run,
+            key: report.key,
             sent: false,
             attempts,
             error: None,
         };
-        let envelope = envelope(&sender, &recipients);
-        let envelope = match envelope {
+        let envelope = match envelope(&report.sender, &report.recipients) {
             Ok(e) => e,
             Err(message) => {
-                record(store, id, false, attempts, Some(&message))?;
+                store.record_delivery(report.id, false, attempts, Some(&message))?;
                 delivery.error = Some(message);
                 out.push(delivery);
                 continue;
@@ -80,7 +57,7 @@ pub fn flush_outbox(
                 delay *= 2;
             }
             attempts += 1;
-            match transport.send(&envelope, &raw) {
+            match transport.send(&envelope, &report.raw) {
                 Ok(()) => {
                     delivery.sent = true;
                     delivery.error = None;
@@ -98,9 +75,8 @@ pub fn flush_outbox(
         }
         unreachable |= !delivery.sent;
         delivery.attempts = attempts;
-        record(
-            store,
-            id,
+        store.record_delivery(
+            report.id,
             delivery.sent,
             attempts,
             delivery.error.as_deref(),
@@ -108,27 +84,4 @@ pub fn flush_outbox(
         out.push(delivery);
     }
     Ok(out)
-}
-
-fn record(
-    store: &Store,
-    id: i64,
-    sent: bool,
-    attempts: u32,
-    error: Option<&str>,
-) -> Result<(), store::Error> {
-    store
-        .conn()
-        .execute(
-            "UPDATE outbox SET state = ?2, attempts = ?3, last_error = ?4, sent_at = ?5 WHERE id = ?1",
-            params![
-                id,
-                if sent { "sent" } else { "queued" },
-                attempts,
-                error,
-                sent.then(now)
-            ],
-        )
-        .map(drop)
-        .map_err(|e| store.err(e))
 }

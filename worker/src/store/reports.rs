@@ -1,0 +1,156 @@
+//! Reads of series, patches and mails for the stages after apply: which
+//! branches a run moved (the build stage builds them) and the mails of a
+//! series' thread (the report replies in it). Nothing here writes.
+
+use super::{Error, Store};
+
+/// One mail of a series' thread: its cover letter (index 0) or a patch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadMail {
+    pub idx: u32,
+    pub message_id: String,
+    pub subject: String,
+    /// Its `References`, oldest first.
+    pub references: Vec<String>,
+    pub from_name: Option<String>,
+    pub from_email: Option<String>,
+    /// The fields parsed from the subject (title, version, ...), as the
+    /// collect stage stored them.
+    pub fields: Option<serde_json::Value>,
+    pub archive_path: String,
+}
+
+impl Store {
+    /// Branches the apply stage of `run` moved, as `(repo, branch, new
+    /// tip)`: one per branch, with its last tip, in the order the series
+    /// arrived.
+    pub fn moved_branches(&self, run: i64) -> Result<Vec<(String, String, String)>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT repo, branch, apply_new_tip FROM series WHERE applied_run = ?1 AND state = 'applied'
+                 ORDER BY (SELECT MIN(mail_id) FROM patches WHERE series_id = series.id), id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(Option<String>, Option<String>, Option<String>)> = stmt
+            .query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        let mut out: Vec<(String, String, String)> = Vec::new();
+        for row in rows {
+            if let (Some(repo), Some(branch), Some(tip)) = row {
+                out.retain(|(r, b, _)| !(r == &repo && b == &branch));
+                out.push((repo, branch, tip));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The mails of series `key`, by index (the cover letter first); empty
+    /// when there is no such series.
+    pub fn series_thread(&self, key: &str) -> Result<Vec<ThreadMail>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT p.idx, m.message_id, m.subject, m.refs, m.from_name, m.from_email, m.fields, p.archive_path
+                 FROM series s JOIN patches p ON p.series_id = s.id JOIN mails m ON m.id = p.mail_id
+                 WHERE s.key = ?1 ORDER BY p.idx",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([key], |r| {
+            let refs: String = r.get(3)?;
+            let fields: Option<String> = r.get(6)?;
+            Ok(ThreadMail {
+                idx: r.get(0)?,
+                message_id: r.get(1)?,
+                subject: r.get(2)?,
+                // Damaged JSON loses the threading of a reply, never the
+                // reply itself.
+                references: serde_json::from_str(&refs).unwrap_or_default(),
+                from_name: r.get(4)?,
+                from_email: r.get(5)?,
+                fields: fields.and_then(|f| serde_json::from_str(&f).ok()),
+                archive_path: r.get(7)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewRun, Trigger};
+
+    /// A series `key` on `repo`/`branch` with one patch mail per index;
+    /// the collect and apply stages write these rows in real runs.
+    fn series(s: &Store, key: &str, branch: &str, state: &str, run: i64, tip: &str, mails: &[i64]) {
+        s.conn
+            .execute(
+                "INSERT INTO series (key, version, total, title, author, branch, repo, state, archive_dir,
+                    first_received, applied_run, apply_new_tip)
+                 VALUES (?1, 1, ?2, 't', 'a', ?3, 'hello', ?4, '/a', 0, ?5, ?6)",
+                rusqlite::params![key, mails.len() as i64, branch, state, run, tip],
+            )
+            .unwrap();
+        let id = s.conn.last_insert_rowid();
+        for (idx, mail) in mails.iter().enumerate() {
+            s.conn
+                .execute(
+                    "INSERT INTO mails (id, message_id, content_hash, source_key, item, origin, received_at, raw_path,
+                        subject, from_name, from_email, refs, fields)
+                     VALUES (?1, ?2, 'h', 's', ?1, 'test', 0, '/r', ?3, 'Ada', 'ada@example.org', ?4, ?5)",
+                    rusqlite::params![
+                        mail,
+                        format!("{mail}@example.org"),
+                        format!("[PATCH {idx}] {key}"),
+                        if idx == 0 { r#"["root@example.org"]"# } else { "not json" },
+                        (idx > 0).then(|| format!(r#"{{"title":"change {idx}"}}"#)),
+                    ],
+                )
+                .unwrap();
+            s.conn
+                .execute(
+                    "INSERT INTO patches (series_id, idx, mail_id, archive_path) VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![id, idx as i64, mail, format!("/a/{idx}.patch")],
+                )
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn moved_branches_keep_the_last_tip_in_arrival_order() {
+        let mut s = Store::open_in_memory().unwrap();
+        let run = s.create_run(&NewRun::for_test(Trigger::Manual)).unwrap();
+        let other = s.create_run(&NewRun::for_test(Trigger::Manual)).unwrap();
+        series(&s, "late", "master", "applied", run, "c3", &[30]);
+        series(&s, "early", "master", "applied", run, "c1", &[10]);
+        series(&s, "stable", "stable", "applied", run, "c2", &[20]);
+        series(&s, "broken", "next", "failed", run, "c4", &[5]);
+        series(&s, "elsewhere", "old", "applied", other, "c5", &[1]);
+        assert_eq!(
+            s.moved_branches(run).unwrap(),
+            [
+                ("hello".to_owned(), "stable".to_owned(), "c2".to_owned()),
+                ("hello".to_owned(), "master".to_owned(), "c3".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_thread_lists_its_mails_by_index() {
+        let mut s = Store::open_in_memory().unwrap();
+        let run = s.create_run(&NewRun::for_test(Trigger::Manual)).unwrap();
+        series(&s, "k", "master", "applied", run, "c", &[3, 1, 2]);
+        let mails = s.series_thread("k").unwrap();
+        let ids: Vec<&str> = mails.iter().map(|m| m.message_id.as_str()).collect();
+        assert_eq!(ids, ["3@example.org", "1@example.org", "2@example.org"]);
+        assert_eq!(mails[0].references, ["root@example.org"]);
+        assert!(mails[1].references.is_empty(), "damaged refs are dropped");
+        assert_eq!(mails[0].fields, None);
+        assert_eq!(mails[2].fields.as_ref().unwrap()["title"], "change 2");
+        assert_eq!(mails[2].archive_path, "/a/2.patch");
+        assert!(s.series_thread("none").unwrap().is_empty());
+    }
+}
