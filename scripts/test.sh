@@ -49,3 +49,7 @@ PY
 # The Jenkinsfile and shared library under the Groovy harness against a
 # live worker, the job YAML, the Groovy lint (docs/jenkins.md).
 bash tests/jenkins/run.sh
+
+# One scenario (a series that fails, others that apply) through the CLI,
+# the HTTP API and the Jenkinsfile: the same stage states and packages.
+bash tests/scenario/run.sh

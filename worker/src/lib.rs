@@ -19,4 +19,5 @@ pub mod stage;
 pub mod store;
 #[cfg(test)]
 mod testkit;
+pub mod vocabulary;
 pub mod yum;

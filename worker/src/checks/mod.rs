@@ -29,39 +29,19 @@ pub enum Error {
 /// output stays in the test's work directory).
 const OUTPUT_TAIL: u64 = 16 * 1024;
 
-/// How one test command ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TestState {
-    /// Exited 0.
-    Passed,
-    /// Exited non-zero or was ended by a signal.
-    Failed,
-    /// Not run: its target did not build.
-    Skipped,
-    /// Stopped at its timeout.
-    Timeout,
-    /// Could not be started.
-    Error,
-}
-
-impl TestState {
-    /// The name in summaries and reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TestState::Passed => "passed",
-            TestState::Failed => "failed",
-            TestState::Skipped => "skipped",
-            TestState::Timeout => "timeout",
-            TestState::Error => "error",
-        }
-    }
-}
-
-impl std::fmt::Display for TestState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `pad`, so width and alignment in format strings apply.
-        f.pad(self.as_str())
+crate::vocabulary::vocabulary! {
+    /// How one test command ended.
+    pub enum TestState {
+        /// Exited 0.
+        Passed = "passed",
+        /// Exited non-zero or was ended by a signal.
+        Failed = "failed",
+        /// Not run: its target did not build.
+        Skipped = "skipped",
+        /// Stopped at its timeout.
+        Timeout = "timeout",
+        /// Could not be started.
+        Error = "error",
     }
 }
 

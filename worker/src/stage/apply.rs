@@ -65,14 +65,21 @@ pub struct ApplySummary {
     pub series: Vec<SeriesOutcome>,
 }
 
+/// Applies every complete series (and finishes interrupted ones) of the
+/// repositories in `repos` (empty: of every repository); a series of
+/// another repository waits for a run that covers it.
 pub fn apply_stage(
     store: &mut Store,
     config: &Config,
     run: i64,
+    repos: &[String],
     committer: Option<&Identity>,
     opts: AmOptions,
 ) -> Result<ApplySummary, Error> {
-    let candidates = store.series_to_apply()?;
+    let candidates = store
+        .series_to_apply()?
+        .into_iter()
+        .filter(|c| repos.is_empty() || c.repo.as_ref().is_some_and(|r| repos.contains(r)));
     let mut summary = ApplySummary {
         run,
         ..ApplySummary::default()

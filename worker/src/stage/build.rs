@@ -27,33 +27,15 @@ impl Error {
     }
 }
 
-/// Where the build of one target is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BuildState {
-    /// Built: its RPMs are there.
-    Ok,
-    Failed,
-    /// Begun by a backend (a Koji task), its outcome not known yet: an
-    /// interrupted stage takes it up again instead of starting it twice.
-    Started,
-}
-
-impl BuildState {
-    /// The name in summaries, the builds table and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BuildState::Ok => "ok",
-            BuildState::Failed => "failed",
-            BuildState::Started => "started",
-        }
-    }
-}
-
-impl std::fmt::Display for BuildState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `pad`, so width and alignment in format strings apply.
-        f.pad(self.as_str())
+crate::vocabulary::vocabulary! {
+    /// Where the build of one target is.
+    pub enum BuildState {
+        /// Built: its RPMs are there.
+        Ok = "ok",
+        Failed = "failed",
+        /// Begun by a backend (a Koji task), its outcome not known yet: an
+        /// interrupted stage takes it up again instead of starting it twice.
+        Started = "started",
     }
 }
 

@@ -378,7 +378,7 @@ impl Summary {
                 let titles: Vec<&str> = s
                     .series
                     .iter()
-                    .filter(|s| s.state == "failed")
+                    .filter(|s| s.is(crate::store::SeriesState::Failed))
                     .map(|s| s.title.as_str())
                     .collect();
                 format!(
@@ -406,7 +406,12 @@ impl Summary {
             Summary::Test(s) => (s.failed > 0).then(|| {
                 s.results
                     .iter()
-                    .filter(|r| !matches!(r.state.as_str(), "passed" | "skipped"))
+                    .filter(|r| {
+                        !matches!(
+                            r.state,
+                            crate::checks::TestState::Passed | crate::checks::TestState::Skipped
+                        )
+                    })
                     .map(crate::checks::TestResult::headline)
                     .collect::<Vec<_>>()
                     .join("; ")
@@ -612,6 +617,7 @@ fn work(
             }
         }
         Stage::Apply => {
+            let repos = store.run(run)?.options.repos;
             let opts = crate::patch::apply::AmOptions {
                 apply: crate::patch::hunks::ApplyOptions {
                     ignore_whitespace: config.apply.ignore_whitespace,
@@ -621,7 +627,7 @@ fn work(
                 ..Default::default()
             };
             Summary::Apply(
-                apply::apply_stage(store, config, run, None, opts)
+                apply::apply_stage(store, config, run, &repos, None, opts)
                     .map_err(|e| Failure::stage(e.to_string()))?,
             )
         }

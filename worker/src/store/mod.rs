@@ -1,80 +1,15 @@
 //! The state database (SQLite, WAL, foreign keys on): runs, stages, source
 //! cursors, mails, series, patches, builds, the outbox and events.
 //!
+//! It owns every SQL statement of patchline: typed methods per table family
+//! (`runs`, `stages`, `mails`, `series`, `builds`, `outbox`, and read-only
+//! `reports` and `views`); no connection, transaction or rusqlite error
+//! leaves this module.
+//!
 //! Every step that changes state does so in one transaction, so a process
 //! killed at any point leaves either the old or the new state, never a mix.
 //! Migrations are versioned in code (`PRAGMA user_version`); a database from
 //! a newer patchline is refused rather than guessed at.
-
-/// A closed set of words stored in a TEXT column and shown in JSON: an
-/// enum with its text, `parse`, Display, serde and rusqlite conversions,
-/// so a state is compared as a value, never as a string.
-macro_rules! vocabulary {
-    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum $name { $($(#[$vmeta])* $variant),+ }
-
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-
-            /// The value written `text`, or `None` for a word that is not one.
-            pub fn parse(text: &str) -> Option<Self> {
-                match text { $($text => Some($name::$variant),)+ _ => None }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl serde::Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(self.as_str())
-            }
-        }
-
-        impl<'de> serde::Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                $name::parse(&text).ok_or_else(|| {
-                    serde::de::Error::custom(format!(
-                        "{:?} is not a {} (one of: {})",
-                        text,
-                        stringify!($name),
-                        [$($text),+].join(", ")
-                    ))
-                })
-            }
-        }
-
-        impl rusqlite::ToSql for $name {
-            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-                Ok(self.as_str().into())
-            }
-        }
-
-        impl rusqlite::types::FromSql for $name {
-            fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-                let text = v.as_str()?;
-                $name::parse(text).ok_or_else(|| {
-                    rusqlite::types::FromSqlError::Other(
-                        format!("{text:?} is not a {}", stringify!($name)).into(),
-                    )
-                })
-            }
-        }
-    };
-}
-#[allow(unused_imports)]
-pub(crate) use vocabulary;
 
 mod builds;
 mod mails;
@@ -90,12 +25,12 @@ pub use builds::BuildKey;
 pub use mails::{
     ConflictingCopy, IntakeCounts, ItemKind, MailBatch, NewMail, OpenPatchMail, UnparsableMail,
 };
-pub use outbox::{NewReport, QueuedReport, StoredReport};
+pub use outbox::{NewReport, OutboxState, QueuedReport, StoredReport};
 pub use reports::ThreadMail;
 pub use runs::{NewRun, RunOptions, RunRow, RunState, Trigger};
 pub use series::{
     ApplyRecord, FiledPatch, KnownSeries, PatchPaths, SeriesOverview, SeriesRecord, SeriesState,
-    SeriesToApply, SeriesUpdate, UnknownSeriesState,
+    SeriesToApply, SeriesUpdate,
 };
 pub use stages::{Stage, StageEnd, StageRow, StageState};
 pub use views::{AppliedSeries, Counts, PatchRow, StageDuration};
@@ -222,7 +157,9 @@ impl Store {
     }
 
     /// Wraps a rusqlite error with the database path.
-    pub fn err(&self, source: rusqlite::Error) -> Error {
+    /// The rusqlite error with the database path; only the store's own
+    /// modules see rusqlite.
+    fn err(&self, source: rusqlite::Error) -> Error {
         Error::Sqlite {
             path: self.path.clone(),
             source,
@@ -265,11 +202,13 @@ impl Store {
         Ok(())
     }
 
-    pub fn conn(&self) -> &Connection {
+    /// For the store's own tests, which look at the schema directly.
+    #[cfg(test)]
+    fn conn(&self) -> &Connection {
         &self.conn
     }
 
-    pub fn transaction(&mut self) -> Result<Transaction<'_>, Error> {
+    fn transaction(&mut self) -> Result<Transaction<'_>, Error> {
         let path = self.path.clone();
         self.conn
             .transaction()

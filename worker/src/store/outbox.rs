@@ -3,6 +3,7 @@
 //! it queued with its error, never drops it.
 
 use super::{Error, Store, now};
+use crate::vocabulary::vocabulary;
 use rusqlite::{OptionalExtension, params};
 
 /// A composed report, to be kept in the outbox.
@@ -39,6 +40,17 @@ pub struct QueuedReport {
     pub recipients: Vec<String>,
     pub raw: Vec<u8>,
     pub attempts: u32,
+}
+
+vocabulary! {
+    /// Where a composed report is.
+    pub enum OutboxState {
+        /// Written to the run's directory only (no transport configured).
+        Written = "written",
+        /// Waiting to be sent (again).
+        Queued = "queued",
+        Sent = "sent",
+    }
 }
 
 impl Store {
@@ -80,7 +92,11 @@ impl Store {
                     report.sender,
                     recipients,
                     report.raw,
-                    if report.queued { "queued" } else { "written" },
+                    if report.queued {
+                        OutboxState::Queued
+                    } else {
+                        OutboxState::Written
+                    },
                     now()
                 ],
             )
@@ -129,7 +145,11 @@ impl Store {
                 "UPDATE outbox SET state = ?2, attempts = ?3, last_error = ?4, sent_at = ?5 WHERE id = ?1",
                 params![
                     id,
-                    if sent { "sent" } else { "queued" },
+                    if sent {
+                        OutboxState::Sent
+                    } else {
+                        OutboxState::Queued
+                    },
                     attempts,
                     error,
                     sent.then(now)
@@ -141,7 +161,7 @@ impl Store {
 
     /// The outbox state (`written`, `queued` or `sent`) and attempts of
     /// report `key` of `run`.
-    pub fn outbox_state(&self, run: i64, key: &str) -> Result<Option<(String, u32)>, Error> {
+    pub fn outbox_state(&self, run: i64, key: &str) -> Result<Option<(OutboxState, u32)>, Error> {
         self.conn
             .query_row(
                 "SELECT state, attempts FROM outbox WHERE run_id = ?1 AND key = ?2",
@@ -200,16 +220,16 @@ mod tests {
             .unwrap();
         assert_eq!(
             s.outbox_state(run, "run").unwrap(),
-            Some(("queued".into(), 3))
+            Some((OutboxState::Queued, 3))
         );
         s.record_delivery(queued[0].id, true, 4, None).unwrap();
         assert_eq!(
             s.outbox_state(run, "run").unwrap(),
-            Some(("sent".into(), 4))
+            Some((OutboxState::Sent, 4))
         );
         assert_eq!(
             s.outbox_state(run, "written").unwrap(),
-            Some(("written".into(), 0))
+            Some((OutboxState::Written, 0))
         );
         assert!(s.queued_reports().unwrap().is_empty());
     }

@@ -2,6 +2,7 @@
 //! cause, options, the stage it begins at) and how it ended.
 
 use super::{Error, Stage, Store, now};
+use crate::vocabulary::vocabulary;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 

@@ -8,54 +8,40 @@
 
 use super::{Error, Store};
 use crate::mail::series::{self as assembly, AssembledSeries};
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use crate::vocabulary::vocabulary;
 use rusqlite::{Transaction, params};
-use serde::{Deserialize, Serialize};
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The `series.state` column: where a series is in its life, from collect
-/// (`incomplete` to `superseded`) to apply (`applying` to `failed`).
-///
-/// Not [`crate::mail::series::SeriesState`], which is the assembler's
-/// verdict on one assembly and carries its data (the missing patches, the
-/// superseding series); that verdict maps onto the first four variants
-/// here (`From`), its data goes to the `missing` and `superseded_by`
-/// columns. Only this one has the states apply sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SeriesState {
-    /// Patches are missing; collect waits for them.
-    Incomplete,
-    /// Every patch is there: apply takes it.
-    Complete,
-    /// Incomplete for longer than the deadline: given up on.
-    Expired,
-    /// A later version of the series arrived.
-    Superseded,
-    /// Apply wrote the planned branch move and has not confirmed it yet.
-    Applying,
-    Applied,
-    /// Apply tried and did not move the branch.
-    Failed,
+vocabulary! {
+    /// The `series.state` column: where a series is in its life, from
+    /// collect (`incomplete` to `superseded`) to apply (`applying` to
+    /// `failed`).
+    ///
+    /// Not [`crate::mail::series::SeriesState`], which is the assembler's
+    /// verdict on one assembly and carries its data (the missing patches,
+    /// the superseding series); that verdict maps onto the first four
+    /// variants here (`From`), its data goes to the `missing` and
+    /// `superseded_by` columns. Only this one has the states apply sets.
+    pub enum SeriesState {
+        /// Patches are missing; collect waits for them.
+        Incomplete = "incomplete",
+        /// Every patch is there: apply takes it.
+        Complete = "complete",
+        /// Incomplete for longer than the deadline: given up on.
+        Expired = "expired",
+        /// A later version of the series arrived.
+        Superseded = "superseded",
+        /// Apply wrote the planned branch move and has not confirmed it yet.
+        Applying = "applying",
+        Applied = "applied",
+        /// Apply tried and did not move the branch.
+        Failed = "failed",
+    }
 }
 
-/// A string that is not a [`SeriesState`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown series state {0:?}")]
-pub struct UnknownSeriesState(pub String);
-
 impl SeriesState {
-    pub const ALL: [SeriesState; 7] = [
-        SeriesState::Incomplete,
-        SeriesState::Complete,
-        SeriesState::Expired,
-        SeriesState::Superseded,
-        SeriesState::Applying,
-        SeriesState::Applied,
-        SeriesState::Failed,
-    ];
-
     /// The states only apply sets: no later collect may change such a
     /// series, and its mails are not assembled again.
     pub const SETTLED: [SeriesState; 3] = [
@@ -64,38 +50,8 @@ impl SeriesState {
         SeriesState::Applying,
     ];
 
-    /// The string the `series.state` column and the JSON outputs hold.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SeriesState::Incomplete => "incomplete",
-            SeriesState::Complete => "complete",
-            SeriesState::Expired => "expired",
-            SeriesState::Superseded => "superseded",
-            SeriesState::Applying => "applying",
-            SeriesState::Applied => "applied",
-            SeriesState::Failed => "failed",
-        }
-    }
-
     pub fn is_settled(self) -> bool {
         Self::SETTLED.contains(&self)
-    }
-}
-
-impl std::fmt::Display for SeriesState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for SeriesState {
-    type Err = UnknownSeriesState;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| UnknownSeriesState(s.to_owned()))
     }
 }
 
@@ -107,21 +63,6 @@ impl From<&assembly::SeriesState> for SeriesState {
             assembly::SeriesState::Expired { .. } => SeriesState::Expired,
             assembly::SeriesState::Superseded { .. } => SeriesState::Superseded,
         }
-    }
-}
-
-impl ToSql for SeriesState {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl FromSql for SeriesState {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        value
-            .as_str()?
-            .parse()
-            .map_err(|e| FromSqlError::Other(Box::new(e)))
     }
 }
 
@@ -547,7 +488,7 @@ mod tests {
                 "failed"
             ]
         );
-        for state in SeriesState::ALL {
+        for &state in SeriesState::ALL {
             assert_eq!(state.as_str().parse::<SeriesState>(), Ok(state));
             assert_eq!(
                 serde_json::to_string(&state).unwrap(),
@@ -560,10 +501,14 @@ mod tests {
         }
         assert_eq!(
             "done".parse::<SeriesState>(),
-            Err(UnknownSeriesState("done".into()))
+            Err(crate::vocabulary::UnknownWord {
+                kind: "SeriesState",
+                text: "done".into()
+            })
         );
         let settled: Vec<SeriesState> = SeriesState::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|s| s.is_settled())
             .collect();
         assert_eq!(

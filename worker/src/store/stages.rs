@@ -5,6 +5,7 @@
 //! state is, the state machine (`crate::stage`) decides.
 
 use super::{Error, RunRow, Store, now};
+use crate::vocabulary::vocabulary;
 use rusqlite::params;
 use serde::Serialize;
 

@@ -629,6 +629,56 @@ fn stages_run_in_order_one_run_per_repository() {
 }
 
 #[test]
+fn a_run_whose_only_stage_is_report_ends_failed() {
+    let site = site();
+    let w = Worker::spawn(site.path());
+    let run = w.new_run(None);
+    let report = w.run_stage(run, "report");
+    assert_eq!(report["state"], "ok", "{report}\n{}", w.log());
+    let view = w.get(&format!("/api/v1/runs/{run}")).expect(200);
+    let states: Vec<&str> = view["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["pending", "pending", "pending", "pending", "pending", "ok"]
+    );
+    assert_eq!(
+        view["run"]["state"], "failed",
+        "five stages never ran: {view}"
+    );
+    assert!(view["run"]["finished_at"].is_i64(), "{view}");
+}
+
+#[test]
+fn a_run_applies_only_the_series_of_its_repositories() {
+    let site = site();
+    let w = Worker::spawn(site.path());
+    let world = w.new_run(Some(&["world"]));
+    assert_eq!(w.run_stage(world, "collect")["state"], "ok", "{}", w.log());
+    let apply = w.run_stage(world, "apply");
+    assert_eq!(apply["state"], "ok", "{apply}\n{}", w.log());
+    assert_eq!(
+        apply["summary"]["series_applied"], 0,
+        "hello's series waits: {apply}"
+    );
+    assert_eq!(w.run_stage(world, "report")["state"], "ok");
+    let hello = w.new_run(Some(&["hello"]));
+    assert_eq!(w.run_stage(hello, "collect")["state"], "ok");
+    let apply = w.run_stage(hello, "apply");
+    assert_eq!(
+        apply["summary"]["patches_applied"],
+        2,
+        "{apply}\n{}",
+        w.log()
+    );
+    assert_eq!(apply["continues"], true, "{apply}");
+}
+
+#[test]
 fn concurrent_starts_and_a_killed_worker_resume() {
     let site = site();
     // A FIFO as the mailbox: collect blocks opening it until the test

@@ -12,6 +12,7 @@ pub mod outbox;
 
 use crate::config::{Config, ReportTransport};
 use crate::stage::build::BuildState;
+use crate::store::OutboxState;
 use crate::store::{self, NewReport, Store, StoredReport};
 use compose::{Facts, LogTail, PatchLine, Report, Thread};
 use serde::{Deserialize, Serialize};
@@ -41,7 +42,7 @@ pub struct ReportLine {
     pub message_id: Option<String>,
     /// `sent`, `queued` (in the outbox, to be retried) or `written` (no
     /// transport configured: only the files).
-    pub state: String,
+    pub state: OutboxState,
     pub attempts: u32,
     pub error: Option<String>,
     /// The `.eml` written to the run's directory.
@@ -228,9 +229,9 @@ pub fn report_stage(store: &mut Store, config: &Config, run: i64) -> Result<Repo
             cc: report.cc.clone(),
             message_id: Some(stored.message_id),
             state: if config.report.transport == ReportTransport::None {
-                "written".into()
+                OutboxState::Written
             } else {
-                "queued".into()
+                OutboxState::Queued
             },
             attempts: 0,
             error: None,
@@ -252,7 +253,11 @@ pub fn report_stage(store: &mut Store, config: &Config, run: i64) -> Result<Repo
         outcome.iter().filter(|o| o.run != run && o.sent).count() as u64;
     for line in &mut summary.reports {
         if let Some(o) = outcome.iter().find(|o| o.run == run && o.key == line.key) {
-            line.state = if o.sent { "sent" } else { "queued" }.into();
+            line.state = if o.sent {
+                OutboxState::Sent
+            } else {
+                OutboxState::Queued
+            };
             line.attempts = o.attempts;
             line.error = o.error.clone();
         } else if let Some((state, attempts)) = store.outbox_state(run, &line.key)? {
@@ -261,11 +266,15 @@ pub fn report_stage(store: &mut Store, config: &Config, run: i64) -> Result<Repo
             line.attempts = attempts;
         }
     }
-    summary.sent = summary.reports.iter().filter(|l| l.state == "sent").count() as u64;
+    summary.sent = summary
+        .reports
+        .iter()
+        .filter(|l| l.state == OutboxState::Sent)
+        .count() as u64;
     let queued: Vec<&ReportLine> = summary
         .reports
         .iter()
-        .filter(|l| l.state == "queued")
+        .filter(|l| l.state == OutboxState::Queued)
         .collect();
     if let Some(first) = queued.first() {
         return Err(Error::Notify(crate::notify::Error::NotSent {
