@@ -7,6 +7,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 bash scripts/setup.sh
+# The worker's module graph: no import cycles, the layering rules of
+# docs/architecture.md hold.
+python3 scripts/module-graph.py --check
 # Tests must not depend on the machine's git configuration (a fresh CI
 # machine has no user.name): every identity they need, they set.
 export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1

@@ -5,7 +5,6 @@
 use super::Error;
 use super::Report;
 use crate::config::{self, Config, ReportTransport, SmtpSecurity};
-use crate::store::now;
 use lettre::Transport as _;
 use lettre::address::Envelope;
 use lettre::message::header::{HeaderName, HeaderValue};
@@ -40,7 +39,7 @@ pub fn build_message(config: &Config, run: i64, report: &Report) -> Result<Built
             .unwrap_or("patchline <patchline@localhost>"),
     )?;
     let domain = from.email.domain().to_owned();
-    let unique = format!("{}.{}", now(), std::process::id());
+    let unique = format!("{}.{}", chrono::Utc::now().timestamp(), std::process::id());
     let message_id = format!(
         "patchline.run{run}.{}.{unique}@{domain}",
         report

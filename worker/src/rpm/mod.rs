@@ -9,7 +9,6 @@
 pub mod koji;
 pub mod srpm;
 
-use crate::config::Config;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -17,8 +16,6 @@ use std::process::Command;
 pub enum Error {
     #[error(transparent)]
     Koji(#[from] koji::client::Error),
-    #[error(transparent)]
-    Config(#[from] crate::config::Error),
 }
 
 impl Error {
@@ -100,33 +97,26 @@ impl Backend for LocalBackend {
     }
 }
 
-/// The backend `[build].backend` names.
-pub fn backend(config: &Config) -> Result<Box<dyn Backend>, Error> {
-    match config.build.backend {
-        crate::config::BuildBackend::Local => Ok(Box::new(LocalBackend {
-            jobs: config.build.jobs,
-        })),
-        crate::config::BuildBackend::Koji => {
-            let settings = config.koji_settings()?;
-            Ok(Box::new(koji::KojiBackend::new(settings)))
-        }
-    }
+/// Where a repository's spec is: `spec` (a relative path) inside the
+/// repository's tree at the commit built, else in the directory `beside`
+/// (next to the configuration).
+pub struct SpecSource<'a> {
+    pub name: &'a str,
+    pub repo_path: &'a Path,
+    pub spec: &'a Path,
+    pub beside: &'a Path,
 }
 
-/// The SRPM of `tip`: spec from the repository (or next to the config),
+/// The SRPM of `tip`: spec from the repository (or beside the config),
 /// release stamped, sources from the tree. Returns its path and NVR.
 pub fn make_srpm(
-    config: &Config,
-    repo: &crate::config::Repo,
+    source: &SpecSource<'_>,
     tip: &str,
     dir: &Path,
 ) -> Result<(PathBuf, String), String> {
-    let repo_path = config.repo_path(repo);
-    let spec_rel = repo
-        .spec
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{}.spec", repo.name)));
-    let spec_text = read_spec(&repo_path, tip, &spec_rel, config)?;
+    let repo_path = source.repo_path;
+    let spec_rel = source.spec;
+    let spec_text = read_spec(repo_path, tip, spec_rel, source.beside)?;
     let topdir = dir.join("rpmbuild");
     for sub in ["SOURCES", "SPECS", "SRPMS", "RPMS", "BUILD"] {
         std::fs::create_dir_all(topdir.join(sub))
@@ -140,7 +130,7 @@ pub fn make_srpm(
     let spec_file_name = spec_rel
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| format!("{}.spec", repo.name));
+        .unwrap_or_else(|| format!("{}.spec", source.name));
     let spec_path = topdir.join("SPECS").join(&spec_file_name);
     std::fs::write(&spec_path, &stamped)
         .map_err(|e| format!("cannot write {}: {e}", spec_path.display()))?;
@@ -165,7 +155,7 @@ pub fn make_srpm(
     Ok((srpm_path, nvr))
 }
 
-fn read_spec(repo_path: &Path, tip: &str, spec: &Path, config: &Config) -> Result<String, String> {
+fn read_spec(repo_path: &Path, tip: &str, spec: &Path, beside: &Path) -> Result<String, String> {
     // Inside the repository's tree at `tip` first.
     let from_tree = (|| -> Option<String> {
         let repo = gix::open(repo_path).ok()?;
@@ -178,7 +168,7 @@ fn read_spec(repo_path: &Path, tip: &str, spec: &Path, config: &Config) -> Resul
     if let Some(text) = from_tree {
         return Ok(text);
     }
-    let beside = config.file.parent().unwrap_or(Path::new(".")).join(spec);
+    let beside = beside.join(spec);
     std::fs::read_to_string(&beside).map_err(|e| {
         format!(
             "spec {} is neither in the repository at {} nor readable at {}: {e}",

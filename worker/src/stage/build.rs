@@ -7,7 +7,7 @@
 //! again when the stage of the same run is re-run.
 
 use crate::config::Config;
-use crate::rpm::{self, Job, backend, make_srpm};
+use crate::rpm::{self, Backend, Job, SpecSource, make_srpm};
 use crate::store::{self, BuildKey, Store};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -18,12 +18,26 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Rpm(#[from] rpm::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
 }
 
 impl Error {
     /// The build service could not be reached (exit code 3).
     pub fn is_infrastructure(&self) -> bool {
         matches!(self, Error::Rpm(e) if e.is_infrastructure())
+    }
+}
+
+/// The backend `[build].backend` names.
+pub fn backend(config: &Config) -> Result<Box<dyn Backend>, Error> {
+    match config.build.backend {
+        crate::config::BuildBackend::Local => Ok(Box::new(rpm::LocalBackend {
+            jobs: config.build.jobs,
+        })),
+        crate::config::BuildBackend::Koji => Ok(Box::new(rpm::koji::KojiBackend::new(
+            config.koji_settings()?,
+        ))),
     }
 }
 
@@ -176,7 +190,18 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
             continue;
         }
         let dir = work_dir(config, run).join(format!("{repo_name}-{}", branch.replace('/', "_")));
-        match make_srpm(config, repo, &tip, &dir) {
+        let repo_path = config.repo_path(repo);
+        let spec = repo
+            .spec
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.spec", repo.name)));
+        let source = SpecSource {
+            name: &repo.name,
+            repo_path: &repo_path,
+            spec: &spec,
+            beside: config.file.parent().unwrap_or(Path::new(".")),
+        };
+        match make_srpm(&source, &tip, &dir) {
             Ok((srpm, nvr)) => jobs.push(Job {
                 repo: repo_name.clone(),
                 branch: branch.clone(),
