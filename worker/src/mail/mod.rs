@@ -1,9 +1,11 @@
-//! Mail intake: everything between a mailbox and the `series`/`patches`
-//! tables. Sources hand over raw bytes, the archive stores them durably
-//! before anything else looks at them, then mails are parsed, classified by
-//! the subject grammar and grouped into series.
+//! Mail: everything about list traffic short of the state database.
+//! Sources hand over raw bytes, the archive stores them durably before
+//! anything else looks at them, then mails are parsed, classified by the
+//! subject grammar, routed and grouped into series (pure).
 //!
-//! Intake never changes a repository; it only records what arrived.
+//! It never changes a repository and knows nothing of the store or the
+//! stages: the collect stage (`crate::stage::collect`) records what it
+//! finds.
 
 pub mod archive;
 pub mod classify;

@@ -1,13 +1,3 @@
-//! Stage jobs: admitting a stage start (order, one stage of a run at a
-//! time, one unfinished run per repository), running it on a blocking
-//! thread with its own `Store`, and recovering after a restart.
-//!
-//! A job's state lives in the `stages` table (`queued` is written on
-//! admission, the pipeline writes `running`/`ok`/`failed`), so a client
-//! that disconnects loses nothing and a restarted worker knows what was
-//! cut short: `queued`/`running` rows become `interrupted` and can be
-//! started again (stages are idempotent).
-
 //! Stage jobs: admitting a run and a stage start through the state
 //! machine (`crate::stage`), running the stage on a blocking thread with
 //! its own `Store`, and recovering after a restart.

@@ -1,6 +1,8 @@
 //! `patchline serve`: the HTTP worker Jenkins (or curl) drives. It owns
-//! routing, authentication, request limits and the stage jobs; the stages
-//! themselves are run through `stage::run_stage` only.
+//! routing, authentication, request limits and the stage jobs; what may
+//! start and how a run ends is the state machine's (`crate::stage`), which
+//! the jobs call (`stage::admit_queued`, `stage::execute`) and never
+//! second-guess.
 //!
 //! It never runs without a token, never logs one, and never turns request
 //! text into a path, a query string or a command.
