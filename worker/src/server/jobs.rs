@@ -42,7 +42,7 @@ pub fn prepare(store: &mut Store) -> Result<usize, store::Error> {
 /// Creates a run unless an unfinished run of the worker covers one of its
 /// repositories (409 naming that run).
 pub fn create_run(store: &mut Store, new: &NewRun<'_>) -> Result<i64, ApiError> {
-    let created = store.create_run_unless(new, |open| {
+    store.create_run_unless(new, |open| {
         open.iter().find_map(|run| {
             let shared = run.options.repos.iter().find(|r| new.options.repos.contains(r))?;
             let by = run
@@ -58,8 +58,7 @@ pub fn create_run(store: &mut Store, new: &NewRun<'_>) -> Result<i64, ApiError> 
                 Some(run.id),
             ))
         })
-    })?;
-    created
+    })?
 }
 
 /// Admits `stage` of `run` and records it `queued`, or says why not: the
