@@ -208,6 +208,24 @@ impl Store {
         &self.conn
     }
 
+    /// A transaction that takes the write lock at once (a check and the
+    /// write it allows cannot be split by another writer), with the
+    /// function that wraps its errors.
+    fn immediate(
+        &mut self,
+    ) -> Result<(Transaction<'_>, impl Fn(rusqlite::Error) -> Error + use<>), Error> {
+        let path = self.path.clone();
+        let wrap = move |source| Error::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(&wrap)?;
+        Ok((tx, wrap))
+    }
+
     fn transaction(&mut self) -> Result<Transaction<'_>, Error> {
         let path = self.path.clone();
         self.conn

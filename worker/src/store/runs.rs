@@ -101,30 +101,22 @@ impl Store {
         new: &NewRun<'_>,
         refuse: impl FnOnce(&[RunRow]) -> Option<T>,
     ) -> Result<Result<i64, T>, Error> {
-        let path = self.path.clone();
-        let wrap = |source| Error::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(wrap)?;
+        let (tx, wrap) = self.immediate()?;
         let open: Vec<RunRow> = {
             let mut stmt = tx
                 .prepare(&format!(
                     "SELECT {COLUMNS} FROM runs WHERE finished_at IS NULL AND via_api = 1 ORDER BY id"
                 ))
-                .map_err(wrap)?;
+                .map_err(&wrap)?;
             stmt.query_map([], run_from_row)
                 .and_then(|rows| rows.collect())
-                .map_err(wrap)?
+                .map_err(&wrap)?
         };
         if let Some(why) = refuse(&open) {
             return Ok(Err(why));
         }
-        let id = insert_run(&tx, new).map_err(wrap)?;
-        tx.commit().map_err(wrap)?;
+        let id = insert_run(&tx, new).map_err(&wrap)?;
+        tx.commit().map_err(&wrap)?;
         Ok(Ok(id))
     }
 

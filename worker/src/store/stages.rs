@@ -80,17 +80,18 @@ pub struct StageEnd<'a> {
 
 const COLUMNS: &str = "stage, state, started_at, finished_at, summary, error, completed, pid";
 
-fn stage_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StageRow> {
-    let summary: Option<String> = r.get(4)?;
+/// A row of [`COLUMNS`] starting at column `at`.
+fn stage_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StageRow> {
+    let summary: Option<String> = r.get(at + 4)?;
     Ok(StageRow {
-        stage: r.get(0)?,
-        state: r.get(1)?,
-        started_at: r.get(2)?,
-        finished_at: r.get(3)?,
+        stage: r.get(at)?,
+        state: r.get(at + 1)?,
+        started_at: r.get(at + 2)?,
+        finished_at: r.get(at + 3)?,
         summary: summary.and_then(|s| serde_json::from_str(&s).ok()),
-        error: r.get(5)?,
-        completed: r.get(6)?,
-        pid: r.get(7)?,
+        error: r.get(at + 5)?,
+        completed: r.get(at + 6)?,
+        pid: r.get(at + 7)?,
     })
 }
 
@@ -112,16 +113,8 @@ impl Store {
         admit: impl FnOnce(&RunRow, &[StageRow]) -> Result<(), T>,
     ) -> Result<Result<(), T>, Error> {
         let row = self.run(run)?;
-        let path = self.path.clone();
-        let wrap = |source| Error::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(wrap)?;
-        let stages = stages_of(&tx, run).map_err(wrap)?;
+        let (tx, wrap) = self.immediate()?;
+        let stages = stages_of(&tx, run).map_err(&wrap)?;
         if let Err(why) = admit(&row, &stages) {
             return Ok(Err(why));
         }
@@ -133,8 +126,8 @@ impl Store {
                 error = NULL, completed = 0, pid = excluded.pid",
             params![run, stage, state, started, std::process::id()],
         )
-        .map_err(wrap)?;
-        tx.commit().map_err(wrap)?;
+        .map_err(&wrap)?;
+        tx.commit().map_err(&wrap)?;
         Ok(Ok(()))
     }
 
@@ -192,26 +185,9 @@ impl Store {
                 "SELECT run_id, {COLUMNS} FROM stages WHERE state IN ('queued', 'running') ORDER BY run_id"
             ))
             .map_err(|e| self.err(e))?;
-        stmt.query_map([], |r| {
-            let run: i64 = r.get(0)?;
-            // The row's columns follow the run id.
-            let summary: Option<String> = r.get(5)?;
-            Ok((
-                run,
-                StageRow {
-                    stage: r.get(1)?,
-                    state: r.get(2)?,
-                    started_at: r.get(3)?,
-                    finished_at: r.get(4)?,
-                    summary: summary.and_then(|s| serde_json::from_str(&s).ok()),
-                    error: r.get(6)?,
-                    completed: r.get(7)?,
-                    pid: r.get(8)?,
-                },
-            ))
-        })
-        .and_then(|rows| rows.collect())
-        .map_err(|e| self.err(e))
+        stmt.query_map([], |r| Ok((r.get(0)?, stage_from_row(r, 1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
     }
 
     /// Marks an active stage `interrupted` (its process is gone): `why`
@@ -248,7 +224,7 @@ fn stages_of(conn: &rusqlite::Connection, run: i64) -> rusqlite::Result<Vec<Stag
     let mut stmt =
         conn.prepare_cached(&format!("SELECT {COLUMNS} FROM stages WHERE run_id = ?1"))?;
     let mut rows: Vec<StageRow> = stmt
-        .query_map([run], stage_from_row)?
+        .query_map([run], |r| stage_from_row(r, 0))?
         .collect::<Result<_, _>>()?;
     rows.sort_by_key(|s| s.stage);
     Ok(rows)

@@ -299,6 +299,16 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
     }
 }
 
+/// The state of each stage of a run view, in pipeline order.
+fn stage_states(view: &Value) -> Vec<&str> {
+    view["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect()
+}
+
 fn stage_rows(site: &Path) -> i64 {
     let db = rusqlite::Connection::open(site.join("state/patchline.db")).unwrap();
     db.query_row("SELECT COUNT(*) FROM stages", [], |r| r.get(0))
@@ -571,12 +581,7 @@ fn stages_run_in_order_one_run_per_repository() {
     assert!(!xml.contains("<failure"), "{xml}");
 
     let view = w.get(&format!("/api/v1/runs/{run}")).expect(200);
-    let states: Vec<&str> = view["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["state"].as_str().unwrap())
-        .collect();
+    let states = stage_states(&view);
     assert_eq!(
         states,
         ["ok", "ok", "pending", "pending", "pending", "pending"],
@@ -636,12 +641,7 @@ fn a_run_whose_only_stage_is_report_ends_failed() {
     let report = w.run_stage(run, "report");
     assert_eq!(report["state"], "ok", "{report}\n{}", w.log());
     let view = w.get(&format!("/api/v1/runs/{run}")).expect(200);
-    let states: Vec<&str> = view["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["state"].as_str().unwrap())
-        .collect();
+    let states = stage_states(&view);
     assert_eq!(
         states,
         ["pending", "pending", "pending", "pending", "pending", "ok"]
