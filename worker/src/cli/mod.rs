@@ -1,9 +1,11 @@
 //! Command-line interface: argument parsing and the commands' I/O.
 //!
 //! Results go to stdout (one JSON document or JSON lines with `--json`),
-//! human progress and diagnostics to stderr. Every failure is a `Failure`
-//! carrying its exit code: 1 stage failed, 2 usage or config error, 3
-//! infrastructure unreachable.
+//! human progress and diagnostics to stderr. Every failure is a
+//! `stage::Failure` carrying its `stage::Exit` (the exit codes, in one
+//! place): 1 stage failed, 2 usage or config error, 3 infrastructure
+//! unreachable. The commands never decide what may run: they call the
+//! state machine (`crate::stage`).
 
 use crate::config::Config;
 use crate::mail::classify::classify;

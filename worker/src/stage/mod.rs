@@ -481,6 +481,14 @@ pub fn start_collect(
     }
 }
 
+/// Admits `stage` of `run` for the pipeline and records it `running`.
+fn admit_running(store: &mut Store, run: i64, stage: Stage) -> Result<(), Failure> {
+    store.admit_stage(run, stage, StageState::Running, |row, stages| {
+        admit(row, stages, stage, Caller::Pipeline, &process_alive)
+    })??;
+    Ok(())
+}
+
 fn start_with(
     store: &mut Store,
     config: &Config,
@@ -760,7 +768,10 @@ fn drive(
         .filter(|s| *s >= from && *s != Stage::Report)
     {
         failpoint("before", stage);
-        let result = start(store, config, run, stage, Caller::Pipeline, progress);
+        // A stage another live process runs is not this run's to drive:
+        // refuse without reporting or finishing anything.
+        admit_running(store, run, stage)?;
+        let result = execute(store, config, run, stage, progress);
         failpoint("after", stage);
         if let Err(failure) = result {
             tracing::error!(stage = %stage, "{}", failure.message);
@@ -769,14 +780,8 @@ fn drive(
         }
     }
     failpoint("before", Stage::Report);
-    let report = match start(
-        store,
-        config,
-        run,
-        Stage::Report,
-        Caller::Pipeline,
-        progress,
-    ) {
+    admit_running(store, run, Stage::Report)?;
+    let report = match execute(store, config, run, Stage::Report, progress) {
         Ok(Summary::Report(summary)) => Some(summary),
         Ok(_) => None,
         Err(failure) => {
