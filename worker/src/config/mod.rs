@@ -26,16 +26,36 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("config {file}: {message}")]
-    Parse { file: PathBuf, message: String },
+    #[error("config {file}: {}", one_line(&source.to_string()))]
+    Parse {
+        file: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
     #[error("config {file}: key `{key}`: {message}")]
     Invalid {
         file: PathBuf,
         key: String,
         message: String,
     },
+    /// A subject pattern or tag rule that does not compile.
+    #[error("config {file}: key `{key}`: {}", one_line(&source.to_string()))]
+    Pattern {
+        file: PathBuf,
+        key: String,
+        #[source]
+        source: PatternError,
+    },
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    #[error(transparent)]
+    Subject(#[from] crate::mail::subject::Error),
+    #[error(transparent)]
+    Tag(#[from] crate::mail::routing::Error),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -565,15 +585,15 @@ impl Config {
     /// Parses TOML text as if read from `file` (relative paths resolve
     /// against `file`'s directory).
     pub fn from_toml(text: &str, file: &Path, env: &Env) -> Result<Self, Error> {
-        let mut value: toml::Table = toml::from_str(text).map_err(|e| Error::Parse {
+        let mut value: toml::Table = toml::from_str(text).map_err(|source| Error::Parse {
             file: file.to_owned(),
-            message: one_line(&e.to_string()),
+            source,
         })?;
         apply_env(&mut value, env)?;
         let mut config: Config =
-            Config::deserialize(toml::Value::Table(value)).map_err(|e| Error::Parse {
+            Config::deserialize(toml::Value::Table(value)).map_err(|source| Error::Parse {
                 file: file.to_owned(),
-                message: one_line(&e.to_string()),
+                source,
             })?;
         config.file = file.to_owned();
         let base = file
@@ -642,6 +662,14 @@ impl Config {
             file: self.file.clone(),
             key: key.into(),
             message: one_line(&message.into()),
+        }
+    }
+
+    fn pattern(&self, key: impl Into<String>, source: impl Into<PatternError>) -> Error {
+        Error::Pattern {
+            file: self.file.clone(),
+            key: key.into(),
+            source: source.into(),
         }
     }
 
@@ -992,7 +1020,7 @@ impl Config {
     /// The subject grammar with the configured patterns.
     pub fn subject_grammar(&self) -> Result<SubjectGrammar, Error> {
         SubjectGrammar::new(&self.intake.subject_patterns)
-            .map_err(|e| self.invalid("intake.subject_patterns", e.to_string()))
+            .map_err(|e| self.pattern("intake.subject_patterns", e))
     }
 
     /// Every repository's routes, in config order.
@@ -1005,9 +1033,7 @@ impl Config {
                     .iter()
                     .map(|t| TagMatcher::parse(t))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| {
-                        self.invalid(format!("repos[{i}].routes[{j}].tags"), e.to_string())
-                    })?;
+                    .map_err(|e| self.pattern(format!("repos[{i}].routes[{j}].tags"), e))?;
                 if let Some(b) = &route.branch
                     && !repo.branches.contains(b)
                 {
@@ -1189,6 +1215,25 @@ mod tests {
         assert!(c.state.db.ends_with("patchline.db") && c.state.db.is_absolute());
         assert_eq!(c.intake.batch, 512);
         assert_eq!(c.server.bind, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn parse_and_pattern_errors_keep_their_source() {
+        use std::error::Error as _;
+        let e = load("[intake\n", &[]).unwrap_err();
+        assert!(matches!(e, Error::Parse { .. }), "{e:?}");
+        let source = e.source().expect("the TOML error is kept");
+        assert!(source.downcast_ref::<toml::de::Error>().is_some());
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
+        let e = load(
+            "[intake]\npath = \"x\"\nsubject_patterns = [\"(unclosed\"]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Pattern { .. }), "{e:?}");
+        let regex = e.source().and_then(|s| s.source()).expect("down to regex");
+        assert!(regex.downcast_ref::<regex::Error>().is_some(), "{regex:?}");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
     }
 
     #[test]

@@ -9,11 +9,33 @@ use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("report {subject:?}: {message}")]
-    Message { subject: String, message: String },
-    /// The transport could not deliver; the reports stay in the outbox.
-    #[error("report: {queued} report(s) not sent, kept in the outbox: {message}")]
-    NotSent { queued: usize, message: String },
+    #[error("report {subject:?}: {address:?} is not a mail address: {source}")]
+    Address {
+        subject: String,
+        address: String,
+        #[source]
+        source: lettre::address::AddressError,
+    },
+    #[error("report {subject:?}: {source}")]
+    Message {
+        subject: String,
+        #[source]
+        source: lettre::error::Error,
+    },
+    /// The transport could not deliver (or is not set up); the reports
+    /// stay in the outbox. `message` is what went wrong, as the outbox
+    /// recorded it, or the part of the setup that failed (then `source`
+    /// says why).
+    #[error(
+        "report: {queued} report(s) not sent, kept in the outbox: {message}{}",
+        source.as_ref().map(|s| format!(": {s}")).unwrap_or_default()
+    )]
+    NotSent {
+        queued: usize,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
 }
 
 /// One message to send.

@@ -23,9 +23,10 @@ pub struct Built {
 }
 
 fn mailbox(subject: &str, address: &str) -> Result<Mailbox, Error> {
-    address.parse().map_err(|e| Error::Message {
+    address.parse().map_err(|source| Error::Address {
         subject: subject.to_owned(),
-        message: format!("{address:?} is not a mail address: {e}"),
+        address: address.to_owned(),
+        source,
     })
 }
 
@@ -90,9 +91,9 @@ pub fn build_message(config: &Config, run: i64, report: &Report) -> Result<Built
         )),
         None => builder.singlepart(SinglePart::plain(report.text.clone())),
     }
-    .map_err(|e| Error::Message {
+    .map_err(|source| Error::Message {
         subject: report.subject.clone(),
-        message: e.to_string(),
+        source,
     })?;
     Ok(Built {
         message: built,
@@ -131,27 +132,71 @@ impl Transport {
         }
     }
 
-    pub fn send(&self, envelope: &Envelope, raw: &[u8]) -> Result<(), String> {
+    pub fn send(&self, envelope: &Envelope, raw: &[u8]) -> Result<(), SendError> {
         match self {
-            Transport::Smtp(t, _) => t.send_raw(envelope, raw).map(drop).map_err(|e| {
-                // lettre's own text plus its cause (refused, timed out...).
-                let mut text = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    text.push_str(&format!(": {s}"));
-                    source = s.source();
-                }
-                text
-            }),
-            Transport::Sendmail(t, _) => t.send_raw(envelope, raw).map_err(|e| e.to_string()),
+            Transport::Smtp(t, _) => t.send_raw(envelope, raw).map(drop).map_err(SendError::Smtp),
+            Transport::Sendmail(t, _) => t.send_raw(envelope, raw).map_err(SendError::Sendmail),
         }
     }
+}
+
+/// Why one message was not delivered (the outbox records its text).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// lettre's own text plus its causes (refused, timed out...): its
+    /// SMTP error says little by itself.
+    #[error("{}", with_causes(.0))]
+    Smtp(#[source] lettre::transport::smtp::Error),
+    #[error(transparent)]
+    Sendmail(lettre::transport::sendmail::Error),
+}
+
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// Why an envelope cannot be made for a stored report.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("sender {address:?}: {source}")]
+    Sender {
+        address: String,
+        #[source]
+        source: lettre::address::AddressError,
+    },
+    #[error("recipient {address:?}: {source}")]
+    Recipient {
+        address: String,
+        #[source]
+        source: lettre::address::AddressError,
+    },
+    #[error("envelope: {0}")]
+    Envelope(#[source] lettre::error::Error),
 }
 
 fn not_configured(message: &str) -> Error {
     Error::NotSent {
         queued: 0,
         message: message.into(),
+        source: None,
+    }
+}
+
+/// A transport that cannot be set up: `what` failed, `source` says why.
+fn setup_failed(
+    what: String,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+) -> Error {
+    Error::NotSent {
+        queued: 0,
+        message: what,
+        source: Some(source.into()),
     }
 }
 
@@ -164,17 +209,14 @@ fn smtp_transport(smtp: &config::Smtp) -> Result<Transport, Error> {
     let tls = || -> Result<TlsParameters, Error> {
         let mut params = TlsParameters::builder(smtp.host.clone());
         if let Some(ca) = &smtp.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| {
-                not_configured(&format!("report.smtp.ca_file {}: {e}", ca.display()))
-            })?;
-            let cert = Certificate::from_pem(&pem).map_err(|e| {
-                not_configured(&format!("report.smtp.ca_file {}: {e}", ca.display()))
-            })?;
+            let ca_file = || format!("report.smtp.ca_file {}", ca.display());
+            let pem = std::fs::read(ca).map_err(|e| setup_failed(ca_file(), e))?;
+            let cert = Certificate::from_pem(&pem).map_err(|e| setup_failed(ca_file(), e))?;
             params = params.add_root_certificate(cert);
         }
         params
             .build_rustls()
-            .map_err(|e| not_configured(&format!("TLS for {}: {e}", smtp.host)))
+            .map_err(|e| setup_failed(format!("TLS for {}", smtp.host), e))
     };
     let mut builder = SmtpTransport::builder_dangerous(&smtp.host)
         .port(port)
@@ -198,16 +240,40 @@ fn smtp_transport(smtp: &config::Smtp) -> Result<Transport, Error> {
 
 /// The SMTP envelope of a stored report; the error says which address
 /// does not parse (or that there is no recipient).
-pub fn envelope(sender: &str, recipients: &[String]) -> Result<Envelope, String> {
-    let from: Address = sender
-        .parse()
-        .map_err(|e| format!("sender {sender:?}: {e}"))?;
+pub fn envelope(sender: &str, recipients: &[String]) -> Result<Envelope, EnvelopeError> {
+    let from: Address = sender.parse().map_err(|source| EnvelopeError::Sender {
+        address: sender.to_owned(),
+        source,
+    })?;
     let to = recipients
         .iter()
         .map(|a| {
             a.parse::<Address>()
-                .map_err(|e| format!("recipient {a:?}: {e}"))
+                .map_err(|source| EnvelopeError::Recipient {
+                    address: a.clone(),
+                    source,
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Envelope::new(Some(from), to).map_err(|e| format!("envelope: {e}"))
+    Envelope::new(Some(from), to).map_err(EnvelopeError::Envelope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_bad_address_is_named_and_its_parse_error_kept() {
+        let e = envelope("patchline@localhost", &["not an address".into()]).unwrap_err();
+        assert!(
+            e.to_string().starts_with("recipient \"not an address\": "),
+            "{e}"
+        );
+        assert!(e.source().is_some(), "{e:?}");
+        assert!(matches!(
+            envelope("patchline@localhost", &[]),
+            Err(EnvelopeError::Envelope(_))
+        ));
+    }
 }

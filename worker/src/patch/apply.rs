@@ -14,18 +14,54 @@ use gix::objs::tree::EntryKind;
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use gix::refs::{FullName, Target};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+/// What gitoxide (or the object writer) returned: its error types differ
+/// from call to call, so they are kept boxed, not flattened into text.
+pub type GitError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot open repository {path}: {message}")]
-    Open { path: PathBuf, message: String },
+    #[error("cannot open repository {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: gix::Error,
+    },
     #[error("repository {path}: branch {branch:?} does not exist")]
     NoBranch { path: PathBuf, branch: String },
-    #[error("repository {path}: {message}")]
-    Git { path: PathBuf, message: String },
+    #[error("repository {path}: bad branch name {branch:?}: {source}")]
+    BadBranchName {
+        path: PathBuf,
+        branch: String,
+        #[source]
+        source: gix::validate::reference::name::Error,
+    },
+    #[error("repository {path}: {id:?} is not an object id: {source}")]
+    BadObjectId {
+        path: PathBuf,
+        id: String,
+        #[source]
+        source: gix::Error,
+    },
+    /// A gitoxide call (or writing the new objects) failed; `what` names
+    /// the operation, e.g. "write the commit".
+    #[error("repository {path}: cannot {what}: {source}")]
+    Git {
+        path: PathBuf,
+        what: Cow<'static, str>,
+        #[source]
+        source: GitError,
+    },
+    #[error("repository {path}: cannot read the committer identity: {source}")]
+    Committer {
+        path: PathBuf,
+        #[source]
+        source: GitError,
+    },
     #[error(
         "repository {path}: branch {branch} moved from {expected} while the series was applied; nothing was changed"
     )]
@@ -126,10 +162,42 @@ pub struct AmOptions {
     pub three_way: bool,
 }
 
-fn git_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Git {
-        path: path.to_owned(),
-        message: e.to_string(),
+impl Error {
+    fn git(path: &Path, what: impl Into<Cow<'static, str>>, source: impl Into<GitError>) -> Self {
+        Error::Git {
+            path: path.to_owned(),
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    fn bad_id(path: &Path, id: &str, source: gix::Error) -> Self {
+        Error::BadObjectId {
+            path: path.to_owned(),
+            id: id.to_owned(),
+            source,
+        }
+    }
+}
+
+/// A failed gitoxide call deep in applying a patch, where the repository's
+/// path is not at hand: [`GitFailure::at`] makes it an [`Error::Git`].
+#[derive(Debug)]
+struct GitFailure {
+    what: &'static str,
+    source: GitError,
+}
+
+impl GitFailure {
+    fn new(what: &'static str, source: impl Into<GitError>) -> Self {
+        Self {
+            what,
+            source: source.into(),
+        }
+    }
+
+    fn at(self, path: &Path) -> Error {
+        Error::git(path, self.what, self.source)
     }
 }
 
@@ -148,14 +216,18 @@ pub fn committer_from_env_or_config(repo_path: &Path) -> Result<Identity, Error>
             email: sig.email.to_string(),
             time,
         }),
-        _ => Err(Error::NoCommitter),
+        Some(Err(source)) => Err(Error::Committer {
+            path: repo_path.to_owned(),
+            source: source.into(),
+        }),
+        None => Err(Error::NoCommitter),
     }
 }
 
 fn open(path: &Path) -> Result<gix::Repository, Error> {
     gix::open(path).map_err(|e| Error::Open {
         path: path.to_owned(),
-        message: e.to_string(),
+        source: e,
     })
 }
 
@@ -207,10 +279,12 @@ fn tip_in(
 ) -> Result<Option<ObjectId>, Error> {
     let reference = repo
         .try_find_reference(format!("refs/heads/{branch}").as_str())
-        .map_err(|e| git_err(repo_path, e))?;
+        .map_err(|e| Error::git(repo_path, format!("look up branch {branch:?}"), e))?;
     match reference {
         Some(mut r) => Ok(Some(
-            r.peel_to_id().map_err(|e| git_err(repo_path, e))?.detach(),
+            r.peel_to_id()
+                .map_err(|e| Error::git(repo_path, format!("resolve branch {branch:?}"), e))?
+                .detach(),
         )),
         None => Ok(None),
     }
@@ -234,8 +308,12 @@ fn set_branch(
     let name: FullName = format!("refs/heads/{branch}")
         .as_str()
         .try_into()
-        .map_err(|e| git_err(repo_path, format!("bad branch name {branch:?}: {e}")))?;
-    let new = ObjectId::from_hex(new.as_bytes()).map_err(|e| git_err(repo_path, e))?;
+        .map_err(|source| Error::BadBranchName {
+            path: repo_path.to_owned(),
+            branch: branch.to_owned(),
+            source,
+        })?;
+    let new = ObjectId::from_hex(new.as_bytes()).map_err(|e| Error::bad_id(repo_path, new, e))?;
     repo.edit_reference(RefEdit {
         change: Change::Update {
             log: LogChange {
@@ -250,7 +328,7 @@ fn set_branch(
         deref: false,
     })
     .map(|_| ())
-    .map_err(|e| git_err(repo_path, e))
+    .map_err(|e| Error::git(repo_path, format!("move branch {branch:?}"), e))
 }
 
 /// Creates `branch` at `at`; fails if it exists already.
@@ -285,7 +363,8 @@ fn update_branch_in(
     new: &str,
     reflog: &str,
 ) -> Result<(), Error> {
-    let old_id = ObjectId::from_hex(old.as_bytes()).map_err(|e| git_err(repo_path, e))?;
+    let old_id =
+        ObjectId::from_hex(old.as_bytes()).map_err(|e| Error::bad_id(repo_path, old, e))?;
     let expected = PreviousValue::MustExistAndMatch(Target::Object(old_id));
     if let Err(e) = set_branch(repo, repo_path, branch, expected, new, reflog) {
         // Re-read: if the branch is elsewhere now, someone else moved it.
@@ -350,16 +429,28 @@ where
     let mut tip = old_tip;
     let mut tree = repo
         .find_commit(tip)
-        .map_err(|e| git_err(repo_path, e))?
+        .map_err(|e| {
+            Error::git(
+                repo_path,
+                format!("read the tip commit {tip} of {branch:?}"),
+                e,
+            )
+        })?
         .tree_id()
-        .map_err(|e| git_err(repo_path, e))?
+        .map_err(|e| {
+            Error::git(
+                repo_path,
+                format!("read the tree of {tip}, the tip of {branch:?}"),
+                e,
+            )
+        })?
         .detach();
     let mails = mails.into_iter();
     let mut results = Vec::with_capacity(mails.size_hint().0);
     let mut failed = false;
     let series = SeriesObjects::default();
     let encoder = pack::Encoder::start(&repo.git_dir().join("objects/pack"), PACK_THRESHOLD)
-        .map_err(|e| git_err(repo_path, e))?;
+        .map_err(|e| Error::git(repo_path, "start the pack writer", e))?;
     // The mails are read and taken apart on another thread, ahead of the
     // one that applies them (which owns the repository): reading files and
     // splitting headers, body and patch are independent of the tree.
@@ -422,7 +513,7 @@ where
                     failed = true;
                     break;
                 }
-                Err(ApplyError::Git(message)) => return Err(git_err(repo_path, message)),
+                Err(ApplyError::Git(failure)) => return Err(failure.at(repo_path)),
             };
             let (seconds, offset) = info.date.unwrap_or(committer.time);
             let commit = gix::objs::Commit {
@@ -442,9 +533,7 @@ where
                 message: BString::from(info.message.as_str()),
                 extra_headers: Vec::new(),
             };
-            let id = objects
-                .put_object(&commit)
-                .map_err(|e| git_err(repo_path, e))?;
+            let id = objects.put_object(&commit).map_err(|f| f.at(repo_path))?;
             tip = id;
             tree = new_tree;
             results.push(PatchResult {
@@ -459,8 +548,7 @@ where
             // looks the blob an index line names up in the repository, not
             // among the series' objects, so it loses nothing by this).
             if results.len() % HAND_OVER_EVERY == 0 {
-                hand_over(repo, Some(tree), &series, &encoder)
-                    .map_err(|e| git_err(repo_path, e))?;
+                hand_over(repo, Some(tree), &series, &encoder).map_err(|f| f.at(repo_path))?;
             }
         }
         Ok(())
@@ -470,15 +558,18 @@ where
     // A failed series drops the encoder (which stops) and the objects in
     // memory: nothing is written.
     if complete {
-        hand_over(repo, None, &series, &encoder).map_err(|e| git_err(repo_path, e))?;
+        hand_over(repo, None, &series, &encoder).map_err(|f| f.at(repo_path))?;
         let objects_dir = repo.git_dir().join("objects");
-        match encoder.finish().map_err(|e| git_err(repo_path, e))? {
-            pack::Finished::Pack(entries) => {
-                pack::write(&objects_dir.join("pack"), entries).map(|_| ())
-            }
-            pack::Finished::Few(objects) => write_loose_objects(&objects_dir, &objects),
-        }
-        .map_err(|e| git_err(repo_path, e))?;
+        match encoder
+            .finish()
+            .map_err(|e| Error::git(repo_path, "encode the pack", e))?
+        {
+            pack::Finished::Pack(entries) => pack::write(&objects_dir.join("pack"), entries)
+                .map(|_| ())
+                .map_err(|e| Error::git(repo_path, "write the pack", e)),
+            pack::Finished::Few(objects) => write_loose_objects(&objects_dir, &objects)
+                .map_err(|e| Error::git(repo_path, "write the loose objects", e)),
+        }?;
     }
     Ok(SeriesResult {
         branch: branch.to_owned(),
@@ -510,7 +601,7 @@ struct SeriesObjects {
 }
 
 impl NewObjects<'_> {
-    fn put(&self, kind: gix::objs::Kind, data: Vec<u8>) -> Result<ObjectId, String> {
+    fn put(&self, kind: gix::objs::Kind, data: Vec<u8>) -> Result<ObjectId, GitFailure> {
         self.put_with_delta(kind, data, None)
     }
 
@@ -522,10 +613,10 @@ impl NewObjects<'_> {
         kind: gix::objs::Kind,
         data: Vec<u8>,
         delta: Option<pack::Delta>,
-    ) -> Result<ObjectId, String> {
+    ) -> Result<ObjectId, GitFailure> {
         use gix::objs::Write;
         let id = gix::objs::compute_hash(self.repo.object_hash(), kind, &data)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| GitFailure::new("hash a new object", e))?;
         if self.series.made.borrow_mut().insert(id)
             && let Some(delta) = delta
             && delta.base != id
@@ -535,7 +626,7 @@ impl NewObjects<'_> {
         self.repo
             .objects
             .write_buf_with_known_id(kind, &data, id)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| GitFailure::new("keep a new object in memory", e))?;
         Ok(id)
     }
 
@@ -544,9 +635,11 @@ impl NewObjects<'_> {
         self.series.made.borrow().contains(id)
     }
 
-    fn put_object(&self, object: &impl gix::objs::WriteTo) -> Result<ObjectId, String> {
+    fn put_object(&self, object: &impl gix::objs::WriteTo) -> Result<ObjectId, GitFailure> {
         let mut data = Vec::with_capacity(object.size() as usize);
-        object.write_to(&mut data).map_err(|e| e.to_string())?;
+        object
+            .write_to(&mut data)
+            .map_err(|e| GitFailure::new("serialize a new object", e))?;
         self.put(object.kind(), data)
     }
 }
@@ -566,7 +659,7 @@ fn hand_over(
     keep: Option<ObjectId>,
     series: &SeriesObjects,
     encoder: &pack::Encoder,
-) -> Result<(), String> {
+) -> Result<(), GitFailure> {
     let Some(mut memory) = repo.objects.take_object_memory() else {
         return Ok(());
     };
@@ -578,7 +671,7 @@ fn hand_over(
         };
         if kind == gix::objs::Kind::Tree {
             for entry in gix::objs::TreeRefIter::from_bytes(&data, repo.object_hash()) {
-                let entry = entry.map_err(|e| e.to_string())?;
+                let entry = entry.map_err(|e| GitFailure::new("decode a new tree", e))?;
                 if memory.contains_key(entry.oid) {
                     reach.push(entry.oid.to_owned());
                 }
@@ -667,7 +760,47 @@ fn failed_result(label: &str, subject: &str, failure: PatchFailure) -> PatchResu
 
 enum ApplyError {
     Patch(PatchFailure),
-    Git(String),
+    Git(GitFailure),
+}
+
+impl From<GitFailure> for ApplyError {
+    fn from(failure: GitFailure) -> Self {
+        ApplyError::Git(failure)
+    }
+}
+
+/// Why `--3way` could not rescue a file whose hunks did not apply (the
+/// report shows it after the hunk failure).
+#[derive(Debug, thiserror::Error)]
+enum ThreeWayFailure {
+    #[error("the patch has no index line")]
+    NoIndexLine,
+    #[error("bad index line {line:?}: {source}")]
+    BadIndexLine {
+        line: String,
+        #[source]
+        source: gix::Error,
+    },
+    #[error("blob {0} is ambiguous")]
+    Ambiguous(gix::hash::Prefix),
+    #[error("the repository lacks blob {0} the patch was made against")]
+    Missing(gix::hash::Prefix),
+    #[error("cannot look up blob {prefix}: {source}")]
+    Lookup {
+        prefix: gix::hash::Prefix,
+        #[source]
+        source: GitError,
+    },
+    #[error("cannot read blob {id}: {source}")]
+    Read {
+        id: ObjectId,
+        #[source]
+        source: GitError,
+    },
+    #[error("does not apply to its own preimage either: {0}")]
+    Preimage(HunkFailure),
+    #[error("merging {0} leaves conflicts")]
+    Conflicts(String),
 }
 
 /// `git am --3way` for one file: apply the hunks to the blob the patch was
@@ -678,30 +811,34 @@ fn merge_three_way(
     file: &FilePatch<'_>,
     current: &[u8],
     opts: ApplyOptions,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ThreeWayFailure> {
     use gix::merge::blob::builtin_driver::text::{Conflict, Labels, Options};
     use gix::merge::blob::{Resolution, builtin_driver};
-    let prefix = file
-        .old_id
-        .as_deref()
-        .ok_or("the patch has no index line")?;
-    let prefix = gix::hash::Prefix::from_hex(prefix).map_err(|e| format!("bad index line: {e}"))?;
+    let line = file.old_id.as_deref().ok_or(ThreeWayFailure::NoIndexLine)?;
+    let prefix =
+        gix::hash::Prefix::from_hex(line).map_err(|source| ThreeWayFailure::BadIndexLine {
+            line: line.to_owned(),
+            source,
+        })?;
     let base_id = match repo.objects.lookup_prefix(prefix, None) {
         Ok(Some(Ok(id))) => id,
-        Ok(Some(Err(()))) => return Err(format!("blob {prefix} is ambiguous")),
-        Ok(None) => {
-            return Err(format!(
-                "the repository lacks blob {prefix} the patch was made against"
-            ));
+        Ok(Some(Err(()))) => return Err(ThreeWayFailure::Ambiguous(prefix)),
+        Ok(None) => return Err(ThreeWayFailure::Missing(prefix)),
+        Err(e) => {
+            return Err(ThreeWayFailure::Lookup {
+                prefix,
+                source: e.into(),
+            });
         }
-        Err(e) => return Err(e.to_string()),
     };
     let base = repo
         .find_blob(base_id)
         .map(|mut b| b.take_data())
-        .map_err(|e| e.to_string())?;
-    let theirs = apply_hunks(&base, &file.hunks, opts)
-        .map_err(|e| format!("does not apply to its own preimage either: {e}"))?;
+        .map_err(|e| ThreeWayFailure::Read {
+            id: base_id,
+            source: e.into(),
+        })?;
+    let theirs = apply_hunks(&base, &file.hunks, opts).map_err(ThreeWayFailure::Preimage)?;
     let mut out = Vec::new();
     let mut input = gix_imara_diff::InternedInput::default();
     let resolution = builtin_driver::text(
@@ -722,7 +859,7 @@ fn merge_three_way(
     );
     match resolution {
         Resolution::Complete => Ok(out),
-        _ => Err(format!("merging {} leaves conflicts", file.display_path())),
+        _ => Err(ThreeWayFailure::Conflicts(file.display_path().to_owned())),
     }
 }
 
@@ -748,8 +885,9 @@ fn apply_to_tree(
     three_way: bool,
 ) -> Result<ObjectId, ApplyError> {
     let repo = objects.repo;
-    let git = |e: &dyn std::fmt::Display| ApplyError::Git(e.to_string());
-    let base_tree = repo.find_tree(base).map_err(|e| git(&e))?;
+    let base_tree = repo
+        .find_tree(base)
+        .map_err(|e| GitFailure::new("read the tree to patch", e))?;
     // Paths changed by earlier files of this patch, seen by later ones.
     let mut changed: HashMap<String, Entry> = HashMap::new();
     let lookup = |changed: &HashMap<String, Entry>, path: &str| -> Result<Entry, ApplyError> {
@@ -758,13 +896,13 @@ fn apply_to_tree(
         }
         let entry = base_tree
             .lookup_entry_by_path(path)
-            .map_err(|e| ApplyError::Git(e.to_string()))?;
+            .map_err(|e| GitFailure::new("look a path up in the tree to patch", e))?;
         Ok(entry.map(|e| (e.mode().kind(), e.object_id())))
     };
     let read_blob = |id: ObjectId| -> Result<Vec<u8>, ApplyError> {
         repo.find_blob(id)
             .map(|mut b| b.take_data())
-            .map_err(|e| ApplyError::Git(e.to_string()))
+            .map_err(|e| GitFailure::new("read a blob to patch", e).into())
     };
     for file in files {
         let path = file.display_path().to_owned();
@@ -864,9 +1002,7 @@ fn apply_to_tree(
         let id = if let Some((_, id)) = unchanged {
             id
         } else {
-            objects
-                .put_with_delta(gix::objs::Kind::Blob, new_content, delta)
-                .map_err(ApplyError::Git)?
+            objects.put_with_delta(gix::objs::Kind::Blob, new_content, delta)?
         };
         if let Status::Renamed { .. } = file.status
             && let Some(p) = source_path
@@ -877,7 +1013,10 @@ fn apply_to_tree(
             changed.insert(new.clone(), Some((kind, id)));
         }
     }
-    let root = base_tree.decode().map_err(|e| git(&e))?.into();
+    let root = base_tree
+        .decode()
+        .map_err(|e| GitFailure::new("decode the tree to patch", e))?
+        .into();
     let mut editor = gix::objs::tree::Editor::new(root, &repo.objects, repo.object_hash());
     let mut paths: Vec<(&String, &Entry)> = changed.iter().collect();
     paths.sort();
@@ -886,14 +1025,87 @@ fn apply_to_tree(
             Some((kind, id)) => {
                 editor
                     .upsert(path.split('/'), *kind, *id)
-                    .map_err(|e| git(&e))?;
+                    .map_err(|e| GitFailure::new("add a path to the new tree", e))?;
             }
             None => {
-                editor.remove(path.split('/')).map_err(|e| git(&e))?;
+                editor
+                    .remove(path.split('/'))
+                    .map_err(|e| GitFailure::new("remove a path from the new tree", e))?;
             }
         }
     }
-    editor
-        .write(|tree| objects.put_object(tree))
-        .map_err(ApplyError::Git)
+    Ok(editor.write(|tree| objects.put_object(tree))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::git;
+    use std::error::Error as _;
+
+    #[test]
+    fn opening_a_non_repository_keeps_gix_error_as_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = branch_tip(dir.path(), "master").unwrap_err();
+        assert!(matches!(e, Error::Open { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cannot open repository {}: ",
+                dir.path().display()
+            )),
+            "{text}"
+        );
+        let source = e.source().expect("the gix error is kept");
+        assert!(text.ends_with(&source.to_string()), "{text}");
+    }
+
+    #[test]
+    fn a_branch_at_a_blob_names_the_operation_and_keeps_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "--quiet", "--bare"]);
+        let blob = crate::testkit::git_with(
+            dir.path(),
+            &["hash-object", "-w", "--stdin"],
+            Some(b"not a commit\n"),
+        );
+        assert!(blob.ok, "{}", blob.stderr);
+        let blob = String::from_utf8(blob.stdout).unwrap();
+        let blob = blob.trim();
+        // git refuses to put a blob on a branch; a damaged repository may.
+        std::fs::write(dir.path().join("refs/heads/master"), format!("{blob}\n")).unwrap();
+        let committer = Identity {
+            name: "T".into(),
+            email: "t@x".into(),
+            time: (0, 0),
+        };
+        let e = prepare_series(
+            dir.path(),
+            "master",
+            std::iter::empty(),
+            &committer,
+            AmOptions::default(),
+        )
+        .unwrap_err();
+        let Error::Git { path, what, .. } = &e else {
+            panic!("not a git error: {e:?}");
+        };
+        assert_eq!(path, dir.path());
+        assert!(what.contains(blob) && what.contains("master"), "{what}");
+        let text = e.to_string();
+        assert!(text.contains("cannot read the tip commit"), "{text}");
+        assert!(e.source().is_some(), "{e:?}");
+    }
+
+    #[test]
+    fn a_bad_object_id_is_named_with_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "--quiet", "--bare"]);
+        let e = update_branch(dir.path(), "master", "not-hex", "also-not", "test").unwrap_err();
+        let Error::BadObjectId { id, .. } = &e else {
+            panic!("not a bad id: {e:?}");
+        };
+        assert_eq!(id, "not-hex");
+        assert!(e.source().is_some(), "{e:?}");
+    }
 }

@@ -12,10 +12,70 @@ pub mod srpm;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A backend that cannot work at all ([`Backend::build`]'s `Err`), or why
+/// one SRPM or one target failed ([`make_srpm`], [`TargetResult::result`]:
+/// the build stage records its text for that target).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     Koji(#[from] koji::client::Error),
+    /// One target of a Koji build: not started, canceled, failed.
+    #[error(transparent)]
+    KojiTarget(#[from] koji::TargetError),
+    /// Stamping the spec, reading it with `rpmspec`, writing the tarball.
+    #[error(transparent)]
+    Srpm(#[from] srpm::Error),
+    #[error("{source} (log: {log})")]
+    SrpmBuild {
+        log: PathBuf,
+        #[source]
+        source: srpm::Error,
+    },
+    #[error(
+        "spec {} is neither in the repository at {} nor readable at {}: {source}",
+        spec.display(),
+        short(commit),
+        beside.display()
+    )]
+    NoSpec {
+        spec: PathBuf,
+        commit: String,
+        beside: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `rpmbuild --rebuild` ran and failed: its log is the diagnosis.
+    #[error("rpmbuild --rebuild for {target} failed; log tail: {tail}")]
+    Rebuild {
+        target: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("the build thread for {target} panicked")]
+    Panicked { target: String },
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..7).unwrap_or(commit)
+}
+
+fn create_dir(path: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(path).map_err(|source| Error::CreateDir {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 impl Error {
@@ -46,8 +106,8 @@ pub struct TargetResult {
     pub target: String,
     pub log: Option<PathBuf>,
     pub duration_ms: u64,
-    /// Local paths of the binary RPMs, or the failure with its log tail.
-    pub result: Result<Vec<PathBuf>, String>,
+    /// Local paths of the binary RPMs, or the failure (with its log tail).
+    pub result: Result<Vec<PathBuf>, Error>,
     pub task_id: Option<i64>,
     pub urls: Vec<String>,
 }
@@ -113,41 +173,42 @@ pub fn make_srpm(
     source: &SpecSource<'_>,
     tip: &str,
     dir: &Path,
-) -> Result<(PathBuf, String), String> {
+) -> Result<(PathBuf, String), Error> {
     let repo_path = source.repo_path;
     let spec_rel = source.spec;
     let spec_text = read_spec(repo_path, tip, spec_rel, source.beside)?;
     let topdir = dir.join("rpmbuild");
     for sub in ["SOURCES", "SPECS", "SRPMS", "RPMS", "BUILD"] {
-        std::fs::create_dir_all(topdir.join(sub))
-            .map_err(|e| format!("cannot create {}: {e}", topdir.display()))?;
+        create_dir(&topdir.join(sub))?;
     }
     let date = chrono::Utc::now().format("%Y%m%d").to_string();
-    let short = &tip[..tip.len().min(7)];
     let spec_name = spec_rel.display().to_string();
-    let stamped =
-        srpm::stamp_release(&spec_text, &spec_name, &date, short).map_err(|e| e.to_string())?;
+    let stamped = srpm::stamp_release(&spec_text, &spec_name, &date, short(tip))?;
     let spec_file_name = spec_rel
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| format!("{}.spec", source.name));
     let spec_path = topdir.join("SPECS").join(&spec_file_name);
-    std::fs::write(&spec_path, &stamped)
-        .map_err(|e| format!("cannot write {}: {e}", spec_path.display()))?;
-    let (name, version) = srpm::name_version(&spec_path).map_err(|e| e.to_string())?;
+    std::fs::write(&spec_path, &stamped).map_err(|source| Error::Write {
+        path: spec_path.clone(),
+        source,
+    })?;
+    let (name, version) = srpm::name_version(&spec_path)?;
     let prefix = format!("{name}-{version}");
     srpm::write_tarball(
-        &repo_path,
+        repo_path,
         tip,
         &prefix,
         &topdir.join("SOURCES").join(format!("{prefix}.tar.gz")),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let mut log = Vec::new();
     let result = srpm::build_srpm(&topdir, &spec_path, &mut log);
     let log_path = dir.join("srpm.log");
     let _ = std::fs::write(&log_path, &log);
-    let srpm_path = result.map_err(|e| format!("{e} (log: {})", log_path.display()))?;
+    let srpm_path = result.map_err(|source| Error::SrpmBuild {
+        log: log_path,
+        source,
+    })?;
     let nvr = srpm_path
         .file_name()
         .map(|n| n.to_string_lossy().trim_end_matches(".src.rpm").to_owned())
@@ -155,7 +216,7 @@ pub fn make_srpm(
     Ok((srpm_path, nvr))
 }
 
-fn read_spec(repo_path: &Path, tip: &str, spec: &Path, beside: &Path) -> Result<String, String> {
+fn read_spec(repo_path: &Path, tip: &str, spec: &Path, beside: &Path) -> Result<String, Error> {
     // Inside the repository's tree at `tip` first.
     let from_tree = (|| -> Option<String> {
         let repo = gix::open(repo_path).ok()?;
@@ -169,20 +230,18 @@ fn read_spec(repo_path: &Path, tip: &str, spec: &Path, beside: &Path) -> Result<
         return Ok(text);
     }
     let beside = beside.join(spec);
-    std::fs::read_to_string(&beside).map_err(|e| {
-        format!(
-            "spec {} is neither in the repository at {} nor readable at {}: {e}",
-            spec.display(),
-            &tip[..tip.len().min(7)],
-            beside.display()
-        )
+    std::fs::read_to_string(&beside).map_err(|source| Error::NoSpec {
+        spec: spec.to_owned(),
+        commit: tip.to_owned(),
+        beside,
+        source,
     })
 }
 
 struct TargetOutcome {
     log: PathBuf,
     duration_ms: u64,
-    result: Result<Vec<PathBuf>, String>,
+    result: Result<Vec<PathBuf>, Error>,
 }
 
 /// `rpmbuild --rebuild` per target, `jobs` at a time.
@@ -203,7 +262,7 @@ fn rebuild_all(
                 let outcome = h.join().unwrap_or_else(|_| TargetOutcome {
                     log: dir.join(format!("{t}.log")),
                     duration_ms: 0,
-                    result: Err("the build thread panicked".into()),
+                    result: Err(Error::Panicked { target: t.clone() }),
                 });
                 out.push((t, outcome));
             }
@@ -216,12 +275,9 @@ fn rebuild(dir: &Path, srpm: &Path, target: &str) -> TargetOutcome {
     let started = std::time::Instant::now();
     let topdir = dir.join(format!("target-{target}"));
     let log = dir.join(format!("{target}.log"));
-    let result = (|| -> Result<Vec<PathBuf>, String> {
-        std::fs::create_dir_all(&topdir)
-            .map_err(|e| format!("cannot create {}: {e}", topdir.display()))?;
+    let result = (|| -> Result<Vec<PathBuf>, Error> {
         // A private rpm database: parallel builds must not share one.
-        std::fs::create_dir_all(topdir.join("rpmdb"))
-            .map_err(|e| format!("cannot create {}: {e}", topdir.display()))?;
+        create_dir(&topdir.join("rpmdb"))?;
         let out = Command::new("rpmbuild")
             .arg("--rebuild")
             .arg("--nodeps")
@@ -233,15 +289,22 @@ fn rebuild(dir: &Path, srpm: &Path, target: &str) -> TargetOutcome {
             .arg(format!("dist .{target}"))
             .arg(srpm)
             .output()
-            .map_err(|e| format!("cannot run rpmbuild: {e}"))?;
+            .map_err(|source| srpm::Error::Spawn {
+                program: "rpmbuild",
+                source,
+            })?;
         let mut text = out.stdout.clone();
         text.extend_from_slice(&out.stderr);
-        std::fs::write(&log, &text).map_err(|e| format!("cannot write {}: {e}", log.display()))?;
+        std::fs::write(&log, &text).map_err(|source| Error::Write {
+            path: log.clone(),
+            source,
+        })?;
         if !out.status.success() {
-            return Err(format!(
-                "rpmbuild --rebuild for {target} failed; log tail: {}",
-                srpm::last_lines(&String::from_utf8_lossy(&text), 15)
-            ));
+            return Err(Error::Rebuild {
+                target: target.to_owned(),
+                log: log.clone(),
+                tail: srpm::last_lines(&String::from_utf8_lossy(&text), 15),
+            });
         }
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -254,5 +317,33 @@ fn rebuild(dir: &Path, srpm: &Path, target: &str) -> TargetOutcome {
         log,
         duration_ms: started.elapsed().as_millis() as u64,
         result,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_spec_found_nowhere_names_both_places_and_keeps_the_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = SpecSource {
+            name: "tiny",
+            repo_path: &dir.path().join("not-a-repo"),
+            spec: Path::new("tiny.spec"),
+            beside: dir.path(),
+        };
+        let tip = "0123456789abcdef0123456789abcdef01234567";
+        let e = make_srpm(&source, tip, &dir.path().join("work")).unwrap_err();
+        assert!(matches!(e, Error::NoSpec { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("spec tiny.spec is neither in the repository at 0123456 "),
+            "{text}"
+        );
+        assert!(text.contains(&dir.path().join("tiny.spec").display().to_string()));
+        let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(io.map(|e| e.kind()), Some(std::io::ErrorKind::NotFound));
     }
 }

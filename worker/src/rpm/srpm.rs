@@ -29,8 +29,27 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("repository {path}: {message}")]
-    Git { path: PathBuf, message: String },
+    #[error("cannot open repository {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: gix::Error,
+    },
+    /// A gitoxide call failed; `what` names the operation.
+    #[error("repository {path}: cannot {what}: {source}")]
+    Git {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: gix::Error,
+    },
+    #[error("repository {path}: {commit:?} is not a commit id: {source}")]
+    BadCommit {
+        path: PathBuf,
+        commit: String,
+        #[source]
+        source: gix::Error,
+    },
 }
 
 /// Rewrites the `Release:` value `1%{?dist}` as `1.<date>git<short>%{?dist}`
@@ -103,21 +122,29 @@ pub fn write_tarball(
     prefix: &str,
     out: &Path,
 ) -> Result<(), Error> {
-    let git = |message: String| Error::Git {
+    let git = |what: String, source| Error::Git {
         path: repo_path.to_owned(),
-        message,
+        what,
+        source,
     };
-    let repo = gix::open(repo_path).map_err(|e| git(e.to_string()))?;
-    let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| git(e.to_string()))?;
+    let repo = gix::open(repo_path).map_err(|source| Error::Open {
+        path: repo_path.to_owned(),
+        source,
+    })?;
+    let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|source| Error::BadCommit {
+        path: repo_path.to_owned(),
+        commit: commit.to_owned(),
+        source,
+    })?;
     let tree = repo
         .find_commit(id)
         .and_then(|c| c.tree())
-        .map_err(|e| git(e.to_string()))?;
+        .map_err(|e| git(format!("read the tree of commit {commit}"), e))?;
     let entries = tree
         .traverse()
         .breadthfirst
         .files()
-        .map_err(|e| git(e.to_string()))?;
+        .map_err(|e| git(format!("list the files of commit {commit}"), e))?;
     let write_err = |source| Error::Write {
         path: out.to_owned(),
         source,
@@ -143,7 +170,7 @@ pub fn write_tarball(
                 let data = repo
                     .find_blob(entry.oid)
                     .map(|mut b| b.take_data())
-                    .map_err(|e| git(e.to_string()))?;
+                    .map_err(|e| git(format!("read {} at {commit}", entry.filepath), e))?;
                 if kind == EntryKind::Link {
                     header.set_entry_type(tar::EntryType::Symlink);
                     header.set_size(0);

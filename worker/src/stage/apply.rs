@@ -169,7 +169,7 @@ fn apply_one(
         && let Some(url) = &repo.url
         && let Err(e) = clone_bare(url, repo_path)
     {
-        return fail(store, outcome, PatchFailure::general(e));
+        return fail(store, outcome, PatchFailure::general(e.to_string()));
     }
     let branch = c
         .branch
@@ -324,25 +324,44 @@ fn configured_committer(config: &Config, repo_path: &std::path::Path) -> Identit
     })
 }
 
+/// Why a configured repository could not be cloned (the series' failure
+/// in the report says it).
+#[derive(Debug, thiserror::Error)]
+enum CloneError {
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run git clone: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// git ran and failed: its stderr says why.
+    #[error("git clone {url} failed: {stderr}")]
+    Failed { url: String, stderr: String },
+}
+
 /// `git clone --bare URL PATH`, with an argument vector (the URL comes
 /// from the configuration, never from mail).
-fn clone_bare(url: &str, path: &std::path::Path) -> Result<(), String> {
+fn clone_bare(url: &str, path: &std::path::Path) -> Result<(), CloneError> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|source| CloneError::CreateDir {
+            path: parent.to_owned(),
+            source,
+        })?;
     }
     let out = std::process::Command::new("git")
         .args(["clone", "--quiet", "--bare", "--", url])
         .arg(path)
         .output()
-        .map_err(|e| format!("cannot run git clone: {e}"))?;
+        .map_err(CloneError::Spawn)?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "git clone {url} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(CloneError::Failed {
+            url: url.to_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
     }
 }
 

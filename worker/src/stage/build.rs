@@ -219,9 +219,11 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
                 targets: pending,
             }),
             Err(e) => {
+                // The summary and the state keep the text (one per target).
+                let error = e.to_string();
                 for t in &pending {
                     let mut b = TargetBuild::new(&repo_name, &branch, &tip, t, BuildState::Failed);
-                    b.error = Some(e.clone());
+                    b.error = Some(error.clone());
                     b.record(store, run)?;
                     summary.builds.push(b);
                 }
@@ -251,7 +253,7 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
                         b.state = BuildState::Ok;
                         b.rpms = rpms.iter().map(|p| p.display().to_string()).collect();
                     }
-                    Err(e) => b.error = Some(e),
+                    Err(e) => b.error = Some(e.to_string()),
                 }
                 b.record(store, run)?;
                 summary.builds.push(b);

@@ -11,7 +11,7 @@
 use crate::config::{Config, SourceKind};
 use crate::mail::archive::{self, Archive};
 use crate::mail::classify::classify;
-use crate::mail::parse::{MailLimits, ParsedMail, parse_mail_hashed};
+use crate::mail::parse::{self, MailLimits, ParsedMail, parse_mail_hashed};
 use crate::mail::routing::{RouteRule, route};
 use crate::mail::series::{AssembledSeries, AssemblyConfig, PatchMail, assemble};
 use crate::mail::source::imap::{ImapSettings, ImapSource};
@@ -171,7 +171,7 @@ struct Received {
     raw_path: String,
     content_hash: String,
     received_at: i64,
-    parsed: Result<ParsedMail, String>,
+    parsed: Result<ParsedMail, parse::Error>,
     is_patch: bool,
     is_cover: bool,
     fields: Option<SubjectFields>,
@@ -343,7 +343,7 @@ fn receive(
 ) -> Result<Received, archive::Error> {
     let content_hash = hex::encode(Sha256::digest(&raw.bytes));
     let raw_path = archive.store_raw(received_at, &content_hash, &raw.bytes)?;
-    let parsed = parse_mail_hashed(&raw.bytes, &content_hash, limits).map_err(|e| e.to_string());
+    let parsed = parse_mail_hashed(&raw.bytes, &content_hash, limits);
     let (is_patch, is_cover, fields, reason) = match &parsed {
         Ok(mail) => {
             let v = classify(mail, grammar);
@@ -385,13 +385,18 @@ fn commit_batch(
     archive.flush()?;
     let batch = store.mail_batch(source_key, run)?;
     for mail in pending {
+        // The state keeps why a mail did not parse as text.
+        let unparsed = mail.parsed.as_ref().err().map(ToString::to_string);
         batch.insert_mail(&NewMail {
             item: &mail.raw.item,
             origin: &mail.raw.origin,
             content_hash: &mail.content_hash,
             raw_path: &mail.raw_path,
             received_at: mail.received_at,
-            parsed: mail.parsed.as_ref().map_err(String::as_str),
+            parsed: mail
+                .parsed
+                .as_ref()
+                .map_err(|_| unparsed.as_deref().unwrap_or_default()),
             source_warnings: &mail.raw.warnings,
             is_patch: mail.is_patch,
             is_cover: mail.is_cover,

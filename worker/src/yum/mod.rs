@@ -22,8 +22,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("publish: createrepo_c failed for {path}: {message}")]
-    Createrepo { path: PathBuf, message: String },
+    #[error("publish: createrepo_c failed for {path}: cannot run createrepo_c: {source}")]
+    CreaterepoSpawn {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// createrepo_c ran and failed: the tail of its stderr says why.
+    #[error("publish: createrepo_c failed for {path}: {stderr}")]
+    Createrepo { path: PathBuf, stderr: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,14 +283,17 @@ fn createrepo(dir: &Path, previous: &Path) -> Result<(), Error> {
             .arg("--update-md-path")
             .arg(previous.parent().unwrap_or(previous));
     }
-    let out = cmd.arg(dir).output().map_err(|e| Error::Createrepo {
-        path: dir.to_owned(),
-        message: format!("cannot run createrepo_c: {e}"),
-    })?;
+    let out = cmd
+        .arg(dir)
+        .output()
+        .map_err(|source| Error::CreaterepoSpawn {
+            path: dir.to_owned(),
+            source,
+        })?;
     if !out.status.success() {
         return Err(Error::Createrepo {
             path: dir.to_owned(),
-            message: crate::rpm::srpm::last_lines(&String::from_utf8_lossy(&out.stderr), 5),
+            stderr: crate::rpm::srpm::last_lines(&String::from_utf8_lossy(&out.stderr), 5),
         });
     }
     Ok(())

@@ -36,20 +36,44 @@ pub enum Error {
         name: &'static str,
         message: String,
     },
+    /// The hub answered, but not as XML-RPC allows (HTTP status, counts).
     #[error("Koji hub {url}: {method}: {message}")]
     Protocol {
         url: String,
         method: String,
         message: String,
     },
+    #[error("Koji hub {url}: {method}: {source}")]
+    Malformed {
+        url: String,
+        method: String,
+        #[source]
+        source: kojiwire::Error,
+    },
+    /// The hub's checks of an upload disagree with what was sent.
     #[error("upload of {file} to {url}: {message}")]
     Upload {
         file: PathBuf,
         url: String,
         message: String,
     },
+    #[error("upload of {file} to {url}: {source}")]
+    UploadAnswer {
+        file: PathBuf,
+        url: String,
+        #[source]
+        source: kojiwire::Error,
+    },
+    /// The file server answered with an error status.
     #[error("cannot download {url}: {message}")]
     Download { url: String, message: String },
+    #[error("cannot download {url}: {}: {source}", path.display())]
+    DownloadWrite {
+        url: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -67,10 +91,18 @@ impl Error {
     }
 }
 
-/// Why one HTTP exchange failed: worth another try, or not.
+/// Why one HTTP exchange failed: worth another try, or not. Transport
+/// errors are text on purpose: see [`describe_ureq`].
 enum Transport {
     Retry(String),
     Fatal(String),
+}
+
+/// Why one try of a download failed: as [`Transport`], or writing the file.
+enum Fetch {
+    Retry(String),
+    Fatal(String),
+    Write(PathBuf, std::io::Error),
 }
 
 struct Session {
@@ -236,10 +268,10 @@ impl KojiClient {
         match kojiwire::decode_response(&text) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(fault)) => Err(self.fault(method, &fault)),
-            Err(e) => Err(Error::Protocol {
+            Err(source) => Err(Error::Malformed {
                 url: self.server.clone(),
                 method: method.to_owned(),
-                message: e.to_string(),
+                source,
             }),
         }
     }
@@ -293,7 +325,7 @@ impl KojiClient {
         for _attempt in 0..2 {
             match self.upload_once(file, server_dir, &name) {
                 Ok(()) => return Ok(()),
-                Err(e @ Error::Upload { .. }) => last = Some(e),
+                Err(e @ (Error::Upload { .. } | Error::UploadAnswer { .. })) => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -343,7 +375,13 @@ impl KojiClient {
             let result = match kojiwire::decode_response(&String::from_utf8_lossy(&answer)) {
                 Ok(Ok(v)) => v,
                 Ok(Err(fault)) => return Err(self.fault("rawUpload", &fault)),
-                Err(e) => return Err(upload_err(e.to_string())),
+                Err(source) => {
+                    return Err(Error::UploadAnswer {
+                        file: file.to_owned(),
+                        url: self.server.clone(),
+                        source,
+                    });
+                }
             };
             let want = kojiwire::Adler32::of(data).hexdigest();
             let got_size = result.get("size").and_then(ValueExt::as_i64);
@@ -386,38 +424,42 @@ impl KojiClient {
         let mut tries = 0;
         loop {
             tries += 1;
-            let attempt = (|| -> Result<(), Transport> {
+            let attempt = (|| -> Result<(), Fetch> {
                 let resp = self
                     .agent
                     .get(url)
                     .call()
-                    .map_err(|e| Transport::Retry(e.to_string()))?;
+                    .map_err(|e| Fetch::Retry(e.to_string()))?;
                 let status = resp.status().as_u16();
                 if status >= 500 {
-                    return Err(Transport::Retry(format!("HTTP {status}")));
+                    return Err(Fetch::Retry(format!("HTTP {status}")));
                 }
                 if status != 200 {
-                    return Err(Transport::Fatal(format!("HTTP {status}")));
+                    return Err(Fetch::Fatal(format!("HTTP {status}")));
                 }
-                let mut out = std::fs::File::create(&part)
-                    .map_err(|e| Transport::Fatal(format!("{}: {e}", part.display())))?;
+                let mut out =
+                    std::fs::File::create(&part).map_err(|e| Fetch::Write(part.clone(), e))?;
                 let mut reader = resp.into_body().into_reader();
-                std::io::copy(&mut reader, &mut out)
-                    .map_err(|e| Transport::Retry(e.to_string()))?;
-                out.flush()
-                    .map_err(|e| Transport::Fatal(format!("{}: {e}", part.display())))?;
-                std::fs::rename(&part, dest)
-                    .map_err(|e| Transport::Fatal(format!("{}: {e}", dest.display())))
+                std::io::copy(&mut reader, &mut out).map_err(|e| Fetch::Retry(e.to_string()))?;
+                out.flush().map_err(|e| Fetch::Write(part.clone(), e))?;
+                std::fs::rename(&part, dest).map_err(|e| Fetch::Write(dest.to_owned(), e))
             })();
             match attempt {
                 Ok(()) => return Ok(()),
-                Err(Transport::Fatal(message)) => {
+                Err(Fetch::Fatal(message)) => {
                     return Err(Error::Download {
                         url: url.to_owned(),
                         message,
                     });
                 }
-                Err(Transport::Retry(message)) if tries >= self.retries => {
+                Err(Fetch::Write(path, source)) => {
+                    return Err(Error::DownloadWrite {
+                        url: url.to_owned(),
+                        path,
+                        source,
+                    });
+                }
+                Err(Fetch::Retry(message)) if tries >= self.retries => {
                     let _ = std::fs::remove_file(&part);
                     return Err(Error::Unreachable {
                         url: url.to_owned(),
@@ -425,7 +467,7 @@ impl KojiClient {
                         message,
                     });
                 }
-                Err(Transport::Retry(message)) => {
+                Err(Fetch::Retry(message)) => {
                     tracing::warn!(url, tries, %message, "download failed, retrying");
                     std::thread::sleep(self.pause(tries));
                 }

@@ -18,7 +18,66 @@ use client::{Error, KojiClient};
 use kojiwire::{Struct, TaskState, Value, ValueExt};
 use profile::Resolved;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
+
+/// Why the Koji build of one target gave no RPMs (the build stage records
+/// it as that target's error).
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The upload of the SRPM (shared by the job's targets) or the `build`
+    /// call failed.
+    #[error("Koji build for {target} not started: {source}")]
+    NotStarted {
+        target: String,
+        #[source]
+        source: Arc<Error>,
+    },
+    #[error(
+        "Koji build for {target} not started: the hub answered build() with {answer}, not a task id"
+    )]
+    NoTaskId { target: String, answer: String },
+    #[error("Koji task {id} for {target} was canceled on the hub ({url})")]
+    Canceled {
+        id: i64,
+        target: String,
+        url: String,
+    },
+    #[error("Koji task {id} for {target} failed: {fault}{}", log_tail_or_url(log_tail.as_ref(), url))]
+    Failed {
+        id: i64,
+        target: String,
+        #[source]
+        fault: Box<TaskFault>,
+        /// The log read (`build.log` or `root.log`) and its last lines.
+        log_tail: Option<(&'static str, String)>,
+        /// The task's directory on the hub, named when no log was found.
+        url: String,
+    },
+    #[error("Koji task for {target} closed but produced no binary RPM")]
+    NoRpms { target: String },
+}
+
+fn log_tail_or_url(log_tail: Option<&(&'static str, String)>, url: &str) -> String {
+    match log_tail {
+        Some((log, tail)) => format!("; {log} tail: {tail}"),
+        None => format!(" (no log found at {url})"),
+    }
+}
+
+/// What the hub says about a failed task (`getTaskResult`).
+#[derive(Debug, thiserror::Error)]
+pub enum TaskFault {
+    /// The task's fault, e.g. `BuildError: ...`.
+    #[error("{name}: {message}")]
+    Fault { name: &'static str, message: String },
+    /// No fault came back.
+    #[error("failed")]
+    Unknown,
+    /// Asking for the result failed itself.
+    #[error(transparent)]
+    Query(Error),
+}
 
 pub struct KojiBackend {
     settings: Resolved,
@@ -34,7 +93,7 @@ impl KojiBackend {
 struct Submitted {
     job: usize,
     target: String,
-    task: Result<i64, String>,
+    task: Result<i64, TargetError>,
     started: Instant,
 }
 
@@ -82,7 +141,7 @@ impl Backend for KojiBackend {
                 match client.upload(&job.srpm, &dir) {
                     Ok(()) => Ok(format!("{dir}/{name}")),
                     Err(e) if e.is_unreachable() => return Err(e.into()),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(Arc::new(e)),
                 }
             };
             for target in &job.targets {
@@ -96,8 +155,12 @@ impl Backend for KojiBackend {
                     });
                     continue;
                 }
+                let not_started = |source| TargetError::NotStarted {
+                    target: target.clone(),
+                    source,
+                };
                 let task = match &uploaded {
-                    Err(e) => Err(e.clone()),
+                    Err(e) => Err(not_started(e.clone())),
                     Ok(src) => {
                         let mut opts = Struct::new();
                         if r.scratch {
@@ -112,11 +175,12 @@ impl Backend for KojiBackend {
                             ],
                             Struct::new(),
                         ) {
-                            Ok(v) => v.as_i64().ok_or_else(|| {
-                                format!("the hub answered build() with {v:?}, not a task id")
+                            Ok(v) => v.as_i64().ok_or_else(|| TargetError::NoTaskId {
+                                target: target.clone(),
+                                answer: format!("{v:?}"),
                             }),
                             Err(e) if e.is_unreachable() => return Err(e.into()),
-                            Err(e) => Err(e.to_string()),
+                            Err(e) => Err(not_started(Arc::new(e))),
                         }
                     }
                 };
@@ -154,12 +218,12 @@ impl Backend for KojiBackend {
                 target: s.target.clone(),
                 log: None,
                 duration_ms: 0,
-                result: Err(String::new()),
+                result: Ok(Vec::new()),
                 task_id: s.task.as_ref().ok().copied(),
                 urls: Vec::new(),
             };
             result.result = match s.task {
-                Err(e) => Err(format!("Koji build for {} not started: {e}", s.target)),
+                Err(e) => Err(e.into()),
                 Ok(id) => {
                     let files = outputs.get(&id).cloned().unwrap_or_default();
                     let log_url = files
@@ -176,12 +240,13 @@ impl Backend for KojiBackend {
                         TaskState::Closed => {
                             collect_rpms(&client, job, &s.target, &files, &mut result.urls)
                         }
-                        TaskState::Canceled => Err(format!(
-                            "Koji task {id} for {} was canceled on the hub ({})",
-                            s.target,
-                            task_url(&client, id)
-                        )),
-                        _ => Err(failure(&mut client, id, &s.target, &files)),
+                        TaskState::Canceled => Err(TargetError::Canceled {
+                            id,
+                            target: s.target.clone(),
+                            url: task_url(&client, id),
+                        }
+                        .into()),
+                        _ => Err(failure(&mut client, id, &s.target, &files).into()),
                     }
                 }
             };
@@ -257,9 +322,9 @@ fn collect_rpms(
     target: &str,
     files: &[String],
     urls: &mut Vec<String>,
-) -> Result<Vec<PathBuf>, String> {
+) -> Result<Vec<PathBuf>, super::Error> {
     let dest = job.dir.join(format!("koji-{target}"));
-    std::fs::create_dir_all(&dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+    super::create_dir(&dest)?;
     let mut rpms = Vec::new();
     for f in files
         .iter()
@@ -268,36 +333,37 @@ fn collect_rpms(
         let url = client.file_url(f);
         let name = f.rsplit('/').next().unwrap_or(f);
         let path = dest.join(name);
-        client.download(&url, &path).map_err(|e| e.to_string())?;
+        client.download(&url, &path)?;
         urls.push(url);
         rpms.push(path);
     }
     if rpms.is_empty() {
-        return Err(format!(
-            "Koji task for {target} closed but produced no binary RPM"
-        ));
+        return Err(TargetError::NoRpms {
+            target: target.to_owned(),
+        }
+        .into());
     }
     Ok(rpms)
 }
 
 /// The fault of a failed task and the tail of its log.
-fn failure(client: &mut KojiClient, id: i64, target: &str, files: &[String]) -> String {
+fn failure(client: &mut KojiClient, id: i64, target: &str, files: &[String]) -> TargetError {
     let fault = match client.call("getTaskResult", vec![kojiwire::int(id)], Struct::new()) {
-        Err(Error::Fault { name, message, .. }) => format!("{name}: {message}"),
-        Err(e) => e.to_string(),
-        Ok(_) => "failed".into(),
+        Err(Error::Fault { name, message, .. }) => TaskFault::Fault { name, message },
+        Err(e) => TaskFault::Query(e),
+        Ok(_) => TaskFault::Unknown,
     };
-    let tail = ["build.log", "root.log"].iter().find_map(|log| {
+    let log_tail = ["build.log", "root.log"].into_iter().find_map(|log| {
         let f = files.iter().find(|f| f.ends_with(&format!("/{log}")))?;
         let text = client.fetch_tail(&client.file_url(f), LOG_TAIL_BYTES)?;
         let tail = super::srpm::last_lines(&text, 15);
-        (!tail.is_empty()).then(|| format!("{log} tail: {tail}"))
+        (!tail.is_empty()).then_some((log, tail))
     });
-    match tail {
-        Some(t) => format!("Koji task {id} for {target} failed: {fault}; {t}"),
-        None => format!(
-            "Koji task {id} for {target} failed: {fault} (no log found at {})",
-            task_url(client, id)
-        ),
+    TargetError::Failed {
+        id,
+        target: target.to_owned(),
+        fault: Box::new(fault),
+        log_tail,
+        url: task_url(client, id),
     }
 }

@@ -280,6 +280,7 @@ pub fn report_stage(store: &mut Store, config: &Config, run: i64) -> Result<Repo
         return Err(Error::Notify(crate::notify::Error::NotSent {
             queued: queued.len(),
             message: first.error.clone().unwrap_or_else(|| "not sent".into()),
+            source: None,
         }));
     }
     Ok(summary)

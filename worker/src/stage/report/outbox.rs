@@ -40,7 +40,9 @@ pub fn flush_outbox(
         };
         let envelope = match envelope(&report.sender, &report.recipients) {
             Ok(e) => e,
-            Err(message) => {
+            Err(e) => {
+                // The outbox keeps why as text.
+                let message = e.to_string();
                 store.record_delivery(report.id, false, attempts, Some(&message))?;
                 delivery.error = Some(message);
                 out.push(delivery);
