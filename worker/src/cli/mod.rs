@@ -65,8 +65,17 @@ pub enum Command {
     /// Run the whole pipeline once: collect, apply, build, publish, test,
     /// report.
     Run {
+        /// What started the run, as reports and `status` show it.
         #[arg(long, value_enum, default_value = "manual")]
         trigger: Trigger,
+        /// Run every stage but publish (recorded as skipped), as the
+        /// worker's `dry_run` and Jenkins' DRY_RUN do.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this repository's series (repeat for more; default: every
+        /// configured repository), as the worker's `repos`.
+        #[arg(long = "repo", value_name = "NAME")]
+        repos: Vec<String>,
         /// Continue a run that did not finish (default: the latest such run)
         /// at its first unfinished stage instead of starting a new one.
         #[arg(long, value_name = "RUN", num_args = 0..=1, default_missing_value = "0")]
@@ -229,11 +238,34 @@ fn failed(exit_when: bool, message: String) -> Result<(), Failure> {
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
-        Command::Run { trigger, resume } => {
+        Command::Run {
+            trigger,
+            resume,
+            dry_run,
+            repos,
+        } => {
             let (config, mut store) = open(&cli)?;
             let progress = terminal_progress(cli.json);
+            if resume.is_some() && (*dry_run || !repos.is_empty()) {
+                return Err(Failure::usage(
+                    "--resume goes on with the options the run was made with; --dry-run and --repo are for a new run",
+                ));
+            }
+            for name in repos {
+                if !config.repos.iter().any(|r| &r.name == name) {
+                    let known: Vec<&str> = config.repos.iter().map(|r| r.name.as_str()).collect();
+                    return Err(Failure::usage(format!(
+                        "--repo {name:?} is not a configured repository (configured: {})",
+                        known.join(", ")
+                    )));
+                }
+            }
+            let options = RunOptions {
+                repos: repos.clone(),
+                dry_run: *dry_run,
+            };
             let outcome = match resume {
-                None => stage::run(&mut store, &config, (*trigger).into(), &progress)?,
+                None => stage::run(&mut store, &config, (*trigger).into(), options, &progress)?,
                 Some(0) => stage::resume(&mut store, &config, None, &progress)?,
                 Some(id) => stage::resume(&mut store, &config, Some(*id), &progress)?,
             };

@@ -692,6 +692,7 @@ pub fn run(
     store: &mut Store,
     config: &Config,
     trigger: Trigger,
+    options: RunOptions,
     progress: &dyn Progress,
 ) -> Result<Outcome, Failure> {
     let cause = match trigger {
@@ -705,7 +706,7 @@ pub fn run(
         started_by: user.as_deref(),
         jenkins_url: None,
         first_stage: Stage::Collect,
-        options: RunOptions::default(),
+        options,
         via_api: false,
     })?;
     drive(store, config, run, progress)

@@ -195,3 +195,32 @@ fn a_url_repository_is_cloned_and_a_missing_branch_made_from_its_base() {
         "Add bee"
     );
 }
+
+#[test]
+fn a_dry_run_applies_but_publishes_nothing_and_repos_are_checked() {
+    let s = site(false);
+    let ran = patchline(s.path(), &["run", "--dry-run", "--repo", "hello", "--json"]);
+    assert_eq!(ran.code(), 0, "{}", ran.describe());
+    let status = ran.json();
+    let state = |stage: &str| {
+        status["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == stage)
+            .map(|s| s["state"].clone())
+    };
+    assert_eq!(state("apply").unwrap(), "ok", "{status}");
+    assert_eq!(state("publish").unwrap(), "skipped", "{status}");
+    assert_eq!(
+        status["run"]["state"], "ok",
+        "a skipped publish is not a failure"
+    );
+    let ran = patchline(s.path(), &["run", "--repo", "nope"]).fails_with(2);
+    assert!(
+        ran.stderr()
+            .contains("\"nope\" is not a configured repository"),
+        "{}",
+        ran.describe()
+    );
+}
