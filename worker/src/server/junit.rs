@@ -164,7 +164,7 @@ mod tests {
             version: 1,
             repo: Some("hello".into()),
             branch: Some("master".into()),
-            state: state.into(),
+            state: state.parse().unwrap(),
             old_tip: None,
             new_tip: None,
             commits: vec!["c1".into(), "c2".into(), "c3".into()],

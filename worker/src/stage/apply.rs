@@ -38,7 +38,7 @@ pub struct SeriesOutcome {
     pub version: u32,
     pub repo: Option<String>,
     pub branch: Option<String>,
-    pub state: String,
+    pub state: SeriesState,
     pub old_tip: Option<String>,
     pub new_tip: Option<String>,
     pub commits: Vec<String>,
@@ -48,10 +48,9 @@ pub struct SeriesOutcome {
 }
 
 impl SeriesOutcome {
-    /// Whether the series ended in `state` (the JSON keeps the column's
-    /// string, so the field stays a `String`).
+    /// Whether the series ended in `state`.
     pub fn is(&self, state: SeriesState) -> bool {
-        self.state == state.as_str()
+        self.state == state
     }
 }
 
@@ -106,7 +105,7 @@ fn finish(
     state: SeriesState,
     mut outcome: SeriesOutcome,
 ) -> Result<SeriesOutcome, Error> {
-    outcome.state = state.as_str().to_owned();
+    outcome.state = state;
     let result = serde_json::to_string(&outcome).unwrap_or_default();
     store.record_apply_result(
         c,
@@ -135,7 +134,7 @@ fn apply_one(
         version: c.version,
         repo: c.repo.clone(),
         branch: c.branch.clone(),
-        state: SeriesState::Failed.as_str().to_owned(),
+        state: SeriesState::Failed,
         old_tip: c.old_tip.clone(),
         new_tip: None,
         commits: Vec::new(),

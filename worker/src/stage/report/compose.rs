@@ -647,7 +647,7 @@ mod tests {
             version: 2,
             repo: Some("qemu".into()),
             branch: Some("stable-9.1".into()),
-            state: "applied".into(),
+            state: crate::store::SeriesState::Applied,
             old_tip: Some("1111111111111111111111111111111111111111".into()),
             new_tip: commits.last().map(|c| c.to_string()),
             commits: commits.iter().map(|c| c.to_string()).collect(),
@@ -822,7 +822,7 @@ mod tests {
         let mut facts = success_facts();
         let apply = facts.apply.as_mut().unwrap();
         let mut bad = applied("s2", "net: tidy", &[]);
-        bad.state = "failed".into();
+        bad.state = crate::store::SeriesState::Failed;
         bad.version = 1;
         bad.new_tip = None;
         bad.failed_patch = Some("2026-11-25/s/0002-p.patch".into());
@@ -958,7 +958,7 @@ mod tests {
         let mut facts = success_facts();
         let apply = facts.apply.as_mut().unwrap();
         let mut bad = applied("s3", "evil", &[]);
-        bad.state = "failed".into();
+        bad.state = crate::store::SeriesState::Failed;
         apply.series.push(bad);
         let mut t = thread("evil@example.org", &["evil"]);
         t.subject = "[PATCH] evil\r\nBcc: everyone@example.org".into();
