@@ -14,6 +14,8 @@ want sqlite3 sqlite3
 want swaks swaks
 want openssl openssl
 want cpio cpio
+# A real public-inbox archive for the public-inbox source's test.
+want public-inbox-init public-inbox
 [ -x /usr/lib/git-core/git-send-email ] || [ -x "$(git --exec-path 2>/dev/null)/git-send-email" ] || need_apt+=(git-email)
 # The Jenkins harness (tests/jenkins/): Groovy (with the installed Java),
 # a venv for jenkins-job-builder, npm for npm-groovy-lint.

@@ -171,6 +171,9 @@ pub enum SourceKind {
     Mbox,
     Maildir,
     Imap,
+    /// A public-inbox v2 archive directory (`git/0.git`, `git/1.git`, ...).
+    #[serde(rename = "public-inbox")]
+    PublicInbox,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -714,11 +717,11 @@ impl Config {
             ));
         }
         match intake.source {
-            SourceKind::Mbox | SourceKind::Maildir => {
-                let kind = if intake.source == SourceKind::Mbox {
-                    "mbox"
-                } else {
-                    "maildir"
+            SourceKind::Mbox | SourceKind::Maildir | SourceKind::PublicInbox => {
+                let kind = match intake.source {
+                    SourceKind::Mbox => "mbox",
+                    SourceKind::Maildir => "maildir",
+                    _ => "public-inbox",
                 };
                 let Some(path) = &intake.path else {
                     return Err(self.invalid(
@@ -730,6 +733,15 @@ impl Config {
                     return Err(self.invalid(
                         "intake.path",
                         format!("{} is not a Maildir directory", path.display()),
+                    ));
+                }
+                if intake.source == SourceKind::PublicInbox && !path.join("git").is_dir() {
+                    return Err(self.invalid(
+                        "intake.path",
+                        format!(
+                            "{} is not a public-inbox v2 inbox (it has no git/ directory of epochs)",
+                            path.display()
+                        ),
                     ));
                 }
             }

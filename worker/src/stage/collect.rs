@@ -121,10 +121,12 @@ pub trait Progress {
 pub fn source_from_config(config: &Config) -> Result<Box<dyn MailSource>, crate::config::Error> {
     let intake = &config.intake;
     let path = || {
-        intake
-            .path
-            .clone()
-            .ok_or_else(|| config.invalid("intake.path", "required for an mbox or maildir source"))
+        intake.path.clone().ok_or_else(|| {
+            config.invalid(
+                "intake.path",
+                "required for an mbox, maildir or public-inbox source",
+            )
+        })
     };
     Ok(match intake.source {
         SourceKind::Mbox => Box::new(MboxSource::new(
@@ -134,6 +136,12 @@ pub fn source_from_config(config: &Config) -> Result<Box<dyn MailSource>, crate:
         )),
         SourceKind::Maildir => Box::new(MaildirSource::new(path()?, intake.max_mail_size)),
         SourceKind::Imap => Box::new(ImapSource::new(imap_settings(config)?)),
+        SourceKind::PublicInbox => {
+            Box::new(crate::mail::source::public_inbox::PublicInboxSource::new(
+                path()?,
+                intake.max_mail_size,
+            ))
+        }
     })
 }
 

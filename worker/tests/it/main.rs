@@ -6,6 +6,7 @@ mod dovecot;
 mod e2e;
 mod imap_source;
 mod koji;
+mod public_inbox;
 mod publish;
 mod report;
 mod serve;

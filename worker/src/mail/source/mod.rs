@@ -1,4 +1,5 @@
-//! Mail sources: where raw mails come from (mbox, Maildir, IMAP).
+//! Mail sources: where raw mails come from (mbox, Maildir, IMAP, a
+//! public-inbox archive).
 //!
 //! A source only reads. It hands each mail over together with the cursor that
 //! becomes valid once that mail is safely stored; the caller persists the
@@ -8,6 +9,7 @@
 pub mod imap;
 pub mod maildir;
 pub mod mbox;
+pub mod public_inbox;
 
 /// One mail as it came out of a source, untouched.
 #[derive(Debug, Clone, PartialEq, Eq)]

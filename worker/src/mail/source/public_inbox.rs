@@ -1,0 +1,383 @@
+//! A public-inbox archive as a mail source: the format lore-style list
+//! archives publish (public-inbox v2). An inbox is a directory whose
+//! `git/0.git`, `git/1.git`, ... are its *epochs*: bare git repositories
+//! whose every commit on `refs/heads/master` adds one mail as the blob `m`
+//! (a commit holding `d` instead records a mail removed from the archive).
+//!
+//! Read-only, with gitoxide. The cursor is the last commit taken per epoch
+//! (`0=<id>,1=<id>`), so a collect reads only the commits after it; a new
+//! epoch is picked up when it appears. An epoch whose history was rewritten
+//! (public-inbox-purge/-edit rewrite it) no longer contains its cursor
+//! commit: it is read again from its first commit, and every mail already
+//! taken is recognised by its item key (the blob id of the mail, the same
+//! before and after a rewrite), so nothing is taken twice and nothing the
+//! rewrite kept is lost.
+
+use super::{Error, FetchStats, Flow, MailSource, RawMail, Resume, Sink};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub struct PublicInboxSource {
+    path: PathBuf,
+    max_mail_size: u64,
+}
+
+/// The last commit taken per epoch.
+type Cursor = BTreeMap<u32, String>;
+
+fn parse_cursor(key: &str, text: &str) -> Result<Cursor, Error> {
+    let mut out = Cursor::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let parsed = part
+            .split_once('=')
+            .and_then(|(e, id)| Some((e.parse::<u32>().ok()?, id)))
+            .filter(|(_, id)| id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+        let Some((epoch, id)) = parsed else {
+            return Err(Error::BadCursor {
+                source_key: key.to_owned(),
+                cursor: text.to_owned(),
+                reason: format!("{part:?} is not EPOCH=COMMIT"),
+            });
+        };
+        out.insert(epoch, id.to_owned());
+    }
+    Ok(out)
+}
+
+fn format_cursor(cursor: &Cursor) -> String {
+    cursor
+        .iter()
+        .map(|(e, id)| format!("{e}={id}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl PublicInboxSource {
+    pub fn new(path: PathBuf, max_mail_size: u64) -> Self {
+        Self {
+            path,
+            max_mail_size,
+        }
+    }
+
+    /// The epochs of the inbox, in order: `(number, git directory)`.
+    fn epochs(&self) -> Result<Vec<(u32, PathBuf)>, Error> {
+        let dir = self.path.join("git");
+        let entries = std::fs::read_dir(&dir).map_err(|source| Error::Io {
+            path: format!(
+                "{} (is this a public-inbox v2 inbox? it needs git/0.git)",
+                dir.display()
+            ),
+            source,
+        })?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| Error::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(n) = name
+                .strip_suffix(".git")
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                out.push((n, entry.path()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn git_error(&self, epoch: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+        Error::Io {
+            path: format!("public-inbox epoch {}: {what}", epoch.display()),
+            source: std::io::Error::other(e.to_string()),
+        }
+    }
+
+    /// The commits of `epoch` after `after` (all of them when `after` is
+    /// not in its history, or `None`), oldest first, and whether `after`
+    /// was missing (a rewritten epoch).
+    fn new_commits(
+        &self,
+        repo: &gix::Repository,
+        epoch: &Path,
+        after: Option<&str>,
+    ) -> Result<(Vec<gix::ObjectId>, bool), Error> {
+        let reference = repo
+            .try_find_reference("refs/heads/master")
+            .map_err(|e| self.git_error(epoch, "cannot read refs/heads/master", e))?;
+        // An epoch made but not written to yet has no master.
+        let Some(mut reference) = reference else {
+            return Ok((Vec::new(), false));
+        };
+        let tip = reference
+            .peel_to_id()
+            .map_err(|e| self.git_error(epoch, "cannot read refs/heads/master", e))?
+            .detach();
+        let after = after.and_then(|a| gix::ObjectId::from_hex(a.as_bytes()).ok());
+        let mut ids = Vec::new();
+        let mut found = after.is_none();
+        // Epochs are linear (public-inbox only appends, or rewrites): walk
+        // first parents from the tip back to the cursor.
+        let walk = repo
+            .rev_walk([tip])
+            .first_parent_only()
+            .all()
+            .map_err(|e| self.git_error(epoch, "cannot walk the history", e))?;
+        for info in walk {
+            let info = info.map_err(|e| self.git_error(epoch, "cannot walk the history", e))?;
+            if Some(info.id) == after {
+                found = true;
+                break;
+            }
+            ids.push(info.id);
+        }
+        ids.reverse();
+        Ok((ids, !found))
+    }
+}
+
+impl MailSource for PublicInboxSource {
+    fn key(&self) -> String {
+        let abs = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
+        format!("public-inbox:{}", abs.display())
+    }
+
+    fn fetch(&mut self, resume: &Resume<'_>, sink: &mut Sink<'_>) -> Result<FetchStats, Error> {
+        let key = self.key();
+        let mut cursor = match resume.cursor {
+            Some(text) => parse_cursor(&key, text)?,
+            None => Cursor::new(),
+        };
+        let mut stats = FetchStats::default();
+        let epochs = self.epochs()?;
+        if epochs.is_empty() {
+            return Err(Error::Io {
+                path: format!(
+                    "{} (no epoch git/N.git in it)",
+                    self.path.join("git").display()
+                ),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        let mut plan = Vec::new();
+        for (n, dir) in &epochs {
+            let repo = gix::open(dir).map_err(|e| self.git_error(dir, "cannot open", e))?;
+            let (commits, rewritten) =
+                self.new_commits(&repo, dir, cursor.get(n).map(String::as_str))?;
+            if rewritten {
+                stats.warnings.push(format!(
+                    "public-inbox {}: epoch {n} was rewritten (its last read commit is gone): read again from its start, mails already taken are skipped",
+                    self.path.display()
+                ));
+            }
+            plan.push((*n, dir.clone(), repo, commits));
+        }
+        stats.total_hint = Some(plan.iter().map(|p| p.3.len() as u64).sum());
+        'epochs: for (n, dir, repo, commits) in plan {
+            for id in commits {
+                cursor.insert(n, id.to_hex().to_string());
+                let commit = repo
+                    .find_commit(id)
+                    .map_err(|e| self.git_error(&dir, "cannot read a commit", e))?;
+                let tree = commit
+                    .tree()
+                    .map_err(|e| self.git_error(&dir, "cannot read a commit's tree", e))?;
+                let Some(entry) = tree.find_entry("m") else {
+                    // A removal (`d`) or an empty commit: nothing to take.
+                    continue;
+                };
+                let blob_id = entry.object_id();
+                let item = blob_id.to_hex().to_string();
+                if (resume.seen)(&item) {
+                    stats.skipped_seen += 1;
+                    stats.cursor = Some(format_cursor(&cursor));
+                    continue;
+                }
+                let header = repo
+                    .find_header(blob_id)
+                    .map_err(|e| self.git_error(&dir, "cannot read a mail", e))?;
+                if header.size() > self.max_mail_size {
+                    stats.warnings.push(format!(
+                        "public-inbox {}: mail {item} (epoch {n}, commit {id}) is {} bytes, over the limit of {} bytes: skipped",
+                        self.path.display(),
+                        header.size(),
+                        self.max_mail_size
+                    ));
+                    stats.cursor = Some(format_cursor(&cursor));
+                    continue;
+                }
+                let bytes = repo
+                    .find_blob(blob_id)
+                    .map_err(|e| self.git_error(&dir, "cannot read a mail", e))?
+                    .take_data();
+                let raw = RawMail {
+                    bytes,
+                    origin: format!("public-inbox {} epoch {n} commit {id}", self.path.display()),
+                    item: item.clone(),
+                    cursor: format_cursor(&cursor),
+                    warnings: Vec::new(),
+                };
+                stats.delivered += 1;
+                stats.cursor = None;
+                match sink(raw) {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Stop) => break 'epochs,
+                    Err(source) => return Err(Error::Sink { item, source }),
+                }
+            }
+        }
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "pi")
+            .env("GIT_AUTHOR_EMAIL", "pi@example.org")
+            .env("GIT_COMMITTER_NAME", "pi")
+            .env("GIT_COMMITTER_EMAIL", "pi@example.org")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Appends a mail to an epoch as public-inbox does: one commit whose
+    /// tree is the file `m` (or `d` for a removal).
+    fn deliver(work: &Path, file: &str, text: &str) {
+        for f in ["m", "d"] {
+            let _ = std::fs::remove_file(work.join(f));
+        }
+        std::fs::write(work.join(file), text).unwrap();
+        git(work, &["add", "-A"]);
+        git(work, &["commit", "-q", "-m", "mail"]);
+        git(
+            work,
+            &["push", "-q", "-f", "origin", "HEAD:refs/heads/master"],
+        );
+    }
+
+    fn mail(n: u32) -> String {
+        format!("Message-ID: <m{n}@example.org>\nSubject: mail {n}\n\nbody {n}\n")
+    }
+
+    fn epoch(inbox: &Path, n: u32) -> PathBuf {
+        let bare = inbox.join(format!("git/{n}.git"));
+        std::fs::create_dir_all(&bare).unwrap();
+        git(&bare, &["init", "-q", "--bare"]);
+        let work = inbox.join(format!("work{n}"));
+        git(
+            inbox,
+            &[
+                "clone",
+                "-q",
+                bare.to_str().unwrap(),
+                work.to_str().unwrap(),
+            ],
+        );
+        work
+    }
+
+    struct Taken {
+        seen: RefCell<HashSet<String>>,
+        cursor: RefCell<Option<String>>,
+    }
+
+    fn fetch(src: &mut PublicInboxSource, taken: &Taken) -> (Vec<String>, FetchStats) {
+        let mut got = Vec::new();
+        let is_seen = |item: &str| taken.seen.borrow().contains(item);
+        let cursor = taken.cursor.borrow().clone();
+        let stats = src
+            .fetch(
+                &Resume {
+                    cursor: cursor.as_deref(),
+                    seen: &is_seen,
+                },
+                &mut |m| {
+                    taken.seen.borrow_mut().insert(m.item.clone());
+                    *taken.cursor.borrow_mut() = Some(m.cursor.clone());
+                    got.push(String::from_utf8(m.bytes).unwrap());
+                    Ok(Flow::Continue)
+                },
+            )
+            .unwrap();
+        if let Some(c) = &stats.cursor {
+            *taken.cursor.borrow_mut() = Some(c.clone());
+        }
+        (got, stats)
+    }
+
+    #[test]
+    fn reads_new_commits_new_epochs_and_rewritten_epochs_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path().join("inbox");
+        let w0 = epoch(&inbox, 0);
+        deliver(&w0, "m", &mail(1));
+        deliver(&w0, "m", &mail(2));
+        let mut src = PublicInboxSource::new(inbox.clone(), 1 << 20);
+        let taken = Taken {
+            seen: RefCell::default(),
+            cursor: RefCell::default(),
+        };
+        let (got, _) = fetch(&mut src, &taken);
+        assert_eq!(got, [mail(1), mail(2)]);
+        // Nothing new: nothing read.
+        assert!(fetch(&mut src, &taken).0.is_empty());
+        // A removal, a new mail, and a new epoch.
+        deliver(&w0, "d", &mail(1));
+        deliver(&w0, "m", &mail(3));
+        let w1 = epoch(&inbox, 1);
+        deliver(&w1, "m", &mail(4));
+        let (got, _) = fetch(&mut src, &taken);
+        assert_eq!(got, [mail(3), mail(4)]);
+        // Epoch 0 rewritten (mail 2 purged): re-read, only mail 5 is new.
+        git(&w0, &["checkout", "-q", "--orphan", "fresh"]);
+        deliver(&w0, "m", &mail(1));
+        deliver(&w0, "m", &mail(3));
+        deliver(&w0, "m", &mail(5));
+        let (got, stats) = fetch(&mut src, &taken);
+        assert_eq!(got, [mail(5)]);
+        assert_eq!(stats.skipped_seen, 2);
+        assert!(
+            stats.warnings[0].contains("epoch 0 was rewritten"),
+            "{stats:?}"
+        );
+    }
+
+    #[test]
+    fn a_directory_that_is_not_an_inbox_and_a_bad_cursor_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut src = PublicInboxSource::new(dir.path().to_owned(), 1 << 20);
+        let never = |_: &str| false;
+        let resume = Resume {
+            cursor: None,
+            seen: &never,
+        };
+        let e = src.fetch(&resume, &mut |_| Ok(Flow::Continue)).unwrap_err();
+        assert!(e.to_string().contains("public-inbox v2 inbox"), "{e}");
+        let e = parse_cursor("k", "0=nothex").unwrap_err().to_string();
+        assert!(e.contains("is not EPOCH=COMMIT"), "{e}");
+        let c = parse_cursor("k", &format!("0={},3={}", "a".repeat(40), "b".repeat(40))).unwrap();
+        assert_eq!(
+            format_cursor(&c),
+            format!("0={},3={}", "a".repeat(40), "b".repeat(40))
+        );
+    }
+}
