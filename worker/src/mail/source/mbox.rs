@@ -1,8 +1,10 @@
 //! mbox files as a mail source: streamed, memory bounded by the largest
 //! mail, resumable by byte offset.
 //!
-//! A separator is a line starting with `From ` at the start of the file or
-//! after an empty line (`git mailsplit` and mutt accept the same). The file is
+//! A separator is a `From ` line with an asctime date, blank line before it
+//! or not, exactly as `git mailsplit` decides (`is_separator`); before the
+//! first mail any `From ` line is one. docs/intake.md says where this
+//! differs from Python's `mailbox`. The file is
 //! only read, never rewritten or locked; a mail still being appended (the
 //! file does not end with a newline) is left for the next run.
 
@@ -95,30 +97,46 @@ impl MboxSource {
     }
 }
 
-/// A real separator: `From <sender> <asctime date>`, e.g.
-/// `From 4ce3fb9a Mon Sep 17 00:00:00 2001`. Requiring the time and the year
-/// (as `git mailsplit` does) keeps an unquoted `From the start...` line in
-/// a message body from splitting the mail.
+/// A separator as `git mailsplit` recognises one (its `is_from_line`):
+/// `From `, then a `HH:MM:SS` time as the last colon-separated field and a
+/// year above 90 after it, e.g. `From 4ce3fb9a Mon Sep 17 00:00:00 2001`.
+/// No blank line is needed before it. Requiring the date keeps an unquoted
+/// `From the start...` line in a `git format-patch` body (format `none`)
+/// from splitting the mail, and agrees with what `git am` makes of the same
+/// mbox.
 fn is_separator(line: &[u8]) -> bool {
-    let Some(rest) = line.strip_prefix(b"From ") else {
+    if line.len() < 20 || !line.starts_with(b"From ") {
+        return false;
+    }
+    // git looks for the last `:` before the last two bytes (the newline,
+    // and the last character of the line).
+    let Some(colon) = line[5..line.len() - 2]
+        .iter()
+        .rposition(|b| *b == b':')
+        .map(|i| i + 5)
+    else {
         return false;
     };
-    let rest = rest.trim_ascii_end();
-    let Some(sender_end) = rest.iter().position(|b| *b == b' ') else {
+    let digit = |i: usize| line.get(i).is_some_and(u8::is_ascii_digit);
+    let time = [colon - 4, colon - 2, colon - 1, colon + 1, colon + 2];
+    if !time.into_iter().all(digit) {
         return false;
+    }
+    // strtol: leading white space, a sign, digits.
+    let rest = line.get(colon + 3..).unwrap_or_default();
+    let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+    let (negative, rest) = match rest.first() {
+        Some(b'-') => (true, &rest[1..]),
+        Some(b'+') => (false, &rest[1..]),
+        _ => (false, rest),
     };
-    let date = &rest[sender_end..];
-    let has_time = date.windows(5).any(|w| {
-        w[0].is_ascii_digit()
-            && w[1].is_ascii_digit()
-            && w[2] == b':'
-            && w[3].is_ascii_digit()
-            && w[4].is_ascii_digit()
-    });
-    let has_year = date
-        .split(|b| *b == b' ')
-        .any(|w| w.len() == 4 && w.iter().all(u8::is_ascii_digit));
-    has_time && has_year
+    let year = rest
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .fold(0u64, |n, d| {
+            n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+        });
+    !negative && year > 90
 }
 
 fn is_blank(line: &[u8]) -> bool {
@@ -209,15 +227,22 @@ impl MailSource for MboxSource {
                 }
                 break;
             }
-            let separator = !at_eof && prev_blank && is_separator(&line);
+            // Before the first mail any `From ` line starts one (a mail never
+            // starts with one: its first line is a header), however short:
+            // `From x` or a date `git mailsplit` would not take.
+            let separator = !at_eof
+                && (is_separator(&line) || (current.is_none() && line.starts_with(b"From ")));
             if (separator || at_eof)
                 && let Some((mail_offset, mut bytes)) = current.take()
             {
-                // The blank line before the separator belongs to the mbox.
-                if bytes.ends_with(b"\r\n\r\n") {
-                    bytes.truncate(bytes.len() - 2);
-                } else if bytes.ends_with(b"\n\n") {
-                    bytes.truncate(bytes.len() - 1);
+                // The blank line before the separator belongs to the mbox
+                // (when there is one: writers that omit it exist).
+                if prev_blank {
+                    if bytes.ends_with(b"\r\n\r\n") {
+                        bytes.truncate(bytes.len() - 2);
+                    } else if bytes.ends_with(b"\n\n") {
+                        bytes.truncate(bytes.len() - 1);
+                    }
                 }
                 let item = mail_offset.to_string();
                 let fp = match &fingerprint {
@@ -543,6 +568,111 @@ mod tests {
                     String::from_utf8_lossy(theirs),
                     "mail {i} {pretty}"
                 );
+            }
+        }
+    }
+
+    /// Runs the real `git mailsplit` on `file` and returns each mail as we
+    /// hand it over: without its separator line and without the one blank
+    /// line that ends a mail in an mbox (mailsplit keeps both).
+    fn git_mailsplit(file: &std::path::Path, args: &[&str]) -> Vec<Vec<u8>> {
+        let out = tempfile::tempdir().unwrap();
+        let mut all = vec![
+            "mailsplit".to_owned(),
+            format!("-o{}", out.path().display()),
+        ];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        all.push(file.display().to_string());
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let ran = crate::testkit::git_with(out.path(), &all, None);
+        assert!(ran.ok, "git {all:?}: {}", ran.stderr);
+        let mut names: Vec<_> = std::fs::read_dir(out.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|name| {
+                let mail = std::fs::read(name).unwrap();
+                let start = mail.iter().position(|b| *b == b'\n').unwrap() + 1;
+                let mut mail = mail[start..].to_vec();
+                if mail.ends_with(b"\r\n\r\n") {
+                    mail.truncate(mail.len() - 2);
+                } else if mail.ends_with(b"\n\n") {
+                    mail.truncate(mail.len() - 1);
+                }
+                mail
+            })
+            .collect()
+    }
+
+    /// mboxo unquoting applied to `git mailsplit`'s unquoted output: only
+    /// `>From ` loses its `>` (git itself knows mboxrd only).
+    fn unquote_mboxo(mail: &[u8]) -> Vec<u8> {
+        mail.split_inclusive(|b| *b == b'\n')
+            .flat_map(|line| unquote(line, MboxFormat::Mboxo).to_vec())
+            .collect()
+    }
+
+    /// Every fixture of `tests/fixtures/mbox`, LF and CRLF, split by us and
+    /// by the real `git mailsplit` (with `--keep-cr` for CRLF, `--mboxrd`
+    /// for mboxrd): the same mails, byte for byte.
+    #[test]
+    fn fixtures_split_as_git_mailsplit_does() {
+        // (fixture, format, mails): mails as Python's `mailbox.mbox` counts
+        // them too.
+        let table = [
+            ("no-blank-before-separator.mbox", MboxFormat::Mboxrd, 2),
+            ("short-first-separator.mbox", MboxFormat::Mboxrd, 2),
+            ("dated-variants.mbox", MboxFormat::Mboxrd, 5),
+            ("none-unquoted-body.mbox", MboxFormat::None, 2),
+            ("mboxrd-quoted.mbox", MboxFormat::Mboxrd, 2),
+            ("mboxo-quoted.mbox", MboxFormat::Mboxo, 2),
+        ];
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mbox");
+        let dir = tempfile::tempdir().unwrap();
+        for (name, format, count) in table {
+            let text = std::fs::read_to_string(fixtures.join(name)).unwrap();
+            for crlf in [false, true] {
+                let eol = if crlf { "\r\n" } else { "\n" };
+                let text = text.replace('\n', eol);
+                let file = dir.path().join(name);
+                std::fs::write(&file, &text).unwrap();
+                let (ours, stats) = mails(&file, format, None);
+                let case = format!("{name} ({})", if crlf { "CRLF" } else { "LF" });
+                assert!(stats.warnings.is_empty(), "{case}: {:?}", stats.warnings);
+                // git calls a file whose first `From ` line has no date a
+                // corrupt mailbox; it agrees once that line has one.
+                let first = text.split_inclusive('\n').next().unwrap_or_default();
+                let oracle_file = dir.path().join(format!("git-{name}"));
+                if is_separator(first.as_bytes()) {
+                    std::fs::write(&oracle_file, &text).unwrap();
+                } else {
+                    let dated = format!("From x Mon Jan  1 00:00:00 2024{eol}");
+                    std::fs::write(&oracle_file, format!("{dated}{}", &text[first.len()..]))
+                        .unwrap();
+                }
+                let mut args = Vec::new();
+                if crlf {
+                    args.push("--keep-cr");
+                }
+                if format == MboxFormat::Mboxrd {
+                    args.push("--mboxrd");
+                }
+                let mut theirs = git_mailsplit(&oracle_file, &args);
+                if format == MboxFormat::Mboxo {
+                    theirs = theirs.iter().map(|m| unquote_mboxo(m)).collect();
+                }
+                assert_eq!(ours.len(), count, "{case}");
+                assert_eq!(theirs.len(), count, "{case}: git mailsplit");
+                for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                    assert_eq!(
+                        String::from_utf8_lossy(&a.bytes),
+                        String::from_utf8_lossy(b),
+                        "{case}: mail {i}"
+                    );
+                }
             }
         }
     }
