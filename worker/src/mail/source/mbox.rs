@@ -8,7 +8,7 @@
 //! only read, never rewritten or locked; a mail still being appended (the
 //! file does not end with a newline) is left for the next run.
 
-use super::{Error, FetchStats, Flow, MailSource, RawMail, Resume, Sink};
+use super::{Error, FetchStats, Flow, MailSource, Oversize, RawMail, Resume, Sink};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -139,6 +139,60 @@ fn is_separator(line: &[u8]) -> bool {
     !negative && year > 90
 }
 
+/// The most of an over-limit mail's head kept in memory.
+pub const HEAD_LIMIT: usize = 64 * 1024;
+
+/// Length of the header block at the start of `bytes`, its blank line
+/// included (all of `bytes` when it has no end).
+fn head_len(bytes: &[u8]) -> usize {
+    let mut pos = 0;
+    for line in bytes.split_inclusive(|b| *b == b'\n') {
+        pos += line.len();
+        if is_blank(line) {
+            break;
+        }
+    }
+    pos
+}
+
+/// Where a mail lies in an mbox file: from its first line after the
+/// separator to the end of its last line (the blank line before the next
+/// separator excluded), and how it is unquoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MboxSpan {
+    pub path: PathBuf,
+    pub start: u64,
+    pub end: u64,
+    pub format: MboxFormat,
+}
+
+impl MboxSpan {
+    /// Streams the mail, unquoted, into `out` (memory: one line); returns
+    /// the bytes written. The same bytes the source would have handed
+    /// over without a size limit.
+    pub fn copy_to(&self, out: &mut dyn std::io::Write) -> Result<u64, Error> {
+        let io = |source| Error::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let mut file = File::open(&self.path).map_err(io)?;
+        file.seek(SeekFrom::Start(self.start)).map_err(io)?;
+        let mut reader = BufReader::with_capacity(1 << 20, file.take(self.end - self.start));
+        let mut line = Vec::with_capacity(256);
+        let mut written = 0u64;
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
+                break;
+            }
+            let unquoted = unquote(&line, self.format);
+            out.write_all(unquoted).map_err(io)?;
+            written += unquoted.len() as u64;
+        }
+        Ok(written)
+    }
+}
+
 fn is_blank(line: &[u8]) -> bool {
     line == b"\n" || line == b"\r\n"
 }
@@ -203,7 +257,12 @@ impl MailSource for MboxSource {
         let mut line = Vec::with_capacity(256);
         // The mail being read: its separator offset and bytes so far.
         let mut current: Option<(u64, Vec<u8>)> = None;
+        // Over the limit: only the head is kept; the size and where its
+        // first line starts are counted for the span.
         let mut oversized = false;
+        let mut mail_size = 0u64;
+        let mut body_start = 0u64;
+        let mut last_len = 0u64;
         // A cursor always points at a separator line (or the end).
         let mut prev_blank = true;
         let mut fingerprint: Option<String> = None;
@@ -236,8 +295,9 @@ impl MailSource for MboxSource {
                 && let Some((mail_offset, mut bytes)) = current.take()
             {
                 // The blank line before the separator belongs to the mbox
-                // (when there is one: writers that omit it exist).
-                if prev_blank {
+                // (when there is one: writers that omit it exist). An
+                // over-limit mail's bytes are its head: nothing to cut.
+                if prev_blank && !oversized {
                     if bytes.ends_with(b"\r\n\r\n") {
                         bytes.truncate(bytes.len() - 2);
                     } else if bytes.ends_with(b"\n\n") {
@@ -264,27 +324,44 @@ impl MailSource for MboxSource {
                     },
                 }
                 .render();
-                let skipped = oversized || (resume.seen)(&item);
-                if skipped {
+                let seen = (resume.seen)(&item);
+                if seen || oversized {
                     stats.cursor = Some(cursor.clone());
                 }
-                if oversized {
-                    stats.warnings.push(format!(
-                        "mbox {}: mail at byte {mail_offset} is larger than the limit of {} bytes: skipped",
-                        self.path.display(),
-                        self.max_mail_size
-                    ));
-                    oversized = false;
-                } else if (resume.seen)(&item) {
+                let oversize = oversized.then(|| {
+                    // Without the blank line that belongs to the mbox.
+                    let trailing = if prev_blank { last_len } else { 0 };
+                    Oversize {
+                        size: mail_size - trailing,
+                        span: MboxSpan {
+                            path: self.path.clone(),
+                            start: body_start,
+                            end: offset - trailing,
+                            format: self.format,
+                        },
+                    }
+                });
+                oversized = false;
+                if seen {
                     stats.skipped_seen += 1;
                 } else {
-                    stats.cursor = None;
+                    if let Some(big) = &oversize {
+                        stats.warnings.push(format!(
+                            "mbox {}: mail at byte {mail_offset} is {} bytes, larger than the limit of {} bytes: archived, not parsed",
+                            self.path.display(),
+                            big.size,
+                            self.max_mail_size
+                        ));
+                    } else {
+                        stats.cursor = None;
+                    }
                     let raw = RawMail {
                         bytes,
                         origin: format!("mbox {} @ {mail_offset}", self.path.display()),
                         item: item.clone(),
                         cursor,
                         warnings: Vec::new(),
+                        oversize,
                     };
                     stats.delivered += 1;
                     match sink(raw) {
@@ -299,12 +376,17 @@ impl MailSource for MboxSource {
             }
             if separator {
                 current = Some((offset, Vec::new()));
+                mail_size = 0;
+                body_start = offset + n as u64;
             } else if let Some((_, bytes)) = current.as_mut() {
+                let unquoted = unquote(&line, self.format);
+                mail_size += unquoted.len() as u64;
                 if !oversized {
-                    bytes.extend_from_slice(unquote(&line, self.format));
-                    if bytes.len() as u64 > self.max_mail_size {
+                    bytes.extend_from_slice(unquoted);
+                    if mail_size > self.max_mail_size {
                         oversized = true;
-                        *bytes = Vec::new();
+                        bytes.truncate(head_len(bytes).min(HEAD_LIMIT));
+                        bytes.shrink_to_fit();
                     }
                 }
             } else if !is_blank(&line) && offset == 0 {
@@ -314,6 +396,7 @@ impl MailSource for MboxSource {
                 ));
             }
             prev_blank = is_blank(&line);
+            last_len = n as u64;
             offset += n as u64;
         }
         Ok(stats)
@@ -485,7 +568,9 @@ mod tests {
                 },
             )
             .unwrap();
-        assert_eq!(got.len(), 1);
+        // The over-limit mail is handed over too (head and span), never
+        // skipped: the archive keeps it and the report names it.
+        assert_eq!(got.len(), 2);
         assert!(stats.warnings[0].contains("byte 0") && stats.warnings[0].contains("limit"));
         assert_eq!(
             stats.cursor, None,
@@ -673,6 +758,57 @@ mod tests {
                         "{case}: mail {i}"
                     );
                 }
+            }
+        }
+    }
+
+    /// An over-limit mail is handed over with its head and its span; the
+    /// span streams exactly the bytes an unlimited split gives (quoting
+    /// undone, the mbox's blank line left out), LF and CRLF, blank line
+    /// before the next separator or not.
+    #[test]
+    fn oversized_mail_keeps_its_head_and_a_span_that_rereads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.mbox");
+        let body = format!("{}\n>From quoted\n", "y".repeat(3000));
+        for eol in ["\n", "\r\n"] {
+            for gap in ["\n", ""] {
+                let text = format!(
+                    "From x Thu Jan  1 00:00:00 1970\nFrom: a@x\nSubject: big\nMessage-Id: <big@x>\n\n{body}{gap}{}",
+                    mbox_of(1)
+                )
+                .replace('\n', eol);
+                std::fs::write(&p, &text).unwrap();
+                let (whole, _) = mails(&p, MboxFormat::Mboxrd, None);
+                let mut src = MboxSource::new(p.clone(), MboxFormat::Mboxrd, 1000);
+                let never = |_: &str| false;
+                let mut got = Vec::new();
+                src.fetch(
+                    &Resume {
+                        cursor: None,
+                        seen: &never,
+                    },
+                    &mut |m| {
+                        got.push(m);
+                        Ok(Flow::Continue)
+                    },
+                )
+                .unwrap();
+                assert_eq!(got.len(), 2);
+                let big = got[0].oversize.clone().unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&got[0].bytes),
+                    "From: a@x\nSubject: big\nMessage-Id: <big@x>\n\n".replace('\n', eol)
+                );
+                let mut reread = Vec::new();
+                assert_eq!(big.span.copy_to(&mut reread).unwrap(), big.size);
+                assert_eq!(
+                    String::from_utf8_lossy(&reread),
+                    String::from_utf8_lossy(&whole[0].bytes),
+                    "eol {eol:?} gap {gap:?}"
+                );
+                assert_eq!(got[1].oversize, None);
+                assert_eq!(got[1].bytes, whole[1].bytes);
             }
         }
     }
