@@ -705,8 +705,9 @@ mod tests {
     /// for mboxrd): the same mails, byte for byte.
     #[test]
     fn fixtures_split_as_git_mailsplit_does() {
-        // (fixture, format, mails): mails as Python's `mailbox.mbox` counts
-        // them too.
+        // (fixture, format, mails). Python's `mailbox.mbox` counts the same
+        // but for none-unquoted-body.mbox: 6, cutting at every `From ` line
+        // of the commit messages (docs/intake.md says why we do not).
         let table = [
             ("no-blank-before-separator.mbox", MboxFormat::Mboxrd, 2),
             ("short-first-separator.mbox", MboxFormat::Mboxrd, 2),
