@@ -867,7 +867,17 @@ fn read_mail_file(
         seen: &never,
     };
     mbox.fetch(&resume, &mut |raw| {
-        mails.push((format!("{name}:{}", mails.len() + 1), raw.bytes));
+        // An over-limit mail comes as its head: read it whole (this file
+        // is in memory already), so the parser names it too large.
+        let bytes = match &raw.oversize {
+            Some(big) => {
+                let mut whole = Vec::new();
+                big.span.copy_to(&mut whole)?;
+                whole
+            }
+            None => raw.bytes,
+        };
+        mails.push((format!("{name}:{}", mails.len() + 1), bytes));
         Ok(Flow::Continue)
     })
     .map_err(|e| e.to_string())?;

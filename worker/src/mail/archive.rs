@@ -136,6 +136,67 @@ impl Archive {
         Ok(relative)
     }
 
+    /// Stores a raw mail too large to hold in memory: `copy` writes it, it
+    /// is hashed on the way to a temporary file, then renamed to
+    /// `<sha256>.eml` as `store_raw` names it. Returns the path relative
+    /// to the archive root and the sha256 hex.
+    pub fn store_raw_streamed(
+        &self,
+        received: i64,
+        copy: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<(String, String), Error> {
+        use sha2::{Digest, Sha256};
+        struct Hashing<W> {
+            out: W,
+            hash: Sha256,
+        }
+        impl<W: Write> Write for Hashing<W> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let n = self.out.write(buf)?;
+                self.hash.update(&buf[..n]);
+                Ok(n)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                self.out.flush()
+            }
+        }
+        let dir = self.root.join(day(received)).join("raw");
+        let tmp = dir.join(format!(
+            ".tmp-{}-stream-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let wrap = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Write { path, source }
+        };
+        self.ensure_dir(&dir).map_err(wrap(&dir))?;
+        let file = File::create(&tmp).map_err(wrap(&tmp))?;
+        let mut out = Hashing {
+            out: std::io::BufWriter::new(file),
+            hash: Sha256::new(),
+        };
+        copy(&mut out)
+            .and_then(|()| out.flush())
+            .map_err(wrap(&tmp))?;
+        let hash = hex::encode(out.hash.finalize());
+        drop(out.out);
+        let relative = format!("{}/raw/{hash}.eml", day(received));
+        let path = self.root.join(&relative);
+        std::fs::rename(&tmp, &path).map_err(wrap(&path))?;
+        let mut pending = self.pending();
+        pending.files.push(path);
+        pending.dirs.insert(dir);
+        Ok((relative, hash))
+    }
+
+    /// The bytes of a raw mail stored earlier (`relative` as `store_raw`
+    /// returned it).
+    pub fn read_raw(&self, relative: &str) -> Result<Vec<u8>, Error> {
+        let path = self.root.join(check_relative(relative)?);
+        std::fs::read(&path).map_err(|source| Error::Write { path, source })
+    }
+
     /// Files a patch mail of a series as `<series_dir>/<NNNN>-<slug>.patch`
     /// (for `git am`, which reads a single RFC 5322 mail as it is) and
     /// `.eml` (for mail clients): both hard links to the raw receipt, so

@@ -59,6 +59,14 @@ pub struct ParsedMail {
     /// sha256 hex of the diff part with whitespace and `index` lines
     /// normalised: equal for the same patch sent twice.
     pub patch_hash: Option<String>,
+    /// sha256 hex of what the mail says (see [`content_fingerprint`]):
+    /// equal for two deliveries of one mail that differ only in transport
+    /// headers, recipients or a list footer.
+    pub fingerprint: String,
+    /// Set when only the head of a mail over the size limit was parsed
+    /// (see [`parse_head`]): the mail is stored as an error, not used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oversize: Option<Oversize>,
     /// Recoverable damage, one sentence each.
     pub warnings: Vec<String>,
 }
@@ -218,6 +226,7 @@ pub fn parse_mail_hashed(
     }
     let diff_start = find_diff(&body);
     let patch_hash = diff_start.map(|start| patch_hash(&body[start..]));
+    let fingerprint = content_fingerprint(&subject, from.as_ref(), date, &body);
     Ok(ParsedMail {
         message_id,
         message_id_synthesized,
@@ -231,8 +240,53 @@ pub fn parse_mail_hashed(
         body,
         content_hash,
         patch_hash,
+        fingerprint,
+        oversize: None,
         warnings,
     })
+}
+
+/// A mail over the size limit, of which only the head was parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Oversize {
+    pub size: u64,
+    pub limit: u64,
+}
+
+impl Oversize {
+    /// The error recorded for the mail.
+    pub fn error(&self) -> String {
+        format!(
+            "mail is {} bytes, over the limit of {} bytes (intake.max_mail_size): archived, not parsed; the first collect after the limit is raised parses it",
+            self.size, self.limit
+        )
+    }
+}
+
+/// Parses the head of a mail over the size limit (its header block, as
+/// the source kept it): its ids, subject, sender and date name it in the
+/// report. The fingerprint is the content hash of the whole mail, so only
+/// the same bytes count as its duplicate.
+pub fn parse_head(
+    head: &[u8],
+    content_hash: &str,
+    oversize: Oversize,
+) -> Result<ParsedMail, Error> {
+    let mut head = head[..header_block_len(head)].to_vec();
+    if !head.ends_with(b"\n") {
+        head.extend_from_slice(b"\n");
+    }
+    let limits = MailLimits {
+        max_size: head.len(),
+        max_parts: 1,
+    };
+    let mut parsed = parse_mail_hashed(&head, content_hash, &limits)?;
+    parsed.body = String::new();
+    parsed.has_diff = false;
+    parsed.patch_hash = None;
+    parsed.fingerprint = content_hash.to_owned();
+    parsed.oversize = Some(oversize);
+    Ok(parsed)
 }
 
 /// An attachment that carries a patch (as `git am` reads them): named
@@ -364,6 +418,149 @@ fn patch_hash(diff: &str) -> String {
         h.update(b"\n");
     }
     hex::encode(h.finalize())
+}
+
+/// sha256 hex of what a mail says: its subject, sender, date and body
+/// text, without what a list or a transport adds. Headers other than those
+/// (Received, Return-Path, Delivered-To, DKIM/ARC, List-*, X-*, To, Cc) are
+/// not in it; neither is anything after the patch (a list footer, a
+/// signature), a trailing `____` footer of a mail without a patch, line
+/// endings, nor trailing white space.
+pub fn content_fingerprint(
+    subject: &str,
+    from: Option<&Author>,
+    date: Option<i64>,
+    body: &str,
+) -> String {
+    let mut h = Sha256::new();
+    h.update(subject.as_bytes());
+    h.update(b"\0");
+    if let Some(a) = from {
+        h.update(a.email.as_bytes());
+        h.update(b"\0");
+        h.update(a.name.as_deref().unwrap_or("").as_bytes());
+    }
+    h.update(b"\0");
+    h.update(date.map(|d| d.to_string()).unwrap_or_default().as_bytes());
+    h.update(b"\0");
+    let text = match find_diff(body) {
+        Some(start) => &body[..patch_end(body, start)],
+        None => without_footer(body),
+    };
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    let used = lines
+        .iter()
+        .rposition(|l| !l.is_empty())
+        .map_or(0, |i| i + 1);
+    for line in &lines[..used] {
+        h.update(line.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+/// Byte offset just after the last line of the diff starting at `start`:
+/// hunks are counted by their `@@ -a,b +c,d @@` header, so what follows the
+/// last hunk (`-- ` and a version, a list footer) is not the patch. A
+/// binary patch is taken to the end.
+fn patch_end(body: &str, start: usize) -> usize {
+    const HEADERS: [&str; 15] = [
+        "diff ",
+        "index ",
+        "--- ",
+        "+++ ",
+        "old mode ",
+        "new mode ",
+        "deleted file mode ",
+        "new file mode ",
+        "similarity index ",
+        "dissimilarity index ",
+        "rename from ",
+        "rename to ",
+        "copy from ",
+        "copy to ",
+        "Binary files ",
+    ];
+    let mut end = start;
+    let mut offset = start;
+    // Lines left in the current hunk: (old, new).
+    let mut left = (0u64, 0u64);
+    for line in body[start..].split_inclusive('\n') {
+        offset += line.len();
+        let l = line.trim_end_matches(['\n', '\r']);
+        if left != (0, 0) {
+            let in_hunk = match l.as_bytes().first() {
+                // An empty line is context whose space a mailer ate.
+                Some(b' ') | None => {
+                    left = (left.0.saturating_sub(1), left.1.saturating_sub(1));
+                    true
+                }
+                Some(b'-') => {
+                    left.0 = left.0.saturating_sub(1);
+                    true
+                }
+                Some(b'+') => {
+                    left.1 = left.1.saturating_sub(1);
+                    true
+                }
+                Some(b'\\') => true,
+                _ => {
+                    left = (0, 0);
+                    false
+                }
+            };
+            if in_hunk {
+                end = offset;
+                continue;
+            }
+        }
+        if l == "GIT binary patch" {
+            return body.len();
+        }
+        if let Some(counts) = hunk_counts(l) {
+            left = counts;
+            end = offset;
+        } else if l.starts_with('\\') || HEADERS.iter().any(|h| l.starts_with(h)) {
+            end = offset;
+        } else if !l.is_empty() {
+            break;
+        }
+    }
+    end
+}
+
+/// The line counts of a hunk header `@@ -a[,b] +c[,d] @@`.
+fn hunk_counts(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("@@ -")?;
+    let (old, rest) = rest.split_once(" +")?;
+    let (new, _) = rest.split_once(" @@")?;
+    let count = |range: &str| match range.split_once(',') {
+        Some((_, n)) => n.parse().ok(),
+        None => range.parse::<u64>().ok().map(|_| 1),
+    };
+    Some((count(old)?, count(new)?))
+}
+
+/// `body` without a mailing-list footer: a line of ten or more `_` and at
+/// most a dozen lines after it, at the end (Mailman's form).
+fn without_footer(body: &str) -> &str {
+    let mut offset = 0;
+    let mut footer = None;
+    let mut after = 0;
+    for line in body.split_inclusive('\n') {
+        let l = line.trim_end();
+        if l.len() >= 10 && l.bytes().all(|b| b == b'_') {
+            footer = Some(offset);
+            after = 0;
+        } else {
+            after += 1;
+        }
+        offset += line.len();
+    }
+    match footer {
+        Some(at) if after <= 12 => &body[..at],
+        _ => body,
+    }
 }
 
 #[cfg(test)]
@@ -585,5 +782,57 @@ mod tests {
         for (body, want) in cases {
             assert_eq!(find_diff(body).is_some(), want, "{body:?}");
         }
+    }
+
+    /// The same mail as delivered by the list (Received, DKIM/ARC, List-*,
+    /// X-* headers, more recipients, a footer after the patch) has the
+    /// fingerprint of the mail as sent; a change to what it says does not.
+    #[test]
+    fn fingerprint_ignores_transport_and_sees_content() {
+        let sent = fixture("plain-patch.eml");
+        let text = String::from_utf8(sent.clone()).unwrap();
+        let same = [
+            fixture("plain-patch-via-list.eml"),
+            text.replace(
+                "To: hello-devel@example.org\n",
+                "To: other@example.com\nCc: hello-devel@example.org\n",
+            )
+            .into_bytes(),
+            format!("{text}\n--\nYou received this because you are subscribed.\n").into_bytes(),
+        ];
+        let different = [
+            text.replace(
+                "Subject: [PATCH 1/2] hello: greet",
+                "Subject: [PATCH 1/2] hello: meet",
+            ),
+            text.replace("From: Ada Contributor", "From: Eve Impostor"),
+            text.replace("09:00:00 +0000", "09:00:01 +0000"),
+            text.replace("the whole world.", "the whole wide world."),
+            text.replace("+    printf(\"hello, world,", "+    printf(\"hello, globe,"),
+        ];
+        for [lf, crlf] in [both_endings(&sent)] {
+            let expected = parse(&lf).fingerprint;
+            assert_eq!(parse(&crlf).fingerprint, expected, "CRLF");
+            for (i, raw) in same.iter().enumerate() {
+                for raw in both_endings(raw) {
+                    assert_eq!(parse(&raw).fingerprint, expected, "same content {i}");
+                }
+            }
+            for (i, raw) in different.iter().enumerate() {
+                for raw in both_endings(raw.as_bytes()) {
+                    assert_ne!(parse(&raw).fingerprint, expected, "different content {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_patch_ends_with_its_last_hunk() {
+        let body = "text\n---\ndiff --git a/f b/f\n--- a/f\n+++ b/f\n@@ -1,2 +1,2 @@\n a\n-b\n+c\n\\ No newline at end of file\n-- \n2.1\n\n___\nfooter\n";
+        let start = find_diff(body).unwrap();
+        assert!(body[..patch_end(body, start)].ends_with("No newline at end of file\n"));
+        assert_eq!(hunk_counts("@@ -3 +3,4 @@ fn x"), Some((1, 4)));
+        assert_eq!(without_footer("a\n__________\nlist\n"), "a\n");
+        assert_eq!(without_footer("a\n"), "a\n");
     }
 }

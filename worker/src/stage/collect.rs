@@ -11,7 +11,7 @@
 use crate::config::{Config, SourceKind};
 use crate::mail::archive::{self, Archive};
 use crate::mail::classify::classify;
-use crate::mail::parse::{self, MailLimits, ParsedMail, parse_mail_hashed};
+use crate::mail::parse::{self, MailLimits, ParsedMail, parse_head, parse_mail_hashed};
 use crate::mail::routing::{RouteRule, route};
 use crate::mail::series::{AssembledSeries, AssemblyConfig, PatchMail, assemble};
 use crate::mail::source::imap::{ImapSettings, ImapSource};
@@ -203,6 +203,7 @@ pub fn collect(
     let key = source.key();
     let cursor = store.source_cursor(&key)?;
     let archive = Archive::new(config.intake.archive_dir.clone());
+    reparse_oversized(store, &archive, &limits, &grammar, run)?;
     // `seen` reads through its own connection while the committer thread
     // writes through the main one (WAL allows both).
     let reader = Store::open_reader(store.path())?;
@@ -349,10 +350,34 @@ fn receive(
     limits: &MailLimits,
     grammar: &SubjectGrammar,
 ) -> Result<Received, archive::Error> {
-    let content_hash = hex::encode(Sha256::digest(&raw.bytes));
-    let raw_path = archive.store_raw(received_at, &content_hash, &raw.bytes)?;
-    let parsed = parse_mail_hashed(&raw.bytes, &content_hash, limits);
+    let (raw_path, content_hash, parsed) = match &raw.oversize {
+        // Over the limit: streamed from the source into the archive,
+        // named by its head, recorded as an error until the limit allows
+        // it (`reparse_oversized`).
+        Some(big) => {
+            let (raw_path, content_hash) =
+                archive.store_raw_streamed(received_at, &mut |out: &mut dyn std::io::Write| {
+                    big.span
+                        .copy_to(out)
+                        .map(|_| ())
+                        .map_err(std::io::Error::other)
+                })?;
+            let oversize = parse::Oversize {
+                size: big.size,
+                limit: limits.max_size as u64,
+            };
+            let parsed = parse_head(&raw.bytes, &content_hash, oversize);
+            (raw_path, content_hash, parsed)
+        }
+        None => {
+            let content_hash = hex::encode(Sha256::digest(&raw.bytes));
+            let raw_path = archive.store_raw(received_at, &content_hash, &raw.bytes)?;
+            let parsed = parse_mail_hashed(&raw.bytes, &content_hash, limits);
+            (raw_path, content_hash, parsed)
+        }
+    };
     let (is_patch, is_cover, fields, reason) = match &parsed {
+        Ok(mail) if mail.oversize.is_some() => (false, false, None, None),
         Ok(mail) => {
             let v = classify(mail, grammar);
             (v.is_patch, v.is_cover, v.fields, v.reason)
@@ -378,6 +403,44 @@ fn receive(
         fields,
         reason,
     })
+}
+
+/// Parses, from the archive, the mails stored as over the size limit that
+/// fit under it now (the limit was raised): they become mails of `run`.
+fn reparse_oversized(
+    store: &mut Store,
+    archive: &Archive,
+    limits: &MailLimits,
+    grammar: &SubjectGrammar,
+    run: i64,
+) -> Result<(), Error> {
+    for big in store.oversized_mails(limits.max_size as u64)? {
+        let bytes = archive.read_raw(&big.raw_path)?;
+        let parsed = parse_mail_hashed(&bytes, &big.content_hash, limits);
+        let verdict = parsed.as_ref().ok().map(|mail| classify(mail, grammar));
+        let unparsed = parsed.as_ref().err().map(ToString::to_string);
+        tracing::info!(message_id = %big.message_id, size = big.size, "over-limit mail parsed from the archive");
+        store.store_reparsed(
+            big.mail_id,
+            run,
+            &NewMail {
+                item: "",
+                origin: "",
+                content_hash: &big.content_hash,
+                raw_path: &big.raw_path,
+                received_at: 0,
+                parsed: parsed
+                    .as_ref()
+                    .map_err(|_| unparsed.as_deref().unwrap_or_default()),
+                source_warnings: &[],
+                is_patch: verdict.as_ref().is_some_and(|v| v.is_patch),
+                is_cover: verdict.as_ref().is_some_and(|v| v.is_cover),
+                fields: verdict.as_ref().and_then(|v| v.fields.as_ref()),
+                reason: verdict.as_ref().and_then(|v| v.reason.as_deref()),
+            },
+        )?;
+    }
+    Ok(())
 }
 
 fn commit_batch(

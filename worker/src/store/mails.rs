@@ -56,9 +56,10 @@ impl NewMail<'_> {
 pub enum ItemKind {
     /// A Message-ID not seen before: stored as a new mail.
     New,
-    /// The same Message-ID with the same bytes: the first one is used.
+    /// The same Message-ID with the same bytes or the same content
+    /// fingerprint: the first one is used.
     Duplicate,
-    /// The same Message-ID with other bytes: archived, not used.
+    /// The same Message-ID with other content: archived, not used.
     Conflict,
 }
 
@@ -301,6 +302,91 @@ impl Store {
     }
 }
 
+/// A stored mail that was over the size limit when it came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OversizedMail {
+    pub mail_id: i64,
+    pub message_id: String,
+    pub content_hash: String,
+    /// Relative to the archive directory.
+    pub raw_path: String,
+    pub size: u64,
+}
+
+impl Store {
+    /// The mails stored unparsed for being over the size limit that fit
+    /// under `limit` now.
+    pub fn oversized_mails(&self, limit: u64) -> Result<Vec<OversizedMail>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, message_id, content_hash, raw_path, oversize FROM mails
+                 WHERE oversize IS NOT NULL AND oversize <= ?1 ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok(OversizedMail {
+                mail_id: r.get(0)?,
+                message_id: r.get(1)?,
+                content_hash: r.get(2)?,
+                raw_path: r.get(3)?,
+                size: r.get::<_, i64>(4)? as u64,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
+    }
+
+    /// Replaces what was stored of an over-limit mail by its parse from
+    /// the archive (its Message-ID stays, so its items stay linked), as a
+    /// mail of `run`.
+    pub fn store_reparsed(
+        &mut self,
+        mail_id: i64,
+        run: i64,
+        mail: &NewMail<'_>,
+    ) -> Result<(), Error> {
+        let json_list =
+            |items: &[String]| serde_json::to_string(items).unwrap_or_else(|_| "[]".into());
+        let (p, error) = match mail.parsed {
+            Ok(p) => (Some(p), p.oversize.map(|o| o.error())),
+            Err(e) => (None, Some(e.to_owned())),
+        };
+        self.conn
+            .prepare_cached(
+                "UPDATE mails SET run_id = ?2, subject = ?3, from_name = ?4, from_email = ?5, date = ?6,
+                    in_reply_to = ?7, refs = ?8, list_id = ?9, is_patch = ?10, is_cover = ?11, fields = ?12,
+                    reason = ?13, patch_hash = ?14, warnings = ?15, error = ?16, fingerprint = ?17,
+                    oversize = ?18
+                 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    mail_id,
+                    run,
+                    p.map_or("", |p| p.subject.as_str()),
+                    p.and_then(|p| p.from.as_ref()).and_then(|a| a.name.as_deref()),
+                    p.and_then(|p| p.from.as_ref()).map(|a| a.email.as_str()),
+                    p.and_then(|p| p.date),
+                    p.and_then(|p| p.in_reply_to.as_deref()),
+                    json_list(p.map_or(&[][..], |p| &p.references)),
+                    p.and_then(|p| p.list_id.as_deref()),
+                    mail.is_patch,
+                    mail.is_cover,
+                    mail.fields.and_then(|f| serde_json::to_string(f).ok()),
+                    mail.reason,
+                    p.and_then(|p| p.patch_hash.as_deref()),
+                    json_list(p.map_or(&[][..], |p| &p.warnings)),
+                    error,
+                    p.map(|p| p.fingerprint.as_str()),
+                    p.and_then(|p| p.oversize).map(|o| o.size as i64),
+                ])
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
 fn upsert_cursor(conn: &Connection, key: &str, cursor: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO sources (key, cursor, updated_at) VALUES (?1, ?2, ?3)
@@ -325,13 +411,21 @@ impl MailBatch<'_> {
 
     fn try_insert_mail(&self, mail: &NewMail<'_>, message_id: &str) -> rusqlite::Result<ItemKind> {
         let tx = &self.tx;
-        let existing: Option<(i64, String)> = tx
-            .prepare_cached("SELECT id, content_hash FROM mails WHERE message_id = ?1")?
-            .query_row([message_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        let existing: Option<(i64, String, Option<String>)> = tx
+            .prepare_cached(
+                "SELECT id, content_hash, fingerprint FROM mails WHERE message_id = ?1",
+            )?
+            .query_row([message_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
+        // The same bytes, or the same content delivered another way (other
+        // Received/List-* headers, recipients, a list footer): a duplicate.
+        let fingerprint = mail.parsed.ok().map(|p| p.fingerprint.as_str());
         let (mail_id, kind) = match existing {
-            Some((id, hash)) if hash == mail.content_hash => (id, ItemKind::Duplicate),
-            Some((id, _)) => (id, ItemKind::Conflict),
+            Some((id, hash, _)) if hash == mail.content_hash => (id, ItemKind::Duplicate),
+            Some((id, _, Some(stored))) if Some(stored.as_str()) == fingerprint => {
+                (id, ItemKind::Duplicate)
+            }
+            Some((id, _, _)) => (id, ItemKind::Conflict),
             None => (self.try_store_mail(mail, message_id)?, ItemKind::New),
         };
         // OR IGNORE: the same item delivered twice (a source re-read after a
@@ -358,6 +452,9 @@ impl MailBatch<'_> {
         // strings) is stored empty rather than losing the mail.
         let json_list =
             |items: &[String]| serde_json::to_string(items).unwrap_or_else(|_| "[]".into());
+        // A mail over the size limit: named by its head, stored as an error.
+        let oversize = mail.parsed.ok().and_then(|p| p.oversize);
+        let oversize_error = oversize.map(|o| o.error());
         let (subject, from, date, in_reply_to, references, list_id, patch_hash, warnings, error) =
             match mail.parsed {
                 Ok(p) => {
@@ -376,7 +473,7 @@ impl MailBatch<'_> {
                         p.list_id.as_deref(),
                         p.patch_hash.as_deref(),
                         json_list(&warnings),
-                        None,
+                        oversize_error.as_deref(),
                     )
                 }
                 Err(e) => (
@@ -395,8 +492,8 @@ impl MailBatch<'_> {
             .prepare_cached(
                 "INSERT INTO mails (message_id, content_hash, source_key, item, origin, run_id, received_at, raw_path,
                     subject, from_name, from_email, date, in_reply_to, refs, list_id, is_patch, is_cover, fields, reason,
-                    patch_hash, warnings, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+                    patch_hash, warnings, error, fingerprint, oversize)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
             )?
             .execute(params![
                 message_id,
@@ -421,6 +518,8 @@ impl MailBatch<'_> {
                 patch_hash,
                 warnings,
                 error,
+                mail.parsed.ok().map(|p| p.fingerprint.as_str()),
+                oversize.map(|o| o.size as i64),
             ])?;
         Ok(self.tx.last_insert_rowid())
     }
@@ -572,5 +671,30 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("<b@example.org>"), "{e}");
+    }
+
+    #[test]
+    fn same_content_other_transport_is_a_duplicate_not_a_conflict() {
+        let mut s = Store::open_in_memory().unwrap();
+        let run = s.create_run(&NewRun::for_test(Trigger::Manual)).unwrap();
+        let limits = MailLimits::default();
+        let mail =
+            "Message-ID: <c@example.org>\nFrom: Ann <ann@example.org>\nSubject: hello\n\nbody\n";
+        let sent = parse_mail(mail.as_bytes(), &limits).unwrap();
+        let via_list =
+            format!("Received: from list\nList-Id: <l.example.org>\nTo: l@example.org\n{mail}");
+        let via_list = parse_mail(via_list.as_bytes(), &limits).unwrap();
+        assert_ne!(sent.content_hash, via_list.content_hash);
+        let reworded = parse_mail(mail.replace("body", "other body").as_bytes(), &limits).unwrap();
+        let batch = s.mail_batch("src", run).unwrap();
+        let kinds: Vec<ItemKind> = [("1", &sent), ("2", &via_list), ("3", &reworded)]
+            .into_iter()
+            .map(|(item, p)| batch.insert_mail(&new_mail(item, Ok(p))).unwrap())
+            .collect();
+        batch.commit().unwrap();
+        assert_eq!(
+            kinds,
+            [ItemKind::New, ItemKind::Duplicate, ItemKind::Conflict]
+        );
     }
 }

@@ -179,4 +179,14 @@ ALTER TABLE stages ADD COLUMN completed INTEGER NOT NULL DEFAULT 0;
 UPDATE stages SET completed = 1 WHERE state IN ('ok', 'skipped');
 ALTER TABLE stages ADD COLUMN pid INTEGER;
 "#,
+    r#"
+-- Intake (issue 13): `fingerprint` is what a mail says (subject, sender,
+-- date, body up to the end of its patch; see mail::parse::content_fingerprint):
+-- two copies of one Message-ID with the same fingerprint are duplicates,
+-- whatever their transport headers. `oversize` is the size of a mail stored
+-- unparsed because it was over intake.max_mail_size (its raw file is
+-- archived); a later collect with a larger limit parses it from the archive.
+ALTER TABLE mails ADD COLUMN fingerprint TEXT;
+ALTER TABLE mails ADD COLUMN oversize INTEGER;
+"#,
 ];

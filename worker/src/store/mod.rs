@@ -23,7 +23,8 @@ mod views;
 
 pub use builds::BuildKey;
 pub use mails::{
-    ConflictingCopy, IntakeCounts, ItemKind, MailBatch, NewMail, OpenPatchMail, UnparsableMail,
+    ConflictingCopy, IntakeCounts, ItemKind, MailBatch, NewMail, OpenPatchMail, OversizedMail,
+    UnparsableMail,
 };
 pub use outbox::{NewReport, OutboxState, QueuedReport, StoredReport};
 pub use reports::ThreadMail;

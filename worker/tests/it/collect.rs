@@ -254,6 +254,93 @@ fn duplicates_counted_once_and_conflicting_ids_reported() {
     );
 }
 
+/// The same patch from two lists (cross-posted): other Received, List-*
+/// and X-* headers, other recipients, a list footer. One mail, one
+/// duplicate, no error; LF and CRLF.
+#[test]
+fn a_cross_posted_patch_is_a_duplicate_not_a_conflict() {
+    for eol in ["\n", "\r\n"] {
+        let site = Site::mbox("");
+        let p = patch("cross@x", "[PATCH] Fix", None, "a.c");
+        let copy = |list: &str| {
+            let (head, body) = p.split_once("\n\n").unwrap();
+            format!(
+                "Received: from {list} by mx; Tue, 24 Nov 2026 09:00:07 +0000\nList-Id: <{list}>\nX-BeenThere: {list}\nDelivered-To: me@x\n{}\nTo: {list}\n\n{body}\n_______________________________________________\n{list} mailing list\n",
+                head.replace("\nTo: ", "\nX-Original-To: ")
+            )
+            .replace('\n', eol)
+        };
+        site.write_mbox(&[copy("one.example.org"), copy("two.example.org")]);
+        let s = site.collect();
+        assert_eq!(s["mails"], 2, "{s}");
+        assert_eq!(s["duplicates"], 1, "{s}");
+        assert_eq!(s["patches"], 1, "{s}");
+        assert_eq!(s["errors"].as_array().unwrap().len(), 0, "{s}");
+        assert_eq!(
+            site.count("SELECT COUNT(*) FROM source_items WHERE kind = 'duplicate'"),
+            1
+        );
+    }
+}
+
+/// A mail over `max_mail_size` is archived whole, named in `errors` with
+/// its Message-ID, subject and size, and parsed by the first collect after
+/// the limit is raised; LF and CRLF.
+#[test]
+fn an_over_limit_mail_is_archived_reported_and_parsed_once_the_limit_allows() {
+    for eol in ["\n", "\r\n"] {
+        let site = Site::mbox("max_mail_size = 2000");
+        let big = mail(&MailSpec {
+            message_id: "big@x",
+            subject: "[PATCH] Big change",
+            from: "Ada Contributor <ada@example.org>",
+            in_reply_to: None,
+            body: &format!(
+                "{}{}",
+                "Why it is big.\n".repeat(200),
+                diff_body("big.c", "x")
+            ),
+        })
+        .replace('\n', eol);
+        site.write_mbox(&[big.clone(), patch("small@x", "[PATCH] Small", None, "s.c")]);
+        let s = site.collect();
+        assert_eq!(s["mails"], 2, "{s}");
+        assert_eq!(s["patches"], 1, "{s}");
+        let errors = s["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 1, "{s}");
+        assert_eq!(errors[0]["message_id"], "big@x", "{s}");
+        assert_eq!(errors[0]["subject"], "[PATCH] Big change", "{s}");
+        let size = big.len().to_string();
+        let text = errors[0]["error"].as_str().unwrap();
+        assert!(text.contains(&size) && text.contains("2000"), "{text}");
+        let raw: String = site
+            .db()
+            .query_row(
+                "SELECT raw_path FROM mails WHERE message_id = 'big@x'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let archived = std::fs::read(site.path().join("archive").join(raw)).unwrap();
+        assert_eq!(String::from_utf8_lossy(&archived), big, "archived whole");
+
+        // The limit raised: the next collect parses it from the archive.
+        std::fs::write(
+            site.path().join("patchline.toml"),
+            "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmax_mail_size = 1000000\n",
+        )
+        .unwrap();
+        let s = site.collect();
+        assert_eq!(s["errors"].as_array().unwrap().len(), 0, "{s}");
+        assert_eq!(s["patches"], 1, "{s}");
+        assert_eq!(
+            site.count("SELECT COUNT(*) FROM mails WHERE is_patch = 1 AND error IS NULL"),
+            2
+        );
+        assert_eq!(site.count("SELECT COUNT(*) FROM series"), 2);
+    }
+}
+
 #[test]
 fn a_killed_collect_resumes_without_loss_or_double() {
     let site = Site::mbox("batch = 7");

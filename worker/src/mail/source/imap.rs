@@ -296,6 +296,7 @@ impl ImapSource {
                     }
                     .to_string(),
                     warnings: Vec::new(),
+                    oversize: None,
                 };
                 let flow = sink(mail).map_err(|source| Error::Sink { item, source })?;
                 stats.delivered += 1;

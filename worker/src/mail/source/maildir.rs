@@ -143,6 +143,7 @@ impl MailSource for MaildirSource {
                 item: item.clone(),
                 cursor: item.clone(),
                 warnings: Vec::new(),
+                oversize: None,
             };
             stats.delivered += 1;
             match sink(raw) {

@@ -30,6 +30,19 @@ pub struct RawMail {
     /// Recoverable damage noticed while reading (e.g. an mbox that ends
     /// without a newline).
     pub warnings: Vec<String>,
+    /// Set when the mail is over the size limit: `bytes` then holds only
+    /// its head (the header block, at most `mbox::HEAD_LIMIT` bytes), and
+    /// the whole mail is streamed from the span into the archive.
+    pub oversize: Option<Oversize>,
+}
+
+/// A mail over the size limit, as the source can read it again without
+/// holding it in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Oversize {
+    /// Its size in bytes, as it would have been handed over.
+    pub size: u64,
+    pub span: mbox::MboxSpan,
 }
 
 /// What the caller wants after handing over one mail.

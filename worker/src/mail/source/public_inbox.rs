@@ -218,6 +218,7 @@ impl MailSource for PublicInboxSource {
                     item: item.clone(),
                     cursor: format_cursor(&cursor),
                     warnings: Vec::new(),
+                    oversize: None,
                 };
                 stats.delivered += 1;
                 stats.cursor = None;
