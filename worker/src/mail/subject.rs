@@ -441,9 +441,16 @@ fn lex_word<'a>(word: &'a str, out: &mut Vec<Word<'a>>) {
         None => (None, 0),
     };
     let body = &lower[body_at..];
-    let marker = [("patch", SubjectKind::Patch), ("pull", SubjectKind::Pull)]
-        .into_iter()
-        .find_map(|(name, kind)| body.strip_prefix(name).map(|tail| (kind, tail)));
+    // `PATCHES` and `PATCHSET` as b4 reads them (any word starting with
+    // `patch`); the longer names first, so `patches` is not `patch` + `es`.
+    let marker = [
+        ("patchset", SubjectKind::Patch),
+        ("patches", SubjectKind::Patch),
+        ("patch", SubjectKind::Patch),
+        ("pull", SubjectKind::Pull),
+    ]
+    .into_iter()
+    .find_map(|(name, kind)| body.strip_prefix(name).map(|tail| (kind, tail)));
     if let Some((kind, tail)) = marker {
         let tail_word = if tail.is_empty() {
             None
@@ -972,6 +979,16 @@ mod wider_grammar_tests {
                     ..W
                 },
             ),
+            // b4 takes any word starting with `patch`.
+            (
+                "[PATCHES 0/3] t",
+                Want {
+                    index: Some(0),
+                    total: Some(3),
+                    ..W
+                },
+            ),
+            ("[PATCHSET v2] t", Want { version: 2, ..W }),
             // Forwards stay patches; list tags may come first.
             ("Fwd: [PATCH] t", W),
             (
@@ -1113,7 +1130,8 @@ mod wider_grammar_tests {
             ("[ANNOUNCE] qemu 9.1", NotPatch::NoMatch),
             ("[RFC] an idea", NotPatch::NoMatch),
             ("[GIT] not a pull", NotPatch::NoMatch),
-            ("[PATCHES] not the marker", NotPatch::NoMatch),
+            ("[PATCHED] not the marker", NotPatch::NoMatch),
+            ("[PATCHESv2x] not the marker either", NotPatch::NoMatch),
             ("[DISPATCH] not a patch", NotPatch::NoMatch),
             ("[PATCH 3/2] t", NotPatch::Invalid("patch 3 of 2".into())),
             ("[PATCH 3 of 2] t", NotPatch::Invalid("patch 3 of 2".into())),
