@@ -186,15 +186,15 @@ impl SubjectGrammar {
         let mut numbering = None;
         for (gi, group) in groups.iter().enumerate() {
             let anchor_at = anchored.filter(|(ai, _)| *ai == gi).map(|(_, a)| a);
-            let mut plain_after = 0;
+            let mut repo_seen = false;
             for (wi, word) in group.iter().enumerate() {
                 match word {
                     Word::Marker(kind) => {
-                        if anchor_at.is_some_and(|a| a.at == wi) {
+                        if anchor_at == Some(wi) {
                             fields.kind = *kind;
                         }
                     }
-                    Word::Git(_) if anchor_at.is_some_and(|a| a.at == wi + 1) => {}
+                    Word::Git(_) if anchor_at == Some(wi + 1) => {}
                     Word::Version(v) => {
                         version.get_or_insert(*v);
                     }
@@ -203,15 +203,15 @@ impl SubjectGrammar {
                     }
                     Word::Keyword(w) => fields.tags.push((*w).to_owned()),
                     Word::Git(w) | Word::Plain(w) => match anchor_at {
-                        Some(a) if wi < a.at => {
+                        Some(at) if wi < at => {
                             if fields.branch.is_none() && self.is_branch(w) {
                                 fields.branch = Some((*w).to_owned());
                             } else {
                                 fields.tags.push((*w).to_owned());
                             }
                         }
-                        Some(_) if plain_after == 0 => {
-                            plain_after += 1;
+                        Some(_) if !repo_seen => {
+                            repo_seen = true;
                             fields.repo = Some((*w).to_owned());
                         }
                         _ => fields.tags.push((*w).to_owned()),
@@ -371,17 +371,9 @@ enum Word<'a> {
     Plain(&'a str),
 }
 
-/// Where the marker of a group stands.
-#[derive(Debug, Clone, Copy)]
-struct Anchor {
-    at: usize,
-}
-
-fn anchor(group: &[Word<'_>]) -> Option<Anchor> {
-    group
-        .iter()
-        .position(|w| matches!(w, Word::Marker(_)))
-        .map(|at| Anchor { at })
+/// Where the marker (`PATCH`, `PULL`) of a group stands.
+fn anchor(group: &[Word<'_>]) -> Option<usize> {
+    group.iter().position(|w| matches!(w, Word::Marker(_)))
 }
 
 fn numbering_of(group: &[Word<'_>]) -> Option<(u32, Option<u32>)> {
