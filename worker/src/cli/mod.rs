@@ -971,6 +971,9 @@ fn emit_parse(
         "index": fields.and_then(|f| f.index),
         "total": fields.and_then(|f| f.total),
         "title": fields.map(|f| f.title.clone()),
+        "kind": parsed.map(|(_, v)| v.kind.as_str()),
+        "tags": fields.map(|f| f.tags.clone()).unwrap_or_default(),
+        "prefixes": parsed.map(|(_, v)| v.prefixes.clone()).unwrap_or_default(),
         "reason": match (&error, parsed) {
             (Some(e), _) => Some(e.clone()),
             (None, Some((_, v))) if !v.is_patch => v.reason.clone(),
@@ -984,6 +987,8 @@ fn emit_parse(
     }
     let verdict = if value["is_patch"] == true {
         "patch"
+    } else if value["kind"] == "pull" {
+        "pull request"
     } else {
         "not a patch"
     };

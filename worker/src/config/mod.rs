@@ -1029,10 +1029,25 @@ impl Config {
         }
     }
 
-    /// The subject grammar with the configured patterns.
+    /// The subject grammar with the configured patterns and, when
+    /// repositories are configured, their branches: a word before `PATCH`
+    /// is then a branch only if some repository has it, else a tag routes
+    /// can match (`[qemu PATCH]`).
     pub fn subject_grammar(&self) -> Result<SubjectGrammar, Error> {
-        SubjectGrammar::new(&self.intake.subject_patterns)
-            .map_err(|e| self.pattern("intake.subject_patterns", e))
+        let grammar = SubjectGrammar::new(&self.intake.subject_patterns)
+            .map_err(|e| self.pattern("intake.subject_patterns", e))?;
+        if self.repos.is_empty() {
+            return Ok(grammar);
+        }
+        let mut branches: Vec<String> = self
+            .repos
+            .iter()
+            .flat_map(|r| r.branches.iter().chain(&r.default_branch))
+            .cloned()
+            .collect();
+        branches.sort();
+        branches.dedup();
+        Ok(grammar.with_branches(branches))
     }
 
     /// Every repository's routes, in config order.
@@ -1369,6 +1384,31 @@ mod tests {
         assert_eq!(rules.len(), 1);
         assert_eq!(rules[0].branch.as_deref(), Some("stable"));
         assert_eq!(rules[0].tags.len(), 2);
+    }
+
+    #[test]
+    fn a_word_before_patch_that_is_no_configured_branch_is_a_tag_routes_match() {
+        let c = load(
+            "[intake]\npath=\"x\"\n[[repos]]\nname = \"qemu\"\npath = \"repo\"\nbranches = [\"master\", \"stable\"]\n[[repos.routes]]\ntags = [\"qemu\"]\n",
+            &[],
+        )
+        .unwrap();
+        let g = c.subject_grammar().unwrap();
+        let tagged = g.parse("[qemu PATCH] t").unwrap();
+        assert_eq!(tagged.branch, None);
+        assert_eq!(tagged.tags, ["qemu"]);
+        let rules = c.route_rules().unwrap();
+        let routed = crate::mail::routing::route(&rules, None, &tagged.tags);
+        assert_eq!(routed.map(|r| r.repo).as_deref(), Some("qemu"));
+        let team = g.parse("[stable PATCH qemu] t").unwrap();
+        assert_eq!(team.branch.as_deref(), Some("stable"));
+        assert_eq!(team.repo.as_deref(), Some("qemu"));
+        // No repository configured: the first word before PATCH is the branch.
+        let builtin = Config::builtin().subject_grammar().unwrap();
+        assert_eq!(
+            builtin.parse("[qemu PATCH] t").unwrap().branch.as_deref(),
+            Some("qemu")
+        );
     }
 
     #[test]

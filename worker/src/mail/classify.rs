@@ -1,12 +1,43 @@
-//! Classification of a parsed mail (pure): patch, cover letter, or not a
-//! patch with the reason the report shows.
+//! Classification of a parsed mail (pure): patch, cover letter, pull
+//! request, reply, or not a patch with the reason the report shows.
+//!
+//! A pull request is kept with its fields and `kind` but is never a patch
+//! (`is_patch` false): the apply stage must not take it.
 
 use crate::mail::parse::ParsedMail;
-use crate::mail::subject::{SubjectFields, SubjectGrammar};
+use crate::mail::subject::{self, NotPatch, SubjectFields, SubjectGrammar, SubjectKind};
 use serde::Serialize;
+
+/// What a mail is, as `patchline parse` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MailKind {
+    Patch,
+    Cover,
+    /// `[PULL]`, `[GIT PULL]`: kept, not applied.
+    Pull,
+    Reply,
+    /// No patch subject, an impossible numbering, or no diff.
+    NotPatch,
+}
+
+impl MailKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailKind::Patch => "patch",
+            MailKind::Cover => "cover",
+            MailKind::Pull => "pull",
+            MailKind::Reply => "reply",
+            MailKind::NotPatch => "not-patch",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verdict {
+    pub kind: MailKind,
+    /// Every word of the subject's bracket groups, as written.
+    pub prefixes: Vec<String>,
     pub is_patch: bool,
     /// A series' cover letter (`0/N`): part of the series, no diff needed.
     pub is_cover: bool,
@@ -19,32 +50,29 @@ pub struct Verdict {
 
 pub const NO_DIFF: &str = "subject matched but no diff";
 
+pub const PULL_REQUEST: &str = "pull request: kept, not applied";
+
 pub fn classify(mail: &ParsedMail, grammar: &SubjectGrammar) -> Verdict {
+    let verdict = |kind, fields, reason: Option<String>| Verdict {
+        kind,
+        prefixes: subject::prefixes(&mail.subject),
+        is_patch: matches!(kind, MailKind::Patch | MailKind::Cover),
+        is_cover: kind == MailKind::Cover,
+        fields,
+        reason,
+    };
     match grammar.parse(&mail.subject) {
-        Err(not) => Verdict {
-            is_patch: false,
-            is_cover: false,
-            fields: None,
-            reason: Some(not.to_string()),
-        },
-        Ok(fields) if fields.index == Some(0) => Verdict {
-            is_patch: true,
-            is_cover: true,
-            fields: Some(fields),
-            reason: None,
-        },
-        Ok(fields) if !mail.has_diff => Verdict {
-            is_patch: false,
-            is_cover: false,
-            fields: Some(fields),
-            reason: Some(NO_DIFF.to_owned()),
-        },
-        Ok(fields) => Verdict {
-            is_patch: true,
-            is_cover: false,
-            fields: Some(fields),
-            reason: None,
-        },
+        Err(NotPatch::Reply) => verdict(MailKind::Reply, None, Some(NotPatch::Reply.to_string())),
+        Err(not) => verdict(MailKind::NotPatch, None, Some(not.to_string())),
+        // Before the cover test: `[PULL 0/3]` is a pull request's cover.
+        Ok(fields) if fields.kind == SubjectKind::Pull => {
+            verdict(MailKind::Pull, Some(fields), Some(PULL_REQUEST.to_owned()))
+        }
+        Ok(fields) if fields.index == Some(0) => verdict(MailKind::Cover, Some(fields), None),
+        Ok(fields) if !mail.has_diff => {
+            verdict(MailKind::NotPatch, Some(fields), Some(NO_DIFF.to_owned()))
+        }
+        Ok(fields) => verdict(MailKind::Patch, Some(fields), None),
     }
 }
 
@@ -92,5 +120,79 @@ mod tests {
         assert_eq!(fields.branch.as_deref(), Some("stable-1.0"));
         assert_eq!(fields.repo.as_deref(), Some("kimchi"));
         assert_eq!(fields.version, 2);
+    }
+
+    fn mail_with(subject: &str, has_diff: bool) -> ParsedMail {
+        let diff = if has_diff {
+            "---\n a | 1 +\n\ndiff --git a/a b/a\n--- a/a\n+++ b/a\n@@ -0,0 +1 @@\n+x\n"
+        } else {
+            "Please pull.\n"
+        };
+        let raw = format!(
+            "From: A <a@example.org>\nMessage-ID: <m@x>\nSubject: {subject}\n\nBody.\n{diff}"
+        );
+        parse_mail(raw.as_bytes(), &MailLimits::default()).unwrap()
+    }
+
+    #[test]
+    fn kinds_table() {
+        let g = SubjectGrammar::default();
+        let cases: &[(&str, bool, MailKind, bool, &[&str])] = &[
+            (
+                "[PATCH v2 1/2] t",
+                true,
+                MailKind::Patch,
+                true,
+                &["PATCH", "v2", "1/2"],
+            ),
+            (
+                "[PATCH 0/2] t",
+                false,
+                MailKind::Cover,
+                true,
+                &["PATCH", "0/2"],
+            ),
+            (
+                "[GIT PULL] t",
+                false,
+                MailKind::Pull,
+                false,
+                &["GIT", "PULL"],
+            ),
+            (
+                "[PULL v2 0/3] t",
+                true,
+                MailKind::Pull,
+                false,
+                &["PULL", "v2", "0/3"],
+            ),
+            (
+                "[master GIT PULL hello] t",
+                false,
+                MailKind::Pull,
+                false,
+                &["master", "GIT", "PULL", "hello"],
+            ),
+            ("Re: [PATCH] t", true, MailKind::Reply, false, &["PATCH"]),
+            ("Sv: [PULL] t", false, MailKind::Reply, false, &["PULL"]),
+            ("[PATCH] t", false, MailKind::NotPatch, false, &["PATCH"]),
+            (
+                "[ANNOUNCE] t",
+                false,
+                MailKind::NotPatch,
+                false,
+                &["ANNOUNCE"],
+            ),
+        ];
+        for (subject, has_diff, kind, is_patch, prefixes) in cases {
+            let v = classify(&mail_with(subject, *has_diff), &g);
+            assert_eq!(v.kind, *kind, "{subject}: {v:?}");
+            assert_eq!(v.is_patch, *is_patch, "{subject}: {v:?}");
+            assert_eq!(v.prefixes, *prefixes, "{subject}: {v:?}");
+        }
+        let pull = classify(&mail_with("[PULL v2 0/3] t", true), &g);
+        assert!(!pull.is_cover, "a pull request's 0/N is no patch cover");
+        assert_eq!(pull.reason.as_deref(), Some(PULL_REQUEST));
+        assert_eq!(pull.fields.map(|f| f.version), Some(2));
     }
 }

@@ -1,10 +1,29 @@
 //! The patch subject grammar (pure): the team's `[branch PATCH repo] title`
-//! form, the ordinary `[PATCH v2 3/7]` forms, and user regexes.
+//! form, the ordinary `[PATCH v2 3/7]` forms as Patchwork, Patchew and b4
+//! read them (commas, `1 of 2`, glued `PATCHv2`/`PATCH1/8`, several bracket
+//! groups, `(v2)` after the title), pull requests (`[GIT PULL]`), and user
+//! regexes.
 //!
 //! Input is a decoded, unfolded subject (see `mail.rs`). The grammar never
 //! fails on odd input: it answers "not a patch" with the reason instead.
 
 use serde::{Deserialize, Serialize};
+
+/// What the subject announces. Pull requests are recognised and kept, but
+/// never applied as patches (see `classify.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectKind {
+    #[default]
+    Patch,
+    Pull,
+}
+
+impl SubjectKind {
+    pub fn is_patch(&self) -> bool {
+        *self == SubjectKind::Patch
+    }
+}
 
 /// The fields a patch subject carries. `version` is 1 when absent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -13,11 +32,17 @@ pub struct SubjectFields {
     pub repo: Option<String>,
     pub version: u32,
     pub index: Option<u32>,
+    /// `None` with an `index` for an unknown total (`[PATCH 3/n]`).
     pub total: Option<u32>,
     pub title: String,
     /// Every other word found in the bracketed prefixes (`RFC`, `RESEND`,
-    /// `qemu-devel`, ...), in order, as written.
+    /// `qemu-devel`, a word before `PATCH` that is no configured branch,
+    /// ...), in order, as written.
     pub tags: Vec<String>,
+    /// Stored fields written before pull requests were told apart read as
+    /// patches; a patch is not written out, so stored JSON stays the same.
+    #[serde(default, skip_serializing_if = "SubjectKind::is_patch")]
+    pub kind: SubjectKind,
 }
 
 /// Why a subject is not a patch subject.
@@ -58,6 +83,10 @@ pub enum Error {
 #[derive(Debug, Clone, Default)]
 pub struct SubjectGrammar {
     custom: Vec<regex::Regex>,
+    /// The configured branch names. A word before `PATCH` is a branch only
+    /// when it is one of them; `None` (no repository configured) keeps the
+    /// team form's reading that the first such word is the branch.
+    branches: Option<Vec<String>>,
 }
 
 /// Words of a bracket prefix that are tags, never a branch or a repository.
@@ -65,8 +94,9 @@ const KEYWORDS: &[&str] = &[
     "rfc", "rft", "resend", "wip", "dnm", "draft", "test", "repost",
 ];
 
-/// Reply prefixes of common mail clients (English, German, Nordic, Dutch).
-const REPLY_PREFIXES: &[&str] = &["re", "aw", "sv", "antw"];
+/// Reply prefixes of common mail clients (English, German, Nordic, Dutch,
+/// Polish, Finnish).
+const REPLY_PREFIXES: &[&str] = &["re", "aw", "sv", "antw", "odp", "vs"];
 
 /// Forward prefixes: a forwarded patch is still a patch (`git am` reads the
 /// forwarded mail's body as is), so these are stripped, not refused.
@@ -86,16 +116,33 @@ impl SubjectGrammar {
             }
             custom.push(re);
         }
-        Ok(Self { custom })
+        Ok(Self {
+            custom,
+            branches: None,
+        })
+    }
+
+    /// The grammar that takes a word before `PATCH` as the branch only when
+    /// it is one of `branches` (every configured repository's).
+    pub fn with_branches(mut self, branches: Vec<String>) -> Self {
+        self.branches = Some(branches);
+        self
     }
 
     pub fn parse(&self, subject: &str) -> Result<SubjectFields, NotPatch> {
         let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+        let lead = Lead::read(&subject);
         // Replies first, so a loose user pattern cannot make a reply to a
         // patch (`Re: PULL qemu: ...`) a patch of its own.
-        if let Some(rest) = strip_reply(&subject) {
+        if lead.reply {
+            let rest = &subject[lead.after_reply..];
             let patchlike = self.custom.iter().any(|re| re.is_match(rest))
-                || !matches!(parse_builtin(rest), Err(NotPatch::NoMatch));
+                || lead
+                    .groups
+                    .iter()
+                    .map(|g| lex_group(g))
+                    .chain(bracket_groups(lead.title))
+                    .any(|g| anchor(&g).is_some() || numbering_of(&g).is_some());
             return Err(if patchlike {
                 NotPatch::Reply
             } else {
@@ -107,8 +154,93 @@ impl SubjectGrammar {
                 return validate(fields);
             }
         }
-        parse_builtin(&subject).and_then(validate)
+        self.parse_builtin(&lead).and_then(validate)
     }
+
+    fn is_branch(&self, word: &str) -> bool {
+        match &self.branches {
+            None => true,
+            Some(names) => names.iter().any(|b| b == word),
+        }
+    }
+
+    fn parse_builtin(&self, lead: &Lead<'_>) -> Result<SubjectFields, NotPatch> {
+        let groups: Vec<Vec<Word<'_>>> = lead.groups.iter().map(|g| lex_group(g)).collect();
+        let anchored = groups
+            .iter()
+            .enumerate()
+            .find_map(|(i, g)| anchor(g).map(|a| (i, a)));
+        // Without a `PATCH`/`PULL` word, a numbering in brackets still marks
+        // a patch (`[net,v2,1/2]`, as Patchwork and b4 read it); the body
+        // must then hold a diff.
+        if anchored.is_none() && !groups.iter().any(|g| numbering_of(g).is_some()) {
+            return Err(NotPatch::NoMatch);
+        }
+        let (title, title_version) = version_after_title(lead.title);
+        let mut fields = SubjectFields {
+            version: 1,
+            title: title.to_owned(),
+            ..SubjectFields::default()
+        };
+        let mut version = None;
+        let mut numbering = None;
+        for (gi, group) in groups.iter().enumerate() {
+            let anchor_at = anchored.filter(|(ai, _)| *ai == gi).map(|(_, a)| a);
+            let mut repo_seen = false;
+            for (wi, word) in group.iter().enumerate() {
+                match word {
+                    Word::Marker(kind) => {
+                        if anchor_at == Some(wi) {
+                            fields.kind = *kind;
+                        }
+                    }
+                    Word::Git(_) if anchor_at == Some(wi + 1) => {}
+                    Word::Version(v) => {
+                        version.get_or_insert(*v);
+                    }
+                    Word::Numbering(i, t) => {
+                        numbering.get_or_insert((*i, *t));
+                    }
+                    Word::Keyword(w) => fields.tags.push((*w).to_owned()),
+                    Word::Git(w) | Word::Plain(w) => match anchor_at {
+                        Some(at) if wi < at => {
+                            if fields.branch.is_none() && self.is_branch(w) {
+                                fields.branch = Some((*w).to_owned());
+                            } else {
+                                fields.tags.push((*w).to_owned());
+                            }
+                        }
+                        Some(_) if !repo_seen => {
+                            repo_seen = true;
+                            fields.repo = Some((*w).to_owned());
+                        }
+                        _ => fields.tags.push((*w).to_owned()),
+                    },
+                }
+            }
+        }
+        if let Some(v) = version.or(title_version) {
+            fields.version = v;
+        }
+        if let Some((index, total)) = numbering {
+            fields.index = Some(index);
+            fields.total = total;
+        }
+        Ok(fields)
+    }
+}
+
+/// The words of every bracket group in front of the title, as written
+/// (split at spaces and commas): what `patchline parse` shows as
+/// `prefixes`.
+pub fn prefixes(subject: &str) -> Vec<String> {
+    let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+    Lead::read(&subject)
+        .groups
+        .iter()
+        .flat_map(|g| split_group(g))
+        .map(str::to_owned)
+        .collect()
 }
 
 fn validate(fields: SubjectFields) -> Result<SubjectFields, NotPatch> {
@@ -145,31 +277,50 @@ fn parse_custom(re: &regex::Regex, subject: &str) -> Option<SubjectFields> {
         index: number("index"),
         total: number("total"),
         title,
-        tags: Vec::new(),
+        ..SubjectFields::default()
     })
 }
 
-/// The subject after list tags and reply/forward prefixes, when one of the
-/// prefixes is a reply (`[list] Re: Fwd: x` -> `x`).
-fn strip_reply(subject: &str) -> Option<&str> {
-    let mut rest = subject.trim();
-    let mut reply = false;
-    loop {
-        if let Some(after) = rest.strip_prefix('[') {
-            let Some(end) = after.find(']') else { break };
-            let group = &after[..end];
-            if patch_token(group).is_some() {
+/// The front of a subject: bracket groups and reply/forward prefixes in any
+/// order (`Re: [list] [PATCH] t`, `[list] Re: [PATCH] t`), then the title.
+struct Lead<'a> {
+    groups: Vec<&'a str>,
+    /// A reply prefix came before the `PATCH` group.
+    reply: bool,
+    /// Where the text after the last reply/forward prefix starts.
+    after_reply: usize,
+    title: &'a str,
+}
+
+impl<'a> Lead<'a> {
+    fn read(subject: &'a str) -> Self {
+        let mut rest = subject.trim_start();
+        let mut lead = Lead {
+            groups: Vec::new(),
+            reply: false,
+            after_reply: subject.len() - rest.len(),
+            title: "",
+        };
+        loop {
+            if let Some(after) = rest.strip_prefix('[') {
+                let Some(end) = after.find(']') else { break };
+                lead.groups.push(after[..end].trim());
+                rest = after[end + 1..].trim_start();
+            } else if let Some((after, is_reply)) = strip_prefix_word(rest)
+                // After the PATCH group the title begins: `[PATCH] Re: x` is
+                // a patch titled "Re: x".
+                && !lead.groups.iter().any(|g| anchor(&lex_group(g)).is_some())
+            {
+                lead.reply |= is_reply;
+                rest = after;
+                lead.after_reply = subject.len() - rest.len();
+            } else {
                 break;
             }
-            rest = after[end + 1..].trim_start();
-        } else if let Some((after, is_reply)) = strip_prefix_word(rest) {
-            reply |= is_reply;
-            rest = after;
-        } else {
-            break;
         }
+        lead.title = rest.trim();
+        lead
     }
-    reply.then_some(rest)
 }
 
 /// Strips one `Re:`-like prefix; returns the rest and whether it was a
@@ -177,8 +328,12 @@ fn strip_reply(subject: &str) -> Option<&str> {
 fn strip_prefix_word(s: &str) -> Option<(&str, bool)> {
     let colon = s.find(':')?;
     let word = s[..colon].trim();
-    // `Re[2]:` and `Re^2:` counters.
-    let base = word.split(['[', '^']).next().unwrap_or(word).to_lowercase();
+    // `Re[2]:`, `Re^2:` and `Re(2):` counters.
+    let base = word
+        .split(['[', '^', '('])
+        .next()
+        .unwrap_or(word)
+        .to_lowercase();
     let rest = s[colon + 1..].trim_start();
     if REPLY_PREFIXES.contains(&base.as_str()) {
         Some((rest, true))
@@ -189,97 +344,162 @@ fn strip_prefix_word(s: &str) -> Option<(&str, bool)> {
     }
 }
 
-fn parse_builtin(subject: &str) -> Result<SubjectFields, NotPatch> {
-    let mut rest = subject.trim();
-    let mut groups: Vec<&str> = Vec::new();
-    let mut reply = false;
-    // Prefixes and bracket groups in any order: `Re: [list] [PATCH] t`,
-    // `[list] Re: [PATCH] t`, `Fwd: [PATCH] t`.
-    loop {
-        if let Some(after) = rest.strip_prefix('[') {
-            let Some(end) = after.find(']') else { break };
-            groups.push(after[..end].trim());
-            rest = after[end + 1..].trim_start();
-        } else if let Some((after, is_reply)) = strip_prefix_word(rest)
-            // After the PATCH group the title begins: `[PATCH] Re: x` is a
-            // patch titled "Re: x".
-            && !groups.iter().any(|g| patch_token(g).is_some())
-        {
-            reply |= is_reply;
-            rest = after;
-        } else {
-            break;
-        }
+/// Bracket groups anywhere in a text (`Re: about [PATCH v2] x`).
+fn bracket_groups(text: &str) -> Vec<Vec<Word<'_>>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        let after = &rest[open + 1..];
+        let Some(end) = after.find(']') else { break };
+        out.push(lex_group(&after[..end]));
+        rest = &after[end + 1..];
     }
-    let title = rest.trim().to_owned();
-    let Some(patch_at) = groups.iter().position(|g| patch_token(g).is_some()) else {
-        return Err(NotPatch::NoMatch);
-    };
-    if reply {
-        return Err(NotPatch::Reply);
-    }
-    let mut fields = SubjectFields {
-        version: 1,
-        title,
-        ..SubjectFields::default()
-    };
-    for (i, group) in groups.iter().enumerate() {
-        if i != patch_at {
-            fields
-                .tags
-                .extend(group.split_whitespace().map(str::to_owned));
-        }
-    }
-    let words: Vec<&str> = groups[patch_at].split_whitespace().collect();
-    let (pos, inline_version) = patch_token(groups[patch_at]).unwrap_or((0, None));
-    if let Some(v) = inline_version {
-        fields.version = v;
-    }
-    let mut leftovers_after = Vec::new();
-    for (i, word) in words.iter().enumerate() {
-        if i == pos {
-            continue;
-        }
-        let lower = word.to_lowercase();
-        if KEYWORDS.contains(&lower.as_str()) {
-            fields.tags.push((*word).to_owned());
-        } else if let Some(v) = parse_version(word).filter(|_| word.starts_with(['v', 'V'])) {
-            fields.version = v;
-        } else if let Some((i_text, t_text)) = word.split_once('/')
-            && let (Ok(index), Ok(total)) = (i_text.parse::<u32>(), t_text.parse::<u32>())
-        {
-            fields.index = Some(index);
-            fields.total = Some(total);
-        } else if i < pos {
-            if fields.branch.is_none() {
-                fields.branch = Some((*word).to_owned());
-            } else {
-                fields.tags.push((*word).to_owned());
-            }
-        } else {
-            leftovers_after.push(*word);
-        }
-    }
-    let mut leftovers = leftovers_after.into_iter();
-    fields.repo = leftovers.next().map(str::to_owned);
-    fields.tags.extend(leftovers.map(str::to_owned));
-    Ok(fields)
+    out
 }
 
-/// Position of the `PATCH` word in a bracket group, with the version when
-/// written as one word (`PATCHv2`).
-fn patch_token(group: &str) -> Option<(usize, Option<u32>)> {
-    group.split_whitespace().enumerate().find_map(|(i, w)| {
-        let upper = w.to_ascii_uppercase();
-        if upper == "PATCH" {
-            Some((i, None))
-        } else {
-            upper
-                .strip_prefix("PATCH")
-                .and_then(parse_version)
-                .map(|v| (i, Some(v)))
-        }
+/// One word of a bracket group, as the grammar reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Word<'a> {
+    /// `PATCH` or `PULL`.
+    Marker(SubjectKind),
+    /// `GIT`: part of the marker right before `PULL`, else a plain word.
+    Git(&'a str),
+    Version(u32),
+    /// Index and total; the total is unknown in `3/n`.
+    Numbering(u32, Option<u32>),
+    Keyword(&'a str),
+    Plain(&'a str),
+}
+
+/// Where the marker (`PATCH`, `PULL`) of a group stands.
+fn anchor(group: &[Word<'_>]) -> Option<usize> {
+    group.iter().position(|w| matches!(w, Word::Marker(_)))
+}
+
+fn numbering_of(group: &[Word<'_>]) -> Option<(u32, Option<u32>)> {
+    group.iter().find_map(|w| match w {
+        Word::Numbering(i, t) => Some((*i, *t)),
+        _ => None,
     })
+}
+
+/// A bracket group's words: commas separate as spaces do (`PATCH,RFC`,
+/// `net,v2,1/2`).
+fn split_group(group: &str) -> impl Iterator<Item = &str> {
+    group
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+}
+
+fn lex_group(group: &str) -> Vec<Word<'_>> {
+    let raw: Vec<&str> = split_group(group).collect();
+    let mut words = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        // Mercurial's `1 of 2`.
+        if let [index, of, total, ..] = raw[i..]
+            && of.eq_ignore_ascii_case("of")
+            && let (Ok(index), Ok(total)) = (index.parse::<u32>(), total.parse::<u32>())
+        {
+            words.push(Word::Numbering(index, Some(total)));
+            i += 3;
+            continue;
+        }
+        lex_word(raw[i], &mut words);
+        i += 1;
+    }
+    words
+}
+
+/// One word, which may be several glued together: `PATCHv2`, `PATCH1/8`,
+/// `v2PATCH1/4`.
+fn lex_word<'a>(word: &'a str, out: &mut Vec<Word<'a>>) {
+    let lower = word.to_ascii_lowercase();
+    // A version glued in front of the marker (`v2PATCH`).
+    let (lead_version, body_at) = match lower.strip_prefix('v') {
+        Some(after) => {
+            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+            let marker = &after[digits..];
+            match after[..digits].parse::<u32>() {
+                Ok(v)
+                    if digits > 0
+                        && (marker.starts_with("patch") || marker.starts_with("pull")) =>
+                {
+                    (Some(v), 1 + digits)
+                }
+                _ => (None, 0),
+            }
+        }
+        None => (None, 0),
+    };
+    let body = &lower[body_at..];
+    // `PATCHES` and `PATCHSET` as b4 reads them (any word starting with
+    // `patch`); the longer names first, so `patches` is not `patch` + `es`.
+    let marker = [
+        ("patchset", SubjectKind::Patch),
+        ("patches", SubjectKind::Patch),
+        ("patch", SubjectKind::Patch),
+        ("pull", SubjectKind::Pull),
+    ]
+    .into_iter()
+    .find_map(|(name, kind)| body.strip_prefix(name).map(|tail| (kind, tail)));
+    if let Some((kind, tail)) = marker {
+        let tail_word = if tail.is_empty() {
+            None
+        } else if let Some(v) = parse_version(tail) {
+            Some(Word::Version(v))
+        } else {
+            numbering_word(tail)
+        };
+        if tail.is_empty() || tail_word.is_some() {
+            if let Some(v) = lead_version {
+                out.push(Word::Version(v));
+            }
+            out.push(Word::Marker(kind));
+            out.extend(tail_word);
+            return;
+        }
+    }
+    out.push(if word.eq_ignore_ascii_case("git") {
+        Word::Git(word)
+    } else if KEYWORDS.contains(&lower.as_str()) {
+        Word::Keyword(word)
+    } else if let Some(v) = parse_version(word).filter(|_| word.starts_with(['v', 'V'])) {
+        Word::Version(v)
+    } else if let Some(n) = numbering_word(word) {
+        n
+    } else {
+        Word::Plain(word)
+    });
+}
+
+/// `3/7`, `03/10`, and `3/n` for a total not known when it was sent.
+fn numbering_word(word: &str) -> Option<Word<'static>> {
+    let (index, total) = word.split_once('/')?;
+    if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let index = index.parse().ok()?;
+    if matches!(total, "n" | "N" | "x" | "X" | "?") {
+        return Some(Word::Numbering(index, None));
+    }
+    if total.is_empty() || !total.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(Word::Numbering(index, Some(total.parse().ok()?)))
+}
+
+/// A version written after the title, `title (v2)`, as Patchwork reads it;
+/// the marker leaves the title so a reroll keeps its series' title.
+fn version_after_title(title: &str) -> (&str, Option<u32>) {
+    if let Some(body) = title.strip_suffix(')')
+        && let Some(open) = body.rfind('(')
+        && let Some(v) = parse_version(body[open + 1..].trim())
+        && body[open + 1..].trim_start().starts_with(['v', 'V'])
+    {
+        return (body[..open].trim_end(), Some(v));
+    }
+    (title, None)
 }
 
 #[cfg(test)]
@@ -302,6 +522,7 @@ mod tests {
             total: numbering.map(|n| n.1),
             title: title.to_owned(),
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            ..SubjectFields::default()
         }
     }
 
@@ -473,5 +694,453 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no named group"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod wider_grammar_tests {
+    //! The forms Patchwork, Patchew and b4 read, and what the team form
+    //! makes of a word before `PATCH` once branches are configured.
+    use super::*;
+
+    struct Want {
+        branch: Option<&'static str>,
+        repo: Option<&'static str>,
+        version: u32,
+        index: Option<u32>,
+        total: Option<u32>,
+        title: &'static str,
+        tags: &'static [&'static str],
+        kind: SubjectKind,
+    }
+
+    const W: Want = Want {
+        branch: None,
+        repo: None,
+        version: 1,
+        index: None,
+        total: None,
+        title: "t",
+        tags: &[],
+        kind: SubjectKind::Patch,
+    };
+
+    fn fields(w: &Want) -> SubjectFields {
+        SubjectFields {
+            branch: w.branch.map(str::to_owned),
+            repo: w.repo.map(str::to_owned),
+            version: w.version,
+            index: w.index,
+            total: w.total,
+            title: w.title.to_owned(),
+            tags: w.tags.iter().map(|t| (*t).to_owned()).collect(),
+            kind: w.kind,
+        }
+    }
+
+    fn configured() -> SubjectGrammar {
+        SubjectGrammar::default().with_branches(vec!["master".into(), "stable-2.1".into()])
+    }
+
+    #[test]
+    fn peer_forms_table() {
+        let pull = SubjectKind::Pull;
+        let cases: Vec<(&str, Want)> = vec![
+            // Commas separate like spaces (Patchwork's split on `[,\s]+`).
+            (
+                "[net,v2,1/2] t",
+                Want {
+                    version: 2,
+                    index: Some(1),
+                    total: Some(2),
+                    tags: &["net"],
+                    ..W
+                },
+            ),
+            (
+                "[PATCH,RFC] t",
+                Want {
+                    tags: &["RFC"],
+                    ..W
+                },
+            ),
+            (
+                "[PATCH v2,3/7] t",
+                Want {
+                    version: 2,
+                    index: Some(3),
+                    total: Some(7),
+                    ..W
+                },
+            ),
+            (
+                "[PATCH,1/2] t",
+                Want {
+                    index: Some(1),
+                    total: Some(2),
+                    ..W
+                },
+            ),
+            (
+                "[PATCH RFC,v3 2/2] t",
+                Want {
+                    version: 3,
+                    index: Some(2),
+                    total: Some(2),
+                    tags: &["RFC"],
+                    ..W
+                },
+            ),
+            // Mercurial's patchbomb.
+            (
+                "[PATCH 0 of 2] t",
+                Want {
+                    index: Some(0),
+                    total: Some(2),
+                    ..W
+                },
+            ),
+            (
+                "[PATCH 1 of 2] t",
+                Want {
+                    index: Some(1),
+                    total: Some(2),
+                    ..W
+                },
+            ),
+            (
+                "[PATCH 2 OF 2 V3] t",
+                Want {
+                    version: 3,
+                    index: Some(2),
+                    total: Some(2),
+                    ..W
+                },
+            ),
+            // Numbering and tags in their own brackets.
+            (
+                "[PATCH] [RFC,1/2] t",
+                Want {
+                    index: Some(1),
+                    total: Some(2),
+                    tags: &["RFC"],
+                    ..W
+                },
+            ),
+            (
+                "[PATCH] [RFC] [1/2] t",
+                Want {
+                    index: Some(1),
+                    total: Some(2),
+                    tags: &["RFC"],
+                    ..W
+                },
+            ),
+            (
+                "[libvirt] [PATCH v2 1/3] t",
+                Want {
+                    version: 2,
+                    index: Some(1),
+                    total: Some(3),
+                    tags: &["libvirt"],
+                    ..W
+                },
+            ),
+            (
+                "[Qemu-devel] [RFC] [PATCH v2] t",
+                Want {
+                    version: 2,
+                    tags: &["Qemu-devel", "RFC"],
+                    ..W
+                },
+            ),
+            (
+                "[PATCH] rewrite [a-z] regexes",
+                Want {
+                    title: "rewrite [a-z] regexes",
+                    ..W
+                },
+            ),
+            // Glued words.
+            (
+                "[PATCH1/8] t",
+                Want {
+                    index: Some(1),
+                    total: Some(8),
+                    ..W
+                },
+            ),
+            (
+                "[v2PATCH1/4] t",
+                Want {
+                    version: 2,
+                    index: Some(1),
+                    total: Some(4),
+                    ..W
+                },
+            ),
+            (
+                "[v2 PATCH 1/4] t",
+                Want {
+                    version: 2,
+                    index: Some(1),
+                    total: Some(4),
+                    ..W
+                },
+            ),
+            (
+                "[PATCHv3 0/2] t",
+                Want {
+                    version: 3,
+                    index: Some(0),
+                    total: Some(2),
+                    ..W
+                },
+            ),
+            // A total not known when sent.
+            (
+                "[PATCH 3/n] t",
+                Want {
+                    index: Some(3),
+                    ..W
+                },
+            ),
+            (
+                "[PATCH v2 0/N] t",
+                Want {
+                    version: 2,
+                    index: Some(0),
+                    ..W
+                },
+            ),
+            // A version after the title (Patchwork's `(vN)`).
+            ("[PATCH] t (v2)", Want { version: 2, ..W }),
+            (
+                "[PATCH 1/2] t (V3)",
+                Want {
+                    version: 3,
+                    index: Some(1),
+                    total: Some(2),
+                    ..W
+                },
+            ),
+            ("[PATCH v4] t (v2)", Want { version: 4, ..W }),
+            (
+                "[PATCH] t (version two)",
+                Want {
+                    title: "t (version two)",
+                    ..W
+                },
+            ),
+            // Pull requests.
+            ("[PULL] t", Want { kind: pull, ..W }),
+            ("[GIT PULL] t", Want { kind: pull, ..W }),
+            ("[git pull] t", Want { kind: pull, ..W }),
+            (
+                "[PULL v2 0/3] t",
+                Want {
+                    kind: pull,
+                    version: 2,
+                    index: Some(0),
+                    total: Some(3),
+                    ..W
+                },
+            ),
+            (
+                "[PULL 1/3] t",
+                Want {
+                    kind: pull,
+                    index: Some(1),
+                    total: Some(3),
+                    ..W
+                },
+            ),
+            (
+                "[GIT PULL net-next] t",
+                Want {
+                    kind: pull,
+                    repo: Some("net-next"),
+                    ..W
+                },
+            ),
+            (
+                "[PULLv2] t",
+                Want {
+                    kind: pull,
+                    version: 2,
+                    ..W
+                },
+            ),
+            // b4 takes any word starting with `patch`.
+            (
+                "[PATCHES 0/3] t",
+                Want {
+                    index: Some(0),
+                    total: Some(3),
+                    ..W
+                },
+            ),
+            ("[PATCHSET v2] t", Want { version: 2, ..W }),
+            // Forwards stay patches; list tags may come first.
+            ("Fwd: [PATCH] t", W),
+            (
+                "[list] FW: [PATCH] t",
+                Want {
+                    tags: &["list"],
+                    ..W
+                },
+            ),
+        ];
+        let g = SubjectGrammar::default();
+        for (subject, want) in &cases {
+            assert_eq!(g.parse(subject), Ok(fields(want)), "{subject:?}");
+        }
+    }
+
+    #[test]
+    fn a_word_before_patch_is_a_branch_only_when_configured() {
+        let g = configured();
+        let cases: Vec<(&str, Want)> = vec![
+            (
+                "[libvirt] [python PATCH] t",
+                Want {
+                    tags: &["libvirt", "python"],
+                    ..W
+                },
+            ),
+            (
+                "[qemu PATCH] t",
+                Want {
+                    tags: &["qemu"],
+                    ..W
+                },
+            ),
+            (
+                "[qemu PATCH v2 1/2] t",
+                Want {
+                    version: 2,
+                    index: Some(1),
+                    total: Some(2),
+                    tags: &["qemu"],
+                    ..W
+                },
+            ),
+            (
+                "[master PATCH kimchi] t",
+                Want {
+                    branch: Some("master"),
+                    repo: Some("kimchi"),
+                    ..W
+                },
+            ),
+            (
+                "[RFC master PATCH kimchi] t",
+                Want {
+                    branch: Some("master"),
+                    repo: Some("kimchi"),
+                    tags: &["RFC"],
+                    ..W
+                },
+            ),
+            (
+                "[qemu stable-2.1 PATCH v3 2/5 qemu] t",
+                Want {
+                    branch: Some("stable-2.1"),
+                    repo: Some("qemu"),
+                    version: 3,
+                    index: Some(2),
+                    total: Some(5),
+                    tags: &["qemu"],
+                    ..W
+                },
+            ),
+            // Branch names are git's: case matters.
+            (
+                "[Master PATCH] t",
+                Want {
+                    tags: &["Master"],
+                    ..W
+                },
+            ),
+            (
+                "[master GIT PULL hello] t",
+                Want {
+                    kind: SubjectKind::Pull,
+                    branch: Some("master"),
+                    repo: Some("hello"),
+                    ..W
+                },
+            ),
+            (
+                "[master PULL v2 hello 0/3] t",
+                Want {
+                    kind: SubjectKind::Pull,
+                    branch: Some("master"),
+                    repo: Some("hello"),
+                    version: 2,
+                    index: Some(0),
+                    total: Some(3),
+                    ..W
+                },
+            ),
+        ];
+        for (subject, want) in &cases {
+            assert_eq!(g.parse(subject), Ok(fields(want)), "{subject:?}");
+        }
+        // Without configured repositories the team form reads as before.
+        assert_eq!(
+            SubjectGrammar::default()
+                .parse("[qemu PATCH] t")
+                .unwrap()
+                .branch
+                .as_deref(),
+            Some("qemu")
+        );
+    }
+
+    #[test]
+    fn replies_and_non_patches_table() {
+        let g = configured();
+        let cases = [
+            ("re: [PATCH] t", NotPatch::Reply),
+            ("RE: RE: [PATCH v2 1/2] t", NotPatch::Reply),
+            ("Re: Re: Re: [PATCH] t", NotPatch::Reply),
+            ("Aw: [PATCH] t", NotPatch::Reply),
+            ("AW: AW: [PATCH] t", NotPatch::Reply),
+            ("Sv: [PATCH] t", NotPatch::Reply),
+            ("SV: Re: [PATCH] t", NotPatch::Reply),
+            ("Fwd: Re: [PATCH] t", NotPatch::Reply),
+            ("Re : [PATCH] t", NotPatch::Reply),
+            ("Re(2): [PATCH] t", NotPatch::Reply),
+            ("Re: [PULL] t", NotPatch::Reply),
+            ("Re: [GIT PULL] t", NotPatch::Reply),
+            ("Re: [net,v2,1/2] t", NotPatch::Reply),
+            ("Re: about the [PATCH v2] of last week", NotPatch::Reply),
+            ("Re: review of [PATCH 1 of 2]", NotPatch::Reply),
+            ("[list] Re: [PATCH] t", NotPatch::Reply),
+            ("Re: the [ANNOUNCE] of qemu", NotPatch::NoMatch),
+            ("[ANNOUNCE] qemu 9.1", NotPatch::NoMatch),
+            ("[RFC] an idea", NotPatch::NoMatch),
+            ("[GIT] not a pull", NotPatch::NoMatch),
+            ("[PATCHED] not the marker", NotPatch::NoMatch),
+            ("[PATCHESv2x] not the marker either", NotPatch::NoMatch),
+            ("[DISPATCH] not a patch", NotPatch::NoMatch),
+            ("[PATCH 3/2] t", NotPatch::Invalid("patch 3 of 2".into())),
+            ("[PATCH 3 of 2] t", NotPatch::Invalid("patch 3 of 2".into())),
+            ("[PATCH 0/0] t", NotPatch::Invalid("total is 0".into())),
+        ];
+        for (subject, want) in cases {
+            assert_eq!(g.parse(subject), Err(want), "{subject:?}");
+        }
+    }
+
+    #[test]
+    fn prefixes_are_every_bracket_word_as_written() {
+        assert_eq!(
+            prefixes("[libvirt] [python PATCH v2,1/3] t [x]"),
+            ["libvirt", "python", "PATCH", "v2", "1/3"]
+        );
+        assert_eq!(prefixes("Re: [PATCH] t"), ["PATCH"]);
+        assert!(prefixes("no brackets").is_empty());
     }
 }

@@ -646,3 +646,60 @@ fn collect_reads_imap_through_the_config_over_starttls() {
     let ran = patchline(dir.path(), &["collect"]).fails_with(3);
     assert!(ran.stderr().contains("unreachable"), "{}", ran.describe());
 }
+
+#[test]
+fn parse_json_shows_kind_tags_and_prefixes_and_reads_branches_from_the_config() {
+    let site = Site::mbox(
+        "\n[[repos]]\nname = \"qemu\"\npath = \"repo\"\nbranches = [\"master\"]\n\n[[repos.routes]]\ntags = [\"qemu\"]\n",
+    );
+    let init = std::process::Command::new("git")
+        .args(["init", "-q", "repo"])
+        .current_dir(site.path())
+        .status()
+        .unwrap();
+    assert!(init.success());
+    let subjects = [
+        "[libvirt] [qemu PATCH v2,1/2] Tagged",
+        "[master PATCH qemu 1 of 2] Team form",
+        "[GIT PULL] Pull me",
+        "Sv: [PATCH] Reply",
+    ];
+    for (i, s) in subjects.iter().enumerate() {
+        std::fs::write(
+            site.path().join(format!("{i}.eml")),
+            patch(&format!("m{i}@x"), s, None, "a.c"),
+        )
+        .unwrap();
+    }
+    let files: Vec<String> = (0..subjects.len()).map(|i| format!("{i}.eml")).collect();
+    let mut args = vec!["parse", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let out = patchline(site.path(), &args).ok();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    let tagged = &lines[0];
+    assert_eq!(tagged["kind"], "patch", "{tagged}");
+    assert!(tagged["branch"].is_null(), "{tagged}");
+    assert_eq!(tagged["tags"], serde_json::json!(["libvirt", "qemu"]));
+    assert_eq!(
+        tagged["prefixes"],
+        serde_json::json!(["libvirt", "qemu", "PATCH", "v2", "1/2"])
+    );
+    assert_eq!(
+        (tagged["version"].clone(), tagged["index"].clone()),
+        (2.into(), 1.into())
+    );
+    let team = &lines[1];
+    assert_eq!(team["branch"], "master", "{team}");
+    assert_eq!(team["repo"], "qemu", "{team}");
+    assert_eq!(team["total"], 2, "{team}");
+    let pull = &lines[2];
+    assert_eq!(pull["kind"], "pull", "{pull}");
+    assert_eq!(pull["is_patch"], false, "{pull}");
+    assert_eq!(pull["title"], "Pull me", "{pull}");
+    assert_eq!(lines[3]["kind"], "reply");
+    assert_eq!(lines[3]["reason"], "reply to a patch");
+}
