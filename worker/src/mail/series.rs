@@ -5,6 +5,12 @@
 //! in a finished series, so it must be deterministic (input order does not
 //! matter), keep series keys stable as more mails arrive, and account for
 //! every input mail: each ends up in exactly one series or in `duplicates`.
+//!
+//! What an earlier collect finished with (superseded, expired, or taken by
+//! apply) never comes back: those mails are not in the input, and the
+//! finished series are handed in as [`FinishedSeries`] so that a late mail
+//! of one, or an older version arriving after a newer one was finished,
+//! is `superseded` instead of forming a series apply would take.
 
 use crate::mail::subject::SubjectFields;
 use serde::Serialize;
@@ -28,6 +34,31 @@ pub struct PatchMail {
     pub patch_hash: Option<String>,
     /// True for a cover letter (index 0, or no diff in a 0/N mail).
     pub is_cover: bool,
+}
+
+/// A series an earlier collect finished with, as the assembler needs it to
+/// recognise its late mails and its older versions.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FinishedSeries {
+    pub key: String,
+    pub version: u32,
+    /// Lower-cased e-mail address of its author.
+    pub author: String,
+    /// Its stored title (cover letter's, else the first patch's).
+    pub title: String,
+    /// Message-IDs of its mails (cover letter included).
+    pub message_ids: Vec<String>,
+    /// Titles of its patches (cover letter excluded).
+    pub patch_titles: Vec<String>,
+    /// Patch hashes of its patches.
+    pub patch_hashes: Vec<String>,
+}
+
+impl FinishedSeries {
+    /// The thread root its key was made from.
+    fn root(&self) -> &str {
+        self.key.split('#').next().unwrap_or(&self.key)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +143,19 @@ struct Group {
 }
 
 pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly {
+    assemble_after(mails, &[], now, cfg)
+}
+
+/// [`assemble`], with the series earlier collects finished with: a series
+/// that is a late part of one of them (same thread and version, or every
+/// patch already in it) or older than one of them (same author, a lower
+/// version, the same title or patch titles) is superseded by it.
+pub fn assemble_after(
+    mails: &[PatchMail],
+    finished: &[FinishedSeries],
+    now: i64,
+    cfg: &AssemblyConfig,
+) -> Assembly {
     // Deterministic order whatever the input order.
     let mut sorted: Vec<&PatchMail> = mails.iter().collect();
     sorted.sort_by_key(|m| (m.received, m.mail_id));
@@ -464,6 +508,15 @@ pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly
             }
         }
     }
+    // 8. What earlier collects finished with stays finished.
+    for (gi, g) in built.iter().enumerate() {
+        if dropped.contains(&gi) || matches!(series[gi].state, SeriesState::Superseded { .. }) {
+            continue;
+        }
+        if let Some(f) = finished_over(g, &series[gi], &mails, finished) {
+            series[gi].state = SeriesState::Superseded { by: f.key.clone() };
+        }
+    }
     let mut series: Vec<AssembledSeries> = series
         .into_iter()
         .enumerate()
@@ -474,6 +527,64 @@ pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly
     duplicates.sort_unstable();
     duplicates.dedup();
     Assembly { series, duplicates }
+}
+
+/// The finished series `g` belongs to or is older than, if any (the
+/// highest version, then the smallest key, whatever the input order).
+fn finished_over<'f>(
+    g: &Group,
+    s: &AssembledSeries,
+    mails: &[&PatchMail],
+    finished: &'f [FinishedSeries],
+) -> Option<&'f FinishedSeries> {
+    let numbered = g.members.iter().any(|i| is_numbered(mails[*i]));
+    let titles: BTreeSet<String> = g
+        .members
+        .iter()
+        .filter(|i| numbering(mails[**i]).0 != 0)
+        .map(|i| norm_title(&mails[*i].fields.title))
+        .collect();
+    let patch_count = g
+        .members
+        .iter()
+        .filter(|i| numbering(mails[**i]).0 != 0)
+        .count();
+    let hashes: Vec<&str> = g
+        .members
+        .iter()
+        .filter(|i| numbering(mails[**i]).0 != 0)
+        .filter_map(|i| mails[*i].patch_hash.as_deref())
+        .collect();
+    finished
+        .iter()
+        .filter(|f| {
+            let same_author = f.author == s.author;
+            // A late mail of its thread and version (a correction, the
+            // missing patch of an expired series, a re-sent patch).
+            let late = numbered
+                && g.version <= f.version
+                && (g.root == f.root()
+                    || g.members.iter().any(|i| {
+                        mails[*i]
+                            .in_reply_to
+                            .as_ref()
+                            .is_some_and(|p| f.message_ids.contains(p))
+                    }));
+            // Every patch already in it: the series sent again.
+            let resent = same_author
+                && !hashes.is_empty()
+                && hashes.len() == patch_count
+                && hashes.iter().all(|h| f.patch_hashes.iter().any(|k| k == h));
+            // An older version arriving after the newer one was finished.
+            let older = same_author
+                && g.version < f.version
+                && (norm_title(&f.title) == norm_title(&s.title)
+                    || f.patch_titles
+                        .iter()
+                        .any(|t| titles.contains(&norm_title(t))));
+            late || resent || older
+        })
+        .max_by(|a, b| a.version.cmp(&b.version).then_with(|| b.key.cmp(&a.key)))
 }
 
 fn describe(g: &Group, mails: &[&PatchMail], now: i64, cfg: &AssemblyConfig) -> AssembledSeries {

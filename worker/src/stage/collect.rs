@@ -13,7 +13,9 @@ use crate::mail::archive::{self, Archive};
 use crate::mail::classify::classify;
 use crate::mail::parse::{self, MailLimits, ParsedMail, parse_mail_hashed};
 use crate::mail::routing::{RouteRule, route};
-use crate::mail::series::{AssembledSeries, AssemblyConfig, PatchMail, assemble};
+use crate::mail::series::{
+    AssembledSeries, AssemblyConfig, FinishedSeries, PatchMail, assemble_after,
+};
 use crate::mail::source::imap::{ImapSettings, ImapSource};
 use crate::mail::source::maildir::MaildirSource;
 use crate::mail::source::mbox::MboxSource;
@@ -454,14 +456,28 @@ fn assemble_series(
     rules: &[RouteRule],
     run: i64,
 ) -> Result<(), Error> {
-    let rows = store.open_patch_mails()?;
+    // Mails of a superseded or expired series are still "open" to the
+    // store (apply never took them), but they are final: leaving them in
+    // would let them form their series again once its successor is gone
+    // from the input (applied), complete and applicable.
+    let finished = store.finished_series()?;
+    let final_mails: HashSet<i64> = finished
+        .iter()
+        .flat_map(|(_, ids)| ids.iter().copied())
+        .collect();
+    let finished: Vec<FinishedSeries> = finished.into_iter().map(|(f, _)| f).collect();
+    let rows: Vec<OpenPatchMail> = store
+        .open_patch_mails()?
+        .into_iter()
+        .filter(|r| !final_mails.contains(&r.mail.mail_id))
+        .collect();
     let by_id: HashMap<i64, &OpenPatchMail> = rows.iter().map(|r| (r.mail.mail_id, r)).collect();
     let mails: Vec<PatchMail> = rows.iter().map(|r| r.mail.clone()).collect();
     let cfg = AssemblyConfig {
         thread_window: config.intake.thread_window_secs,
         incomplete_deadline: config.intake.incomplete_deadline_hours * 3600,
     };
-    let assembly = assemble(&mails, now(), &cfg);
+    let assembly = assemble_after(&mails, &finished, now(), &cfg);
 
     struct Existing {
         id: i64,
@@ -469,12 +485,12 @@ fn assemble_series(
         patches: BTreeMap<u32, FiledPatch>,
     }
     let mut existing: HashMap<String, Existing> = HashMap::new();
-    let mut settled_keys: HashMap<String, i64> = HashMap::new();
+    let mut final_keys: HashMap<String, i64> = HashMap::new();
     let mut used_dirs: HashSet<String> = HashSet::new();
     for known in store.known_series()? {
         used_dirs.insert(known.archive_dir.clone());
-        if known.state.is_settled() {
-            settled_keys.insert(known.key, known.id);
+        if known.state.is_final() {
+            final_keys.insert(known.key, known.id);
             continue;
         }
         let patches = store.filed_patches(known.id)?;
@@ -504,8 +520,11 @@ fn assemble_series(
     let mut next_suffix: HashMap<String, u32> = HashMap::new();
     for series in &assembly.series {
         let mut key = series.key.clone();
-        if let Some(id) = settled_keys.get(&key) {
-            // A late mail in the thread of a finished series: a new series.
+        // A late mail in the thread of a finished series: a series of its
+        // own (the assembler said whether it is superseded by it), never
+        // a change to the finished one, which may itself have had late
+        // mails before.
+        while let Some(id) = final_keys.get(&key) {
             key = format!("{key}#after-{id}");
         }
         kept_keys.insert(key.clone());

@@ -7,7 +7,8 @@
 //! kill between two statements.
 
 use super::{Error, Store};
-use crate::mail::series::{self as assembly, AssembledSeries};
+use crate::mail::series::{self as assembly, AssembledSeries, FinishedSeries};
+use crate::mail::subject::SubjectFields;
 use crate::vocabulary::vocabulary;
 use rusqlite::{Transaction, params};
 
@@ -52,6 +53,21 @@ impl SeriesState {
 
     pub fn is_settled(self) -> bool {
         Self::SETTLED.contains(&self)
+    }
+
+    /// The states no later collect changes: a superseded or expired series
+    /// never comes back (its mails are not assembled again either), nor
+    /// does one apply took ([`Self::SETTLED`]).
+    pub const FINAL: [SeriesState; 5] = [
+        SeriesState::Superseded,
+        SeriesState::Expired,
+        SeriesState::Applied,
+        SeriesState::Failed,
+        SeriesState::Applying,
+    ];
+
+    pub fn is_final(self) -> bool {
+        Self::FINAL.contains(&self)
     }
 }
 
@@ -175,6 +191,59 @@ impl Store {
         })
         .and_then(|rows| rows.collect())
         .map_err(|e| self.err(e))
+    }
+
+    /// Every series in a [final](SeriesState::FINAL) state, as the
+    /// assembler checks new mails against it, with the ids of its mails.
+    pub fn finished_series(&self) -> Result<Vec<(FinishedSeries, Vec<i64>)>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT s.id, s.key, s.version, s.author, s.title, p.idx, m.id, m.message_id, m.fields, m.patch_hash
+                 FROM series s JOIN patches p ON p.series_id = s.id JOIN mails m ON m.id = p.mail_id
+                 WHERE s.state IN (?1, ?2, ?3, ?4, ?5) ORDER BY s.id, p.idx",
+            )
+            .map_err(|e| self.err(e))?;
+        let [a, b, c, d, e] = SeriesState::FINAL;
+        let rows = stmt
+            .query_map(params![a, b, c, d, e], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    FinishedSeries {
+                        key: r.get(1)?,
+                        version: r.get(2)?,
+                        author: r.get(3)?,
+                        title: r.get(4)?,
+                        ..FinishedSeries::default()
+                    },
+                    r.get::<_, u32>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, Option<String>>(9)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e))?;
+        let mut out: Vec<(i64, FinishedSeries, Vec<i64>)> = Vec::new();
+        for (id, series, idx, mail_id, message_id, fields, hash) in rows {
+            if out.last().is_none_or(|l| l.0 != id) {
+                out.push((id, series, Vec::new()));
+            }
+            let Some((_, f, mail_ids)) = out.last_mut() else {
+                continue;
+            };
+            mail_ids.push(mail_id);
+            f.message_ids.push(message_id);
+            if idx > 0 {
+                let fields: SubjectFields = fields
+                    .and_then(|f| serde_json::from_str(&f).ok())
+                    .unwrap_or_default();
+                f.patch_titles.push(fields.title);
+                f.patch_hashes.extend(hash);
+            }
+        }
+        Ok(out.into_iter().map(|(_, f, ids)| (f, ids)).collect())
     }
 
     /// The mails filed for series `id`, by index.
