@@ -394,10 +394,35 @@ pub fn assemble_after(
             .or_default()
             .push(gi);
     }
+    // A reroll with a reworded cover (often in a new thread) keeps its
+    // patches' own subjects: index them by author too.
+    let patch_titles = |g: &Group| -> BTreeSet<(String, String)> {
+        g.members
+            .iter()
+            .filter(|i| numbering(mails[**i]).0 != 0)
+            .map(|i| {
+                (
+                    mails[*i].author.clone(),
+                    norm_title(&mails[*i].fields.title),
+                )
+            })
+            .collect()
+    };
+    let mut by_patch_title: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    for (gi, g) in built.iter().enumerate() {
+        for t in patch_titles(g) {
+            by_patch_title.entry(t).or_default().push(gi);
+        }
+    }
     let mut pairs: BTreeSet<(usize, usize)> = BTreeSet::new();
     for (b, g) in built.iter().enumerate() {
         let mut related: Vec<usize> = by_root[g.root.as_str()].clone();
         related.extend(&by_title[&(series[b].author.clone(), norm_title(&series[b].title))]);
+        for t in patch_titles(g) {
+            if let Some(owners) = by_patch_title.get(&t) {
+                related.extend(owners);
+            }
+        }
         for i in &g.members {
             let m = mails[*i];
             for id in m.in_reply_to.iter().chain(&m.references) {
@@ -435,7 +460,12 @@ pub fn assemble_after(
             });
             let same_title = series[a].author == series[b].author
                 && norm_title(&series[a].title) == norm_title(&series[b].title);
-            let related = same_thread || replies_into || same_title;
+            // Half of the older version's patches (at least one) under the
+            // same subjects, from the same author.
+            let old_titles = patch_titles(old);
+            let shared = patch_titles(new).intersection(&old_titles).count();
+            let same_patches_titled = shared > 0 && shared * 2 >= old_titles.len();
+            let related = same_thread || replies_into || same_title || same_patches_titled;
             if !related {
                 continue;
             }
@@ -924,6 +954,112 @@ mod tests {
         mails[0].fields.repo = Some("kimchi".into());
         let a = assemble(&mails, 20, &CFG);
         assert_eq!(a.series[0].repo.as_deref(), Some("kimchi"));
+    }
+
+    fn titled(mut m: PatchMail, title: &str) -> PatchMail {
+        m.fields.title = title.into();
+        m
+    }
+
+    #[test]
+    fn reworded_reroll_in_a_new_thread_supersedes_by_patch_subjects() {
+        let mails = vec![
+            titled(m(1, "c1", Some((0, 2)), 1, None, 10), "Tidy the net code"),
+            titled(m(2, "a1", Some((1, 2)), 1, Some("c1"), 10), "net: one"),
+            titled(m(3, "b1", Some((2, 2)), 1, Some("c1"), 10), "net: two"),
+            titled(m(4, "c2", Some((0, 2)), 2, None, 50), "net: tidy, take two"),
+            titled(m(5, "a2", Some((1, 2)), 2, Some("c2"), 50), "net: one"),
+            titled(m(6, "b2", Some((2, 2)), 2, Some("c2"), 50), "Net:  Two"),
+        ];
+        let a = assemble(&mails, 60, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![
+                (
+                    "c1",
+                    &SeriesState::Superseded { by: "c2#v2".into() },
+                    vec![(1, 2), (2, 3)]
+                ),
+                ("c2#v2", &SeriesState::Complete, vec![(1, 5), (2, 6)]),
+            ]
+        );
+        // Another author's series under the same subjects is not a reroll.
+        let mut other = mails.clone();
+        for m in &mut other[3..] {
+            m.author = "bob@example.org".into();
+        }
+        let a = assemble(&other, 60, &CFG);
+        assert_eq!(a.series[0].state, SeriesState::Complete);
+    }
+
+    fn finished(key: &str, version: u32, ids: &[&str], patch_titles: &[&str]) -> FinishedSeries {
+        FinishedSeries {
+            key: key.into(),
+            version,
+            author: "ada@example.org".into(),
+            title: format!("title of {}", ids[0]),
+            message_ids: ids.iter().map(|i| (*i).to_owned()).collect(),
+            patch_titles: patch_titles.iter().map(|t| (*t).to_owned()).collect(),
+            patch_hashes: ids[1..].iter().map(|i| format!("hash-{i}")).collect(),
+        }
+    }
+
+    #[test]
+    fn what_was_finished_stays_finished() {
+        let applied = [finished("c", 1, &["c", "p1"], &["title of p1"])];
+        // A late correction of patch 1/1 in the finished thread.
+        let late = vec![m(3, "p1-fix", Some((1, 1)), 1, Some("c"), 50)];
+        let a = assemble_after(&late, &applied, 60, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![(
+                "c",
+                &SeriesState::Superseded { by: "c".into() },
+                vec![(1, 3)]
+            )]
+        );
+        // The same series sent again in a new thread.
+        let resent = vec![
+            m(4, "c-again", Some((0, 1)), 1, None, 50),
+            PatchMail {
+                patch_hash: Some("hash-p1".into()),
+                ..m(5, "p1-again", Some((1, 1)), 1, Some("c-again"), 50)
+            },
+        ];
+        let a = assemble_after(&resent, &applied, 60, &CFG);
+        assert_eq!(
+            a.series[0].state,
+            SeriesState::Superseded { by: "c".into() }
+        );
+        // v1 arriving after v2 was applied.
+        let applied_v2 = [finished("c2#v2", 2, &["c2", "a2"], &["net: one"])];
+        let v1 = vec![
+            m(6, "c1", Some((0, 1)), 1, None, 50),
+            titled(m(7, "a1", Some((1, 1)), 1, Some("c1"), 50), "Net: one"),
+        ];
+        let a = assemble_after(&v1, &applied_v2, 60, &CFG);
+        assert_eq!(
+            a.series[0].state,
+            SeriesState::Superseded { by: "c2#v2".into() }
+        );
+        // A v2 sent into the finished v1's thread, and a lone patch posted
+        // in it, are new series.
+        let newer = vec![
+            m(8, "c-v2", Some((0, 1)), 2, Some("c"), 50),
+            PatchMail {
+                references: vec!["c".into(), "c-v2".into()],
+                ..m(9, "p1-v2", Some((1, 1)), 2, Some("c-v2"), 50)
+            },
+            m(10, "fixup", None, 1, Some("p1"), 55),
+        ];
+        let a = assemble_after(&newer, &applied, 60, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![
+                ("c#v2", &SeriesState::Complete, vec![(1, 9)]),
+                ("fixup", &SeriesState::Complete, vec![(1, 10)]),
+            ]
+        );
     }
 
     fn scenario() -> Vec<PatchMail> {
