@@ -99,6 +99,9 @@ pub struct AssembledSeries {
     pub cover: Option<i64>,
     /// `(index, mail_id)`, sorted by index, one per index.
     pub patches: Vec<(u32, i64)>,
+    /// Numbers of the patches not there, in every state (a superseded
+    /// series keeps its gaps, for the report).
+    pub missing: Vec<u32>,
     pub state: SeriesState,
     /// Earliest `received` of its mails.
     pub first_received: i64,
@@ -178,6 +181,51 @@ pub fn assemble_after(
         .map(|(i, m)| (m.message_id.as_str(), i))
         .collect();
 
+    // 0. Version and total of each mail as its series has them. The cover
+    // letter speaks for the version: patches replying to a `[PATCH v3 0/4]`
+    // without a version of their own (`[PATCH 1/4]`) are v3. The patches
+    // speak for the total: a cover whose patches all say `N/5` is `0/5`
+    // even if it says `0/4`.
+    let cover_of = |m: &PatchMail| -> Option<usize> {
+        [
+            m.in_reply_to.as_deref(),
+            m.references.first().map(String::as_str),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|id| by_id.get(id).copied())
+        .find(|c| mails[*c].fields.index == Some(0) && mails[*c].message_id != m.message_id)
+    };
+    let covers: Vec<Option<usize>> = mails
+        .iter()
+        .map(|m| (m.fields.index != Some(0)).then(|| cover_of(m)).flatten())
+        .collect();
+    let mut totals_under: BTreeMap<usize, BTreeSet<u32>> = BTreeMap::new();
+    for (i, m) in mails.iter().enumerate() {
+        if let (Some(c), Some(t)) = (covers[i], m.fields.total) {
+            totals_under.entry(c).or_default().insert(t);
+        }
+    }
+    let shapes: Vec<(u32, u32)> = mails
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let (_, total) = numbering(m);
+            if m.fields.index == Some(0) {
+                let total = match totals_under.get(&i).map(|t| t.iter().collect::<Vec<_>>()) {
+                    Some(t) if t.len() == 1 => *t[0],
+                    _ => total,
+                };
+                return (m.fields.version, total);
+            }
+            let version = match covers[i] {
+                Some(c) if m.fields.version == 1 && is_numbered(m) => mails[c].fields.version,
+                _ => m.fields.version,
+            };
+            (version, total)
+        })
+        .collect();
+
     // 1. Threaded grouping: (thread root, version, total).
     let threaded = |m: &PatchMail| m.in_reply_to.is_some() || !m.references.is_empty();
     let root_of = |m: &PatchMail| -> String {
@@ -198,8 +246,7 @@ pub fn assemble_after(
     let mut groups: BTreeMap<(String, u32, u32), Vec<usize>> = BTreeMap::new();
     let mut unthreaded: Vec<usize> = Vec::new();
     for (i, m) in mails.iter().enumerate() {
-        let (_, total) = numbering(m);
-        let version = m.fields.version;
+        let (version, total) = shapes[i];
         if !is_numbered(m) {
             // A lone patch is a series of its own, whatever thread it is in.
             groups
@@ -227,7 +274,7 @@ pub fn assemble_after(
     for i in unthreaded {
         let m = mails[i];
         buckets
-            .entry((m.author.clone(), m.fields.version, numbering(m).1))
+            .entry((m.author.clone(), shapes[i].0, shapes[i].1))
             .or_default()
             .push(i);
     }
@@ -279,7 +326,7 @@ pub fn assemble_after(
         let totals = &totals_per[&(root.clone(), version)];
         let main_total = by_id
             .get(root.as_str())
-            .map(|i| numbering(mails[*i]).1)
+            .map(|i| shapes[*i].1)
             .filter(|t| totals.contains(t))
             .unwrap_or(totals[0]);
         let mut key = root.clone();
@@ -644,9 +691,13 @@ fn describe(g: &Group, mails: &[&PatchMail], now: i64, cfg: &AssemblyConfig) -> 
     let state = if missing.is_empty() {
         SeriesState::Complete
     } else if now - first_received > cfg.incomplete_deadline {
-        SeriesState::Expired { missing }
+        SeriesState::Expired {
+            missing: missing.clone(),
+        }
     } else {
-        SeriesState::Incomplete { missing }
+        SeriesState::Incomplete {
+            missing: missing.clone(),
+        }
     };
     AssembledSeries {
         key: g.key.clone(),
@@ -658,6 +709,7 @@ fn describe(g: &Group, mails: &[&PatchMail], now: i64, cfg: &AssemblyConfig) -> 
         repo: named(|f| &f.repo),
         cover: cover.map(|m| m.mail_id),
         patches,
+        missing,
         state,
         first_received,
     }
@@ -1060,6 +1112,84 @@ mod tests {
                 ("fixup", &SeriesState::Complete, vec![(1, 10)]),
             ]
         );
+    }
+
+    #[test]
+    fn grouping_cases() {
+        // `[PATCH v3 0/2]` over `[PATCH 1/2]`, `[PATCH 2/2]`: v3.
+        let mails = vec![
+            m(1, "c", Some((0, 2)), 3, None, 10),
+            m(2, "p1", Some((1, 2)), 1, Some("c"), 10),
+            m(3, "p2", Some((2, 2)), 1, Some("c"), 10),
+        ];
+        let a = assemble(&mails, 20, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![("c#v3", &SeriesState::Complete, vec![(1, 2), (2, 3)])]
+        );
+        assert_eq!((a.series[0].version, a.series[0].cover), (3, Some(1)));
+        // A cover saying `0/2` over patches saying `N/3`.
+        let mails = vec![
+            m(1, "c", Some((0, 2)), 1, None, 10),
+            m(2, "p1", Some((1, 3)), 1, Some("c"), 10),
+            m(3, "p3", Some((3, 3)), 1, Some("c"), 10),
+        ];
+        let a = assemble(&mails, 20, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![(
+                "c",
+                &SeriesState::Incomplete { missing: vec![2] },
+                vec![(1, 2), (3, 3)]
+            )]
+        );
+        assert_eq!((a.series[0].total, a.series[0].cover), (3, Some(1)));
+        // Deep threading (`git format-patch --thread=deep`): each patch
+        // replies to the one before.
+        let deep = |id, msgid: &str, idx, parent: &str, refs: &[&str]| PatchMail {
+            references: refs.iter().map(|r| (*r).to_owned()).collect(),
+            ..m(id, msgid, Some((idx, 3)), 1, Some(parent), 10)
+        };
+        let mails = vec![
+            m(1, "c", Some((0, 3)), 1, None, 10),
+            deep(2, "p1", 1, "c", &["c"]),
+            deep(3, "p2", 2, "p1", &["c", "p1"]),
+            deep(4, "p3", 3, "p2", &["c", "p1", "p2"]),
+        ];
+        let a = assemble(&mails, 20, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![("c", &SeriesState::Complete, vec![(1, 2), (2, 3), (3, 4)])]
+        );
+        // A reroll sent into the old version's thread, v1 incomplete: the
+        // superseded v1 still says what it missed.
+        let mails = vec![
+            m(1, "c", Some((0, 2)), 1, None, 10),
+            m(2, "p1", Some((1, 2)), 1, Some("c"), 10),
+            m(3, "c2", Some((0, 2)), 2, Some("c"), 30),
+            PatchMail {
+                references: vec!["c".into(), "c2".into()],
+                ..m(4, "q1", Some((1, 2)), 2, Some("c2"), 30)
+            },
+            PatchMail {
+                references: vec!["c".into(), "c2".into()],
+                ..m(5, "q2", Some((2, 2)), 2, Some("c2"), 30)
+            },
+        ];
+        let a = assemble(&mails, 40, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![
+                (
+                    "c",
+                    &SeriesState::Superseded { by: "c#v2".into() },
+                    vec![(1, 2)]
+                ),
+                ("c#v2", &SeriesState::Complete, vec![(1, 4), (2, 5)]),
+            ]
+        );
+        assert_eq!(a.series[0].missing, vec![2]);
+        assert_eq!(a.series[1].missing, Vec::<u32>::new());
     }
 
     fn scenario() -> Vec<PatchMail> {

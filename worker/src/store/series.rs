@@ -444,13 +444,11 @@ impl SeriesUpdate<'_> {
     /// moves only when the state or the missing patches really changed.
     pub fn upsert_series(&self, record: &SeriesRecord<'_>) -> Result<i64, Error> {
         let s = record.series;
-        let (missing, superseded_by): (&[u32], Option<&str>) = match &s.state {
-            assembly::SeriesState::Incomplete { missing }
-            | assembly::SeriesState::Expired { missing } => (missing, None),
-            assembly::SeriesState::Superseded { by } => (&[], Some(by)),
-            assembly::SeriesState::Complete => (&[], None),
+        let superseded_by = match &s.state {
+            assembly::SeriesState::Superseded { by } => Some(by.as_str()),
+            _ => None,
         };
-        let missing = serde_json::to_string(missing).unwrap_or_else(|_| "[]".into());
+        let missing = serde_json::to_string(&s.missing).unwrap_or_else(|_| "[]".into());
         self.tx
             .prepare_cached(
                 "INSERT INTO series (key, version, total, title, author, branch, repo, cover_mail_id, state,
@@ -633,6 +631,11 @@ mod tests {
             repo: Some("linux".into()),
             cover: None,
             patches: vec![(1, mail_id)],
+            missing: match &state {
+                assembly::SeriesState::Incomplete { missing }
+                | assembly::SeriesState::Expired { missing } => missing.clone(),
+                _ => Vec::new(),
+            },
             state,
             first_received: 10,
         }
