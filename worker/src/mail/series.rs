@@ -6,11 +6,11 @@
 //! matter), keep series keys stable as more mails arrive, and account for
 //! every input mail: each ends up in exactly one series or in `duplicates`.
 //!
-//! What an earlier collect finished with (superseded, expired, or taken by
-//! apply) never comes back: those mails are not in the input, and the
-//! finished series are handed in as [`FinishedSeries`] so that a late mail
-//! of one, or an older version arriving after a newer one was finished,
-//! is `superseded` instead of forming a series apply would take.
+//! What apply took never comes back: those mails are not in the input,
+//! and their series are handed in as [`FinishedSeries`] so that a late
+//! mail of one, or an older version arriving after a newer one was
+//! applied, is `superseded` instead of forming a series apply would take.
+//! (Collect keeps a superseded or expired series so whatever this says.)
 
 use crate::mail::subject::SubjectFields;
 use serde::Serialize;
@@ -36,8 +36,8 @@ pub struct PatchMail {
     pub is_cover: bool,
 }
 
-/// A series an earlier collect finished with, as the assembler needs it to
-/// recognise its late mails and its older versions.
+/// A series apply took (applied, failed, applying), as the assembler needs
+/// it to recognise its late mails and its older versions.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FinishedSeries {
     pub key: String,
@@ -149,7 +149,7 @@ pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly
     assemble_after(mails, &[], now, cfg)
 }
 
-/// [`assemble`], with the series earlier collects finished with: a series
+/// [`assemble`], with the series apply took: a series
 /// that is a late part of one of them (same thread and version, or every
 /// patch already in it) or older than one of them (same author, a lower
 /// version, the same title or patch titles) is superseded by it.
@@ -585,7 +585,7 @@ pub fn assemble_after(
             }
         }
     }
-    // 8. What earlier collects finished with stays finished.
+    // 8. What apply took stays taken.
     for (gi, g) in built.iter().enumerate() {
         if dropped.contains(&gi) || matches!(series[gi].state, SeriesState::Superseded { .. }) {
             continue;

@@ -14,7 +14,7 @@ use crate::mail::classify::classify;
 use crate::mail::parse::{self, MailLimits, ParsedMail, parse_mail_hashed};
 use crate::mail::routing::{RouteRule, route};
 use crate::mail::series::{
-    AssembledSeries, AssemblyConfig, FinishedSeries, PatchMail, assemble_after,
+    AssembledSeries, AssemblyConfig, PatchMail, SeriesState as AssemblyState, assemble_after,
 };
 use crate::mail::source::imap::{ImapSettings, ImapSource};
 use crate::mail::source::maildir::MaildirSource;
@@ -456,21 +456,8 @@ fn assemble_series(
     rules: &[RouteRule],
     run: i64,
 ) -> Result<(), Error> {
-    // Mails of a superseded or expired series are still "open" to the
-    // store (apply never took them), but they are final: leaving them in
-    // would let them form their series again once its successor is gone
-    // from the input (applied), complete and applicable.
     let finished = store.finished_series()?;
-    let final_mails: HashSet<i64> = finished
-        .iter()
-        .flat_map(|(_, ids)| ids.iter().copied())
-        .collect();
-    let finished: Vec<FinishedSeries> = finished.into_iter().map(|(f, _)| f).collect();
-    let rows: Vec<OpenPatchMail> = store
-        .open_patch_mails()?
-        .into_iter()
-        .filter(|r| !final_mails.contains(&r.mail.mail_id))
-        .collect();
+    let rows = store.open_patch_mails()?;
     let by_id: HashMap<i64, &OpenPatchMail> = rows.iter().map(|r| (r.mail.mail_id, r)).collect();
     let mails: Vec<PatchMail> = rows.iter().map(|r| r.mail.clone()).collect();
     let cfg = AssemblyConfig {
@@ -483,14 +470,16 @@ fn assemble_series(
         id: i64,
         archive_dir: String,
         patches: BTreeMap<u32, FiledPatch>,
+        state: SeriesState,
+        superseded_by: Option<String>,
     }
     let mut existing: HashMap<String, Existing> = HashMap::new();
-    let mut final_keys: HashMap<String, i64> = HashMap::new();
+    let mut settled_keys: HashMap<String, i64> = HashMap::new();
     let mut used_dirs: HashSet<String> = HashSet::new();
     for known in store.known_series()? {
         used_dirs.insert(known.archive_dir.clone());
-        if known.state.is_final() {
-            final_keys.insert(known.key, known.id);
+        if known.state.is_settled() {
+            settled_keys.insert(known.key, known.id);
             continue;
         }
         let patches = store.filed_patches(known.id)?;
@@ -500,6 +489,8 @@ fn assemble_series(
                 id: known.id,
                 archive_dir: known.archive_dir,
                 patches,
+                state: known.state,
+                superseded_by: known.superseded_by,
             },
         );
     }
@@ -524,11 +515,32 @@ fn assemble_series(
         // own (the assembler said whether it is superseded by it), never
         // a change to the finished one, which may itself have had late
         // mails before.
-        while let Some(id) = final_keys.get(&key) {
+        while let Some(id) = settled_keys.get(&key) {
             key = format!("{key}#after-{id}");
         }
         kept_keys.insert(key.clone());
         let prior = existing.get(&key);
+        // Superseded and expired are final too: late mails join such a
+        // series (its gaps shrink) but never bring it back. Without this,
+        // a superseded v1 whose v2 was applied (v2's mails leave the
+        // input) would be complete again, and applied on top of v2.
+        let mut series = series.clone();
+        match prior.map(|e| (e.state, &e.superseded_by)) {
+            Some((SeriesState::Superseded, by)) => {
+                if !matches!(series.state, AssemblyState::Superseded { .. }) {
+                    series.state = AssemblyState::Superseded {
+                        by: by.clone().unwrap_or_default(),
+                    };
+                }
+            }
+            Some((SeriesState::Expired, _)) => {
+                series.state = AssemblyState::Expired {
+                    missing: series.missing.clone(),
+                };
+            }
+            _ => {}
+        }
+        let series = &series;
         let archive_dir = match prior {
             Some(e) => e.archive_dir.clone(),
             None => {

@@ -44,7 +44,9 @@ vocabulary! {
 
 impl SeriesState {
     /// The states only apply sets: no later collect may change such a
-    /// series, and its mails are not assembled again.
+    /// series, and its mails are not assembled again. (Superseded and
+    /// expired are final too, but their mails are: collect keeps their
+    /// state whatever the assembly says.)
     pub const SETTLED: [SeriesState; 3] = [
         SeriesState::Applied,
         SeriesState::Failed,
@@ -53,21 +55,6 @@ impl SeriesState {
 
     pub fn is_settled(self) -> bool {
         Self::SETTLED.contains(&self)
-    }
-
-    /// The states no later collect changes: a superseded or expired series
-    /// never comes back (its mails are not assembled again either), nor
-    /// does one apply took ([`Self::SETTLED`]).
-    pub const FINAL: [SeriesState; 5] = [
-        SeriesState::Superseded,
-        SeriesState::Expired,
-        SeriesState::Applied,
-        SeriesState::Failed,
-        SeriesState::Applying,
-    ];
-
-    pub fn is_final(self) -> bool {
-        Self::FINAL.contains(&self)
     }
 }
 
@@ -90,6 +77,8 @@ pub struct KnownSeries {
     /// Chosen once, when the series was first stored.
     pub archive_dir: String,
     pub state: SeriesState,
+    /// The key of the series that superseded it, when it is superseded.
+    pub superseded_by: Option<String>,
 }
 
 /// One mail of a series as filed in the archive (index 0 is the cover
@@ -179,7 +168,7 @@ impl Store {
     pub fn known_series(&self) -> Result<Vec<KnownSeries>, Error> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id, key, archive_dir, state FROM series")
+            .prepare_cached("SELECT id, key, archive_dir, state, superseded_by FROM series")
             .map_err(|e| self.err(e))?;
         stmt.query_map([], |r| {
             Ok(KnownSeries {
@@ -187,26 +176,28 @@ impl Store {
                 key: r.get(1)?,
                 archive_dir: r.get(2)?,
                 state: r.get(3)?,
+                superseded_by: r.get(4)?,
             })
         })
         .and_then(|rows| rows.collect())
         .map_err(|e| self.err(e))
     }
 
-    /// Every series in a [final](SeriesState::FINAL) state, as the
-    /// assembler checks new mails against it, with the ids of its mails.
-    pub fn finished_series(&self) -> Result<Vec<(FinishedSeries, Vec<i64>)>, Error> {
+    /// Every series apply took ([settled](SeriesState::SETTLED)), as the
+    /// assembler checks new mails against it (its own mails are not
+    /// assembled again).
+    pub fn finished_series(&self) -> Result<Vec<FinishedSeries>, Error> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT s.id, s.key, s.version, s.author, s.title, p.idx, m.id, m.message_id, m.fields, m.patch_hash
+                "SELECT s.id, s.key, s.version, s.author, s.title, p.idx, m.message_id, m.fields, m.patch_hash
                  FROM series s JOIN patches p ON p.series_id = s.id JOIN mails m ON m.id = p.mail_id
-                 WHERE s.state IN (?1, ?2, ?3, ?4, ?5) ORDER BY s.id, p.idx",
+                 WHERE s.state IN (?1, ?2, ?3) ORDER BY s.id, p.idx",
             )
             .map_err(|e| self.err(e))?;
-        let [a, b, c, d, e] = SeriesState::FINAL;
+        let [a, b, c] = SeriesState::SETTLED;
         let rows = stmt
-            .query_map(params![a, b, c, d, e], |r| {
+            .query_map(params![a, b, c], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     FinishedSeries {
@@ -217,23 +208,21 @@ impl Store {
                         ..FinishedSeries::default()
                     },
                     r.get::<_, u32>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, String>(7)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, Option<String>>(7)?,
                     r.get::<_, Option<String>>(8)?,
-                    r.get::<_, Option<String>>(9)?,
                 ))
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.err(e))?;
-        let mut out: Vec<(i64, FinishedSeries, Vec<i64>)> = Vec::new();
-        for (id, series, idx, mail_id, message_id, fields, hash) in rows {
+        let mut out: Vec<(i64, FinishedSeries)> = Vec::new();
+        for (id, series, idx, message_id, fields, hash) in rows {
             if out.last().is_none_or(|l| l.0 != id) {
-                out.push((id, series, Vec::new()));
+                out.push((id, series));
             }
-            let Some((_, f, mail_ids)) = out.last_mut() else {
+            let Some((_, f)) = out.last_mut() else {
                 continue;
             };
-            mail_ids.push(mail_id);
             f.message_ids.push(message_id);
             if idx > 0 {
                 let fields: SubjectFields = fields
@@ -243,7 +232,7 @@ impl Store {
                 f.patch_hashes.extend(hash);
             }
         }
-        Ok(out.into_iter().map(|(_, f, ids)| (f, ids)).collect())
+        Ok(out.into_iter().map(|(_, f)| f).collect())
     }
 
     /// The mails filed for series `id`, by index.
