@@ -526,12 +526,12 @@ fn assemble_series(
         // input) would be complete again, and applied on top of v2.
         let mut series = series.clone();
         match prior.map(|e| (e.state, &e.superseded_by)) {
-            Some((SeriesState::Superseded, by)) => {
-                if !matches!(series.state, AssemblyState::Superseded { .. }) {
-                    series.state = AssemblyState::Superseded {
-                        by: by.clone().unwrap_or_default(),
-                    };
-                }
+            Some((SeriesState::Superseded, by))
+                if !matches!(series.state, AssemblyState::Superseded { .. }) =>
+            {
+                series.state = AssemblyState::Superseded {
+                    by: by.clone().unwrap_or_default(),
+                };
             }
             Some((SeriesState::Expired, _)) => {
                 series.state = AssemblyState::Expired {
