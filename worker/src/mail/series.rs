@@ -146,7 +146,51 @@ struct Group {
 }
 
 pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly {
-    assemble_after(mails, &[], now, cfg)
+    assemble_after(mails, &History::default(), now, cfg)
+}
+
+/// What the assembler is told besides the mails: the series apply took,
+/// and the b4 change-ids found in the mails (by Message-ID).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct History<'a> {
+    pub finished: &'a [FinishedSeries],
+    pub change_ids: Option<&'a BTreeMap<String, String>>,
+}
+
+/// The b4 change-id of a raw mail: its `X-Change-ID:` header, else the
+/// `change-id:` line b4 writes under the `---` of a cover letter (or of a
+/// single patch). Same for every version of a series, whatever its
+/// subject says.
+pub fn change_id(raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
+    let value = |line: &str, name: &str| -> Option<String> {
+        let (key, value) = line.split_once(':')?;
+        let value = value.trim();
+        (key.eq_ignore_ascii_case(name) && !value.is_empty() && !value.contains(' '))
+            .then(|| value.to_owned())
+    };
+    let mut header = None;
+    for line in lines.by_ref() {
+        if line.is_empty() {
+            break;
+        }
+        header = header.or_else(|| value(line, "x-change-id"));
+    }
+    if header.is_some() {
+        return header;
+    }
+    let mut after_separator = false;
+    for line in lines {
+        if line == "---" {
+            after_separator = true;
+        } else if line.starts_with("diff --git ") {
+            after_separator = false;
+        } else if after_separator && line.starts_with("change-id:") {
+            return value(line, "change-id");
+        }
+    }
+    None
 }
 
 /// [`assemble`], with the series apply took: a series
@@ -155,10 +199,11 @@ pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly
 /// version, the same title or patch titles) is superseded by it.
 pub fn assemble_after(
     mails: &[PatchMail],
-    finished: &[FinishedSeries],
+    history: &History<'_>,
     now: i64,
     cfg: &AssemblyConfig,
 ) -> Assembly {
+    let finished = history.finished;
     // Deterministic order whatever the input order.
     let mut sorted: Vec<&PatchMail> = mails.iter().collect();
     sorted.sort_by_key(|m| (m.received, m.mail_id));
@@ -461,8 +506,33 @@ pub fn assemble_after(
             by_patch_title.entry(t).or_default().push(gi);
         }
     }
+    // b4's change-id stays the same across versions, whatever the subjects.
+    let change_of = |g: &Group| -> Option<&String> {
+        let ids = history.change_ids?;
+        g.members
+            .iter()
+            .filter_map(|i| {
+                ids.get(&mails[*i].message_id)
+                    .map(|c| (numbering(mails[*i]).0, c))
+            })
+            .min()
+            .map(|(_, c)| c)
+    };
+    let mut by_change: BTreeMap<&String, Vec<usize>> = BTreeMap::new();
+    for (gi, g) in built.iter().enumerate() {
+        if let Some(c) = change_of(g) {
+            by_change.entry(c).or_default().push(gi);
+        }
+    }
     let mut pairs: BTreeSet<(usize, usize)> = BTreeSet::new();
     for (b, g) in built.iter().enumerate() {
+        if let Some(owners) = change_of(g).and_then(|c| by_change.get(c)) {
+            for a in owners {
+                if *a != b {
+                    pairs.insert((*a, b));
+                }
+            }
+        }
         let mut related: Vec<usize> = by_root[g.root.as_str()].clone();
         related.extend(&by_title[&(series[b].author.clone(), norm_title(&series[b].title))]);
         for t in patch_titles(g) {
@@ -512,7 +582,9 @@ pub fn assemble_after(
             let old_titles = patch_titles(old);
             let shared = patch_titles(new).intersection(&old_titles).count();
             let same_patches_titled = shared > 0 && shared * 2 >= old_titles.len();
-            let related = same_thread || replies_into || same_title || same_patches_titled;
+            let same_change = change_of(old).is_some() && change_of(old) == change_of(new);
+            let related =
+                same_thread || replies_into || same_title || same_patches_titled || same_change;
             if !related {
                 continue;
             }
@@ -1061,7 +1133,15 @@ mod tests {
         let applied = [finished("c", 1, &["c", "p1"], &["title of p1"])];
         // A late correction of patch 1/1 in the finished thread.
         let late = vec![m(3, "p1-fix", Some((1, 1)), 1, Some("c"), 50)];
-        let a = assemble_after(&late, &applied, 60, &CFG);
+        let a = assemble_after(
+            &late,
+            &History {
+                finished: &applied,
+                change_ids: None,
+            },
+            60,
+            &CFG,
+        );
         assert_eq!(
             keys(&a),
             vec![(
@@ -1078,7 +1158,15 @@ mod tests {
                 ..m(5, "p1-again", Some((1, 1)), 1, Some("c-again"), 50)
             },
         ];
-        let a = assemble_after(&resent, &applied, 60, &CFG);
+        let a = assemble_after(
+            &resent,
+            &History {
+                finished: &applied,
+                change_ids: None,
+            },
+            60,
+            &CFG,
+        );
         assert_eq!(
             a.series[0].state,
             SeriesState::Superseded { by: "c".into() }
@@ -1089,7 +1177,15 @@ mod tests {
             m(6, "c1", Some((0, 1)), 1, None, 50),
             titled(m(7, "a1", Some((1, 1)), 1, Some("c1"), 50), "Net: one"),
         ];
-        let a = assemble_after(&v1, &applied_v2, 60, &CFG);
+        let a = assemble_after(
+            &v1,
+            &History {
+                finished: &applied_v2,
+                change_ids: None,
+            },
+            60,
+            &CFG,
+        );
         assert_eq!(
             a.series[0].state,
             SeriesState::Superseded { by: "c2#v2".into() }
@@ -1104,7 +1200,15 @@ mod tests {
             },
             m(10, "fixup", None, 1, Some("p1"), 55),
         ];
-        let a = assemble_after(&newer, &applied, 60, &CFG);
+        let a = assemble_after(
+            &newer,
+            &History {
+                finished: &applied,
+                change_ids: None,
+            },
+            60,
+            &CFG,
+        );
         assert_eq!(
             keys(&a),
             vec![
@@ -1190,6 +1294,63 @@ mod tests {
         );
         assert_eq!(a.series[0].missing, vec![2]);
         assert_eq!(a.series[1].missing, Vec::<u32>::new());
+    }
+
+    #[test]
+    fn b4_change_id_from_the_cover_footer_or_the_header() {
+        let footer = "Message-ID: <c@x>\nSubject: [PATCH v2 0/2] Reworded\n\nText.\n\n---\nSomeone (2):\n  a\n\n a | 1 +\n\n---\nbase-commit: 9852d85ec9d492ebef56dc5f229416c925758edc\nchange-id: 20240913-mgtime-20c98bcda88e\n\nBest regards,\n-- \nA <a@x>\n";
+        let header = "Message-ID: <p@x>\nX-Change-ID: 20260330-ipq9650-159027d548cc\nSubject: [PATCH] x\n\nchange-id: not-this\n";
+        let quoted = "Message-ID: <r@x>\nSubject: Re: x\n\n> ---\n> change-id: 20250901-pac1711-d3bacda400fd\n";
+        for crlf in [false, true] {
+            let eol = |t: &str| {
+                if crlf {
+                    t.replace('\n', "\r\n")
+                } else {
+                    t.to_owned()
+                }
+            };
+            assert_eq!(
+                change_id(eol(footer).as_bytes()).as_deref(),
+                Some("20240913-mgtime-20c98bcda88e"),
+                "crlf {crlf}"
+            );
+            assert_eq!(
+                change_id(eol(header).as_bytes()).as_deref(),
+                Some("20260330-ipq9650-159027d548cc")
+            );
+            assert_eq!(change_id(eol(quoted).as_bytes()), None);
+        }
+    }
+
+    #[test]
+    fn a_change_id_links_versions_whatever_their_subjects() {
+        let mails = vec![
+            m(1, "c1", Some((0, 1)), 1, None, 10),
+            m(2, "a1", Some((1, 1)), 1, Some("c1"), 10),
+            titled(m(3, "c2", Some((0, 1)), 2, None, 50), "Something else"),
+            titled(m(4, "a2", Some((1, 1)), 2, Some("c2"), 50), "renamed patch"),
+        ];
+        let a = assemble(&mails, 60, &CFG);
+        assert_eq!(a.series[0].state, SeriesState::Complete, "not linked");
+        let ids: BTreeMap<String, String> = [("c1", "20240913-x-1"), ("c2", "20240913-x-1")]
+            .map(|(m, c)| (m.to_owned(), c.to_owned()))
+            .into();
+        let history = History {
+            finished: &[],
+            change_ids: Some(&ids),
+        };
+        let a = assemble_after(&mails, &history, 60, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![
+                (
+                    "c1",
+                    &SeriesState::Superseded { by: "c2#v2".into() },
+                    vec![(1, 2)]
+                ),
+                ("c2#v2", &SeriesState::Complete, vec![(1, 4)]),
+            ]
+        );
     }
 
     fn scenario() -> Vec<PatchMail> {

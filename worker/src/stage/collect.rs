@@ -14,7 +14,8 @@ use crate::mail::classify::classify;
 use crate::mail::parse::{self, MailLimits, ParsedMail, parse_mail_hashed};
 use crate::mail::routing::{RouteRule, route};
 use crate::mail::series::{
-    AssembledSeries, AssemblyConfig, PatchMail, SeriesState as AssemblyState, assemble_after,
+    AssembledSeries, AssemblyConfig, History, PatchMail, SeriesState as AssemblyState,
+    assemble_after, change_id,
 };
 use crate::mail::source::imap::{ImapSettings, ImapSource};
 use crate::mail::source::maildir::MaildirSource;
@@ -446,6 +447,21 @@ fn resolve_route(
     (None, series.branch.clone())
 }
 
+/// The b4 change-ids of the open cover letters and single patches (the
+/// mails b4 writes them in), read from their raw archive files. A file
+/// that cannot be read has none: the series is still linked by thread,
+/// author and subjects.
+fn change_ids(config: &Config, rows: &[OpenPatchMail]) -> BTreeMap<String, String> {
+    rows.iter()
+        .filter(|r| r.mail.is_cover || r.mail.fields.total.is_none())
+        .filter_map(|r| {
+            let relative = archive::check_relative(&r.raw_path).ok()?;
+            let raw = std::fs::read(config.intake.archive_dir.join(relative)).ok()?;
+            Some((r.mail.message_id.clone(), change_id(&raw)?))
+        })
+        .collect()
+}
+
 /// Re-assembles every open series from all patch mails not in a finished
 /// series, and stores the result (and the archive filings) in one
 /// transaction.
@@ -464,7 +480,12 @@ fn assemble_series(
         thread_window: config.intake.thread_window_secs,
         incomplete_deadline: config.intake.incomplete_deadline_hours * 3600,
     };
-    let assembly = assemble_after(&mails, &finished, now(), &cfg);
+    let change_ids = change_ids(config, &rows);
+    let history = History {
+        finished: &finished,
+        change_ids: Some(&change_ids),
+    };
+    let assembly = assemble_after(&mails, &history, now(), &cfg);
 
     struct Existing {
         id: i64,
