@@ -343,3 +343,35 @@ fn a_superseded_version_is_never_applied_in_later_runs() {
         );
     }
 }
+
+#[test]
+fn late_mails_of_an_applied_series_are_never_applied_on_their_own() {
+    let s = site(false);
+    patchline(s.path(), &["run"]).ok();
+    let tip = s.tip();
+    let mbox = std::fs::read_to_string(s.path().join("list.mbox")).unwrap();
+    // A late correction of patch 2/2, in the applied series' thread.
+    let second = mbox
+        .match_indices("\nFrom ")
+        .map(|(i, _)| i + 1)
+        .nth(1)
+        .unwrap();
+    let late = mbox[second..]
+        .replacen("Message-ID: <", "Message-ID: <late-", 1)
+        .replace("+bee", "+bees");
+    append(&s, &late);
+    // The whole series sent again, in a new thread.
+    append(&s, &mbox.replace(".git.", ".again.git."));
+    for round in 1..=2 {
+        let ran = patchline(s.path(), &["run", "--json"]);
+        assert_eq!(ran.code(), 0, "round {round}: {}", ran.describe());
+        let apply = &ran.json()["stages"][1]["summary"];
+        assert_eq!(apply["series_applied"], 0, "round {round}: {apply}");
+        assert_eq!(apply["series_failed"], 0, "round {round}: {apply}");
+        assert_eq!(s.tip(), tip);
+    }
+    let states = series_states(&s);
+    let applied = states.iter().filter(|r| r.2 == "applied").count();
+    let superseded = states.iter().filter(|r| r.2 == "superseded").count();
+    assert_eq!((applied, superseded, states.len()), (1, 2, 3), "{states:?}");
+}
