@@ -727,10 +727,15 @@ fn finished_over<'f>(
             // An older version arriving after the newer one was finished.
             let older = same_author
                 && g.version < f.version
-                && (norm_title(&f.title) == norm_title(&s.title)
-                    || f.patch_titles
+                && (norm_title(&f.title) == norm_title(&s.title) || {
+                    // As between open versions: half of its patches (at
+                    // least one) under the newer one's subjects.
+                    let shared = titles
                         .iter()
-                        .any(|t| titles.contains(&norm_title(t))));
+                        .filter(|t| f.patch_titles.iter().any(|u| norm_title(u) == **t))
+                        .count();
+                    shared > 0 && shared * 2 >= titles.len()
+                });
             late || resent || older
         })
         .max_by(|a, b| a.version.cmp(&b.version).then_with(|| b.key.cmp(&a.key)))
