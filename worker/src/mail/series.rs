@@ -5,6 +5,12 @@
 //! in a finished series, so it must be deterministic (input order does not
 //! matter), keep series keys stable as more mails arrive, and account for
 //! every input mail: each ends up in exactly one series or in `duplicates`.
+//!
+//! What apply took never comes back: those mails are not in the input,
+//! and their series are handed in as [`FinishedSeries`] so that a late
+//! mail of one, or an older version arriving after a newer one was
+//! applied, is `superseded` instead of forming a series apply would take.
+//! (Collect keeps a superseded or expired series so whatever this says.)
 
 use crate::mail::subject::SubjectFields;
 use serde::Serialize;
@@ -28,6 +34,31 @@ pub struct PatchMail {
     pub patch_hash: Option<String>,
     /// True for a cover letter (index 0, or no diff in a 0/N mail).
     pub is_cover: bool,
+}
+
+/// A series apply took (applied, failed, applying), as the assembler needs
+/// it to recognise its late mails and its older versions.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FinishedSeries {
+    pub key: String,
+    pub version: u32,
+    /// Lower-cased e-mail address of its author.
+    pub author: String,
+    /// Its stored title (cover letter's, else the first patch's).
+    pub title: String,
+    /// Message-IDs of its mails (cover letter included).
+    pub message_ids: Vec<String>,
+    /// Titles of its patches (cover letter excluded).
+    pub patch_titles: Vec<String>,
+    /// Patch hashes of its patches.
+    pub patch_hashes: Vec<String>,
+}
+
+impl FinishedSeries {
+    /// The thread root its key was made from.
+    fn root(&self) -> &str {
+        self.key.split('#').next().unwrap_or(&self.key)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +99,9 @@ pub struct AssembledSeries {
     pub cover: Option<i64>,
     /// `(index, mail_id)`, sorted by index, one per index.
     pub patches: Vec<(u32, i64)>,
+    /// Numbers of the patches not there, in every state (a superseded
+    /// series keeps its gaps, for the report).
+    pub missing: Vec<u32>,
     pub state: SeriesState,
     /// Earliest `received` of its mails.
     pub first_received: i64,
@@ -112,6 +146,64 @@ struct Group {
 }
 
 pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly {
+    assemble_after(mails, &History::default(), now, cfg)
+}
+
+/// What the assembler is told besides the mails: the series apply took,
+/// and the b4 change-ids found in the mails (by Message-ID).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct History<'a> {
+    pub finished: &'a [FinishedSeries],
+    pub change_ids: Option<&'a BTreeMap<String, String>>,
+}
+
+/// The b4 change-id of a raw mail: its `X-Change-ID:` header, else the
+/// `change-id:` line b4 writes under the `---` of a cover letter (or of a
+/// single patch). Same for every version of a series, whatever its
+/// subject says.
+pub fn change_id(raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
+    let value = |line: &str, name: &str| -> Option<String> {
+        let (key, value) = line.split_once(':')?;
+        let value = value.trim();
+        (key.eq_ignore_ascii_case(name) && !value.is_empty() && !value.contains(' '))
+            .then(|| value.to_owned())
+    };
+    let mut header = None;
+    for line in lines.by_ref() {
+        if line.is_empty() {
+            break;
+        }
+        header = header.or_else(|| value(line, "x-change-id"));
+    }
+    if header.is_some() {
+        return header;
+    }
+    let mut after_separator = false;
+    for line in lines {
+        if line == "---" {
+            after_separator = true;
+        } else if line.starts_with("diff --git ") {
+            after_separator = false;
+        } else if after_separator && line.starts_with("change-id:") {
+            return value(line, "change-id");
+        }
+    }
+    None
+}
+
+/// [`assemble`], with the series apply took: a series
+/// that is a late part of one of them (same thread and version, or every
+/// patch already in it) or older than one of them (same author, a lower
+/// version, the same title or patch titles) is superseded by it.
+pub fn assemble_after(
+    mails: &[PatchMail],
+    history: &History<'_>,
+    now: i64,
+    cfg: &AssemblyConfig,
+) -> Assembly {
+    let finished = history.finished;
     // Deterministic order whatever the input order.
     let mut sorted: Vec<&PatchMail> = mails.iter().collect();
     sorted.sort_by_key(|m| (m.received, m.mail_id));
@@ -134,6 +226,51 @@ pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly
         .map(|(i, m)| (m.message_id.as_str(), i))
         .collect();
 
+    // 0. Version and total of each mail as its series has them. The cover
+    // letter speaks for the version: patches replying to a `[PATCH v3 0/4]`
+    // without a version of their own (`[PATCH 1/4]`) are v3. The patches
+    // speak for the total: a cover whose patches all say `N/5` is `0/5`
+    // even if it says `0/4`.
+    let cover_of = |m: &PatchMail| -> Option<usize> {
+        [
+            m.in_reply_to.as_deref(),
+            m.references.first().map(String::as_str),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|id| by_id.get(id).copied())
+        .find(|c| mails[*c].fields.index == Some(0) && mails[*c].message_id != m.message_id)
+    };
+    let covers: Vec<Option<usize>> = mails
+        .iter()
+        .map(|m| (m.fields.index != Some(0)).then(|| cover_of(m)).flatten())
+        .collect();
+    let mut totals_under: BTreeMap<usize, BTreeSet<u32>> = BTreeMap::new();
+    for (i, m) in mails.iter().enumerate() {
+        if let (Some(c), Some(t)) = (covers[i], m.fields.total) {
+            totals_under.entry(c).or_default().insert(t);
+        }
+    }
+    let shapes: Vec<(u32, u32)> = mails
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let (_, total) = numbering(m);
+            if m.fields.index == Some(0) {
+                let total = match totals_under.get(&i).map(|t| t.iter().collect::<Vec<_>>()) {
+                    Some(t) if t.len() == 1 => *t[0],
+                    _ => total,
+                };
+                return (m.fields.version, total);
+            }
+            let version = match covers[i] {
+                Some(c) if m.fields.version == 1 && is_numbered(m) => mails[c].fields.version,
+                _ => m.fields.version,
+            };
+            (version, total)
+        })
+        .collect();
+
     // 1. Threaded grouping: (thread root, version, total).
     let threaded = |m: &PatchMail| m.in_reply_to.is_some() || !m.references.is_empty();
     let root_of = |m: &PatchMail| -> String {
@@ -154,8 +291,7 @@ pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly
     let mut groups: BTreeMap<(String, u32, u32), Vec<usize>> = BTreeMap::new();
     let mut unthreaded: Vec<usize> = Vec::new();
     for (i, m) in mails.iter().enumerate() {
-        let (_, total) = numbering(m);
-        let version = m.fields.version;
+        let (version, total) = shapes[i];
         if !is_numbered(m) {
             // A lone patch is a series of its own, whatever thread it is in.
             groups
@@ -183,7 +319,7 @@ pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly
     for i in unthreaded {
         let m = mails[i];
         buckets
-            .entry((m.author.clone(), m.fields.version, numbering(m).1))
+            .entry((m.author.clone(), shapes[i].0, shapes[i].1))
             .or_default()
             .push(i);
     }
@@ -235,7 +371,7 @@ pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly
         let totals = &totals_per[&(root.clone(), version)];
         let main_total = by_id
             .get(root.as_str())
-            .map(|i| numbering(mails[*i]).1)
+            .map(|i| shapes[*i].1)
             .filter(|t| totals.contains(t))
             .unwrap_or(totals[0]);
         let mut key = root.clone();
@@ -350,10 +486,60 @@ pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly
             .or_default()
             .push(gi);
     }
+    // A reroll with a reworded cover (often in a new thread) keeps its
+    // patches' own subjects: index them by author too.
+    let patch_titles = |g: &Group| -> BTreeSet<(String, String)> {
+        g.members
+            .iter()
+            .filter(|i| numbering(mails[**i]).0 != 0)
+            .map(|i| {
+                (
+                    mails[*i].author.clone(),
+                    norm_title(&mails[*i].fields.title),
+                )
+            })
+            .collect()
+    };
+    let mut by_patch_title: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    for (gi, g) in built.iter().enumerate() {
+        for t in patch_titles(g) {
+            by_patch_title.entry(t).or_default().push(gi);
+        }
+    }
+    // b4's change-id stays the same across versions, whatever the subjects.
+    let change_of = |g: &Group| -> Option<&String> {
+        let ids = history.change_ids?;
+        g.members
+            .iter()
+            .filter_map(|i| {
+                ids.get(&mails[*i].message_id)
+                    .map(|c| (numbering(mails[*i]).0, c))
+            })
+            .min()
+            .map(|(_, c)| c)
+    };
+    let mut by_change: BTreeMap<&String, Vec<usize>> = BTreeMap::new();
+    for (gi, g) in built.iter().enumerate() {
+        if let Some(c) = change_of(g) {
+            by_change.entry(c).or_default().push(gi);
+        }
+    }
     let mut pairs: BTreeSet<(usize, usize)> = BTreeSet::new();
     for (b, g) in built.iter().enumerate() {
+        if let Some(owners) = change_of(g).and_then(|c| by_change.get(c)) {
+            for a in owners {
+                if *a != b {
+                    pairs.insert((*a, b));
+                }
+            }
+        }
         let mut related: Vec<usize> = by_root[g.root.as_str()].clone();
         related.extend(&by_title[&(series[b].author.clone(), norm_title(&series[b].title))]);
+        for t in patch_titles(g) {
+            if let Some(owners) = by_patch_title.get(&t) {
+                related.extend(owners);
+            }
+        }
         for i in &g.members {
             let m = mails[*i];
             for id in m.in_reply_to.iter().chain(&m.references) {
@@ -391,7 +577,14 @@ pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly
             });
             let same_title = series[a].author == series[b].author
                 && norm_title(&series[a].title) == norm_title(&series[b].title);
-            let related = same_thread || replies_into || same_title;
+            // Half of the older version's patches (at least one) under the
+            // same subjects, from the same author.
+            let old_titles = patch_titles(old);
+            let shared = patch_titles(new).intersection(&old_titles).count();
+            let same_patches_titled = shared > 0 && shared * 2 >= old_titles.len();
+            let same_change = change_of(old).is_some() && change_of(old) == change_of(new);
+            let related =
+                same_thread || replies_into || same_title || same_patches_titled || same_change;
             if !related {
                 continue;
             }
@@ -464,6 +657,15 @@ pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly
             }
         }
     }
+    // 8. What apply took stays taken.
+    for (gi, g) in built.iter().enumerate() {
+        if dropped.contains(&gi) || matches!(series[gi].state, SeriesState::Superseded { .. }) {
+            continue;
+        }
+        if let Some(f) = finished_over(g, &series[gi], &mails, finished) {
+            series[gi].state = SeriesState::Superseded { by: f.key.clone() };
+        }
+    }
     let mut series: Vec<AssembledSeries> = series
         .into_iter()
         .enumerate()
@@ -474,6 +676,69 @@ pub fn assemble(mails: &[PatchMail], now: i64, cfg: &AssemblyConfig) -> Assembly
     duplicates.sort_unstable();
     duplicates.dedup();
     Assembly { series, duplicates }
+}
+
+/// The finished series `g` belongs to or is older than, if any (the
+/// highest version, then the smallest key, whatever the input order).
+fn finished_over<'f>(
+    g: &Group,
+    s: &AssembledSeries,
+    mails: &[&PatchMail],
+    finished: &'f [FinishedSeries],
+) -> Option<&'f FinishedSeries> {
+    let numbered = g.members.iter().any(|i| is_numbered(mails[*i]));
+    let titles: BTreeSet<String> = g
+        .members
+        .iter()
+        .filter(|i| numbering(mails[**i]).0 != 0)
+        .map(|i| norm_title(&mails[*i].fields.title))
+        .collect();
+    let patch_count = g
+        .members
+        .iter()
+        .filter(|i| numbering(mails[**i]).0 != 0)
+        .count();
+    let hashes: Vec<&str> = g
+        .members
+        .iter()
+        .filter(|i| numbering(mails[**i]).0 != 0)
+        .filter_map(|i| mails[*i].patch_hash.as_deref())
+        .collect();
+    finished
+        .iter()
+        .filter(|f| {
+            let same_author = f.author == s.author;
+            // A late mail of its thread and version (a correction, the
+            // missing patch of an expired series, a re-sent patch).
+            let late = numbered
+                && g.version <= f.version
+                && (g.root == f.root()
+                    || g.members.iter().any(|i| {
+                        mails[*i]
+                            .in_reply_to
+                            .as_ref()
+                            .is_some_and(|p| f.message_ids.contains(p))
+                    }));
+            // Every patch already in it: the series sent again.
+            let resent = same_author
+                && !hashes.is_empty()
+                && hashes.len() == patch_count
+                && hashes.iter().all(|h| f.patch_hashes.iter().any(|k| k == h));
+            // An older version arriving after the newer one was finished.
+            let older = same_author
+                && g.version < f.version
+                && (norm_title(&f.title) == norm_title(&s.title) || {
+                    // As between open versions: half of its patches (at
+                    // least one) under the newer one's subjects.
+                    let shared = titles
+                        .iter()
+                        .filter(|t| f.patch_titles.iter().any(|u| norm_title(u) == **t))
+                        .count();
+                    shared > 0 && shared * 2 >= titles.len()
+                });
+            late || resent || older
+        })
+        .max_by(|a, b| a.version.cmp(&b.version).then_with(|| b.key.cmp(&a.key)))
 }
 
 fn describe(g: &Group, mails: &[&PatchMail], now: i64, cfg: &AssemblyConfig) -> AssembledSeries {
@@ -503,9 +768,13 @@ fn describe(g: &Group, mails: &[&PatchMail], now: i64, cfg: &AssemblyConfig) -> 
     let state = if missing.is_empty() {
         SeriesState::Complete
     } else if now - first_received > cfg.incomplete_deadline {
-        SeriesState::Expired { missing }
+        SeriesState::Expired {
+            missing: missing.clone(),
+        }
     } else {
-        SeriesState::Incomplete { missing }
+        SeriesState::Incomplete {
+            missing: missing.clone(),
+        }
     };
     AssembledSeries {
         key: g.key.clone(),
@@ -517,6 +786,7 @@ fn describe(g: &Group, mails: &[&PatchMail], now: i64, cfg: &AssemblyConfig) -> 
         repo: named(|f| &f.repo),
         cover: cover.map(|m| m.mail_id),
         patches,
+        missing,
         state,
         first_received,
     }
@@ -813,6 +1083,279 @@ mod tests {
         mails[0].fields.repo = Some("kimchi".into());
         let a = assemble(&mails, 20, &CFG);
         assert_eq!(a.series[0].repo.as_deref(), Some("kimchi"));
+    }
+
+    fn titled(mut m: PatchMail, title: &str) -> PatchMail {
+        m.fields.title = title.into();
+        m
+    }
+
+    #[test]
+    fn reworded_reroll_in_a_new_thread_supersedes_by_patch_subjects() {
+        let mails = vec![
+            titled(m(1, "c1", Some((0, 2)), 1, None, 10), "Tidy the net code"),
+            titled(m(2, "a1", Some((1, 2)), 1, Some("c1"), 10), "net: one"),
+            titled(m(3, "b1", Some((2, 2)), 1, Some("c1"), 10), "net: two"),
+            titled(m(4, "c2", Some((0, 2)), 2, None, 50), "net: tidy, take two"),
+            titled(m(5, "a2", Some((1, 2)), 2, Some("c2"), 50), "net: one"),
+            titled(m(6, "b2", Some((2, 2)), 2, Some("c2"), 50), "Net:  Two"),
+        ];
+        let a = assemble(&mails, 60, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![
+                (
+                    "c1",
+                    &SeriesState::Superseded { by: "c2#v2".into() },
+                    vec![(1, 2), (2, 3)]
+                ),
+                ("c2#v2", &SeriesState::Complete, vec![(1, 5), (2, 6)]),
+            ]
+        );
+        // Another author's series under the same subjects is not a reroll.
+        let mut other = mails.clone();
+        for m in &mut other[3..] {
+            m.author = "bob@example.org".into();
+        }
+        let a = assemble(&other, 60, &CFG);
+        assert_eq!(a.series[0].state, SeriesState::Complete);
+    }
+
+    fn finished(key: &str, version: u32, ids: &[&str], patch_titles: &[&str]) -> FinishedSeries {
+        FinishedSeries {
+            key: key.into(),
+            version,
+            author: "ada@example.org".into(),
+            title: format!("title of {}", ids[0]),
+            message_ids: ids.iter().map(|i| (*i).to_owned()).collect(),
+            patch_titles: patch_titles.iter().map(|t| (*t).to_owned()).collect(),
+            patch_hashes: ids[1..].iter().map(|i| format!("hash-{i}")).collect(),
+        }
+    }
+
+    #[test]
+    fn what_was_finished_stays_finished() {
+        let applied = [finished("c", 1, &["c", "p1"], &["title of p1"])];
+        // A late correction of patch 1/1 in the finished thread.
+        let late = vec![m(3, "p1-fix", Some((1, 1)), 1, Some("c"), 50)];
+        let a = assemble_after(
+            &late,
+            &History {
+                finished: &applied,
+                change_ids: None,
+            },
+            60,
+            &CFG,
+        );
+        assert_eq!(
+            keys(&a),
+            vec![(
+                "c",
+                &SeriesState::Superseded { by: "c".into() },
+                vec![(1, 3)]
+            )]
+        );
+        // The same series sent again in a new thread.
+        let resent = vec![
+            m(4, "c-again", Some((0, 1)), 1, None, 50),
+            PatchMail {
+                patch_hash: Some("hash-p1".into()),
+                ..m(5, "p1-again", Some((1, 1)), 1, Some("c-again"), 50)
+            },
+        ];
+        let a = assemble_after(
+            &resent,
+            &History {
+                finished: &applied,
+                change_ids: None,
+            },
+            60,
+            &CFG,
+        );
+        assert_eq!(
+            a.series[0].state,
+            SeriesState::Superseded { by: "c".into() }
+        );
+        // v1 arriving after v2 was applied.
+        let applied_v2 = [finished("c2#v2", 2, &["c2", "a2"], &["net: one"])];
+        let v1 = vec![
+            m(6, "c1", Some((0, 1)), 1, None, 50),
+            titled(m(7, "a1", Some((1, 1)), 1, Some("c1"), 50), "Net: one"),
+        ];
+        let a = assemble_after(
+            &v1,
+            &History {
+                finished: &applied_v2,
+                change_ids: None,
+            },
+            60,
+            &CFG,
+        );
+        assert_eq!(
+            a.series[0].state,
+            SeriesState::Superseded { by: "c2#v2".into() }
+        );
+        // A v2 sent into the finished v1's thread, and a lone patch posted
+        // in it, are new series.
+        let newer = vec![
+            m(8, "c-v2", Some((0, 1)), 2, Some("c"), 50),
+            PatchMail {
+                references: vec!["c".into(), "c-v2".into()],
+                ..m(9, "p1-v2", Some((1, 1)), 2, Some("c-v2"), 50)
+            },
+            m(10, "fixup", None, 1, Some("p1"), 55),
+        ];
+        let a = assemble_after(
+            &newer,
+            &History {
+                finished: &applied,
+                change_ids: None,
+            },
+            60,
+            &CFG,
+        );
+        assert_eq!(
+            keys(&a),
+            vec![
+                ("c#v2", &SeriesState::Complete, vec![(1, 9)]),
+                ("fixup", &SeriesState::Complete, vec![(1, 10)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn grouping_cases() {
+        // `[PATCH v3 0/2]` over `[PATCH 1/2]`, `[PATCH 2/2]`: v3.
+        let mails = vec![
+            m(1, "c", Some((0, 2)), 3, None, 10),
+            m(2, "p1", Some((1, 2)), 1, Some("c"), 10),
+            m(3, "p2", Some((2, 2)), 1, Some("c"), 10),
+        ];
+        let a = assemble(&mails, 20, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![("c#v3", &SeriesState::Complete, vec![(1, 2), (2, 3)])]
+        );
+        assert_eq!((a.series[0].version, a.series[0].cover), (3, Some(1)));
+        // A cover saying `0/2` over patches saying `N/3`.
+        let mails = vec![
+            m(1, "c", Some((0, 2)), 1, None, 10),
+            m(2, "p1", Some((1, 3)), 1, Some("c"), 10),
+            m(3, "p3", Some((3, 3)), 1, Some("c"), 10),
+        ];
+        let a = assemble(&mails, 20, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![(
+                "c",
+                &SeriesState::Incomplete { missing: vec![2] },
+                vec![(1, 2), (3, 3)]
+            )]
+        );
+        assert_eq!((a.series[0].total, a.series[0].cover), (3, Some(1)));
+        // Deep threading (`git format-patch --thread=deep`): each patch
+        // replies to the one before.
+        let deep = |id, msgid: &str, idx, parent: &str, refs: &[&str]| PatchMail {
+            references: refs.iter().map(|r| (*r).to_owned()).collect(),
+            ..m(id, msgid, Some((idx, 3)), 1, Some(parent), 10)
+        };
+        let mails = vec![
+            m(1, "c", Some((0, 3)), 1, None, 10),
+            deep(2, "p1", 1, "c", &["c"]),
+            deep(3, "p2", 2, "p1", &["c", "p1"]),
+            deep(4, "p3", 3, "p2", &["c", "p1", "p2"]),
+        ];
+        let a = assemble(&mails, 20, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![("c", &SeriesState::Complete, vec![(1, 2), (2, 3), (3, 4)])]
+        );
+        // A reroll sent into the old version's thread, v1 incomplete: the
+        // superseded v1 still says what it missed.
+        let mails = vec![
+            m(1, "c", Some((0, 2)), 1, None, 10),
+            m(2, "p1", Some((1, 2)), 1, Some("c"), 10),
+            m(3, "c2", Some((0, 2)), 2, Some("c"), 30),
+            PatchMail {
+                references: vec!["c".into(), "c2".into()],
+                ..m(4, "q1", Some((1, 2)), 2, Some("c2"), 30)
+            },
+            PatchMail {
+                references: vec!["c".into(), "c2".into()],
+                ..m(5, "q2", Some((2, 2)), 2, Some("c2"), 30)
+            },
+        ];
+        let a = assemble(&mails, 40, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![
+                (
+                    "c",
+                    &SeriesState::Superseded { by: "c#v2".into() },
+                    vec![(1, 2)]
+                ),
+                ("c#v2", &SeriesState::Complete, vec![(1, 4), (2, 5)]),
+            ]
+        );
+        assert_eq!(a.series[0].missing, vec![2]);
+        assert_eq!(a.series[1].missing, Vec::<u32>::new());
+    }
+
+    #[test]
+    fn b4_change_id_from_the_cover_footer_or_the_header() {
+        let footer = "Message-ID: <c@x>\nSubject: [PATCH v2 0/2] Reworded\n\nText.\n\n---\nSomeone (2):\n  a\n\n a | 1 +\n\n---\nbase-commit: 9852d85ec9d492ebef56dc5f229416c925758edc\nchange-id: 20240913-mgtime-20c98bcda88e\n\nBest regards,\n-- \nA <a@x>\n";
+        let header = "Message-ID: <p@x>\nX-Change-ID: 20260330-ipq9650-159027d548cc\nSubject: [PATCH] x\n\nchange-id: not-this\n";
+        let quoted = "Message-ID: <r@x>\nSubject: Re: x\n\n> ---\n> change-id: 20250901-pac1711-d3bacda400fd\n";
+        for crlf in [false, true] {
+            let eol = |t: &str| {
+                if crlf {
+                    t.replace('\n', "\r\n")
+                } else {
+                    t.to_owned()
+                }
+            };
+            assert_eq!(
+                change_id(eol(footer).as_bytes()).as_deref(),
+                Some("20240913-mgtime-20c98bcda88e"),
+                "crlf {crlf}"
+            );
+            assert_eq!(
+                change_id(eol(header).as_bytes()).as_deref(),
+                Some("20260330-ipq9650-159027d548cc")
+            );
+            assert_eq!(change_id(eol(quoted).as_bytes()), None);
+        }
+    }
+
+    #[test]
+    fn a_change_id_links_versions_whatever_their_subjects() {
+        let mails = vec![
+            m(1, "c1", Some((0, 1)), 1, None, 10),
+            m(2, "a1", Some((1, 1)), 1, Some("c1"), 10),
+            titled(m(3, "c2", Some((0, 1)), 2, None, 50), "Something else"),
+            titled(m(4, "a2", Some((1, 1)), 2, Some("c2"), 50), "renamed patch"),
+        ];
+        let a = assemble(&mails, 60, &CFG);
+        assert_eq!(a.series[0].state, SeriesState::Complete, "not linked");
+        let ids: BTreeMap<String, String> = [("c1", "20240913-x-1"), ("c2", "20240913-x-1")]
+            .map(|(m, c)| (m.to_owned(), c.to_owned()))
+            .into();
+        let history = History {
+            finished: &[],
+            change_ids: Some(&ids),
+        };
+        let a = assemble_after(&mails, &history, 60, &CFG);
+        assert_eq!(
+            keys(&a),
+            vec![
+                (
+                    "c1",
+                    &SeriesState::Superseded { by: "c2#v2".into() },
+                    vec![(1, 2)]
+                ),
+                ("c2#v2", &SeriesState::Complete, vec![(1, 4)]),
+            ]
+        );
     }
 
     fn scenario() -> Vec<PatchMail> {

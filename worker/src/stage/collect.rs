@@ -13,7 +13,10 @@ use crate::mail::archive::{self, Archive};
 use crate::mail::classify::classify;
 use crate::mail::parse::{self, MailLimits, ParsedMail, parse_head, parse_mail_hashed};
 use crate::mail::routing::{RouteRule, route};
-use crate::mail::series::{AssembledSeries, AssemblyConfig, PatchMail, assemble};
+use crate::mail::series::{
+    AssembledSeries, AssemblyConfig, History, PatchMail, SeriesState as AssemblyState,
+    assemble_after, change_id,
+};
 use crate::mail::source::imap::{ImapSettings, ImapSource};
 use crate::mail::source::maildir::MaildirSource;
 use crate::mail::source::mbox::MboxSource;
@@ -515,6 +518,21 @@ fn resolve_route(
     (None, series.branch.clone())
 }
 
+/// The b4 change-ids of the open cover letters and single patches (the
+/// mails b4 writes them in), read from their raw archive files. A file
+/// that cannot be read has none: the series is still linked by thread,
+/// author and subjects.
+fn change_ids(config: &Config, rows: &[OpenPatchMail]) -> BTreeMap<String, String> {
+    rows.iter()
+        .filter(|r| r.mail.is_cover || r.mail.fields.total.is_none())
+        .filter_map(|r| {
+            let relative = archive::check_relative(&r.raw_path).ok()?;
+            let raw = std::fs::read(config.intake.archive_dir.join(relative)).ok()?;
+            Some((r.mail.message_id.clone(), change_id(&raw)?))
+        })
+        .collect()
+}
+
 /// Re-assembles every open series from all patch mails not in a finished
 /// series, and stores the result (and the archive filings) in one
 /// transaction.
@@ -525,6 +543,7 @@ fn assemble_series(
     rules: &[RouteRule],
     run: i64,
 ) -> Result<(), Error> {
+    let finished = store.finished_series()?;
     let rows = store.open_patch_mails()?;
     let by_id: HashMap<i64, &OpenPatchMail> = rows.iter().map(|r| (r.mail.mail_id, r)).collect();
     let mails: Vec<PatchMail> = rows.iter().map(|r| r.mail.clone()).collect();
@@ -532,12 +551,19 @@ fn assemble_series(
         thread_window: config.intake.thread_window_secs,
         incomplete_deadline: config.intake.incomplete_deadline_hours * 3600,
     };
-    let assembly = assemble(&mails, now(), &cfg);
+    let change_ids = change_ids(config, &rows);
+    let history = History {
+        finished: &finished,
+        change_ids: Some(&change_ids),
+    };
+    let assembly = assemble_after(&mails, &history, now(), &cfg);
 
     struct Existing {
         id: i64,
         archive_dir: String,
         patches: BTreeMap<u32, FiledPatch>,
+        state: SeriesState,
+        superseded_by: Option<String>,
     }
     let mut existing: HashMap<String, Existing> = HashMap::new();
     let mut settled_keys: HashMap<String, i64> = HashMap::new();
@@ -555,6 +581,8 @@ fn assemble_series(
                 id: known.id,
                 archive_dir: known.archive_dir,
                 patches,
+                state: known.state,
+                superseded_by: known.superseded_by,
             },
         );
     }
@@ -575,12 +603,36 @@ fn assemble_series(
     let mut next_suffix: HashMap<String, u32> = HashMap::new();
     for series in &assembly.series {
         let mut key = series.key.clone();
-        if let Some(id) = settled_keys.get(&key) {
-            // A late mail in the thread of a finished series: a new series.
+        // A late mail in the thread of a finished series: a series of its
+        // own (the assembler said whether it is superseded by it), never
+        // a change to the finished one, which may itself have had late
+        // mails before.
+        while let Some(id) = settled_keys.get(&key) {
             key = format!("{key}#after-{id}");
         }
         kept_keys.insert(key.clone());
         let prior = existing.get(&key);
+        // Superseded and expired are final too: late mails join such a
+        // series (its gaps shrink) but never bring it back. Without this,
+        // a superseded v1 whose v2 was applied (v2's mails leave the
+        // input) would be complete again, and applied on top of v2.
+        let mut series = series.clone();
+        match prior.map(|e| (e.state, &e.superseded_by)) {
+            Some((SeriesState::Superseded, by))
+                if !matches!(series.state, AssemblyState::Superseded { .. }) =>
+            {
+                series.state = AssemblyState::Superseded {
+                    by: by.clone().unwrap_or_default(),
+                };
+            }
+            Some((SeriesState::Expired, _)) => {
+                series.state = AssemblyState::Expired {
+                    missing: series.missing.clone(),
+                };
+            }
+            _ => {}
+        }
+        let series = &series;
         let archive_dir = match prior {
             Some(e) => e.archive_dir.clone(),
             None => {

@@ -7,7 +7,8 @@
 //! kill between two statements.
 
 use super::{Error, Store};
-use crate::mail::series::{self as assembly, AssembledSeries};
+use crate::mail::series::{self as assembly, AssembledSeries, FinishedSeries};
+use crate::mail::subject::SubjectFields;
 use crate::vocabulary::vocabulary;
 use rusqlite::{Transaction, params};
 
@@ -43,7 +44,9 @@ vocabulary! {
 
 impl SeriesState {
     /// The states only apply sets: no later collect may change such a
-    /// series, and its mails are not assembled again.
+    /// series, and its mails are not assembled again. (Superseded and
+    /// expired are final too, but their mails are: collect keeps their
+    /// state whatever the assembly says.)
     pub const SETTLED: [SeriesState; 3] = [
         SeriesState::Applied,
         SeriesState::Failed,
@@ -74,6 +77,8 @@ pub struct KnownSeries {
     /// Chosen once, when the series was first stored.
     pub archive_dir: String,
     pub state: SeriesState,
+    /// The key of the series that superseded it, when it is superseded.
+    pub superseded_by: Option<String>,
 }
 
 /// One mail of a series as filed in the archive (index 0 is the cover
@@ -163,7 +168,7 @@ impl Store {
     pub fn known_series(&self) -> Result<Vec<KnownSeries>, Error> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id, key, archive_dir, state FROM series")
+            .prepare_cached("SELECT id, key, archive_dir, state, superseded_by FROM series")
             .map_err(|e| self.err(e))?;
         stmt.query_map([], |r| {
             Ok(KnownSeries {
@@ -171,10 +176,63 @@ impl Store {
                 key: r.get(1)?,
                 archive_dir: r.get(2)?,
                 state: r.get(3)?,
+                superseded_by: r.get(4)?,
             })
         })
         .and_then(|rows| rows.collect())
         .map_err(|e| self.err(e))
+    }
+
+    /// Every series apply took ([settled](SeriesState::SETTLED)), as the
+    /// assembler checks new mails against it (its own mails are not
+    /// assembled again).
+    pub fn finished_series(&self) -> Result<Vec<FinishedSeries>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT s.id, s.key, s.version, s.author, s.title, p.idx, m.message_id, m.fields, m.patch_hash
+                 FROM series s JOIN patches p ON p.series_id = s.id JOIN mails m ON m.id = p.mail_id
+                 WHERE s.state IN (?1, ?2, ?3) ORDER BY s.id, p.idx",
+            )
+            .map_err(|e| self.err(e))?;
+        let [a, b, c] = SeriesState::SETTLED;
+        let rows = stmt
+            .query_map(params![a, b, c], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    FinishedSeries {
+                        key: r.get(1)?,
+                        version: r.get(2)?,
+                        author: r.get(3)?,
+                        title: r.get(4)?,
+                        ..FinishedSeries::default()
+                    },
+                    r.get::<_, u32>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e))?;
+        let mut out: Vec<(i64, FinishedSeries)> = Vec::new();
+        for (id, series, idx, message_id, fields, hash) in rows {
+            if out.last().is_none_or(|l| l.0 != id) {
+                out.push((id, series));
+            }
+            let Some((_, f)) = out.last_mut() else {
+                continue;
+            };
+            f.message_ids.push(message_id);
+            if idx > 0 {
+                let fields: SubjectFields = fields
+                    .and_then(|f| serde_json::from_str(&f).ok())
+                    .unwrap_or_default();
+                f.patch_titles.push(fields.title);
+                f.patch_hashes.extend(hash);
+            }
+        }
+        Ok(out.into_iter().map(|(_, f)| f).collect())
     }
 
     /// The mails filed for series `id`, by index.
@@ -375,13 +433,11 @@ impl SeriesUpdate<'_> {
     /// moves only when the state or the missing patches really changed.
     pub fn upsert_series(&self, record: &SeriesRecord<'_>) -> Result<i64, Error> {
         let s = record.series;
-        let (missing, superseded_by): (&[u32], Option<&str>) = match &s.state {
-            assembly::SeriesState::Incomplete { missing }
-            | assembly::SeriesState::Expired { missing } => (missing, None),
-            assembly::SeriesState::Superseded { by } => (&[], Some(by)),
-            assembly::SeriesState::Complete => (&[], None),
+        let superseded_by = match &s.state {
+            assembly::SeriesState::Superseded { by } => Some(by.as_str()),
+            _ => None,
         };
-        let missing = serde_json::to_string(missing).unwrap_or_else(|_| "[]".into());
+        let missing = serde_json::to_string(&s.missing).unwrap_or_else(|_| "[]".into());
         self.tx
             .prepare_cached(
                 "INSERT INTO series (key, version, total, title, author, branch, repo, cover_mail_id, state,
@@ -564,6 +620,11 @@ mod tests {
             repo: Some("linux".into()),
             cover: None,
             patches: vec![(1, mail_id)],
+            missing: match &state {
+                assembly::SeriesState::Incomplete { missing }
+                | assembly::SeriesState::Expired { missing } => missing.clone(),
+                _ => Vec::new(),
+            },
             state,
             first_received: 10,
         }

@@ -224,3 +224,154 @@ fn a_dry_run_applies_but_publishes_nothing_and_repos_are_checked() {
         ran.describe()
     );
 }
+
+/// The series of `site` again as `git format-patch -v2` ("Add bee" now adds
+/// "bees"), in a new thread with the same cover subject.
+fn reroll(s: &Site) -> String {
+    let src = s.path().join("src");
+    git(&src, &["reset", "-q", "--hard", "HEAD~1"]);
+    std::fs::write(src.join("b.txt"), "bees\n").unwrap();
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "Add bee"]);
+    git(
+        &src,
+        &[
+            "format-patch",
+            "--stdout",
+            "--cover-letter",
+            "--thread=shallow",
+            "-v2",
+            "--subject-prefix=master PATCH hello",
+            "HEAD~2",
+        ],
+    )
+    .replace("*** SUBJECT HERE ***", "Two changes")
+    // git makes Message-IDs from the commit and the second it runs in: v1's
+    // unchanged first patch, made in the same second, would get v1's id.
+    .replace(".git.", ".v2.git.")
+}
+
+fn append(s: &Site, mails: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(s.path().join("list.mbox"))
+        .unwrap();
+    f.write_all(mails.as_bytes()).unwrap();
+}
+
+/// `(key, version, state)` of every stored series, by key.
+fn series_states(s: &Site) -> Vec<(String, u32, String)> {
+    let db = s.db();
+    let mut stmt = db
+        .prepare("SELECT key, version, state FROM series ORDER BY key")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn a_superseded_version_is_never_applied_in_later_runs() {
+    let s = site(false);
+    let base = s.tip();
+    append(&s, &reroll(&s));
+    let mut tip = None;
+    for round in 1..=3 {
+        let ran = patchline(s.path(), &["run", "--json"]);
+        assert_eq!(ran.code(), 0, "round {round}: {}", ran.describe());
+        let status = ran.json();
+        let apply = &status["stages"][1]["summary"];
+        assert_eq!(apply["series_failed"], 0, "round {round}: {apply}");
+        let applied: Vec<u64> = apply["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o["version"].as_u64())
+            .collect();
+        assert!(
+            applied.iter().all(|v| *v == 2),
+            "round {round}: only v2 may be applied: {apply}"
+        );
+        let states = series_states(&s);
+        let v1: Vec<_> = states.iter().filter(|r| r.1 == 1).collect();
+        let v2: Vec<_> = states.iter().filter(|r| r.1 == 2).collect();
+        assert_eq!(v1.len(), 1, "round {round}: {states:?}");
+        assert_eq!(v1[0].2, "superseded", "round {round}: {states:?}");
+        assert_eq!(v2.len(), 1, "round {round}: {states:?}");
+        assert_eq!(v2[0].2, "applied", "round {round}: {states:?}");
+        let now = s.tip();
+        assert_eq!(
+            git(&s.repo(), &["rev-parse", "master~2"]).trim(),
+            base,
+            "round {round}: exactly v2's two patches on the base"
+        );
+        assert_eq!(
+            git(&s.repo(), &["show", "master:b.txt"]).trim(),
+            "bees",
+            "round {round}"
+        );
+        if let Some(before) = &tip {
+            assert_eq!(&now, before, "round {round}: nothing applied again");
+        }
+        tip = Some(now);
+        let failures: i64 = s
+            .db()
+            .query_row(
+                "SELECT COUNT(*) FROM outbox WHERE CAST(raw AS TEXT) LIKE '%rebase%' OR subject LIKE '%fail%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(failures, 0, "round {round}: no failure report");
+        // The mailbox grows between runs: a reply in v1's thread.
+        let v1_cover = std::fs::read_to_string(s.path().join("list.mbox"))
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Message-ID: ")
+                    .or(l.strip_prefix("Message-Id: "))
+            })
+            .unwrap()
+            .to_owned();
+        append(
+            &s,
+            &format!(
+                "From mboxrd@z Thu Jan  1 00:00:00 1970\nMessage-ID: <reply-{round}@example.org>\nIn-Reply-To: {v1_cover}\nReferences: {v1_cover}\nFrom: Reviewer <rev@example.org>\nSubject: Re: [master PATCH hello 0/2] Two changes\nDate: Mon, 1 Dec 2026 10:00:0{round} +0000\n\nLooks good.\n\n"
+            ),
+        );
+    }
+}
+
+#[test]
+fn late_mails_of_an_applied_series_are_never_applied_on_their_own() {
+    let s = site(false);
+    patchline(s.path(), &["run"]).ok();
+    let tip = s.tip();
+    let mbox = std::fs::read_to_string(s.path().join("list.mbox")).unwrap();
+    // A late correction of patch 2/2, in the applied series' thread.
+    let second = mbox
+        .match_indices("\nFrom ")
+        .map(|(i, _)| i + 1)
+        .nth(1)
+        .unwrap();
+    let late = mbox[second..]
+        .replacen("Message-ID: <", "Message-ID: <late-", 1)
+        .replace("+bee", "+bees");
+    append(&s, &late);
+    // The whole series sent again, in a new thread.
+    append(&s, &mbox.replace(".git.", ".again.git."));
+    for round in 1..=2 {
+        let ran = patchline(s.path(), &["run", "--json"]);
+        assert_eq!(ran.code(), 0, "round {round}: {}", ran.describe());
+        let apply = &ran.json()["stages"][1]["summary"];
+        assert_eq!(apply["series_applied"], 0, "round {round}: {apply}");
+        assert_eq!(apply["series_failed"], 0, "round {round}: {apply}");
+        assert_eq!(s.tip(), tip);
+    }
+    let states = series_states(&s);
+    let applied = states.iter().filter(|r| r.2 == "applied").count();
+    let superseded = states.iter().filter(|r| r.2 == "superseded").count();
+    assert_eq!((applied, superseded, states.len()), (1, 2, 3), "{states:?}");
+}

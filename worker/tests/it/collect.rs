@@ -703,3 +703,141 @@ fn parse_json_shows_kind_tags_and_prefixes_and_reads_branches_from_the_config() 
     assert_eq!(lines[3]["kind"], "reply");
     assert_eq!(lines[3]["reason"], "reply to a patch");
 }
+
+/// The mails of `git format-patch --stdout` output, without their `From `
+/// separator lines.
+fn split_format_patch(out: &str) -> Vec<String> {
+    let mut mails: Vec<String> = Vec::new();
+    for line in out.split_inclusive('\n') {
+        let separator = line.starts_with("From ")
+            && line.len() > 45
+            && line[5..45].bytes().all(|b| b.is_ascii_hexdigit());
+        if separator {
+            mails.push(String::new());
+        } else if let Some(m) = mails.last_mut() {
+            m.push_str(line);
+        }
+    }
+    mails
+}
+
+/// A v1 of three patches, its v2 with a reworded cover in a new thread
+/// (`git format-patch -v2`), and a lone patch by the same author.
+fn rerolled_mails(p: &Path) -> Vec<String> {
+    let src = p.join("src");
+    std::fs::create_dir(&src).unwrap();
+    git(&src, &["init", "-q"]);
+    std::fs::write(src.join("a.txt"), "a\n").unwrap();
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "base"]);
+    for (file, subject) in [("b.txt", "Add b"), ("c.txt", "Add c"), ("d.txt", "Add d")] {
+        std::fs::write(src.join(file), "1\n").unwrap();
+        git(&src, &["add", "-A"]);
+        git(&src, &["commit", "-q", "-m", subject]);
+    }
+    let format = |extra: &[&str], cover: &str| -> Vec<String> {
+        let mut args = vec!["format-patch", "--stdout", "--thread=shallow"];
+        args.extend_from_slice(extra);
+        split_format_patch(&git(&src, &args).replace("*** SUBJECT HERE ***", cover))
+    };
+    let mut mails = format(&["--cover-letter", "HEAD~3"], "Add letters");
+    git(&src, &["reset", "-q", "--hard", "HEAD~1"]);
+    std::fs::write(src.join("d.txt"), "2\n").unwrap();
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "Add d"]);
+    mails.extend(
+        format(
+            &["--cover-letter", "-v2", "HEAD~3"],
+            "Letters b to d, take two",
+        )
+        .into_iter()
+        .map(|m| m.replace(".git.", ".v2.git.")),
+    );
+    std::fs::write(src.join("e.txt"), "1\n").unwrap();
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "Add e"]);
+    mails.extend(format(&["-1"], ""));
+    mails
+}
+
+/// `(key, version, state, missing, superseded_by, [(idx, Message-ID)])` of
+/// every stored series, by key.
+type SeriesRow = (
+    String,
+    u32,
+    String,
+    String,
+    Option<String>,
+    Vec<(u32, String)>,
+);
+
+fn series_rows(site: &Site) -> Vec<SeriesRow> {
+    let db = site.db();
+    let mut stmt = db
+        .prepare("SELECT id, key, version, state, missing, superseded_by FROM series ORDER BY key")
+        .unwrap();
+    let rows: Vec<(i64, String, u32, String, String, Option<String>)> = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rows.into_iter()
+        .map(|(id, key, version, state, missing, by)| {
+            let mut members = db
+                .prepare(
+                    "SELECT p.idx, m.message_id FROM patches p JOIN mails m ON m.id = p.mail_id
+                     WHERE p.series_id = ?1 ORDER BY p.idx",
+                )
+                .unwrap();
+            let members = members
+                .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            (key, version, state, missing, by, members)
+        })
+        .collect()
+}
+
+#[test]
+fn series_do_not_depend_on_delivery_order_or_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mails = rerolled_mails(dir.path());
+    assert_eq!(mails.len(), 4 + 4 + 1);
+    let all_at_once = Site::mbox("");
+    all_at_once.write_mbox(&mails);
+    all_at_once.collect();
+    let want = series_rows(&all_at_once);
+    let states: Vec<(u32, &str)> = want.iter().map(|r| (r.1, r.2.as_str())).collect();
+    assert_eq!(
+        states,
+        [(1, "superseded"), (2, "complete"), (1, "complete")],
+        "{want:?}"
+    );
+    let mut rng = 7u64;
+    for (round, runs) in [1usize, 2, 3, 5].into_iter().enumerate() {
+        let mut order = mails.clone();
+        for i in (1..order.len()).rev() {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            order.swap(i, (rng >> 33) as usize % (i + 1));
+        }
+        let site = Site::mbox("");
+        let per_run = order.len().div_ceil(runs);
+        for part in order.chunks(per_run) {
+            site.append_mbox(part);
+            site.collect();
+        }
+        assert_eq!(series_rows(&site), want, "round {round}, {runs} run(s)");
+    }
+}
