@@ -561,6 +561,18 @@ pub fn assemble_after(
             .chain(std::iter::once(g.root.clone()))
             .collect()
     };
+    // Which of two groups arrived later: by the time their first mail was
+    // received, then by the order mails were stored (two mails received in
+    // the same second must not look simultaneous: a re-send would then not
+    // supersede the original, and both would be applied).
+    let arrivals: Vec<(i64, Option<i64>)> = (0..built.len())
+        .map(|gi| {
+            (
+                series[gi].first_received,
+                built[gi].members.iter().map(|i| mails[*i].mail_id).min(),
+            )
+        })
+        .collect();
     let mut dropped: HashSet<usize> = HashSet::new();
     for (a, b) in pairs {
         {
@@ -604,7 +616,7 @@ pub fn assemble_after(
                 }
             } else if new.version == old.version
                 && same_title
-                && series[b].first_received > series[a].first_received
+                && arrivals[b] > arrivals[a]
                 && !same_thread
             {
                 let pairs: Vec<(i64, i64)> = new
@@ -1048,6 +1060,33 @@ mod tests {
             PatchMail {
                 patch_hash: Some("hash-p".into()),
                 ..m(4, "p-again", Some((1, 1)), 1, Some("c-again"), 90)
+            },
+        ];
+        let a = assemble(&mails, 100, &CFG);
+        assert_eq!(keys(&a), vec![("c", &SeriesState::Complete, vec![(1, 2)])]);
+        assert_eq!(a.duplicates, vec![(3, 1), (4, 2)]);
+    }
+
+    /// As `whole_series_resent_counts_once`, but everything received in
+    /// the same second (one collect of an archive): the order mails were
+    /// stored decides, so the re-send is still counted once (seen on the
+    /// kvmarm archive: a `[PATCH RESEND]` was kept as a second complete
+    /// series when both copies were stored within one second).
+    #[test]
+    fn a_resend_received_in_the_same_second_counts_once() {
+        let mails = vec![
+            m(1, "c", Some((0, 1)), 1, None, 10),
+            m(2, "p", Some((1, 1)), 1, Some("c"), 10),
+            PatchMail {
+                fields: SubjectFields {
+                    title: "title of c".into(),
+                    ..m(3, "c-again", Some((0, 1)), 1, None, 10).fields
+                },
+                ..m(3, "c-again", Some((0, 1)), 1, None, 10)
+            },
+            PatchMail {
+                patch_hash: Some("hash-p".into()),
+                ..m(4, "p-again", Some((1, 1)), 1, Some("c-again"), 10)
             },
         ];
         let a = assemble(&mails, 100, &CFG);
