@@ -1045,53 +1045,41 @@ mod tests {
         assert_eq!(a.duplicates, vec![(3, 2), (5, 4), (6, 2)]);
     }
 
-    #[test]
-    fn whole_series_resent_counts_once() {
-        let mails = vec![
+    /// A one-patch series with a cover, and the whole of it sent again
+    /// (a RESEND in a new thread) received at `again`.
+    fn sent_twice(again: i64) -> Vec<PatchMail> {
+        vec![
             m(1, "c", Some((0, 1)), 1, None, 10),
             m(2, "p", Some((1, 1)), 1, Some("c"), 10),
             PatchMail {
                 fields: SubjectFields {
                     title: "title of c".into(),
-                    ..m(3, "c-again", Some((0, 1)), 1, None, 90).fields
+                    ..m(3, "c-again", Some((0, 1)), 1, None, again).fields
                 },
-                ..m(3, "c-again", Some((0, 1)), 1, None, 90)
+                ..m(3, "c-again", Some((0, 1)), 1, None, again)
             },
             PatchMail {
                 patch_hash: Some("hash-p".into()),
-                ..m(4, "p-again", Some((1, 1)), 1, Some("c-again"), 90)
+                ..m(4, "p-again", Some((1, 1)), 1, Some("c-again"), again)
             },
-        ];
-        let a = assemble(&mails, 100, &CFG);
-        assert_eq!(keys(&a), vec![("c", &SeriesState::Complete, vec![(1, 2)])]);
-        assert_eq!(a.duplicates, vec![(3, 1), (4, 2)]);
+        ]
     }
 
-    /// As `whole_series_resent_counts_once`, but everything received in
-    /// the same second (one collect of an archive): the order mails were
-    /// stored decides, so the re-send is still counted once (seen on the
-    /// kvmarm archive: a `[PATCH RESEND]` was kept as a second complete
-    /// series when both copies were stored within one second).
+    /// The whole series sent again counts once, also when both copies
+    /// were received in the same second (one collect of an archive): then
+    /// the order mails were stored decides (seen on the kvmarm archive: a
+    /// `[PATCH RESEND]` was kept as a second complete series).
     #[test]
-    fn a_resend_received_in_the_same_second_counts_once() {
-        let mails = vec![
-            m(1, "c", Some((0, 1)), 1, None, 10),
-            m(2, "p", Some((1, 1)), 1, Some("c"), 10),
-            PatchMail {
-                fields: SubjectFields {
-                    title: "title of c".into(),
-                    ..m(3, "c-again", Some((0, 1)), 1, None, 10).fields
-                },
-                ..m(3, "c-again", Some((0, 1)), 1, None, 10)
-            },
-            PatchMail {
-                patch_hash: Some("hash-p".into()),
-                ..m(4, "p-again", Some((1, 1)), 1, Some("c-again"), 10)
-            },
-        ];
-        let a = assemble(&mails, 100, &CFG);
-        assert_eq!(keys(&a), vec![("c", &SeriesState::Complete, vec![(1, 2)])]);
-        assert_eq!(a.duplicates, vec![(3, 1), (4, 2)]);
+    fn whole_series_resent_counts_once() {
+        for again in [90, 10] {
+            let a = assemble(&sent_twice(again), 100, &CFG);
+            assert_eq!(
+                keys(&a),
+                vec![("c", &SeriesState::Complete, vec![(1, 2)])],
+                "re-sent at {again}"
+            );
+            assert_eq!(a.duplicates, vec![(3, 1), (4, 2)], "re-sent at {again}");
+        }
     }
 
     #[test]
