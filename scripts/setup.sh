@@ -13,6 +13,8 @@ want createrepo_c createrepo-c
 want sqlite3 sqlite3
 want swaks swaks
 want openssl openssl
+# The scenario test drives the HTTP API as curl users do.
+want curl curl
 want cpio cpio
 # A real public-inbox archive for the public-inbox source's test.
 want public-inbox-init public-inbox
