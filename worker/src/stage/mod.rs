@@ -481,10 +481,11 @@ pub fn start_collect(
     }
 }
 
-/// Admits `stage` of `run` for the pipeline and records it `running`.
-fn admit_running(store: &mut Store, run: i64, stage: Stage) -> Result<(), Failure> {
+/// Admits `stage` of `run` for `caller` and records it `running`, by
+/// this process.
+fn admit_running(store: &mut Store, run: i64, stage: Stage, caller: Caller) -> Result<(), Failure> {
     store.admit_stage(run, stage, StageState::Running, |row, stages| {
-        admit(row, stages, stage, Caller::Pipeline, &process_alive)
+        admit(row, stages, stage, caller, &process_alive)
     })??;
     Ok(())
 }
@@ -498,9 +499,7 @@ fn start_with(
     source: Option<&mut dyn MailSource>,
     progress: &dyn Progress,
 ) -> Result<Summary, Failure> {
-    store.admit_stage(run, stage, StageState::Running, |row, stages| {
-        admit(row, stages, stage, caller, &process_alive)
-    })??;
+    admit_running(store, run, stage, caller)?;
     execute_with(store, config, run, stage, source, progress)
 }
 
@@ -771,7 +770,7 @@ fn drive(
         failpoint("before", stage);
         // A stage another live process runs is not this run's to drive:
         // refuse without reporting or finishing anything.
-        admit_running(store, run, stage)?;
+        admit_running(store, run, stage, Caller::Pipeline)?;
         let result = execute(store, config, run, stage, progress);
         failpoint("after", stage);
         if let Err(failure) = result {
@@ -781,7 +780,7 @@ fn drive(
         }
     }
     failpoint("before", Stage::Report);
-    admit_running(store, run, Stage::Report)?;
+    admit_running(store, run, Stage::Report, Caller::Pipeline)?;
     let report = match execute(store, config, run, Stage::Report, progress) {
         Ok(Summary::Report(summary)) => Some(summary),
         Ok(_) => None,
