@@ -46,6 +46,12 @@ if [ ! -x "$tools/jenkins-venv/bin/jenkins-jobs" ]; then
   python3 -m venv "$tools/jenkins-venv"
   "$tools/jenkins-venv/bin/pip" install -q jenkins-job-builder==6.5.0
 fi
+# b4 (PyPI), the reference scripts/compare-b4.py compares series with.
+if [ ! -x "$tools/b4-venv/bin/b4" ]; then
+  echo "setup: installing b4 into $tools/b4-venv" >&2
+  python3 -m venv "$tools/b4-venv"
+  "$tools/b4-venv/bin/pip" install -q b4==0.16.0
+fi
 if [ ! -x "$tools/npm/node_modules/.bin/npm-groovy-lint" ]; then
   echo "setup: installing npm-groovy-lint into $tools/npm" >&2
   npm install --prefix "$tools/npm" --no-audit --no-fund --silent npm-groovy-lint@16.2.0
