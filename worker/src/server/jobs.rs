@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::stage_log::{self, StageLog};
 use crate::config::Config;
 use crate::stage::collect::Progress;
-use crate::stage::{self, NewRun, Stage};
+use crate::stage::{self, NewRun, Stage, StageState};
 use crate::store::{self, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,10 +26,8 @@ pub fn prepare(store: &mut Store) -> Result<usize, store::Error> {
     for (run, row) in store.active_stages()? {
         // At start-up nothing of this process runs yet: a row naming our
         // pid is a previous process's that had the same pid (a container).
-        if row
-            .pid
-            .is_none_or(|pid| pid == own || !stage::process_alive(pid))
-        {
+        let alive = |pid| pid != own && stage::process_alive(pid);
+        if stage::effective_state(&row, &alive) == StageState::Interrupted {
             let why = "the worker stopped while this stage ran; start the stage again to resume it";
             if store.interrupt_stage(run, row.stage, why)? {
                 n += 1;

@@ -230,11 +230,13 @@ pub fn lets_through(row: &StageRow) -> bool {
 }
 
 /// A stage's state as the rules see it: an active row whose process is
-/// gone (`alive` says no) is `interrupted`.
-fn effective_state(row: &StageRow, alive: &dyn Fn(u32) -> bool) -> StageState {
-    match row.pid {
-        Some(pid) if row.state.is_active() && !alive(pid) => StageState::Interrupted,
-        _ => row.state,
+/// gone (`alive` says no), or that names no process (written before
+/// processes were recorded), is `interrupted`.
+pub fn effective_state(row: &StageRow, alive: &dyn Fn(u32) -> bool) -> StageState {
+    if row.state.is_active() && !row.pid.is_some_and(alive) {
+        StageState::Interrupted
+    } else {
+        row.state
     }
 }
 
@@ -538,7 +540,7 @@ fn execute_with(
         Ok(Summary::Skipped("dry run: nothing is published".into()))
     } else {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            work(store, config, run, stage, source, progress, &mut partial)
+            work(store, config, &row, stage, source, progress, &mut partial)
         }))
         .unwrap_or_else(|_| {
             Err(Failure::stage(
@@ -595,12 +597,13 @@ fn execute_with(
 fn work(
     store: &mut Store,
     config: &Config,
-    run: i64,
+    row: &RunRow,
     stage: Stage,
     source: Option<&mut dyn MailSource>,
     progress: &dyn Progress,
     partial: &mut serde_json::Value,
 ) -> Result<Summary, Failure> {
+    let run = row.id;
     Ok(match stage {
         Stage::Collect => {
             let mut own;
@@ -624,7 +627,6 @@ fn work(
             }
         }
         Stage::Apply => {
-            let repos = store.run(run)?.options.repos;
             let opts = crate::patch::apply::AmOptions {
                 apply: crate::patch::hunks::ApplyOptions {
                     ignore_whitespace: config.apply.ignore_whitespace,
@@ -634,7 +636,7 @@ fn work(
                 ..Default::default()
             };
             Summary::Apply(
-                apply::apply_stage(store, config, run, &repos, None, opts)
+                apply::apply_stage(store, config, run, &row.options.repos, None, opts)
                     .map_err(|e| Failure::stage(e.to_string()))?,
             )
         }
@@ -736,16 +738,8 @@ pub fn resume(
             }
         },
     };
-    // A stage whose process died (killed mid-stage) is taken up again.
-    for (r, row) in store.active_stages()? {
-        if r == run && row.pid.is_none_or(|pid| !process_alive(pid)) {
-            store.interrupt_stage(
-                run,
-                row.stage,
-                "the process running this stage stopped; resumed",
-            )?;
-        }
-    }
+    // A stage whose process died (killed mid-stage) counts as interrupted
+    // (`admit`): it is simply started again.
     store.reopen_run(run)?;
     drive(store, config, run, progress)
 }
@@ -964,6 +958,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(refused.contains("(it is interrupted)"), "{refused}");
+        assert_eq!(
+            admit(&open, &stages, Stage::Collect, Caller::Pipeline, &alive),
+            Ok(())
+        );
+        // A row from before processes were recorded names none.
+        stages[0].pid = None;
         assert_eq!(
             admit(&open, &stages, Stage::Collect, Caller::Pipeline, &alive),
             Ok(())

@@ -2,7 +2,7 @@
 //! apply it to a bare repository, fail cleanly, and resume after a crash
 //! between the planned and the done branch move.
 
-use crate::util::{git, hello_series, patchline};
+use crate::util::{format_series, git, hello_series, patchline};
 use std::path::{Path, PathBuf};
 
 struct Site {
@@ -233,22 +233,11 @@ fn reroll(s: &Site) -> String {
     std::fs::write(src.join("b.txt"), "bees\n").unwrap();
     git(&src, &["add", "-A"]);
     git(&src, &["commit", "-q", "-m", "Add bee"]);
-    git(
-        &src,
-        &[
-            "format-patch",
-            "--stdout",
-            "--cover-letter",
-            "--thread=shallow",
-            "-v2",
-            "--subject-prefix=master PATCH hello",
-            "HEAD~2",
-        ],
-    )
-    .replace("*** SUBJECT HERE ***", "Two changes")
-    // git makes Message-IDs from the commit and the second it runs in: v1's
-    // unchanged first patch, made in the same second, would get v1's id.
-    .replace(".git.", ".v2.git.")
+    format_series(&src, &["-v2"])
+        .replace("*** SUBJECT HERE ***", "Two changes")
+        // git makes Message-IDs from the commit and the second it runs in: v1's
+        // unchanged first patch, made in the same second, would get v1's id.
+        .replace(".git.", ".v2.git.")
 }
 
 fn append(s: &Site, mails: &str) {

@@ -238,15 +238,21 @@ pub fn hello_series(p: &Path) -> String {
     std::fs::write(src.join("b.txt"), "bee\n").unwrap();
     git(&src, &["add", "-A"]);
     git(&src, &["commit", "-q", "-m", "Add bee"]);
-    git(
-        &src,
-        &[
-            "format-patch",
-            "--stdout",
-            "--cover-letter",
-            "--thread=shallow",
-            "--subject-prefix=master PATCH hello",
-            "HEAD~2",
-        ],
-    )
+    format_series(&src, &[])
+}
+
+/// The last two commits of `src` as the team's `[master PATCH hello]`
+/// series with a cover letter (`git format-patch --stdout`), with `extra`
+/// format-patch options (e.g. `-v2`).
+pub fn format_series(src: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "format-patch",
+        "--stdout",
+        "--cover-letter",
+        "--thread=shallow",
+        "--subject-prefix=master PATCH hello",
+    ];
+    args.extend_from_slice(extra);
+    args.push("HEAD~2");
+    git(src, &args)
 }

@@ -236,29 +236,9 @@ impl MailSource for PublicInboxSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::git;
     use std::cell::RefCell;
     use std::collections::HashSet;
-    use std::process::Command;
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "pi")
-            .env("GIT_AUTHOR_EMAIL", "pi@example.org")
-            .env("GIT_COMMITTER_NAME", "pi")
-            .env("GIT_COMMITTER_EMAIL", "pi@example.org")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
 
     /// Appends a mail to an epoch as public-inbox does: one commit whose
     /// tree is the file `m` (or `d` for a removal).
