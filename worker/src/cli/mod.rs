@@ -872,7 +872,7 @@ fn read_mail_file(
         let bytes = match &raw.oversize {
             Some(big) => {
                 let mut whole = Vec::new();
-                big.span.copy_to(&mut whole)?;
+                big.copy_to(&raw.bytes, &mut whole)?;
                 whole
             }
             None => raw.bytes,

@@ -20,7 +20,7 @@ use crate::mail::series::{
 use crate::mail::source::imap::{ImapSettings, ImapSource};
 use crate::mail::source::maildir::MaildirSource;
 use crate::mail::source::mbox::MboxSource;
-use crate::mail::source::{self, Flow, MailSource, RawMail, Resume};
+use crate::mail::source::{self, Flow, MailSource, RawMail, Resume, head_of};
 use crate::mail::subject::{SubjectFields, SubjectGrammar};
 use crate::store::{
     self, FiledPatch, NewMail, OpenPatchMail, SeriesRecord, SeriesState, Store, now,
@@ -360,8 +360,7 @@ fn receive(
         Some(big) => {
             let (raw_path, content_hash) =
                 archive.store_raw_streamed(received_at, &mut |out: &mut dyn std::io::Write| {
-                    big.span
-                        .copy_to(out)
+                    big.copy_to(&raw.bytes, out)
                         .map(|_| ())
                         .map_err(std::io::Error::other)
                 })?;
@@ -369,7 +368,7 @@ fn receive(
                 size: big.size,
                 limit: limits.max_size as u64,
             };
-            let parsed = parse_head(&raw.bytes, &content_hash, oversize);
+            let parsed = parse_head(head_of(&raw.bytes), &content_hash, oversize);
             (raw_path, content_hash, parsed)
         }
         None => {

@@ -9,6 +9,28 @@ struct Site {
 }
 
 impl Site {
+    /// A config reading `Maildir` with `extra` appended to `[intake]`.
+    fn maildir(extra: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(dir.path().join("Maildir").join(sub)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("patchline.toml"),
+            format!("[intake]\nsource = \"maildir\"\npath = \"Maildir\"\n{extra}\n"),
+        )
+        .unwrap();
+        Site { dir }
+    }
+
+    /// Delivers each mail as a file of `Maildir/new`, in order.
+    fn write_maildir(&self, mails: &[String]) {
+        for (n, text) in mails.iter().enumerate() {
+            let name = format!("17000000{n:02}.M{n}P1.host");
+            std::fs::write(self.path().join("Maildir/new").join(name), text).unwrap();
+        }
+    }
+
     /// A config reading `list.mbox` with `extra` appended to `[intake]`.
     fn mbox(extra: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
@@ -285,11 +307,20 @@ fn a_cross_posted_patch_is_a_duplicate_not_a_conflict() {
 
 /// A mail over `max_mail_size` is archived whole, named in `errors` with
 /// its Message-ID, subject and size, and parsed by the first collect after
-/// the limit is raised; LF and CRLF.
+/// the limit is raised; mbox and Maildir, LF and CRLF (IMAP: in
+/// imap_source.rs).
 #[test]
 fn an_over_limit_mail_is_archived_reported_and_parsed_once_the_limit_allows() {
-    for eol in ["\n", "\r\n"] {
-        let site = Site::mbox("max_mail_size = 2000");
+    for (source, eol) in [
+        ("mbox", "\n"),
+        ("mbox", "\r\n"),
+        ("maildir", "\n"),
+        ("maildir", "\r\n"),
+    ] {
+        let site = match source {
+            "mbox" => Site::mbox("max_mail_size = 2000"),
+            _ => Site::maildir("max_mail_size = 2000"),
+        };
         let big = mail(&MailSpec {
             message_id: "big@x",
             subject: "[PATCH] Big change",
@@ -302,7 +333,11 @@ fn an_over_limit_mail_is_archived_reported_and_parsed_once_the_limit_allows() {
             ),
         })
         .replace('\n', eol);
-        site.write_mbox(&[big.clone(), patch("small@x", "[PATCH] Small", None, "s.c")]);
+        let mails = [big.clone(), patch("small@x", "[PATCH] Small", None, "s.c")];
+        match source {
+            "mbox" => site.write_mbox(&mails),
+            _ => site.write_maildir(&mails),
+        }
         let s = site.collect();
         assert_eq!(s["mails"], 2, "{s}");
         assert_eq!(s["patches"], 1, "{s}");
@@ -327,7 +362,14 @@ fn an_over_limit_mail_is_archived_reported_and_parsed_once_the_limit_allows() {
         // The limit raised: the next collect parses it from the archive.
         std::fs::write(
             site.path().join("patchline.toml"),
-            "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmax_mail_size = 1000000\n",
+            match source {
+                "mbox" => {
+                    "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmax_mail_size = 1000000\n"
+                }
+                _ => {
+                    "[intake]\nsource = \"maildir\"\npath = \"Maildir\"\nmax_mail_size = 1000000\n"
+                }
+            },
         )
         .unwrap();
         let s = site.collect();

@@ -420,12 +420,16 @@ fn reading_leaves_the_mailbox_untouched() {
     }
 }
 
+/// An over-limit mail is fetched alone and handed over whole, marked over
+/// the limit (collect archives it and records it as an error): never
+/// skipped.
 #[test]
-fn oversized_mail_is_skipped_with_a_warning() {
+fn oversized_mail_is_handed_over_whole_and_marked() {
     let dovecot = Dovecot::start();
     let mut client = dovecot.client();
     client.append("INBOX", &patch_mail(1, 500, "\r\n"));
-    let big = client.append("INBOX", &patch_mail(2, 50_000, "\r\n"));
+    let big_text = patch_mail(2, 50_000, "\r\n");
+    client.append("INBOX", &big_text);
     client.append("INBOX", &patch_mail(3, 500, "\r\n"));
     let settings = ImapSettings {
         max_mail_size: 10_000,
@@ -435,17 +439,14 @@ fn oversized_mail_is_skipped_with_a_warning() {
     let (result, mails) = fetch_all(&mut ImapSource::new(settings), None, &never_seen);
 
     let stats = result.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(uids(&mails), vec![1, 3]);
-    assert_eq!(stats.delivered, 2);
-    let item = format!("{}:{}", big.uidvalidity, big.uid);
-    assert!(
-        stats
-            .warnings
-            .iter()
-            .any(|w| w.contains(&item) && w.contains("10000")),
-        "{:?}",
-        stats.warnings
-    );
+    assert_eq!(uids(&mails), vec![1, 2, 3]);
+    assert_eq!(stats.delivered, 3);
+    assert!(stats.warnings.is_empty(), "{:?}", stats.warnings);
+    let big = mails[1].oversize.clone().expect("marked over the limit");
+    assert_eq!(big.reread, patchline::mail::source::Reread::Held);
+    assert_eq!(big.size, big_text.len() as u64);
+    assert_eq!(mails[1].bytes, big_text);
+    assert!(mails[0].oversize.is_none() && mails[2].oversize.is_none());
 }
 
 #[test]

@@ -20,7 +20,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Error, FetchStats, Flow, MailSource, RawMail, Resume, Sink};
+use super::{Error, FetchStats, Flow, MailSource, Oversize, RawMail, Reread, Resume, Sink};
 
 /// How the connection is protected (config: `"tls"`, `"starttls"`, `"plain"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -62,8 +62,9 @@ pub struct ImapSettings {
     /// Limit for connecting and for every single read or write, so a dead
     /// server never hangs a run.
     pub timeout: Duration,
-    /// Mails larger than this (RFC822.SIZE) are skipped with a warning. It
-    /// also bounds the bytes of one FETCH batch, hence the memory used.
+    /// Mails larger than this (RFC822.SIZE) are fetched alone and handed
+    /// over as over-limit (archived, recorded as an error). It also bounds
+    /// the bytes of one FETCH batch of small mails, hence the memory used.
     pub max_mail_size: u64,
     /// Most UIDs fetched with one FETCH command.
     pub batch: u32,
@@ -235,19 +236,7 @@ impl ImapSource {
         let mut wanted = Vec::with_capacity(listing.len());
         for message in &listing {
             let item = item_key(state.uidvalidity, message.uid);
-            if message.size > self.settings.max_mail_size {
-                let warning = format!(
-                    "{}, skipped (it is {} bytes)",
-                    Error::TooLarge {
-                        source_key: key.clone(),
-                        item,
-                        limit: self.settings.max_mail_size,
-                    },
-                    message.size
-                );
-                tracing::warn!("{warning}");
-                stats.warnings.push(warning);
-            } else if (resume.seen)(&item) {
+            if (resume.seen)(&item) {
                 stats.skipped_seen += 1;
             } else {
                 wanted.push(*message);
@@ -283,6 +272,14 @@ impl ImapSource {
                     continue;
                 };
                 let item = item_key(state.uidvalidity, uid);
+                // Over the limit: fetched alone (`plan_batches` keeps to the
+                // byte budget), handed over whole to be archived and
+                // recorded, never skipped.
+                let size = body.len() as u64;
+                let oversize = (size > self.settings.max_mail_size).then_some(Oversize {
+                    size,
+                    reread: Reread::Held,
+                });
                 let mail = RawMail {
                     bytes: body.to_vec(),
                     origin: format!(
@@ -296,7 +293,7 @@ impl ImapSource {
                     }
                     .to_string(),
                     warnings: Vec::new(),
-                    oversize: None,
+                    oversize,
                 };
                 let flow = sink(mail).map_err(|source| Error::Sink { item, source })?;
                 stats.delivered += 1;

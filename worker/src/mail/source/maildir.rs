@@ -5,7 +5,8 @@
 //! unique name (without the `:2,FLAGS` suffix), so a mail a client moved from
 //! `new/` to `cur/`, or flagged, is still the same item.
 
-use super::{Error, FetchStats, Flow, MailSource, RawMail, Resume, Sink};
+use super::{Error, FetchStats, Flow, MailSource, Oversize, RawMail, Reread, Resume, Sink, mbox};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub struct MaildirSource {
@@ -88,6 +89,19 @@ impl MaildirSource {
             Err(e) => Err(e),
         }
     }
+
+    /// The first `mbox::HEAD_LIMIT` bytes of an over-limit mail, enough to
+    /// name it (its header block).
+    fn read_head(&self, path: &Path) -> Result<Option<Vec<u8>>, std::io::Error> {
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut head = Vec::new();
+        file.take(mbox::HEAD_LIMIT as u64).read_to_end(&mut head)?;
+        Ok(Some(head))
+    }
 }
 
 impl MailSource for MaildirSource {
@@ -108,15 +122,17 @@ impl MailSource for MaildirSource {
                 continue;
             }
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            if size > self.max_mail_size {
-                stats.warnings.push(format!(
-                    "maildir {}: mail {item} is {size} bytes, over the limit of {} bytes: skipped",
-                    self.path.display(),
-                    self.max_mail_size
-                ));
-                continue;
-            }
-            let bytes = match self.read(&item, &path) {
+            // Over the limit: its head is handed over and the file itself
+            // is streamed into the archive, so it is recorded, never lost.
+            let oversize = (size > self.max_mail_size).then(|| Oversize {
+                size,
+                reread: Reread::File(path.clone()),
+            });
+            let read = match &oversize {
+                Some(_) => self.read_head(&path),
+                None => self.read(&item, &path),
+            };
+            let bytes = match read {
                 Ok(Some(bytes)) => bytes,
                 Ok(None) => {
                     stats.warnings.push(format!(
@@ -143,7 +159,7 @@ impl MailSource for MaildirSource {
                 item: item.clone(),
                 cursor: item.clone(),
                 warnings: Vec::new(),
-                oversize: None,
+                oversize,
             };
             stats.delivered += 1;
             match sink(raw) {
@@ -247,7 +263,14 @@ mod tests {
         let mut src = MaildirSource::new(dir.path().to_path_buf(), 10);
         let seen = RefCell::new(HashSet::new());
         let (got, stats) = fetch(&mut src, &seen);
-        assert!(got.is_empty());
-        assert!(stats.warnings[0].contains("1.a") && stats.warnings[0].contains("limit"));
+        // Handed over (never skipped) with its head and the file to stream.
+        assert!(stats.warnings.is_empty(), "{:?}", stats.warnings);
+        assert_eq!(got.len(), 1);
+        let big = got[0].oversize.clone().unwrap();
+        assert_eq!(big.size, 24);
+        assert_eq!(big.reread, Reread::File(dir.path().join("new/1.a")));
+        let mut whole = Vec::new();
+        assert_eq!(big.copy_to(&got[0].bytes, &mut whole).unwrap(), 24);
+        assert_eq!(whole, b"Subject: far too large\n\n");
     }
 }

@@ -8,7 +8,7 @@
 //! only read, never rewritten or locked; a mail still being appended (the
 //! file does not end with a newline) is left for the next run.
 
-use super::{Error, FetchStats, Flow, MailSource, Oversize, RawMail, Resume, Sink};
+use super::{Error, FetchStats, Flow, MailSource, Oversize, RawMail, Reread, Resume, Sink};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -333,12 +333,12 @@ impl MailSource for MboxSource {
                     let trailing = if prev_blank { last_len } else { 0 };
                     Oversize {
                         size: mail_size - trailing,
-                        span: MboxSpan {
+                        reread: Reread::Mbox(MboxSpan {
                             path: self.path.clone(),
                             start: body_start,
                             end: offset - trailing,
                             format: self.format,
-                        },
+                        }),
                     }
                 });
                 oversized = false;
@@ -802,7 +802,7 @@ mod tests {
                     "From: a@x\nSubject: big\nMessage-Id: <big@x>\n\n".replace('\n', eol)
                 );
                 let mut reread = Vec::new();
-                assert_eq!(big.span.copy_to(&mut reread).unwrap(), big.size);
+                assert_eq!(big.copy_to(&got[0].bytes, &mut reread).unwrap(), big.size);
                 assert_eq!(
                     String::from_utf8_lossy(&reread),
                     String::from_utf8_lossy(&whole[0].bytes),

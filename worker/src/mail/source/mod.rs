@@ -30,19 +30,63 @@ pub struct RawMail {
     /// Recoverable damage noticed while reading (e.g. an mbox that ends
     /// without a newline).
     pub warnings: Vec<String>,
-    /// Set when the mail is over the size limit: `bytes` then holds only
-    /// its head (the header block, at most `mbox::HEAD_LIMIT` bytes), and
-    /// the whole mail is streamed from the span into the archive.
+    /// Set when the mail is over the size limit: it is archived whole and
+    /// recorded as an error until the limit allows it, never skipped.
+    /// `bytes` then holds its head (the header block, at most
+    /// `mbox::HEAD_LIMIT` bytes), or the whole mail where the source can
+    /// only read it in one piece (`Reread::Held`).
     pub oversize: Option<Oversize>,
 }
 
-/// A mail over the size limit, as the source can read it again without
-/// holding it in memory.
+/// A mail over the size limit, and where its whole bytes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Oversize {
     /// Its size in bytes, as it would have been handed over.
     pub size: u64,
-    pub span: mbox::MboxSpan,
+    pub reread: Reread,
+}
+
+/// Where the whole bytes of an over-limit mail are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reread {
+    /// A span of an mbox file, unquoted on the way (memory: one line).
+    Mbox(mbox::MboxSpan),
+    /// A file that is exactly the mail (a Maildir message), streamed.
+    File(std::path::PathBuf),
+    /// `RawMail::bytes` is the whole mail: IMAP hands a message over in
+    /// one response and gitoxide reads a public-inbox blob in one piece,
+    /// so memory is one mail, as `MailSource::fetch` allows.
+    Held,
+}
+
+impl Oversize {
+    /// Streams the whole mail into `out` (`held` is `RawMail::bytes`);
+    /// returns the bytes written.
+    pub fn copy_to(&self, held: &[u8], out: &mut dyn std::io::Write) -> Result<u64, Error> {
+        match &self.reread {
+            Reread::Mbox(span) => span.copy_to(out),
+            Reread::File(path) => {
+                let io = |source| Error::Io {
+                    path: path.display().to_string(),
+                    source,
+                };
+                let mut file = std::fs::File::open(path).map_err(io)?;
+                std::io::copy(&mut file, out).map_err(io)
+            }
+            Reread::Held => {
+                out.write_all(held).map_err(|source| Error::Io {
+                    path: "<mail in memory>".to_owned(),
+                    source,
+                })?;
+                Ok(held.len() as u64)
+            }
+        }
+    }
+}
+
+/// The head of a mail for naming it: at most `mbox::HEAD_LIMIT` bytes.
+pub fn head_of(bytes: &[u8]) -> &[u8] {
+    &bytes[..bytes.len().min(mbox::HEAD_LIMIT)]
 }
 
 /// What the caller wants after handing over one mail.
@@ -116,12 +160,6 @@ pub enum Error {
         source_key: String,
         cursor: String,
         reason: String,
-    },
-    #[error("{source_key}: mail {item} is larger than the limit of {limit} bytes")]
-    TooLarge {
-        source_key: String,
-        item: String,
-        limit: u64,
     },
     #[error("IMAP server {server} unreachable: {reason}")]
     Unreachable { server: String, reason: String },

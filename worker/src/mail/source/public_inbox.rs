@@ -13,7 +13,7 @@
 //! before and after a rewrite), so nothing is taken twice and nothing the
 //! rewrite kept is lost.
 
-use super::{Error, FetchStats, Flow, MailSource, RawMail, Resume, Sink};
+use super::{Error, FetchStats, Flow, MailSource, Oversize, RawMail, Reread, Resume, Sink};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -198,16 +198,12 @@ impl MailSource for PublicInboxSource {
                 let header = repo
                     .find_header(blob_id)
                     .map_err(|e| self.git_error(&dir, "cannot read a mail", e))?;
-                if header.size() > self.max_mail_size {
-                    stats.warnings.push(format!(
-                        "public-inbox {}: mail {item} (epoch {n}, commit {id}) is {} bytes, over the limit of {} bytes: skipped",
-                        self.path.display(),
-                        header.size(),
-                        self.max_mail_size
-                    ));
-                    stats.cursor = Some(format_cursor(&cursor));
-                    continue;
-                }
+                // Over the limit: handed over whole (gitoxide reads a blob
+                // in one piece) to be archived and recorded, never skipped.
+                let oversize = (header.size() > self.max_mail_size).then(|| Oversize {
+                    size: header.size(),
+                    reread: Reread::Held,
+                });
                 let bytes = repo
                     .find_blob(blob_id)
                     .map_err(|e| self.git_error(&dir, "cannot read a mail", e))?
@@ -218,7 +214,7 @@ impl MailSource for PublicInboxSource {
                     item: item.clone(),
                     cursor: format_cursor(&cursor),
                     warnings: Vec::new(),
-                    oversize: None,
+                    oversize,
                 };
                 stats.delivered += 1;
                 stats.cursor = None;
@@ -340,6 +336,35 @@ mod tests {
             stats.warnings[0].contains("epoch 0 was rewritten"),
             "{stats:?}"
         );
+    }
+
+    #[test]
+    fn an_over_limit_mail_is_handed_over_whole_and_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path().join("inbox");
+        let w0 = epoch(&inbox, 0);
+        deliver(&w0, "m", &mail(1));
+        let limit = mail(1).len() as u64 - 1;
+        let mut src = PublicInboxSource::new(inbox, limit);
+        let never = |_: &str| false;
+        let mut got = Vec::new();
+        let stats = src
+            .fetch(
+                &Resume {
+                    cursor: None,
+                    seen: &never,
+                },
+                &mut |m| {
+                    got.push(m);
+                    Ok(Flow::Continue)
+                },
+            )
+            .unwrap();
+        assert!(stats.warnings.is_empty(), "{stats:?}");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].bytes, mail(1).as_bytes());
+        let big = got[0].oversize.clone().unwrap();
+        assert_eq!((big.size, big.reread), (limit + 1, Reread::Held));
     }
 
     #[test]
