@@ -968,6 +968,7 @@ fn emit_parse(
         "branch": fields.and_then(|f| f.branch.clone()),
         "repo": fields.and_then(|f| f.repo.clone()),
         "version": fields.map(|f| f.version),
+        "revision": fields.map(|f| f.revision).filter(|r| *r > 0),
         "index": fields.and_then(|f| f.index),
         "total": fields.and_then(|f| f.total),
         "title": fields.map(|f| f.title.clone()),
@@ -994,7 +995,7 @@ fn emit_parse(
     };
     let mut line = format!("{file}: {verdict}");
     for key in [
-        "branch", "repo", "version", "index", "total", "title", "reason",
+        "branch", "repo", "version", "revision", "index", "total", "title", "reason",
     ] {
         if !value[key].is_null() {
             line.push_str(&format!(" {key}={}", value[key]));

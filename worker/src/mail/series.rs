@@ -392,12 +392,66 @@ pub fn assemble_after(
         });
     }
 
+    // 3b. A `vN.M` patch re-sent in a thread of its own (or under the
+    // patch it corrects, or unthreaded outside the window) corrects the vN
+    // series of the same author and total: it joins that group, where
+    // step 4 lets it win its index. Among several such groups the base is
+    // the last sent (`Date:`) no later than the revision, else the first:
+    // header values, so the choice does not depend on arrival order.
+    let only_revisions = |g: &Group| g.members.iter().all(|i| mails[*i].fields.revision > 0);
+    let sent = |g: &Group| {
+        g.members
+            .iter()
+            .map(|i| (mails[*i].date, mails[*i].message_id.as_str()))
+            .min()
+    };
+    for gi in 0..built.len() {
+        if built[gi].members.is_empty() || !only_revisions(&built[gi]) {
+            continue;
+        }
+        let author = &mails[built[gi].members[0]].author;
+        let revision_sent = sent(&built[gi]).map(|(date, _)| date);
+        let mut candidates: Vec<usize> = (0..built.len())
+            .filter(|bi| {
+                let b = &built[*bi];
+                *bi != gi
+                    && !b.members.is_empty()
+                    && !only_revisions(b)
+                    && b.version == built[gi].version
+                    && b.total == built[gi].total
+                    // Any of its mails: a cover letter is often sent
+                    // as the committer, the patches as their author.
+                    && b.members.iter().any(|i| mails[*i].author == *author)
+            })
+            .collect();
+        candidates.sort_by_key(|bi| sent(&built[*bi]));
+        let base = candidates
+            .iter()
+            .rev()
+            .find(|bi| sent(&built[**bi]).map(|(date, _)| date) <= revision_sent)
+            .or(candidates.first())
+            .copied();
+        if let Some(bi) = base {
+            let moved = std::mem::take(&mut built[gi].members);
+            built[bi].members.extend(moved);
+        }
+    }
+    built.retain(|g| !g.members.is_empty());
+
     // 4. One mail per index: an identical re-send is a duplicate of the
-    // first; a different mail for the same index is a correction and wins.
+    // first; a different mail for the same index is a correction and wins,
+    // and a `vN.M` revision wins over what it revises whatever the order
+    // of arrival.
     for g in &mut built {
         let mut slots: BTreeMap<u32, usize> = BTreeMap::new();
         let mut order = g.members.clone();
-        order.sort_by_key(|i| (mails[*i].received, mails[*i].mail_id));
+        order.sort_by_key(|i| {
+            (
+                mails[*i].fields.revision,
+                mails[*i].received,
+                mails[*i].mail_id,
+            )
+        });
         for i in order {
             let idx = numbering(mails[i]).0;
             match slots.get(&idx).copied() {
@@ -1022,6 +1076,63 @@ mod tests {
             ]
         );
         assert_eq!(a.series[1].cover, Some(1));
+    }
+
+    fn revised(mut m: PatchMail, revision: u32) -> PatchMail {
+        m.fields.revision = revision;
+        m.patch_hash = Some(format!("hash-{}-r{revision}", m.message_id));
+        m
+    }
+
+    /// `[PATCH v2.1 2/3]`: one patch of v2 re-sent as its correction,
+    /// replying into the v2 thread or in a thread of its own, before or
+    /// after the patch it corrects: v2 with that patch replaced, nothing
+    /// superseded, the revised mail a duplicate.
+    #[test]
+    fn a_vn_m_revision_replaces_its_patch_in_version_n() {
+        let base = || {
+            vec![
+                m(1, "c", Some((0, 3)), 2, None, 10),
+                m(2, "p1", Some((1, 3)), 2, Some("c"), 10),
+                m(3, "p2", Some((2, 3)), 2, Some("c"), 10),
+                m(4, "p3", Some((3, 3)), 2, Some("c"), 10),
+            ]
+        };
+        let in_thread = PatchMail {
+            references: vec!["c".into(), "p2".into()],
+            ..revised(m(5, "p2r", Some((2, 3)), 2, Some("p2"), 9000), 1)
+        };
+        // `git send-email --in-reply-to=<patch 2>`: references that patch
+        // only, so its thread root is patch 2, not the cover.
+        let under_patch = revised(m(5, "p2r", Some((2, 3)), 2, Some("p2"), 9000), 1);
+        let own_thread = revised(m(5, "p2r", Some((2, 3)), 2, None, 9000), 1);
+        for (name, revision) in [
+            ("in thread", in_thread),
+            ("under its patch", under_patch),
+            ("own thread", own_thread),
+        ] {
+            let mut mails = base();
+            mails.push(revision.clone());
+            for order in [false, true] {
+                if order {
+                    mails.reverse();
+                }
+                let a = assemble(&mails, 9100, &CFG);
+                assert_eq!(
+                    keys(&a),
+                    vec![("c#v2", &SeriesState::Complete, vec![(1, 2), (2, 5), (3, 4)])],
+                    "{name}"
+                );
+                assert_eq!(a.duplicates, vec![(3, 5)], "{name}");
+            }
+        }
+        // The revision arrived first (delayed delivery of the original):
+        // it still wins.
+        let mut mails = base();
+        mails[2].received = 9500;
+        mails.push(revised(m(5, "p2r", Some((2, 3)), 2, Some("p2"), 9000), 1));
+        let a = assemble(&mails, 9600, &CFG);
+        assert_eq!(keys(&a)[0].2, vec![(1, 2), (2, 5), (3, 4)]);
     }
 
     #[test]

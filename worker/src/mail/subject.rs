@@ -31,6 +31,10 @@ pub struct SubjectFields {
     pub branch: Option<String>,
     pub repo: Option<String>,
     pub version: u32,
+    /// The `M` of `vN.M`: a patch re-sent alone as a correction of patch
+    /// `index` of version `N` (`[PATCH v7.1 39/72]`); 0 when absent.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: u32,
     pub index: Option<u32>,
     /// `None` with an `index` for an unknown total (`[PATCH 3/n]`).
     pub total: Option<u32>,
@@ -43,6 +47,10 @@ pub struct SubjectFields {
     /// patches; a patch is not written out, so stored JSON stays the same.
     #[serde(default, skip_serializing_if = "SubjectKind::is_patch")]
     pub kind: SubjectKind,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Why a subject is not a patch subject.
@@ -195,8 +203,8 @@ impl SubjectGrammar {
                         }
                     }
                     Word::Git(_) if anchor_at == Some(wi + 1) => {}
-                    Word::Version(v) => {
-                        version.get_or_insert(*v);
+                    Word::Version(v, r) => {
+                        version.get_or_insert((*v, *r));
                     }
                     Word::Numbering(i, t) => {
                         numbering.get_or_insert((*i, *t));
@@ -219,8 +227,9 @@ impl SubjectGrammar {
                 }
             }
         }
-        if let Some(v) = version.or(title_version) {
+        if let Some((v, r)) = version.or(title_version.map(|v| (v, 0))) {
             fields.version = v;
+            fields.revision = r;
         }
         if let Some((index, total)) = numbering {
             fields.index = Some(index);
@@ -260,6 +269,19 @@ fn parse_version(text: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// `vN`, `N`, or a partial reroll's `vN.M` (`v7.1`): version and revision.
+fn parse_revision(text: &str) -> Option<(u32, u32)> {
+    match text.split_once('.') {
+        None => parse_version(text).map(|v| (v, 0)),
+        Some((version, revision)) => {
+            if revision.is_empty() || !revision.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Some((parse_version(version)?, revision.parse().ok()?))
+        }
+    }
+}
+
 fn parse_custom(re: &regex::Regex, subject: &str) -> Option<SubjectFields> {
     let caps = re.captures(subject)?;
     let text = |name: &str| {
@@ -270,10 +292,14 @@ fn parse_custom(re: &regex::Regex, subject: &str) -> Option<SubjectFields> {
     let number = |name: &str| text(name).and_then(|t| parse_version(&t));
     let whole = caps.get(0)?;
     let title = text("title").unwrap_or_else(|| subject[whole.end()..].trim().to_owned());
+    let (version, revision) = text("version")
+        .and_then(|t| parse_revision(&t))
+        .unwrap_or((1, 0));
     Some(SubjectFields {
         branch: text("branch"),
         repo: text("repo"),
-        version: number("version").unwrap_or(1),
+        version,
+        revision,
         index: number("index"),
         total: number("total"),
         title,
@@ -364,7 +390,8 @@ enum Word<'a> {
     Marker(SubjectKind),
     /// `GIT`: part of the marker right before `PULL`, else a plain word.
     Git(&'a str),
-    Version(u32),
+    /// `vN` or `vN.M` (version, revision; 0 without one).
+    Version(u32, u32),
     /// Index and total; the total is unknown in `3/n`.
     Numbering(u32, Option<u32>),
     Keyword(&'a str),
@@ -446,14 +473,14 @@ fn lex_word<'a>(word: &'a str, out: &mut Vec<Word<'a>>) {
     if let Some((kind, tail)) = marker {
         let tail_word = if tail.is_empty() {
             None
-        } else if let Some(v) = parse_version(tail) {
-            Some(Word::Version(v))
+        } else if let Some((v, r)) = parse_revision(tail) {
+            Some(Word::Version(v, r))
         } else {
             numbering_word(tail)
         };
         if tail.is_empty() || tail_word.is_some() {
             if let Some(v) = lead_version {
-                out.push(Word::Version(v));
+                out.push(Word::Version(v, 0));
             }
             out.push(Word::Marker(kind));
             out.extend(tail_word);
@@ -464,8 +491,8 @@ fn lex_word<'a>(word: &'a str, out: &mut Vec<Word<'a>>) {
         Word::Git(word)
     } else if KEYWORDS.contains(&lower.as_str()) {
         Word::Keyword(word)
-    } else if let Some(v) = parse_version(word).filter(|_| word.starts_with(['v', 'V'])) {
-        Word::Version(v)
+    } else if let Some((v, r)) = parse_revision(word).filter(|_| word.starts_with(['v', 'V'])) {
+        Word::Version(v, r)
     } else if let Some(n) = numbering_word(word) {
         n
     } else {
@@ -707,6 +734,7 @@ mod wider_grammar_tests {
         branch: Option<&'static str>,
         repo: Option<&'static str>,
         version: u32,
+        revision: u32,
         index: Option<u32>,
         total: Option<u32>,
         title: &'static str,
@@ -718,6 +746,7 @@ mod wider_grammar_tests {
         branch: None,
         repo: None,
         version: 1,
+        revision: 0,
         index: None,
         total: None,
         title: "t",
@@ -730,6 +759,7 @@ mod wider_grammar_tests {
             branch: w.branch.map(str::to_owned),
             repo: w.repo.map(str::to_owned),
             version: w.version,
+            revision: w.revision,
             index: w.index,
             total: w.total,
             title: w.title.to_owned(),
@@ -746,6 +776,37 @@ mod wider_grammar_tests {
     fn peer_forms_table() {
         let pull = SubjectKind::Pull;
         let cases: Vec<(&str, Want)> = vec![
+            // A patch re-sent alone as a correction of one patch of v7
+            // (a partial reroll), not a repository named `v7.1`.
+            (
+                "[PATCH v7.1 39/72] t",
+                Want {
+                    version: 7,
+                    revision: 1,
+                    index: Some(39),
+                    total: Some(72),
+                    ..W
+                },
+            ),
+            (
+                "[PATCHv3.2 2/4] t",
+                Want {
+                    version: 3,
+                    revision: 2,
+                    index: Some(2),
+                    total: Some(4),
+                    ..W
+                },
+            ),
+            (
+                "[PATCH v2. 1/2] t",
+                Want {
+                    repo: Some("v2."),
+                    index: Some(1),
+                    total: Some(2),
+                    ..W
+                },
+            ),
             // Commas separate like spaces (Patchwork's split on `[,\s]+`).
             (
                 "[net,v2,1/2] t",

@@ -883,3 +883,92 @@ fn series_do_not_depend_on_delivery_order_or_runs() {
         assert_eq!(series_rows(&site), want, "round {round}, {runs} run(s)");
     }
 }
+
+/// Patch 2 of `rerolled_mails`' v2 re-sent as `[PATCH v2.1 2/3]` with a
+/// changed diff: under the patch it corrects (`git send-email
+/// --in-reply-to`) or in a thread of its own; and its Message-ID.
+fn revision_of(mails: &[String], threaded: bool) -> (String, String) {
+    let v2_patch2 = &mails[6];
+    assert!(v2_patch2.contains("[PATCH v2 2/3]"), "{v2_patch2}");
+    let id_line = v2_patch2
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+        .unwrap();
+    let old_id = id_line.split_once(':').unwrap().1.trim().to_owned();
+    let new_id = old_id.replace('@', ".r1@");
+    let revised = v2_patch2
+        .replace("[PATCH v2 2/3]", "[PATCH v2.1 2/3]")
+        .replace(&old_id, &new_id)
+        .replace("+1\n", "+1 revised\n");
+    let (head, body) = revised.split_once("\n\n").unwrap();
+    let head: String = head
+        .split_inclusive('\n')
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            !l.starts_with("in-reply-to:") && !l.starts_with("references:")
+        })
+        .collect();
+    let head = head.trim_end_matches('\n');
+    let revised = match threaded {
+        true => format!("{head}\nIn-Reply-To: {old_id}\nReferences: {old_id}\n\n{body}"),
+        false => format!("{head}\n\n{body}"),
+    };
+    (revised, new_id.trim_matches(['<', '>']).to_owned())
+}
+
+/// `[PATCH v2.1 2/3]`, one patch of v2 re-sent as its correction (a
+/// partial reroll, as `v7.1 39/72` on real lists): v2 is complete with the
+/// revised patch 2 in place, v1 superseded, nothing else; under the patch
+/// it corrects or in a thread of its own, LF and CRLF, delivered before or
+/// after, all at once or shuffled over several collects.
+#[test]
+fn a_vn_m_revision_replaces_its_patch_in_version_n() {
+    let dir = tempfile::tempdir().unwrap();
+    let mails = rerolled_mails(dir.path());
+    let mut rng = 11u64;
+    for threaded in [true, false] {
+        let (revised, new_id) = revision_of(&mails, threaded);
+        for eol in ["\n", "\r\n"] {
+            for revision_first in [false, true] {
+                let mut all: Vec<String> = mails.clone();
+                match revision_first {
+                    true => all.insert(0, revised.clone()),
+                    false => all.push(revised.clone()),
+                }
+                let all: Vec<String> = all.iter().map(|m| m.replace('\n', eol)).collect();
+                let site = Site::mbox("");
+                site.write_mbox(&all);
+                let s = site.collect();
+                assert_eq!(s["mails"], 10, "{s}");
+                let rows = series_rows(&site);
+                let what = format!("threaded {threaded}, eol {eol:?}, first {revision_first}");
+                let states: Vec<(u32, &str)> = rows.iter().map(|r| (r.1, r.2.as_str())).collect();
+                assert_eq!(
+                    states,
+                    [(1, "superseded"), (2, "complete"), (1, "complete")],
+                    "{what}: {rows:?}"
+                );
+                let v2 = &rows[1].5;
+                assert_eq!(v2.len(), 4, "{what}: {v2:?}");
+                assert_eq!(v2[2], (2, new_id.clone()), "{what}: {v2:?}");
+                if eol == "\r\n" || revision_first {
+                    continue;
+                }
+                // The same mails shuffled, over three collects.
+                let mut order = all.clone();
+                for i in (1..order.len()).rev() {
+                    rng = rng
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    order.swap(i, (rng >> 33) as usize % (i + 1));
+                }
+                let split = Site::mbox("");
+                for part in order.chunks(order.len().div_ceil(3)) {
+                    split.append_mbox(part);
+                    split.collect();
+                }
+                assert_eq!(series_rows(&split), rows, "{what}, shuffled");
+            }
+        }
+    }
+}
