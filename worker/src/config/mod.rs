@@ -1030,9 +1030,11 @@ impl Config {
     }
 
     /// The subject grammar with the configured patterns and, when
-    /// repositories are configured, their branches: a word before `PATCH`
-    /// is then a branch only if some repository has it, else a tag routes
-    /// can match (`[qemu PATCH]`).
+    /// repositories are configured, their names and branches: a word
+    /// before `PATCH` is then a branch only if some repository has it, the
+    /// word after it a repository only if configured (or after a branch),
+    /// else each is a tag routes can match (`[qemu PATCH]`,
+    /// `[PATCH net-next]`).
     pub fn subject_grammar(&self) -> Result<SubjectGrammar, Error> {
         let grammar = SubjectGrammar::new(&self.intake.subject_patterns)
             .map_err(|e| self.pattern("intake.subject_patterns", e))?;
@@ -1047,7 +1049,8 @@ impl Config {
             .collect();
         branches.sort();
         branches.dedup();
-        Ok(grammar.with_branches(branches))
+        let repos = self.repos.iter().map(|r| r.name.clone()).collect();
+        Ok(grammar.with_branches(branches).with_repos(repos))
     }
 
     /// Every repository's routes, in config order.

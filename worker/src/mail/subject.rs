@@ -95,6 +95,13 @@ pub struct SubjectGrammar {
     /// when it is one of them; `None` (no repository configured) keeps the
     /// team form's reading that the first such word is the branch.
     branches: Option<Vec<String>>,
+    /// The configured repository names. The word after `PATCH` is the
+    /// repository when it is one of them, or when a branch came before
+    /// `PATCH` (the team's `[branch PATCH repo]`, where an unknown name is
+    /// an error worth reporting, not a tag); else it is a tag
+    /// (`[PATCH net-next]`, `[PATCH qemu-web]`) that routes can match.
+    /// `None` (no repository configured) takes it as the repository.
+    repos: Option<Vec<String>>,
 }
 
 /// Words of a bracket prefix that are tags, never a branch or a repository.
@@ -127,6 +134,7 @@ impl SubjectGrammar {
         Ok(Self {
             custom,
             branches: None,
+            repos: None,
         })
     }
 
@@ -135,6 +143,20 @@ impl SubjectGrammar {
     pub fn with_branches(mut self, branches: Vec<String>) -> Self {
         self.branches = Some(branches);
         self
+    }
+
+    /// The grammar that takes the word after `PATCH` as the repository
+    /// only when it is one of `repos` or follows a branch (see `repos`).
+    pub fn with_repos(mut self, repos: Vec<String>) -> Self {
+        self.repos = Some(repos);
+        self
+    }
+
+    fn is_repo(&self, word: &str, after_branch: bool) -> bool {
+        match &self.repos {
+            None => true,
+            Some(names) => after_branch || names.iter().any(|r| r == word),
+        }
     }
 
     pub fn parse(&self, subject: &str) -> Result<SubjectFields, NotPatch> {
@@ -220,7 +242,11 @@ impl SubjectGrammar {
                         }
                         Some(_) if !repo_seen => {
                             repo_seen = true;
-                            fields.repo = Some((*w).to_owned());
+                            if self.is_repo(w, fields.branch.is_some()) {
+                                fields.repo = Some((*w).to_owned());
+                            } else {
+                                fields.tags.push((*w).to_owned());
+                            }
                         }
                         _ => fields.tags.push((*w).to_owned()),
                     },
@@ -1157,6 +1183,53 @@ mod wider_grammar_tests {
                 .as_deref(),
             Some("qemu")
         );
+    }
+
+    #[test]
+    fn a_word_after_patch_is_a_repository_only_when_configured_or_after_a_branch() {
+        let g = configured().with_repos(vec!["kimchi".into(), "qemu".into()]);
+        let cases: Vec<(&str, Want)> = vec![
+            // netdev's tree names: tags, so the default repository or a
+            // route (`tags = ["net-next"]`) decides.
+            (
+                "[PATCH net-next 1/2] t",
+                Want {
+                    index: Some(1),
+                    total: Some(2),
+                    tags: &["net-next"],
+                    ..W
+                },
+            ),
+            (
+                "[PATCH v3 net] t",
+                Want {
+                    version: 3,
+                    tags: &["net"],
+                    ..W
+                },
+            ),
+            (
+                "[PATCH qemu v2] t",
+                Want {
+                    repo: Some("qemu"),
+                    version: 2,
+                    ..W
+                },
+            ),
+            // The team form: after a branch an unknown name stays the
+            // repository, so a typo is reported, not applied elsewhere.
+            (
+                "[master PATCH kimchii] t",
+                Want {
+                    branch: Some("master"),
+                    repo: Some("kimchii"),
+                    ..W
+                },
+            ),
+        ];
+        for (subject, want) in &cases {
+            assert_eq!(g.parse(subject), Ok(fields(want)), "{subject:?}");
+        }
     }
 
     #[test]
