@@ -164,6 +164,10 @@ pub enum Command {
         /// repository has the blobs its `index` lines name (`git am -3`).
         #[arg(long = "3way", short = '3')]
         three_way: bool,
+        /// Apply the patches to this commit (a series' `base-commit:`) and
+        /// merge each one's change onto the branch, as a cherry-pick does.
+        #[arg(long, value_name = "COMMIT")]
+        base: Option<String>,
         /// Mail files or mboxes (e.g. `git format-patch` output), in order.
         #[arg(required = true)]
         mbox: Vec<PathBuf>,
@@ -426,11 +430,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             scissors,
             keep_cr,
             three_way,
+            base,
             mbox,
         } => am(
             cli.json,
             repo,
             branch,
+            base.as_deref(),
             crate::patch::apply::AmOptions {
                 apply: crate::patch::hunks::ApplyOptions {
                     ignore_whitespace: *ignore_whitespace,
@@ -893,6 +899,7 @@ fn am(
     json_out: bool,
     repo: &Path,
     branch: &str,
+    base: Option<&str>,
     opts: crate::patch::apply::AmOptions,
     files: &[PathBuf],
 ) -> Result<(), Failure> {
@@ -909,11 +916,12 @@ fn am(
                 Err(e) => vec![Err(e)],
             },
         );
-    let result =
-        apply::apply_series(repo, branch, mails, &committer, opts).map_err(|e| match e {
+    let result = apply::apply_series_from(repo, branch, base, mails, &committer, opts).map_err(
+        |e| match e {
             apply::Error::BranchMoved { .. } => Failure::stage(e.to_string()),
             _ => Failure::usage(e.to_string()),
-        })?;
+        },
+    )?;
     let mut out = std::io::stdout().lock();
     for p in &result.patches {
         if json_out {

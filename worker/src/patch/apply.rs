@@ -251,8 +251,29 @@ where
     M: IntoIterator<Item = MailInput>,
     M::IntoIter: Send,
 {
+    apply_series_from(repo_path, branch, None, mails, committer, opts)
+}
+
+/// [`apply_series`], but with `base` (a series' `base-commit:`): the
+/// patches apply to the base commit's tree, and each one's change is then
+/// merged onto the branch (ancestor: the patched base before it), as
+/// `b4 am -3` and `git cherry-pick` would. The commits keep their authors
+/// and messages; the branch moves only if every patch applied and merged
+/// without conflicts. `None` applies on the tip, as `git am` does.
+pub fn apply_series_from<M>(
+    repo_path: &Path,
+    branch: &str,
+    base: Option<&str>,
+    mails: M,
+    committer: &Identity,
+    opts: AmOptions,
+) -> Result<SeriesResult, Error>
+where
+    M: IntoIterator<Item = MailInput>,
+    M::IntoIter: Send,
+{
     let mut repo = open(repo_path)?;
-    let prepared = prepare_in(&mut repo, repo_path, branch, mails, committer, opts)?;
+    let prepared = prepare_in(&mut repo, repo_path, branch, base, mails, committer, opts)?;
     if let Some(new_tip) = &prepared.new_tip {
         let subject = prepared
             .patches
@@ -397,16 +418,29 @@ where
         &mut open(repo_path)?,
         repo_path,
         branch,
+        None,
         mails,
         committer,
         opts,
     )
 }
 
+/// Whether `id` names a commit the repository has (a `base-commit:` that
+/// can be applied from).
+pub fn has_commit(repo_path: &Path, id: &str) -> Result<bool, Error> {
+    let repo = open(repo_path)?;
+    let Ok(oid) = ObjectId::from_hex(id.as_bytes()) else {
+        return Ok(false);
+    };
+    Ok(repo.find_commit(oid).is_ok())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn prepare_in<M>(
     repo: &mut gix::Repository,
     repo_path: &Path,
     branch: &str,
+    base: Option<&str>,
     mails: M,
     committer: &Identity,
     opts: AmOptions,
@@ -445,6 +479,23 @@ where
             )
         })?
         .detach();
+    // Applying from a base commit: the patched base's tree, which each
+    // patch applies to before its change is merged onto `tree`.
+    let mut from_base = match base {
+        None => None,
+        Some(hex) => {
+            let id = ObjectId::from_hex(hex.as_bytes())
+                .map_err(|e| Error::bad_id(repo_path, hex, e.into()))?;
+            let commit = repo
+                .find_commit(id)
+                .map_err(|e| Error::git(repo_path, format!("read the base commit {hex}"), e))?;
+            let base_tree = commit
+                .tree_id()
+                .map_err(|e| Error::git(repo_path, format!("read the tree of {hex}"), e))?
+                .detach();
+            Some(base_tree)
+        }
+    };
     let mails = mails.into_iter();
     let mut results = Vec::with_capacity(mails.size_hint().0);
     let mut failed = false;
@@ -506,7 +557,8 @@ where
                 repo,
                 series: &series,
             };
-            let new_tree = match apply_to_tree(&objects, tree, &files, opts.apply, opts.three_way) {
+            let onto = from_base.unwrap_or(tree);
+            let new_tree = match apply_to_tree(&objects, onto, &files, opts.apply, opts.three_way) {
                 Ok(t) => t,
                 Err(ApplyError::Patch(f)) => {
                     results.push(failed_result(label, &info.subject, f));
@@ -514,6 +566,21 @@ where
                     break;
                 }
                 Err(ApplyError::Git(failure)) => return Err(failure.at(repo_path)),
+            };
+            let new_tree = match from_base {
+                None => new_tree,
+                Some(before) => {
+                    from_base = Some(new_tree);
+                    match merge_onto(repo, before, tree, new_tree) {
+                        Ok(Ok(merged)) => merged,
+                        Ok(Err(f)) => {
+                            results.push(failed_result(label, &info.subject, f));
+                            failed = true;
+                            break;
+                        }
+                        Err(failure) => return Err(failure.at(repo_path)),
+                    }
+                }
             };
             let (seconds, offset) = info.date.unwrap_or(committer.time);
             let commit = gix::objs::Commit {
@@ -548,7 +615,8 @@ where
             // looks the blob an index line names up in the repository, not
             // among the series' objects, so it loses nothing by this).
             if results.len() % HAND_OVER_EVERY == 0 {
-                hand_over(repo, Some(tree), &series, &encoder).map_err(|f| f.at(repo_path))?;
+                let keep: Vec<ObjectId> = [Some(tree), from_base].into_iter().flatten().collect();
+                hand_over(repo, &keep, &series, &encoder).map_err(|f| f.at(repo_path))?;
             }
         }
         Ok(())
@@ -558,7 +626,7 @@ where
     // A failed series drops the encoder (which stops) and the objects in
     // memory: nothing is written.
     if complete {
-        hand_over(repo, None, &series, &encoder).map_err(|f| f.at(repo_path))?;
+        hand_over(repo, &[], &series, &encoder).map_err(|f| f.at(repo_path))?;
         let objects_dir = repo.git_dir().join("objects");
         match encoder
             .finish()
@@ -656,7 +724,7 @@ const HAND_OVER_EVERY: usize = 16;
 /// deflates and writes on another core meanwhile.
 fn hand_over(
     repo: &mut gix::Repository,
-    keep: Option<ObjectId>,
+    keep: &[ObjectId],
     series: &SeriesObjects,
     encoder: &pack::Encoder,
 ) -> Result<(), GitFailure> {
@@ -664,7 +732,7 @@ fn hand_over(
         return Ok(());
     };
     let mut live = gix::odb::memory::Storage::default();
-    let mut reach: Vec<ObjectId> = keep.into_iter().collect();
+    let mut reach: Vec<ObjectId> = keep.to_vec();
     while let Some(id) = reach.pop() {
         let Some((kind, data)) = memory.remove(&id) else {
             continue;
@@ -801,6 +869,51 @@ enum ThreeWayFailure {
     Preimage(HunkFailure),
     #[error("merging {0} leaves conflicts")]
     Conflicts(String),
+}
+
+/// One patch's change (`ancestor` -> `theirs`, both trees of the patched
+/// base) merged onto the branch's tree `ours`; a conflict names its files.
+fn merge_onto(
+    repo: &gix::Repository,
+    ancestor: ObjectId,
+    ours: ObjectId,
+    theirs: ObjectId,
+) -> Result<Result<ObjectId, PatchFailure>, GitFailure> {
+    use gix::merge::blob::builtin_driver::text::Labels;
+    use gix::merge::tree::TreatAsUnresolved;
+    let options = repo
+        .tree_merge_options()
+        .map_err(|e| GitFailure::new("read the tree merge options", e))?;
+    let labels = Labels {
+        ancestor: None,
+        current: None,
+        other: None,
+    };
+    let mut outcome = repo
+        .merge_trees(ancestor, ours, theirs, labels, options)
+        .map_err(|e| GitFailure::new("merge a patch onto the branch", e))?;
+    let how = TreatAsUnresolved::git();
+    if outcome.has_unresolved_conflicts(how) {
+        let mut files: Vec<String> = outcome
+            .conflicts
+            .iter()
+            .filter(|c| c.is_unresolved(how))
+            .map(|c| c.ours.location().to_string())
+            .collect();
+        files.sort();
+        files.dedup();
+        let mut failure = PatchFailure::general(format!(
+            "applies to its base commit, but its change conflicts with the branch in {}",
+            files.join(", ")
+        ));
+        failure.path = files.first().cloned();
+        return Ok(Err(failure));
+    }
+    let id = outcome
+        .tree
+        .write()
+        .map_err(|e| GitFailure::new("write a merged tree", e))?;
+    Ok(Ok(id.detach()))
 }
 
 /// `git am --3way` for one file: apply the hunks to the blob the patch was

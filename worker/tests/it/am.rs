@@ -642,3 +642,181 @@ fn three_way_fallback_merges_like_git_am() {
         }
     }
 }
+
+/// `--base` (a series' `base-commit:`): a series made on an older commit,
+/// whose context the branch has changed since, applies to its base and is
+/// merged onto the branch patch by patch; the trees are those of `git
+/// rebase --onto <branch> <base>` of the same commits (git's merge-ort).
+/// Where the branch changed the same lines, nothing moves and the conflict
+/// names the file.
+#[test]
+fn a_series_applies_from_its_base_commit_like_git_rebase() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    git(&src, &["init", "-q", "-b", "master"]);
+    let lines: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(src.join("f.txt"), &lines).unwrap();
+    std::fs::write(src.join("g.txt"), "g\n").unwrap();
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "base"]);
+    let base = git(&src, &["rev-parse", "HEAD"]).trim().to_owned();
+    // The series: line 10, a new file, line 25.
+    git(&src, &["checkout", "-q", "-b", "topic"]);
+    std::fs::write(src.join("f.txt"), lines.replace("line 10\n", "line ten\n")).unwrap();
+    git(&src, &["commit", "-q", "-am", "ten"]);
+    std::fs::write(src.join("h.txt"), "new\n").unwrap();
+    git(&src, &["add", "h.txt"]);
+    git(&src, &["commit", "-q", "-m", "add h"]);
+    let now = std::fs::read_to_string(src.join("f.txt")).unwrap();
+    std::fs::write(
+        src.join("f.txt"),
+        now.replace("line 25\n", "line twenty-five\n"),
+    )
+    .unwrap();
+    git(&src, &["commit", "-q", "-am", "twenty-five"]);
+    let series = tmp.path().join("series");
+    git(
+        &src,
+        &[
+            "format-patch",
+            "-q",
+            "--base",
+            &base,
+            "-o",
+            series.to_str().unwrap(),
+            "master..topic",
+        ],
+    );
+    let mut patches: Vec<String> = std::fs::read_dir(&series)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    patches.sort();
+    assert_eq!(patches.len(), 3);
+    for (name, change, merges) in [
+        ("clean", "line 8\n", true),
+        ("conflict", "line 10\n", false),
+    ] {
+        // The branch moved on from the base: a context line of patch 1
+        // (clean) or its very line (conflict), and a file of its own.
+        git(&src, &["checkout", "-q", "-B", name, &base]);
+        std::fs::write(
+            src.join("f.txt"),
+            lines.replace(change, "changed on the branch\n"),
+        )
+        .unwrap();
+        std::fs::write(src.join("t.txt"), "t\n").unwrap();
+        git(&src, &["add", "-A"]);
+        git(&src, &["commit", "-q", "-m", name]);
+        let ours = tmp.path().join(format!("{name}.git"));
+        git(
+            tmp.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                src.to_str().unwrap(),
+                ours.to_str().unwrap(),
+            ],
+        );
+        let tip = git(&ours, &["rev-parse", name]);
+        let am = |extra: &[&str]| {
+            let mut args = vec![
+                "am",
+                "--json",
+                "--repo",
+                ours.to_str().unwrap(),
+                "--branch",
+                name,
+            ];
+            args.extend_from_slice(extra);
+            args.extend(patches.iter().map(String::as_str));
+            patchline(tmp.path(), &args)
+        };
+        let on_tip = am(&[]);
+        assert_eq!(
+            on_tip.code(),
+            1,
+            "on the tip: context mismatch\n{}",
+            on_tip.describe()
+        );
+        let from_base = am(&["--base", &base]);
+        if merges {
+            assert_eq!(from_base.code(), 0, "{}", from_base.describe());
+            // git: the same commits rebased onto the branch.
+            let work = tmp.path().join(format!("{name}-work"));
+            git(
+                tmp.path(),
+                &["clone", "-q", src.to_str().unwrap(), work.to_str().unwrap()],
+            );
+            git(&work, &["checkout", "-q", "-B", "topic", "origin/topic"]);
+            git(
+                &work,
+                &[
+                    "rebase",
+                    "-q",
+                    "--onto",
+                    &format!("origin/{name}"),
+                    &base,
+                    "topic",
+                ],
+            );
+            let ours_log = git(
+                &ours,
+                &[
+                    "log",
+                    "--format=%T %an <%ae> %s",
+                    &format!("{base}..{name}"),
+                ],
+            );
+            let git_log = git(
+                &work,
+                &["log", "--format=%T %an <%ae> %s", &format!("{base}..topic")],
+            );
+            assert_eq!(
+                ours_log, git_log,
+                "same trees, authors and subjects as git rebase"
+            );
+            assert_eq!(ours_log.lines().count(), 4);
+            assert_eq!(
+                git(&ours, &["rev-parse", &format!("{name}~3")]),
+                tip,
+                "on the tip"
+            );
+            git(&ours, &["fsck", "--strict"]);
+        } else {
+            assert_eq!(from_base.code(), 1, "{}", from_base.describe());
+            assert!(
+                from_base
+                    .stdout()
+                    .contains("conflicts with the branch in f.txt"),
+                "{}",
+                from_base.describe()
+            );
+            assert_eq!(git(&ours, &["rev-parse", name]), tip, "branch untouched");
+        }
+    }
+    // A base the repository does not have is named.
+    let ours = tmp.path().join("clean.git");
+    let ran = patchline(
+        tmp.path(),
+        &[
+            "am",
+            "--repo",
+            ours.to_str().unwrap(),
+            "--branch",
+            "clean",
+            "--base",
+            "0123456789012345678901234567890123456789",
+            &patches[0],
+        ],
+    );
+    assert_eq!(ran.code(), 2, "{}", ran.describe());
+    assert!(
+        ran.stderr()
+            .contains("0123456789012345678901234567890123456789"),
+        "{}",
+        ran.describe()
+    );
+}
