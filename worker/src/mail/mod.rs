@@ -8,6 +8,7 @@
 //! finds.
 
 pub mod archive;
+pub mod base;
 pub mod classify;
 pub mod parse;
 pub mod routing;
