@@ -11,6 +11,7 @@ pub mod archive;
 pub mod base;
 pub mod classify;
 pub mod parse;
+pub mod pull;
 pub mod routing;
 pub mod series;
 pub mod source;
