@@ -224,7 +224,7 @@ pub fn committer_from_env_or_config(repo_path: &Path) -> Result<Identity, Error>
     }
 }
 
-fn open(path: &Path) -> Result<gix::Repository, Error> {
+pub(crate) fn open(path: &Path) -> Result<gix::Repository, Error> {
     gix::open(path).map_err(|e| Error::Open {
         path: path.to_owned(),
         source: e,

@@ -7,3 +7,4 @@ pub mod hunks;
 pub mod mailinfo;
 pub mod pack;
 pub mod parse;
+pub mod pull;
