@@ -75,7 +75,7 @@ pub fn land_pull(
         ObjectId::from_hex(hex.as_bytes()).map_err(|e| Error::BadObjectId {
             path: repo_path.to_owned(),
             id: hex.to_owned(),
-            source: e.into(),
+            source: e,
         })
     };
     let theirs = id(up_to)?;
