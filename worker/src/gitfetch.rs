@@ -134,6 +134,10 @@ fn open_or_init_bare(path: &Path) -> Result<gix::Repository, Error> {
             source: e.into(),
         });
     }
+    std::fs::create_dir_all(path).map_err(|e| Error::Init {
+        path: path.to_owned(),
+        source: gix::Error::from_error(e),
+    })?;
     gix::init_bare(path).map_err(|e| Error::Init {
         path: path.to_owned(),
         source: e.into(),
@@ -145,8 +149,12 @@ fn with_stall_limits(mut repo: gix::Repository) -> gix::Repository {
     use gix::config::tree::{Http, Key};
     let configured = {
         let config = repo.config_snapshot();
-        config.integer(Http::LOW_SPEED_TIME.logical_name().as_str()).is_some()
-            || config.integer(Http::LOW_SPEED_LIMIT.logical_name().as_str()).is_some()
+        config
+            .integer(Http::LOW_SPEED_TIME.logical_name().as_str())
+            .is_some()
+            || config
+                .integer(Http::LOW_SPEED_LIMIT.logical_name().as_str())
+                .is_some()
     };
     if !configured {
         let mut config = repo.config_snapshot_mut();
@@ -240,7 +248,10 @@ pub fn mirror(url: &str, dest: &Path) -> Result<MirrorOutcome, Error> {
     };
     let mut prune = Vec::new();
     let references = repo.references().map_err(|e| fail(e.into()))?;
-    for reference in references.prefixed("refs/heads/").map_err(|e| fail(e.into()))? {
+    for reference in references
+        .prefixed("refs/heads/")
+        .map_err(|e| fail(e.into()))?
+    {
         let reference = reference.map_err(fail)?;
         let name = reference.name().as_bstr().to_string();
         if remote_branches.contains(&name) {
@@ -284,19 +295,28 @@ pub fn fetch_ref(
         reason,
     };
     if remote_ref.starts_with('-') || remote_ref.contains(':') {
-        return Err(bad_ref(remote_ref, "remote ref", "starts with '-' or holds ':'".into()));
+        return Err(bad_ref(
+            remote_ref,
+            "remote ref",
+            "starts with '-' or holds ':'".into(),
+        ));
     }
     let partial: Result<&gix::refs::PartialNameRef, _> = remote_ref.try_into();
     if let Err(e) = partial {
         return Err(bad_ref(remote_ref, "remote ref", e.to_string()));
     }
-    let local: gix::refs::FullName = local_ref
-        .try_into()
-        .map_err(|e: gix::validate::reference::name::Error| {
-            bad_ref(local_ref, "local ref", e.to_string())
-        })?;
+    let local: gix::refs::FullName =
+        local_ref
+            .try_into()
+            .map_err(|e: gix::validate::reference::name::Error| {
+                bad_ref(local_ref, "local ref", e.to_string())
+            })?;
     if !local_ref.starts_with("refs/") {
-        return Err(bad_ref(local_ref, "local ref", "it must start with refs/".into()));
+        return Err(bad_ref(
+            local_ref,
+            "local ref",
+            "it must start with refs/".into(),
+        ));
     }
     let repository = with_stall_limits(gix::open(repo).map_err(|e| Error::Open {
         path: repo.to_owned(),
@@ -327,14 +347,221 @@ pub fn fetch_ref(
         .target()
         .try_id()
         .map(ToOwned::to_owned)
-        .ok_or_else(|| fail(gix::Error::from_error(std::io::Error::other("it is symbolic"))))?;
-    let commit = reference
-        .peel_to_commit()
-        .map_err(|e| fail(e.into()))?
-        .id;
+        .ok_or_else(|| {
+            fail(gix::Error::from_error(std::io::Error::other(
+                "it is symbolic",
+            )))
+        })?;
+    let commit = reference.peel_to_commit().map_err(|e| fail(e.into()))?.id;
     Ok(FetchedRef {
         remote_ref: matched,
         id,
         commit,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::git;
+    use std::process::{Child, Command, Stdio};
+
+    /// `git daemon` serving every repository under `base` on 127.0.0.1 at a
+    /// port chosen at run time; stopped when dropped.
+    struct GitDaemon {
+        child: Child,
+        port: u16,
+    }
+
+    impl GitDaemon {
+        fn start(base: &Path) -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = Command::new("git")
+                .arg("daemon")
+                .arg("--reuseaddr")
+                .arg("--export-all")
+                .arg("--informative-errors")
+                .arg("--listen=127.0.0.1")
+                .arg(format!("--port={port}"))
+                .arg(format!("--base-path={}", base.display()))
+                .arg(base)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("git daemon runs");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "git daemon never listened on {port}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Self { child, port }
+        }
+
+        fn url(&self, repo: &str) -> String {
+            format!("git://127.0.0.1:{}/{repo}", self.port)
+        }
+    }
+
+    impl Drop for GitDaemon {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn commit(work: &Path, file: &str, text: &str) -> String {
+        std::fs::write(work.join(file), text).unwrap();
+        git(work, &["add", "-A"]);
+        git(work, &["commit", "-q", "-m", text]);
+        rev(work, "HEAD")
+    }
+
+    fn rev(repo: &Path, what: &str) -> String {
+        String::from_utf8(git(repo, &["rev-parse", what]))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// `git for-each-ref` of `prefix`: name and id, one a line.
+    fn refs(repo: &Path, prefix: &str) -> String {
+        String::from_utf8(git(
+            repo,
+            &["for-each-ref", "--format=%(refname) %(objectname)", prefix],
+        ))
+        .unwrap()
+    }
+
+    /// A repository with branches `master` and `topic` (one commit past
+    /// master) and an annotated tag `v1` on topic.
+    fn upstream(base: &Path) -> PathBuf {
+        let work = base.join("up");
+        std::fs::create_dir_all(&work).unwrap();
+        git(&work, &["init", "-q"]);
+        commit(&work, "a", "one");
+        git(&work, &["checkout", "-q", "-b", "topic"]);
+        commit(&work, "a", "two");
+        git(&work, &["tag", "-a", "-m", "v1", "v1"]);
+        git(&work, &["checkout", "-q", "master"]);
+        work
+    }
+
+    #[test]
+    fn a_mirror_follows_the_remote_branches_and_touches_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let up = upstream(dir.path());
+        let daemon = GitDaemon::start(dir.path());
+        let dest = dir.path().join("mirror/0.git");
+        let out = mirror(&daemon.url("up"), &dest).unwrap();
+        assert_eq!(refs(&dest, "refs/heads/"), refs(&up, "refs/heads/"));
+        assert_eq!(out.updated.len(), 2, "{out:?}");
+        assert!(
+            refs(&dest, "refs/tags/").is_empty(),
+            "tags are not mirrored"
+        );
+        // Nothing new: nothing moves.
+        let again = mirror(&daemon.url("up"), &dest).unwrap();
+        assert_eq!(refs(&dest, "refs/heads/"), refs(&up, "refs/heads/"));
+        assert!(again.pruned.is_empty(), "{again:?}");
+        // master rewritten (force-pushed), topic deleted, a new branch: the
+        // mirror follows; a ref outside refs/heads stays.
+        git(&dest, &["update-ref", "refs/keep/x", &rev(&up, "topic")]);
+        git(&up, &["checkout", "-q", "--orphan", "fresh"]);
+        commit(&up, "b", "rewritten");
+        git(&up, &["branch", "-q", "-f", "master", "fresh"]);
+        git(&up, &["checkout", "-q", "master"]);
+        git(&up, &["branch", "-q", "-D", "topic", "fresh"]);
+        git(&up, &["branch", "-q", "new"]);
+        let out = mirror(&daemon.url("up"), &dest).unwrap();
+        assert_eq!(refs(&dest, "refs/heads/"), refs(&up, "refs/heads/"));
+        assert_eq!(out.pruned, ["refs/heads/topic"]);
+        assert!(!refs(&dest, "refs/keep/").is_empty());
+        // The fetched objects are complete: git itself reads the history.
+        git(&dest, &["fsck", "--no-dangling"]);
+        // A file:// URL mirrors the same.
+        let file_dest = dir.path().join("file-mirror.git");
+        mirror(&format!("file://{}", up.display()), &file_dest).unwrap();
+        assert_eq!(refs(&file_dest, "refs/heads/"), refs(&up, "refs/heads/"));
+    }
+
+    #[test]
+    fn fetch_ref_brings_one_branch_or_tag_under_the_chosen_ref() {
+        let dir = tempfile::tempdir().unwrap();
+        let up = upstream(dir.path());
+        let daemon = GitDaemon::start(dir.path());
+        let local = dir.path().join("local");
+        std::fs::create_dir_all(&local).unwrap();
+        git(&local, &["init", "-q"]);
+        commit(&local, "c", "local work");
+        let before = refs(&local, "refs/");
+        let got = fetch_ref(&local, &daemon.url("up"), "topic", "refs/patchline/pull/1").unwrap();
+        assert_eq!(got.remote_ref, "refs/heads/topic");
+        assert_eq!(got.commit.to_string(), rev(&up, "topic"));
+        assert_eq!(got.id, got.commit);
+        assert_eq!(rev(&local, "refs/patchline/pull/1"), rev(&up, "topic"));
+        // Nothing else changed: no tag followed, no branch moved.
+        let after = refs(&local, "refs/");
+        assert_eq!(
+            after.lines().filter(|l| !before.contains(l)).count(),
+            1,
+            "{after}"
+        );
+        // A full ref name, an annotated tag: the id is the tag, the commit
+        // what it points to.
+        let tag = fetch_ref(
+            &local,
+            &daemon.url("up"),
+            "refs/tags/v1",
+            "refs/patchline/pull/2",
+        )
+        .unwrap();
+        assert_eq!(tag.id.to_string(), rev(&up, "v1"));
+        assert_eq!(tag.commit.to_string(), rev(&up, "v1^{commit}"));
+        // The branch moves upstream: fetching again replaces the local ref.
+        git(&up, &["checkout", "-q", "topic"]);
+        let tip = commit(&up, "a", "three");
+        let got = fetch_ref(&local, &daemon.url("up"), "topic", "refs/patchline/pull/1").unwrap();
+        assert_eq!(got.commit.to_string(), tip);
+    }
+
+    #[test]
+    fn failures_name_the_url_and_the_ref_and_hide_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        upstream(dir.path());
+        let daemon = GitDaemon::start(dir.path());
+        let local = dir.path().join("local.git");
+        git(dir.path(), &["init", "-q", "--bare", "local.git"]);
+        let e = fetch_ref(&local, &daemon.url("up"), "no-such-branch", "refs/pull/x").unwrap_err();
+        assert!(matches!(e, Error::NoSuchRef { .. }), "{e}");
+        assert!(
+            e.to_string().contains("no-such-branch") && e.to_string().contains(&daemon.url("up")),
+            "{e}"
+        );
+        let e = fetch_ref(&local, &daemon.url("up"), "topic", "not-full").unwrap_err();
+        assert!(matches!(e, Error::BadRef { .. }), "{e}");
+        let e = fetch_ref(&local, &daemon.url("up"), "--upload-pack=x", "refs/x").unwrap_err();
+        assert!(matches!(e, Error::BadRef { .. }), "{e}");
+        let e = mirror("-oProxyCommand=x", &dir.path().join("m.git")).unwrap_err();
+        assert!(matches!(e, Error::BadUrl { .. }), "{e}");
+        // Nobody listens on the port any more.
+        let gone = daemon.url("up").replace("git://", "http://user:s3cret@");
+        drop(daemon);
+        let e = mirror(&gone, &dir.path().join("m.git")).unwrap_err();
+        assert!(e.is_remote(), "{e}");
+        let text = format!("{e} {e:?}");
+        assert!(text.contains("http://user@127.0.0.1:"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert_eq!(
+            redacted("https://u:p@example.org/x"),
+            "https://u@example.org/x"
+        );
+        assert_eq!(redacted("https://example.org/x"), "https://example.org/x");
+    }
 }
