@@ -2,7 +2,8 @@
 //! archives publish (public-inbox v2). An inbox is a directory whose
 //! `git/0.git`, `git/1.git`, ... are its *epochs*: bare git repositories
 //! whose every commit on `refs/heads/master` adds one mail as the blob `m`
-//! (a commit holding `d` instead records a mail removed from the archive).
+//! (a commit holding `d` instead records a mail removed from the archive,
+//! one with an empty `m` a mail purged from it).
 //!
 //! Read-only, with gitoxide. The cursor is the last commit taken per epoch
 //! (`0=<id>,1=<id>`), so a collect reads only the commits after it; a new
@@ -372,6 +373,12 @@ impl MailSource for PublicInboxSource {
                 let header = repo
                     .find_header(blob_id)
                     .map_err(|e| self.git_error(&dir, "cannot read a mail", e))?;
+                if header.size() == 0 {
+                    // public-inbox-purge leaves an empty `m` where the
+                    // purged mail was (its commit says `purged <oid>`).
+                    stats.cursor = Some(format_cursor(&cursor));
+                    continue;
+                }
                 if header.size() > self.max_mail_size {
                     stats.warnings.push(format!(
                         "public-inbox {}: mail {item} (epoch {n}, commit {id}) is {} bytes, over the limit of {} bytes: skipped",
@@ -502,9 +509,11 @@ mod tests {
         deliver(&w1, "m", &mail(4));
         let (got, _) = fetch(&mut src, &taken);
         assert_eq!(got, [mail(3), mail(4)]);
-        // Epoch 0 rewritten (mail 2 purged): re-read, only mail 5 is new.
+        // Epoch 0 rewritten (mail 2 purged: public-inbox-purge leaves an
+        // empty `m`): re-read, only mail 5 is new.
         git(&w0, &["checkout", "-q", "--orphan", "fresh"]);
         deliver(&w0, "m", &mail(1));
+        deliver(&w0, "m", "");
         deliver(&w0, "m", &mail(3));
         deliver(&w0, "m", &mail(5));
         let (got, stats) = fetch(&mut src, &taken);
