@@ -49,10 +49,13 @@ pub enum Error {
     },
     /// The remote could not be reached or refused the fetch: the network
     /// or the server, not the input.
-    #[error("fetching {refspec} from {url} failed: {source}")]
+    #[error("fetching {refspec} from {url} failed: {reason}")]
     Fetch {
         url: String,
         refspec: String,
+        /// gix's message and its causes ("Transport handshake failed: ...:
+        /// Received HTTP status 404"), the URL's password masked.
+        reason: String,
         #[source]
         source: gix::Error,
     },
@@ -110,6 +113,28 @@ pub fn redacted(url: &str) -> String {
             Some((_, rest)) => format!("…@{rest}"),
             None => url.to_owned(),
         },
+    }
+}
+
+/// `error` and its causes on one line, with the password of `url` (if
+/// any) masked wherever a message repeats it.
+fn explain(error: &gix::Error, url: &str) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        cause = e.source();
+    }
+    let line = parts.join(": ");
+    match gix::url::parse(url.as_bytes().as_bstr())
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+    {
+        Some(password) if !password.is_empty() => line.replace(&password, "***"),
+        _ => line,
     }
 }
 
@@ -181,6 +206,7 @@ fn fetch(
     let fail = |source: gix::Error| Error::Fetch {
         url: shown.clone(),
         refspec: refspec.to_owned(),
+        reason: explain(&source, url),
         source,
     };
     let remote = repo

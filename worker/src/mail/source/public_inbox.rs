@@ -37,6 +37,18 @@ pub struct PublicInboxSource {
 /// A manifest larger than this is not an inbox's manifest.
 const MANIFEST_LIMIT: u64 = 16 * 1024 * 1024;
 
+/// A ureq failure in words that never quote the URL.
+fn describe_ureq(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Io(io) => io.to_string(),
+        ureq::Error::Timeout(t) => format!("timed out ({t})"),
+        ureq::Error::HostNotFound => "host not found".into(),
+        ureq::Error::ConnectionFailed => "connection failed".into(),
+        ureq::Error::Tls(t) => format!("TLS: {t}"),
+        _ => "the request failed".into(),
+    }
+}
+
 fn is_http(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
 }
@@ -130,9 +142,11 @@ impl PublicInboxSource {
         self
     }
 
-    fn fetch_error(url: &str, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+    /// A failed fetch of the inbox at `base`; `source` names what exactly
+    /// (the manifest, an epoch) failed.
+    fn fetch_error(base: &str, source: impl std::error::Error + Send + Sync + 'static) -> Error {
         Error::ArchiveFetch {
-            url: crate::gitfetch::redacted(url),
+            url: crate::gitfetch::redacted(base),
             source: Box::new(source),
         }
     }
@@ -148,29 +162,31 @@ impl PublicInboxSource {
             .user_agent("patchline (public-inbox)")
             .build()
             .into();
+        let shown = crate::gitfetch::redacted(&url);
+        let failed = |reason: String| {
+            Self::fetch_error(
+                base,
+                std::io::Error::other(format!("reading {shown}: {reason}")),
+            )
+        };
+        // ureq's own messages may quote the URL (and its password): the
+        // error is told from its kind alone.
         let response = agent
             .get(&url)
             .call()
-            .map_err(|e| Self::fetch_error(&url, e))?;
+            .map_err(|e| failed(describe_ureq(&e)))?;
         match response.status().as_u16() {
             200 => {}
             404 | 410 => return Ok(None),
-            status => {
-                return Err(Self::fetch_error(
-                    &url,
-                    std::io::Error::other(format!("the server answered HTTP {status}")),
-                ));
-            }
+            status => return Err(failed(format!("the server answered HTTP {status}"))),
         }
         let mut json = Vec::new();
         flate2::read::GzDecoder::new(response.into_body().into_reader().take(MANIFEST_LIMIT))
             .take(MANIFEST_LIMIT)
             .read_to_end(&mut json)
-            .map_err(|e| Self::fetch_error(&url, e))?;
+            .map_err(|e| failed(e.to_string()))?;
         let inbox = base.rsplit('/').next().unwrap_or_default();
-        manifest_epochs(&json, inbox)
-            .map(Some)
-            .map_err(|reason| Self::fetch_error(&url, std::io::Error::other(reason)))
+        manifest_epochs(&json, inbox).map(Some).map_err(failed)
     }
 
     /// Mirrors epoch `n` into `path/git/N.git`. An epoch that was not
@@ -188,7 +204,7 @@ impl PublicInboxSource {
                 tracing::debug!(url = %crate::gitfetch::redacted(&url), updated = outcome.updated.len(), "public-inbox epoch fetched");
                 Ok(())
             }
-            Err(e) if e.is_remote() => Err(Self::fetch_error(&url, e)),
+            Err(e) if e.is_remote() => Err(Self::fetch_error(base, e)),
             Err(e) => Err(Error::Io {
                 path: dest.display().to_string(),
                 source: std::io::Error::other(e.to_string()),
