@@ -156,7 +156,7 @@ fn open_or_init_bare(path: &Path) -> Result<gix::Repository, Error> {
     if path.join("HEAD").exists() || path.join(".git").exists() {
         return gix::open(path).map_err(|e| Error::Open {
             path: path.to_owned(),
-            source: e.into(),
+            source: e,
         });
     }
     std::fs::create_dir_all(path).map_err(|e| Error::Init {
@@ -165,7 +165,7 @@ fn open_or_init_bare(path: &Path) -> Result<gix::Repository, Error> {
     })?;
     gix::init_bare(path).map_err(|e| Error::Init {
         path: path.to_owned(),
-        source: e.into(),
+        source: e,
     })
 }
 
@@ -273,11 +273,8 @@ pub fn mirror(url: &str, dest: &Path) -> Result<MirrorOutcome, Error> {
         source,
     };
     let mut prune = Vec::new();
-    let references = repo.references().map_err(|e| fail(e.into()))?;
-    for reference in references
-        .prefixed("refs/heads/")
-        .map_err(|e| fail(e.into()))?
-    {
+    let references = repo.references().map_err(fail)?;
+    for reference in references.prefixed("refs/heads/").map_err(fail)? {
         let reference = reference.map_err(fail)?;
         let name = reference.name().as_bstr().to_string();
         if remote_branches.contains(&name) {
@@ -298,7 +295,7 @@ pub fn mirror(url: &str, dest: &Path) -> Result<MirrorOutcome, Error> {
         }
     }
     if !prune.is_empty() {
-        repo.edit_references(prune).map_err(|e| fail(e.into()))?;
+        repo.edit_references(prune).map_err(fail)?;
     }
     Ok(result)
 }
@@ -346,7 +343,7 @@ pub fn fetch_ref(
     }
     let repository = with_stall_limits(gix::open(repo).map_err(|e| Error::Open {
         path: repo.to_owned(),
-        source: e.into(),
+        source: e,
     })?);
     let refspec = format!("+{remote_ref}:{local_ref}");
     tracing::debug!(url = %redacted(url), %refspec, repo = %repo.display(), "fetch ref");
@@ -366,9 +363,7 @@ pub fn fetch_ref(
         url: redacted(url),
         source,
     };
-    let mut reference = repository
-        .find_reference(local.as_ref())
-        .map_err(|e| fail(e.into()))?;
+    let mut reference = repository.find_reference(local.as_ref()).map_err(fail)?;
     let id = reference
         .target()
         .try_id()
@@ -378,7 +373,7 @@ pub fn fetch_ref(
                 "it is symbolic",
             )))
         })?;
-    let commit = reference.peel_to_commit().map_err(|e| fail(e.into()))?.id;
+    let commit = reference.peel_to_commit().map_err(fail)?.id;
     Ok(FetchedRef {
         remote_ref: matched,
         id,
@@ -584,6 +579,17 @@ mod tests {
         let text = format!("{e} {e:?}");
         assert!(text.contains("http://user@127.0.0.1:"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
+        // A stalled transfer is given up (unless git's config says
+        // otherwise).
+        let repo = with_stall_limits(gix::open(&local).unwrap());
+        assert_eq!(
+            repo.config_snapshot().integer("http.lowSpeedTime"),
+            Some(60)
+        );
+        assert_eq!(
+            repo.config_snapshot().integer("http.lowSpeedLimit"),
+            Some(1)
+        );
         assert_eq!(
             redacted("https://u:p@example.org/x"),
             "https://u@example.org/x"
