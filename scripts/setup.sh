@@ -18,6 +18,10 @@ want curl curl
 want cpio cpio
 # A real public-inbox archive for the public-inbox source's test.
 want public-inbox-init public-inbox
+# gitoxide's HTTP transport is libcurl's (docs/decisions.md): the build links
+# the system libcurl, found with pkg-config.
+want pkg-config pkg-config
+{ command -v pkg-config >/dev/null 2>&1 && pkg-config --exists libcurl; } || need_apt+=(libcurl4-openssl-dev)
 [ -x /usr/lib/git-core/git-send-email ] || [ -x "$(git --exec-path 2>/dev/null)/git-send-email" ] || need_apt+=(git-email)
 # The Jenkins harness (tests/jenkins/): Groovy (with the installed Java),
 # a venv for jenkins-job-builder, npm for npm-groovy-lint.

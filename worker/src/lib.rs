@@ -9,6 +9,7 @@
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod gitfetch;
 pub mod junit;
 pub mod mail;
 pub mod notify;

@@ -181,8 +181,12 @@ pub enum SourceKind {
 pub struct Intake {
     #[serde(default)]
     pub source: SourceKind,
-    /// The mbox file or the Maildir directory (`mbox` and `maildir` sources).
+    /// The mbox file or the Maildir directory (`mbox` and `maildir` sources),
+    /// or the public-inbox v2 inbox directory (`public-inbox`).
     pub path: Option<PathBuf>,
+    /// The public-inbox's URL (`http`, `https`, `git` or `file`): mirrored
+    /// into `path` before each collect.
+    pub url: Option<String>,
     #[serde(default)]
     pub mbox_format: MboxFormat,
     pub imap: Option<Imap>,
@@ -240,6 +244,7 @@ impl Default for Intake {
         Self {
             source: SourceKind::default(),
             path: None,
+            url: None,
             mbox_format: MboxFormat::default(),
             imap: None,
             archive_dir: default_archive_dir(),
@@ -735,7 +740,10 @@ impl Config {
                         format!("{} is not a Maildir directory", path.display()),
                     ));
                 }
-                if intake.source == SourceKind::PublicInbox && !path.join("git").is_dir() {
+                if intake.source == SourceKind::PublicInbox
+                    && intake.url.is_none()
+                    && !path.join("git").is_dir()
+                {
                     return Err(self.invalid(
                         "intake.path",
                         format!(
@@ -752,6 +760,20 @@ impl Config {
                         "section [intake.imap] is required when intake.source = \"imap\"",
                     ));
                 }
+            }
+        }
+        if let Some(url) = &intake.url {
+            if intake.source != SourceKind::PublicInbox {
+                return Err(self.invalid(
+                    "intake.url",
+                    "only a public-inbox source has a URL (intake.source = \"public-inbox\")",
+                ));
+            }
+            if let Err(reason) = check_archive_url(url) {
+                return Err(self.invalid(
+                    "intake.url",
+                    format!("{:?} {reason}", crate::gitfetch::redacted(url)),
+                ));
             }
         }
         if let Some(imap) = &self.intake.imap {
@@ -1165,6 +1187,38 @@ pub fn is_safe_ref(name: &str) -> bool {
         })
 }
 
+/// An archive URL patchline fetches itself: `http`, `https`, `git` or
+/// `file`, with a host (or, for `file`, an absolute path), nothing that a
+/// program could read as an option, no whitespace or control characters.
+/// `Err` says what is wrong, for the message naming the key.
+pub fn check_archive_url(url: &str) -> Result<(), &'static str> {
+    if url.starts_with('-') {
+        return Err("must not start with '-'");
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces or control characters");
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("is not a URL (http://, https://, git:// or file://)");
+    };
+    match scheme {
+        "http" | "https" | "git" => {
+            let host = rest.split('/').next().unwrap_or_default();
+            let host = host.rsplit('@').next().unwrap_or_default();
+            if host.is_empty() || host.starts_with(['-', ':']) {
+                return Err("has no host");
+            }
+        }
+        "file" => {
+            if !rest.starts_with('/') {
+                return Err("must name an absolute path (file:///path/to/inbox)");
+            }
+        }
+        _ => return Err("has a scheme other than http, https, git or file"),
+    }
+    Ok(())
+}
+
 const ENV_PREFIX: &str = "PATCHLINE_";
 
 /// Overlays `PATCHLINE_SECTION__KEY=value` onto the parsed file. Values are
@@ -1245,6 +1299,41 @@ mod tests {
         assert!(c.state.db.ends_with("patchline.db") && c.state.db.is_absolute());
         assert_eq!(c.intake.batch, 512);
         assert_eq!(c.server.bind, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn a_public_inbox_url_is_checked_and_named() {
+        let pi = |url: &str| {
+            format!("[intake]\nsource = \"public-inbox\"\npath = \"new-inbox\"\nurl = \"{url}\"\n")
+        };
+        // With a URL the directory need not be an inbox yet.
+        for url in [
+            "https://lore.kernel.org/lkml",
+            "http://127.0.0.1:8080/hello/",
+            "git://example.org/inbox",
+            "file:///srv/inbox",
+        ] {
+            let c = load(&pi(url), &[]).unwrap();
+            assert_eq!(c.intake.url.as_deref(), Some(url));
+        }
+        for (url, why) in [
+            ("-uhttp://x", "must not start with '-'"),
+            ("ssh://host/x", "scheme other than"),
+            ("ext::sh -c x", "spaces"),
+            ("lore.kernel.org/lkml", "is not a URL"),
+            ("https:///x", "has no host"),
+            ("file://relative", "absolute path"),
+        ] {
+            let e = err(&pi(url));
+            assert!(e.contains("intake.url") && e.contains(why), "{url}: {e}");
+        }
+        let e = err(&pi("https://user:s3cret@example.org/a b"));
+        assert!(!e.contains("s3cret"), "{e}");
+        let e = err("[intake]\npath = \"list.mbox\"\nurl = \"https://example.org/x\"\n");
+        assert!(
+            e.contains("intake.url") && e.contains("only a public-inbox"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -139,12 +139,13 @@ pub fn source_from_config(config: &Config) -> Result<Box<dyn MailSource>, crate:
         )),
         SourceKind::Maildir => Box::new(MaildirSource::new(path()?, intake.max_mail_size)),
         SourceKind::Imap => Box::new(ImapSource::new(imap_settings(config)?)),
-        SourceKind::PublicInbox => {
-            Box::new(crate::mail::source::public_inbox::PublicInboxSource::new(
+        SourceKind::PublicInbox => Box::new(
+            crate::mail::source::public_inbox::PublicInboxSource::new(
                 path()?,
                 intake.max_mail_size,
-            ))
-        }
+            )
+            .with_url(intake.url.clone()),
+        ),
     })
 }
 

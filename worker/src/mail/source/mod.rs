@@ -179,6 +179,14 @@ pub enum Error {
         mailbox: String,
         reason: String,
     },
+    /// The archive behind a public-inbox `url` could not be fetched: the
+    /// network or the server (names the URL, without its password).
+    #[error("cannot fetch the public-inbox archive {url}: {source}")]
+    ArchiveFetch {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("storing mail {item} failed: {source}")]
     Sink {
         item: String,
@@ -191,6 +199,9 @@ impl Error {
     /// True when the fault is the network or the server, not the input:
     /// the CLI maps these to exit code 3.
     pub fn is_infrastructure(&self) -> bool {
-        matches!(self, Error::Unreachable { .. } | Error::Imap { .. })
+        matches!(
+            self,
+            Error::Unreachable { .. } | Error::Imap { .. } | Error::ArchiveFetch { .. }
+        )
     }
 }

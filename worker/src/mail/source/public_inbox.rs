@@ -2,7 +2,8 @@
 //! archives publish (public-inbox v2). An inbox is a directory whose
 //! `git/0.git`, `git/1.git`, ... are its *epochs*: bare git repositories
 //! whose every commit on `refs/heads/master` adds one mail as the blob `m`
-//! (a commit holding `d` instead records a mail removed from the archive).
+//! (a commit holding `d` instead records a mail removed from the archive,
+//! one with an empty `m` a mail purged from it).
 //!
 //! Read-only, with gitoxide. The cursor is the last commit taken per epoch
 //! (`0=<id>,1=<id>`), so a collect reads only the commits after it; a new
@@ -12,6 +13,15 @@
 //! taken is recognised by its item key (the blob id of the mail, the same
 //! before and after a rewrite), so nothing is taken twice and nothing the
 //! rewrite kept is lost.
+//!
+//! With a `url` (the inbox's public address, as public-inbox-httpd and lore
+//! serve it), every collect first mirrors the remote's epochs into
+//! `path/git/N.git` with gitoxide (`crate::gitfetch`), as grokmirror or
+//! `lei` users keep a local copy, then reads as above. The epochs are the
+//! ones the inbox's grokmirror manifest (`URL/manifest.js.gz`) lists, or,
+//! without a manifest, `URL/0`, `URL/1`, ... up to the first one missing
+//! (for `git://` and `file://` URLs, `URL/git/N.git`, the inbox's own
+//! layout). A failed fetch is an infrastructure error naming the URL.
 
 use super::{Error, FetchStats, Flow, MailSource, Oversize, RawMail, Reread, Resume, Sink};
 use std::collections::BTreeMap;
@@ -19,7 +29,72 @@ use std::path::{Path, PathBuf};
 
 pub struct PublicInboxSource {
     path: PathBuf,
+    /// The inbox's public URL, mirrored into `path` before each read.
+    url: Option<String>,
     max_mail_size: u64,
+}
+
+/// A manifest larger than this is not an inbox's manifest.
+const MANIFEST_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// A ureq failure in words that never quote the URL.
+fn describe_ureq(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Io(io) => io.to_string(),
+        ureq::Error::Timeout(t) => format!("timed out ({t})"),
+        ureq::Error::HostNotFound => "host not found".into(),
+        ureq::Error::ConnectionFailed => "connection failed".into(),
+        ureq::Error::Tls(t) => format!("TLS: {t}"),
+        _ => "the request failed".into(),
+    }
+}
+
+fn is_http(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
+/// Where epoch `n` of the inbox at `base` is served: public-inbox-httpd
+/// (and lore) serve `URL/N`; a `git://` or `file://` URL names the inbox
+/// directory itself, whose epochs are `git/N.git`.
+fn epoch_url(base: &str, n: u32) -> String {
+    if is_http(base) {
+        format!("{base}/{n}")
+    } else {
+        format!("{base}/git/{n}.git")
+    }
+}
+
+/// The epochs a grokmirror manifest (JSON, keys such as
+/// `/lkml/git/0.git`) lists for the inbox named `inbox` (the last segment
+/// of its URL); all epochs listed when no key names that inbox (a manifest
+/// behind a proxy that renames the path). Sorted, without duplicates.
+fn manifest_epochs(json: &[u8], inbox: &str) -> Result<Vec<u32>, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
+    let object = value
+        .as_object()
+        .ok_or("not a JSON object of repositories")?;
+    let epochs: Vec<(&str, u32)> = object
+        .keys()
+        .filter_map(|key| {
+            let (prefix, file) = key.rsplit_once("/git/")?;
+            let n = file.strip_suffix(".git")?.parse::<u32>().ok()?;
+            Some((prefix.rsplit('/').next().unwrap_or(prefix), n))
+        })
+        .collect();
+    let named: Vec<u32> = epochs
+        .iter()
+        .filter(|(name, _)| *name == inbox)
+        .map(|(_, n)| *n)
+        .collect();
+    let mut out = if named.is_empty() {
+        epochs.iter().map(|(_, n)| *n).collect()
+    } else {
+        named
+    };
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 /// The last commit taken per epoch.
@@ -56,8 +131,121 @@ impl PublicInboxSource {
     pub fn new(path: PathBuf, max_mail_size: u64) -> Self {
         Self {
             path,
+            url: None,
             max_mail_size,
         }
+    }
+
+    /// Mirrors the inbox at `url` into the directory before each read.
+    pub fn with_url(mut self, url: Option<String>) -> Self {
+        self.url = url;
+        self
+    }
+
+    /// A failed fetch of the inbox at `base`; `source` names what exactly
+    /// (the manifest, an epoch) failed.
+    fn fetch_error(base: &str, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::ArchiveFetch {
+            url: crate::gitfetch::redacted(base),
+            source: Box::new(source),
+        }
+    }
+
+    /// The epochs the manifest at `base/manifest.js.gz` lists; `None` when
+    /// the server has no manifest.
+    fn manifest(&self, base: &str) -> Result<Option<Vec<u32>>, Error> {
+        use std::io::Read;
+        let url = format!("{base}/manifest.js.gz");
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(120)))
+            .user_agent("patchline (public-inbox)")
+            .build()
+            .into();
+        let shown = crate::gitfetch::redacted(&url);
+        let failed = |reason: String| {
+            Self::fetch_error(
+                base,
+                std::io::Error::other(format!("reading {shown}: {reason}")),
+            )
+        };
+        // ureq's own messages may quote the URL (and its password): the
+        // error is told from its kind alone.
+        let response = agent
+            .get(&url)
+            .call()
+            .map_err(|e| failed(describe_ureq(&e)))?;
+        match response.status().as_u16() {
+            200 => {}
+            404 | 410 => return Ok(None),
+            status => return Err(failed(format!("the server answered HTTP {status}"))),
+        }
+        let mut json = Vec::new();
+        flate2::read::GzDecoder::new(response.into_body().into_reader().take(MANIFEST_LIMIT))
+            .take(MANIFEST_LIMIT)
+            .read_to_end(&mut json)
+            .map_err(|e| failed(e.to_string()))?;
+        let inbox = base.rsplit('/').next().unwrap_or_default();
+        manifest_epochs(&json, inbox).map(Some).map_err(failed)
+    }
+
+    /// Mirrors epoch `n` into `path/git/N.git`. An epoch that was not
+    /// there before and fails leaves nothing behind.
+    fn mirror_epoch(&self, base: &str, n: u32) -> Result<(), Error> {
+        let url = epoch_url(base, n);
+        let dest = self.path.join("git").join(format!("{n}.git"));
+        let known = dest.exists();
+        let result = crate::gitfetch::mirror(&url, &dest);
+        if result.is_err() && !known {
+            let _ = std::fs::remove_dir_all(&dest);
+        }
+        match result {
+            Ok(outcome) => {
+                tracing::debug!(url = %crate::gitfetch::redacted(&url), updated = outcome.updated.len(), "public-inbox epoch fetched");
+                Ok(())
+            }
+            Err(e) if e.is_remote() => Err(Self::fetch_error(base, e)),
+            Err(e) => Err(Error::Io {
+                path: dest.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            }),
+        }
+    }
+
+    /// Brings `path` up to date with the inbox at `url`.
+    fn update_from(&self, url: &str) -> Result<(), Error> {
+        let base = url.trim_end_matches('/');
+        let git = self.path.join("git");
+        std::fs::create_dir_all(&git).map_err(|source| Error::Io {
+            path: git.display().to_string(),
+            source,
+        })?;
+        let listed = if is_http(base) {
+            self.manifest(base)?
+        } else {
+            None
+        };
+        if let Some(epochs) = listed {
+            for n in epochs {
+                self.mirror_epoch(base, n)?;
+            }
+            return Ok(());
+        }
+        // No manifest: epochs up to the first one the server does not
+        // serve. A new epoch that fails for another reason is only picked
+        // up by a later collect; an epoch already mirrored must fetch.
+        for n in 0u32.. {
+            let known = git.join(format!("{n}.git")).exists();
+            match self.mirror_epoch(base, n) {
+                Ok(()) => {}
+                Err(e) if n > 0 && !known => {
+                    tracing::debug!(epoch = n, error = %e, "public-inbox: no further epoch");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// The epochs of the inbox, in order: `(number, git directory)`.
@@ -151,6 +339,9 @@ impl MailSource for PublicInboxSource {
             None => Cursor::new(),
         };
         let mut stats = FetchStats::default();
+        if let Some(url) = &self.url {
+            self.update_from(url)?;
+        }
         let epochs = self.epochs()?;
         if epochs.is_empty() {
             return Err(Error::Io {
@@ -198,6 +389,12 @@ impl MailSource for PublicInboxSource {
                 let header = repo
                     .find_header(blob_id)
                     .map_err(|e| self.git_error(&dir, "cannot read a mail", e))?;
+                if header.size() == 0 {
+                    // public-inbox-purge leaves an empty `m` where the
+                    // purged mail was (its commit says `purged <oid>`).
+                    stats.cursor = Some(format_cursor(&cursor));
+                    continue;
+                }
                 // Over the limit: handed over whole (gitoxide reads a blob
                 // in one piece) to be archived and recorded, never skipped.
                 let oversize = (header.size() > self.max_mail_size).then(|| Oversize {
@@ -324,9 +521,11 @@ mod tests {
         deliver(&w1, "m", &mail(4));
         let (got, _) = fetch(&mut src, &taken);
         assert_eq!(got, [mail(3), mail(4)]);
-        // Epoch 0 rewritten (mail 2 purged): re-read, only mail 5 is new.
+        // Epoch 0 rewritten (mail 2 purged: public-inbox-purge leaves an
+        // empty `m`): re-read, only mail 5 is new.
         git(&w0, &["checkout", "-q", "--orphan", "fresh"]);
         deliver(&w0, "m", &mail(1));
+        deliver(&w0, "m", "");
         deliver(&w0, "m", &mail(3));
         deliver(&w0, "m", &mail(5));
         let (got, stats) = fetch(&mut src, &taken);
@@ -365,6 +564,75 @@ mod tests {
         assert_eq!(got[0].bytes, mail(1).as_bytes());
         let big = got[0].oversize.clone().unwrap();
         assert_eq!((big.size, big.reread), (limit + 1, Reread::Held));
+    }
+
+    #[test]
+    fn an_inbox_url_is_mirrored_into_the_directory_then_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path().join("inbox");
+        let w0 = epoch(&inbox, 0);
+        deliver(&w0, "m", &mail(1));
+        let url = format!("file://{}", inbox.display());
+        let local = dir.path().join("mirror");
+        let mut src = PublicInboxSource::new(local.clone(), 1 << 20).with_url(Some(url.clone()));
+        let taken = Taken {
+            seen: RefCell::default(),
+            cursor: RefCell::default(),
+        };
+        assert_eq!(fetch(&mut src, &taken).0, [mail(1)]);
+        // No epoch 1 upstream: probing stopped there and left nothing.
+        assert!(!local.join("git/1.git").exists());
+        // More mail and a new epoch upstream: only they are read.
+        deliver(&w0, "m", &mail(2));
+        let w1 = epoch(&inbox, 1);
+        deliver(&w1, "m", &mail(3));
+        assert_eq!(fetch(&mut src, &taken).0, [mail(2), mail(3)]);
+        assert_eq!(
+            git(&local.join("git/1.git"), &["rev-parse", "master"]),
+            git(&inbox.join("git/1.git"), &["rev-parse", "master"])
+        );
+        // An inbox that is not there: an infrastructure error naming it.
+        let mut gone = PublicInboxSource::new(dir.path().join("other"), 1 << 20)
+            .with_url(Some(format!("{url}-gone")));
+        let never = |_: &str| false;
+        let resume = Resume {
+            cursor: None,
+            seen: &never,
+        };
+        let e = gone
+            .fetch(&resume, &mut |_| Ok(Flow::Continue))
+            .unwrap_err();
+        assert!(e.is_infrastructure(), "{e}");
+        assert!(e.to_string().contains("inbox-gone/git/0.git"), "{e}");
+        assert!(!dir.path().join("other/git/0.git").exists());
+    }
+
+    #[test]
+    fn epochs_come_from_the_manifest_or_the_inbox_layout() {
+        let manifest = br#"{
+            "/hello/git/0.git": {"fingerprint": "a"},
+            "/hello/git/2.git": {"fingerprint": "b"},
+            "/hello/git/1.git": {},
+            "/other/git/7.git": {},
+            "/hello/all.git": {}
+        }"#;
+        assert_eq!(manifest_epochs(manifest, "hello").unwrap(), [0, 1, 2]);
+        // Behind a proxy that renamed the inbox: every epoch listed.
+        assert_eq!(manifest_epochs(manifest, "lists").unwrap(), [0, 1, 2, 7]);
+        assert!(manifest_epochs(b"[1]", "hello").is_err());
+        assert!(manifest_epochs(b"\x1f\x8b", "hello").is_err());
+        assert_eq!(
+            epoch_url("https://lore.kernel.org/lkml", 3),
+            "https://lore.kernel.org/lkml/3"
+        );
+        assert_eq!(
+            epoch_url("git://example.org/lkml", 3),
+            "git://example.org/lkml/git/3.git"
+        );
+        assert_eq!(
+            epoch_url("file:///srv/lkml", 0),
+            "file:///srv/lkml/git/0.git"
+        );
     }
 
     #[test]
