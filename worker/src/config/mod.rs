@@ -336,6 +336,24 @@ pub struct Repo {
     /// Commands the `test` stage runs against each target's built RPMs.
     #[serde(default)]
     pub tests: Vec<TestCommand>,
+    /// Where pull requests may be fetched from: URL prefixes
+    /// (`"https://git.kernel.org/pub/scm/"`). Anyone can post to a list,
+    /// so none by default: a request from elsewhere is refused, unfetched.
+    #[serde(default)]
+    pub pull_urls: Vec<String>,
+    /// How a pull request lands: `merge` (fast-forward when possible, else
+    /// a merge commit) or `ff-only`.
+    #[serde(default)]
+    pub pull: PullLanding,
+}
+
+/// `[[repos]] pull`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullLanding {
+    #[default]
+    Merge,
+    FfOnly,
 }
 
 /// One post-build test of a repository: an argument vector (never a shell
@@ -838,6 +856,19 @@ impl Config {
             if repo.branches.is_empty() {
                 return Err(self.invalid(key("branches"), "must list at least one branch"));
             }
+            for prefix in &repo.pull_urls {
+                let scheme_ok = ["https://", "http://", "git://", "file://"]
+                    .iter()
+                    .any(|s| prefix.starts_with(s) && prefix.len() > s.len());
+                if !scheme_ok || prefix.chars().any(char::is_whitespace) {
+                    return Err(self.invalid(
+                        key("pull_urls"),
+                        format!(
+                            "{prefix:?} is not a URL prefix (https://, http://, git:// or file://, then at least a host or path)"
+                        ),
+                    ));
+                }
+            }
             for branch in &repo.branches {
                 if !is_safe_ref(branch) {
                     return Err(self.invalid(
@@ -1073,6 +1104,40 @@ impl Config {
         branches.dedup();
         let repos = self.repos.iter().map(|r| r.name.clone()).collect();
         Ok(grammar.with_branches(branches).with_repos(repos))
+    }
+
+    /// Where a series or pull request goes: the subject's repo (and
+    /// branch, else the repo's default), else the first routing rule that
+    /// matches, else the only configured repository.
+    pub fn resolve_route(
+        &self,
+        rules: &[RouteRule],
+        repo: Option<&str>,
+        branch: Option<&str>,
+        list_id: Option<&str>,
+        tags: &[String],
+    ) -> (Option<String>, Option<String>) {
+        let default_branch = |repo: &str| {
+            self.repos.iter().find(|r| r.name == repo).and_then(|r| {
+                r.default_branch
+                    .clone()
+                    .or_else(|| r.branches.first().cloned())
+            })
+        };
+        let branch = branch.map(str::to_owned);
+        if let Some(repo) = repo {
+            let branch = branch.or_else(|| default_branch(repo));
+            return (Some(repo.to_owned()), branch);
+        }
+        if let Some(r) = crate::mail::routing::route(rules, list_id, tags) {
+            let branch = branch.or(r.branch).or_else(|| default_branch(&r.repo));
+            return (Some(r.repo), branch);
+        }
+        if let [only] = self.repos.as_slice() {
+            let branch = branch.or_else(|| default_branch(&only.name));
+            return (Some(only.name.clone()), branch);
+        }
+        (None, branch)
     }
 
     /// Every repository's routes, in config order.

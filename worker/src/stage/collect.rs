@@ -12,7 +12,7 @@ use crate::config::{Config, SourceKind};
 use crate::mail::archive::{self, Archive};
 use crate::mail::classify::classify;
 use crate::mail::parse::{self, MailLimits, ParsedMail, parse_head, parse_mail_hashed};
-use crate::mail::routing::{RouteRule, route};
+use crate::mail::routing::RouteRule;
 use crate::mail::series::{
     AssembledSeries, AssemblyConfig, History, PatchMail, SeriesState as AssemblyState,
     assemble_after, change_id,
@@ -483,41 +483,6 @@ fn commit_batch(
     Ok(())
 }
 
-/// Where a series goes: the subject's repo/branch, else the first routing
-/// rule that matches, else the only configured repository.
-fn resolve_route(
-    config: &Config,
-    rules: &[RouteRule],
-    series: &AssembledSeries,
-    list_id: Option<&str>,
-    tags: &[String],
-) -> (Option<String>, Option<String>) {
-    let default_branch = |repo: &str| {
-        config.repos.iter().find(|r| r.name == repo).and_then(|r| {
-            r.default_branch
-                .clone()
-                .or_else(|| r.branches.first().cloned())
-        })
-    };
-    if let Some(repo) = &series.repo {
-        let branch = series.branch.clone().or_else(|| default_branch(repo));
-        return (Some(repo.clone()), branch);
-    }
-    if let Some(r) = route(rules, list_id, tags) {
-        let branch = series
-            .branch
-            .clone()
-            .or(r.branch)
-            .or_else(|| default_branch(&r.repo));
-        return (Some(r.repo), branch);
-    }
-    if let [only] = config.repos.as_slice() {
-        let branch = series.branch.clone().or_else(|| default_branch(&only.name));
-        return (Some(only.name.clone()), branch);
-    }
-    (None, series.branch.clone())
-}
-
 /// The b4 change-ids of the open cover letters and single patches (the
 /// mails b4 writes them in), read from their raw archive files. A file
 /// that cannot be read has none: the series is still linked by thread,
@@ -658,10 +623,10 @@ fn assemble_series(
             .cover
             .or_else(|| series.patches.first().map(|p| p.1))
             .and_then(|id| by_id.get(&id));
-        let (repo, branch) = resolve_route(
-            config,
+        let (repo, branch) = config.resolve_route(
             rules,
-            series,
+            series.repo.as_deref(),
+            series.branch.as_deref(),
             lead.and_then(|r| r.list_id.as_deref()),
             lead.map(|r| r.mail.fields.tags.as_slice()).unwrap_or(&[]),
         );

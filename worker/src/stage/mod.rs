@@ -24,6 +24,7 @@ pub mod apply;
 pub mod build;
 pub mod collect;
 pub mod publish;
+pub mod pull;
 pub mod report;
 pub mod test;
 

@@ -189,4 +189,17 @@ ALTER TABLE stages ADD COLUMN pid INTEGER;
 ALTER TABLE mails ADD COLUMN fingerprint TEXT;
 ALTER TABLE mails ADD COLUMN oversize INTEGER;
 "#,
+    r#"
+-- Pull requests (issue 14): what the apply stage made of each kept
+-- `[GIT PULL]`/`[PULL]` request mail: `landed` on its branch or `refused`
+-- (both final), with the outcome as the stage describes it.
+CREATE TABLE pulls (
+    mail_id     INTEGER PRIMARY KEY REFERENCES mails(id),
+    run_id      INTEGER NOT NULL REFERENCES runs(id),
+    state       TEXT NOT NULL,
+    result      TEXT NOT NULL,
+    finished_at INTEGER NOT NULL
+);
+CREATE INDEX pulls_run ON pulls(run_id);
+"#,
 ];

@@ -15,6 +15,7 @@ mod builds;
 mod mails;
 mod migrations;
 mod outbox;
+mod pulls;
 mod reports;
 mod runs;
 mod series;
@@ -27,6 +28,7 @@ pub use mails::{
     UnparsableMail,
 };
 pub use outbox::{NewReport, OutboxState, QueuedReport, StoredReport};
+pub use pulls::{PendingPull, PullState};
 pub use reports::ThreadMail;
 pub use runs::{NewRun, RunOptions, RunRow, RunState, Trigger};
 pub use series::{

@@ -1,0 +1,215 @@
+//! Pull requests in the apply stage: each kept `[GIT PULL]`/`[PULL]`
+//! request mail of the run's repositories is routed like a patch, its
+//! `git request-pull` text read, its URL checked against the repository's
+//! allow-list (`pull_urls`; none by default, since anyone can post to a
+//! list), the named ref fetched with gitoxide into
+//! `refs/patchline/pulls/<mail id>`, and the requested commits brought
+//! onto the branch with their ids: fast-forward, or a merge commit with
+//! the request's summary (`pull = "merge"`, the default; `"ff-only"`
+//! refuses instead). A fetched tip other than the "up to" commit the mail
+//! names is refused, changing nothing.
+//!
+//! Each request ends `landed` or `refused`, both final. A run killed
+//! anywhere resumes: the fetch is repeated, and a branch that already has
+//! the commits makes it `landed` ("already there"), never twice.
+
+use crate::config::{Config, PullLanding};
+use crate::gitfetch;
+use crate::mail::parse::{MailLimits, parse_mail};
+use crate::mail::pull::parse_request_pull;
+use crate::patch::apply::Identity;
+use crate::patch::pull::{Landed, PullMode, land_pull, merge_message};
+use crate::store::{PendingPull, PullState, Store};
+use serde::{Deserialize, Serialize};
+
+/// One request's outcome, as the report and `status --json` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct PullOutcome {
+    pub message_id: String,
+    pub subject: String,
+    pub from: Option<String>,
+    pub repo: Option<String>,
+    pub branch: Option<String>,
+    pub url: Option<String>,
+    pub reference: Option<String>,
+    /// The commit the mail says the request goes up to.
+    pub up_to: Option<String>,
+    /// `landed` or `refused`.
+    pub state: String,
+    /// `fast-forward`, `merge` or `already there` when landed.
+    pub landed: Option<String>,
+    pub merge_commit: Option<String>,
+    pub old_tip: Option<String>,
+    pub new_tip: Option<String>,
+    /// The requested commits the branch did not have, newest first.
+    pub commits: Vec<String>,
+    /// Why it was refused, for the sender.
+    pub error: Option<String>,
+}
+
+/// Whether `url` is under one of `prefixes`: a prefix ends at a `/` (or
+/// the URL ends with it), so `https://git.example.org` does not admit
+/// `https://git.example.org.evil.test/`.
+pub fn allowed(url: &str, prefixes: &[String]) -> bool {
+    prefixes.iter().any(|p| {
+        url.strip_prefix(p.as_str())
+            .is_some_and(|rest| p.ends_with('/') || rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
+/// Deals with every pending pull request of `repos` (empty: of every
+/// repository); a request of another repository waits for a run that
+/// covers it.
+pub fn apply_pulls(
+    store: &mut Store,
+    config: &Config,
+    run: i64,
+    repos: &[String],
+    committer: &Identity,
+) -> Result<Vec<PullOutcome>, crate::store::Error> {
+    let rules = config.route_rules().unwrap_or_default();
+    let mut outcomes = Vec::new();
+    for pending in store.pending_pulls()? {
+        let (repo, branch) = config.resolve_route(
+            &rules,
+            pending.fields.repo.as_deref(),
+            pending.fields.branch.as_deref(),
+            pending.list_id.as_deref(),
+            &pending.fields.tags,
+        );
+        if !repos.is_empty() && !repo.as_ref().is_some_and(|r| repos.contains(r)) {
+            continue;
+        }
+        let _span = tracing::info_span!("pull", run, mail = %pending.message_id).entered();
+        let mut outcome = PullOutcome {
+            message_id: pending.message_id.clone(),
+            subject: pending.subject.clone(),
+            from: pending.from_email.clone(),
+            repo,
+            branch,
+            ..PullOutcome::default()
+        };
+        let state = match land_one(config, &pending, committer, &mut outcome) {
+            Ok(()) => PullState::Landed,
+            Err(why) => {
+                tracing::warn!("pull request {} refused: {why}", pending.message_id);
+                outcome.error = Some(why);
+                PullState::Refused
+            }
+        };
+        outcome.state = state.to_string();
+        store.record_pull(pending.mail_id, run, state, &outcome)?;
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+/// Lands one request; `Err` is the sentence the report gives the sender.
+fn land_one(
+    config: &Config,
+    pending: &PendingPull,
+    committer: &Identity,
+    outcome: &mut PullOutcome,
+) -> Result<(), String> {
+    let Some(repo_name) = outcome.repo.clone() else {
+        return Err(
+            "no repository: the subject names none and no route of the config matches".into(),
+        );
+    };
+    let Some(repo) = config.repos.iter().find(|r| r.name == repo_name) else {
+        return Err(format!(
+            "repository {repo_name:?} is not in the configuration"
+        ));
+    };
+    let branch = outcome.branch.clone().unwrap_or_else(|| "master".into());
+    if !repo.branches.contains(&branch) {
+        return Err(format!(
+            "branch {branch:?} is unknown: {repo_name}'s branches are {}",
+            repo.branches.join(", ")
+        ));
+    }
+    let path = config.intake.archive_dir.join(&pending.raw_path);
+    let raw = std::fs::read(&path)
+        .map_err(|e| format!("cannot read the archived mail {}: {e}", path.display()))?;
+    let mail = parse_mail(&raw, &MailLimits::default()).map_err(|e| e.to_string())?;
+    let request = parse_request_pull(&mail.body).map_err(|e| e.to_string())?;
+    outcome.url = Some(gitfetch::redacted(&request.url));
+    outcome.reference = request.reference.clone();
+    outcome.up_to = Some(request.up_to.clone());
+    if !allowed(&request.url, &repo.pull_urls) {
+        return Err(format!(
+            "pull requests from {} are not allowed for {repo_name} (its `pull_urls` are {}); nothing was fetched",
+            gitfetch::redacted(&request.url),
+            match repo.pull_urls.as_slice() {
+                [] => "empty".to_owned(),
+                urls => urls.join(", "),
+            }
+        ));
+    }
+    let repo_path = config.repo_path(repo);
+    let reference = request.reference.as_deref().unwrap_or("HEAD");
+    let local = format!("refs/patchline/pulls/{}", pending.mail_id);
+    let fetched =
+        gitfetch::fetch_ref(&repo_path, &request.url, reference, &local).map_err(|e| {
+            format!(
+                "cannot fetch {reference} from {}: {e}",
+                gitfetch::redacted(&request.url)
+            )
+        })?;
+    let message = merge_message(&request.url, request.reference.as_deref(), &request.summary);
+    let mode = match repo.pull {
+        PullLanding::Merge => PullMode::Merge,
+        PullLanding::FfOnly => PullMode::FfOnly,
+    };
+    let landed = land_pull(
+        &repo_path,
+        &branch,
+        &request.up_to,
+        &fetched.commit.to_string(),
+        &message,
+        committer,
+        mode,
+    )
+    .map_err(|e| e.to_string())?
+    .map_err(|refusal| refusal.to_string())?;
+    outcome.old_tip = Some(landed.old_tip);
+    outcome.new_tip = Some(landed.new_tip);
+    outcome.commits = landed.commits;
+    outcome.landed = Some(
+        match &landed.landed {
+            Landed::FastForward => "fast-forward",
+            Landed::Merge(_) => "merge",
+            Landed::AlreadyThere => "already there",
+        }
+        .to_owned(),
+    );
+    if let Landed::Merge(id) = landed.landed {
+        outcome.merge_commit = Some(id);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allow_list_is_by_prefix_ending_at_a_slash() {
+        let list = vec![
+            "https://git.kernel.org/pub/scm/".to_owned(),
+            "git://git.example.org".to_owned(),
+        ];
+        for (url, ok) in [
+            ("https://git.kernel.org/pub/scm/linux/kvm.git", true),
+            ("https://git.kernel.org/pub/other.git", false),
+            ("git://git.example.org/qemu.git", true),
+            ("git://git.example.org", true),
+            ("git://git.example.org.evil.test/qemu.git", false),
+            ("http://git.kernel.org/pub/scm/linux/kvm.git", false),
+        ] {
+            assert_eq!(allowed(url, &list), ok, "{url}");
+        }
+        assert!(!allowed("https://x/y.git", &[]));
+    }
+}
