@@ -14,3 +14,4 @@ pub mod routing;
 pub mod series;
 pub mod source;
 pub mod subject;
+pub mod trailers;
