@@ -20,7 +20,150 @@ pub struct ThreadMail {
     pub archive_path: String,
 }
 
+/// A mail that is no patch, in reply to some mail: a review, an ack, a
+/// question (the trailers of a series come from these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyMail {
+    /// Its row id: mails are numbered in the order they arrived.
+    pub mail_id: i64,
+    pub message_id: String,
+    pub in_reply_to: Option<String>,
+    /// Its `References`, oldest first.
+    pub references: Vec<String>,
+    pub from_name: Option<String>,
+    pub from_email: Option<String>,
+    /// The raw mail, relative to the archive directory.
+    pub raw_path: String,
+}
+
+/// A mail of an applied series that collects late trailers, found by its
+/// Message-ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchedMail {
+    pub series_id: i64,
+    pub key: String,
+    pub idx: u32,
+    pub message_id: String,
+    /// The series' `trailers_upto`: replies above it are late.
+    pub upto: i64,
+}
+
+/// Mails that are neither patches nor covers and were parsed, as
+/// [`ReplyMail`]s (the columns in this order).
+const REPLY_COLUMNS: &str = "m.id, m.message_id, m.in_reply_to, m.refs, m.from_name, m.from_email, m.raw_path";
+
+fn reply_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReplyMail> {
+    let refs: String = r.get(3)?;
+    Ok(ReplyMail {
+        mail_id: r.get(0)?,
+        message_id: r.get(1)?,
+        in_reply_to: r.get(2)?,
+        references: serde_json::from_str(&refs).unwrap_or_default(),
+        from_name: r.get(4)?,
+        from_email: r.get(5)?,
+        raw_path: r.get(6)?,
+    })
+}
+
 impl Store {
+    /// The replies into a thread of `message_ids`: mails that are no patch
+    /// answering one of them (`In-Reply-To`, or any `References`), with a
+    /// row id above `after`, in arrival order. Replies to those replies
+    /// are found by asking again with their ids.
+    pub fn thread_replies(
+        &self,
+        message_ids: &[String],
+        after: i64,
+    ) -> Result<Vec<ReplyMail>, Error> {
+        let ids = serde_json::to_string(message_ids).unwrap_or_else(|_| "[]".into());
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {REPLY_COLUMNS} FROM mails m
+                 WHERE m.id > ?2 AND m.is_patch = 0 AND m.is_cover = 0 AND m.error IS NULL
+                   AND (m.in_reply_to IN (SELECT value FROM json_each(?1))
+                        OR (json_valid(m.refs) AND EXISTS (SELECT 1 FROM json_each(m.refs) r
+                            WHERE r.value IN (SELECT value FROM json_each(?1)))))
+                 ORDER BY m.id"
+            ))
+            .map_err(|e| self.err(e))?;
+        stmt.query_map(rusqlite::params![ids, after], reply_row)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every reply (no patch, no cover, parsed) with a row id above
+    /// `after`, in arrival order.
+    pub fn replies_after(&self, after: i64) -> Result<Vec<ReplyMail>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {REPLY_COLUMNS} FROM mails m
+                 WHERE m.id > ?1 AND m.is_patch = 0 AND m.is_cover = 0 AND m.error IS NULL
+                   AND (m.in_reply_to IS NOT NULL OR m.refs != '[]')
+                 ORDER BY m.id"
+            ))
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([after], reply_row)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The highest mail row id (0 without mails): what a series' replies
+    /// are read up to.
+    pub fn last_mail_id(&self) -> Result<i64, Error> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM mails", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// The applied series that collect late trailers, as `(id, repo,
+    /// trailers_upto)`.
+    pub fn watched_series(&self) -> Result<Vec<(i64, Option<String>, i64)>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, repo, trailers_upto FROM series WHERE state = 'applied' AND trailers_upto IS NOT NULL",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The repository of series `id`.
+    pub fn series_repo(&self, id: i64) -> Result<Option<String>, Error> {
+        self.conn
+            .query_row("SELECT repo FROM series WHERE id = ?1", [id], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// The mails among `message_ids` that belong to an applied series
+    /// collecting late trailers.
+    pub fn watched_mails(&self, message_ids: &[String]) -> Result<Vec<WatchedMail>, Error> {
+        let ids = serde_json::to_string(message_ids).unwrap_or_else(|_| "[]".into());
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT s.id, s.key, p.idx, m.message_id, s.trailers_upto
+                 FROM mails m JOIN patches p ON p.mail_id = m.id JOIN series s ON s.id = p.series_id
+                 WHERE m.message_id IN (SELECT value FROM json_each(?1))
+                   AND s.state = 'applied' AND s.trailers_upto IS NOT NULL",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([ids], |r| {
+            Ok(WatchedMail {
+                series_id: r.get(0)?,
+                key: r.get(1)?,
+                idx: r.get(2)?,
+                message_id: r.get(3)?,
+                upto: r.get(4)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
+    }
+
     /// Branches the apply stage of `run` moved, as `(repo, branch, new
     /// tip)`: one per branch, with its last tip, in the order the series
     /// arrived.

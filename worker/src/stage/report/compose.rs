@@ -653,6 +653,7 @@ mod tests {
             commits: commits.iter().map(|c| c.to_string()).collect(),
             failed_patch: None,
             error: None,
+            trailers: Vec::new(),
         }
     }
 
