@@ -211,10 +211,9 @@ fn review_replies_give_their_trailers_and_late_ones_are_reported() {
         assert_eq!(late.as_array().unwrap().len(), 1, "{late}");
         assert_eq!(late[0]["trailer"], DAVE, "{late}");
         assert_eq!(late[0]["patches"], serde_json::json!([1]), "{late}");
-        let report = std::fs::read_to_string(
-            p.join(format!("work/run-{}/report.txt", status["id"])),
-        )
-        .unwrap_or_else(|e| panic!("no report.txt: {e}\n{status}"));
+        let report_file = status["stages"][5]["summary"]["file"].as_str().unwrap_or_default();
+        let report = std::fs::read_to_string(report_file)
+            .unwrap_or_else(|e| panic!("no report {report_file:?}: {e}\n{status}"));
         assert!(
             report.contains(&format!(
                 "arrived after it was applied: {DAVE} on patch 1/2"
