@@ -823,3 +823,49 @@ fn late_trailers_of(store: &Store, run: i64) -> Result<Vec<LateTrailer>, Error> 
     }
     Ok(out.into_iter().map(|(_, l)| l).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(id: i64, in_reply_to: Option<&str>, refs: &[&str]) -> ReplyMail {
+        ReplyMail {
+            mail_id: id,
+            message_id: format!("r{id}"),
+            in_reply_to: in_reply_to.map(str::to_owned),
+            references: refs.iter().map(|r| r.to_string()).collect(),
+            from_name: None,
+            from_email: None,
+            raw_path: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_reply_is_about_its_nearest_series_mail() {
+        let series: HashMap<&str, u32> = [("cover", 0), ("p1", 1), ("p2", 2)].into();
+        let replies = [
+            reply(1, Some("p2"), &["cover", "p2"]),
+            // A reply to a reply, without References: up the chain.
+            reply(2, Some("r1"), &[]),
+            // To a reply we do not have: the nearest of its References.
+            reply(3, Some("lost"), &["cover", "p1", "lost"]),
+            reply(4, Some("r3"), &["cover", "p1", "lost", "r3"]),
+            // Only References.
+            reply(5, None, &["cover"]),
+            // Another thread; a loop of replies.
+            reply(6, Some("nowhere"), &["nowhere"]),
+            reply(7, Some("r8"), &[]),
+            reply(8, Some("r7"), &[]),
+        ];
+        let by_id: HashMap<&str, &ReplyMail> =
+            replies.iter().map(|r| (r.message_id.as_str(), r)).collect();
+        let targets: Vec<Option<u32>> = replies
+            .iter()
+            .map(|r| reply_target(r, &by_id, &series))
+            .collect();
+        assert_eq!(
+            targets,
+            [Some(2), Some(2), Some(1), Some(1), Some(0), None, None, None]
+        );
+    }
+}

@@ -281,6 +281,44 @@ mod tests {
         );
     }
 
+    /// A mail `id` that is no patch, answering `in_reply_to` with `refs`.
+    fn reply(s: &Store, id: i64, in_reply_to: Option<&str>, refs: &str, is_patch: bool) {
+        s.conn
+            .execute(
+                "INSERT INTO mails (id, message_id, content_hash, source_key, item, origin, received_at, raw_path,
+                    from_name, from_email, in_reply_to, refs, is_patch)
+                 VALUES (?1, ?2, 'h', 's', ?1, 'test', 0, ?3, 'Bob', 'bob@example.org', ?4, ?5, ?6)",
+                rusqlite::params![id, format!("r{id}@example.org"), format!("raw/{id}.eml"), in_reply_to, refs, is_patch],
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn replies_into_a_thread_by_in_reply_to_or_references() {
+        let mut s = Store::open_in_memory().unwrap();
+        let run = s.create_run(&NewRun::for_test(Trigger::Manual)).unwrap();
+        series(&s, "k", "master", "applied", run, "c", &[1, 2]);
+        reply(&s, 10, Some("2@example.org"), "[]", false);
+        reply(&s, 11, Some("elsewhere@example.org"), r#"["1@example.org","elsewhere@example.org"]"#, false);
+        reply(&s, 12, Some("r10@example.org"), "[]", false);
+        reply(&s, 13, Some("2@example.org"), "not json", true);
+        reply(&s, 14, Some("other@example.org"), "not json", false);
+        let ids = vec!["1@example.org".to_owned(), "2@example.org".to_owned()];
+        let found: Vec<i64> = s.thread_replies(&ids, 0).unwrap().iter().map(|r| r.mail_id).collect();
+        assert_eq!(found, [10, 11], "patches and other threads are no replies; 12 answers a reply");
+        let r = &s.thread_replies(&ids, 10).unwrap()[0];
+        assert_eq!(
+            (r.mail_id, r.message_id.as_str(), r.raw_path.as_str()),
+            (11, "r11@example.org", "raw/11.eml")
+        );
+        assert_eq!(r.references, ["1@example.org", "elsewhere@example.org"]);
+        assert_eq!(r.from_email.as_deref(), Some("bob@example.org"));
+        let after: Vec<i64> = s.replies_after(10).unwrap().iter().map(|r| r.mail_id).collect();
+        assert_eq!(after, [11, 12, 14]);
+        assert_eq!(s.last_mail_id().unwrap(), 14);
+        assert!(s.watched_series().unwrap().is_empty(), "nothing recorded yet");
+    }
+
     #[test]
     fn a_thread_lists_its_mails_by_index() {
         let mut s = Store::open_in_memory().unwrap();

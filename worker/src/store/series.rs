@@ -930,4 +930,71 @@ mod tests {
         );
         assert!(s.open_or_updated_series(run + 1).unwrap().is_empty());
     }
+
+    #[test]
+    fn trailers_added_then_late_ones_with_the_watermark() {
+        let (mut s, mail) = store_with_patch_mail();
+        let run = s.create_run(&NewRun::for_test(Trigger::Manual)).unwrap();
+        store_series(
+            &mut s,
+            &assembled(mail, assembly::SeriesState::Complete),
+            run,
+            true,
+        );
+        let todo = s.series_to_apply().unwrap().remove(0);
+        let trailer = |t: &str, source, reply| PatchTrailer {
+            idx: 1,
+            trailer: t.into(),
+            source,
+            reply_mail_id: reply,
+        };
+        let rb = trailer("Reviewed-by: A <a@x>", TrailerSource::Reply, Some(7));
+        let link = trailer("Link: https://x/p1", TrailerSource::Link, None);
+        // A crashed attempt recorded something else: replaced.
+        s.record_added_trailers(&todo, run, &[link.clone()], Some(3))
+            .unwrap();
+        s.record_added_trailers(&todo, run, &[rb.clone(), link.clone()], Some(5))
+            .unwrap();
+        assert!(s.watched_series().unwrap().is_empty(), "not applied yet");
+        s.record_apply_result(
+            &todo,
+            run,
+            &ApplyRecord {
+                state: SeriesState::Applied,
+                old_tip: Some("old"),
+                new_tip: Some("new"),
+                result: "{}",
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            s.watched_series().unwrap(),
+            [(todo.id, Some("linux".to_owned()), 5)]
+        );
+        assert_eq!(
+            s.series_trailers(todo.id).unwrap(),
+            [(TrailerState::Added, rb.clone()), (TrailerState::Added, link)]
+        );
+
+        let late_run = s.create_run(&NewRun::for_test(Trigger::Manual)).unwrap();
+        let tb = trailer("Tested-by: T <t@x>", TrailerSource::Reply, Some(9));
+        for _ in 0..2 {
+            // Twice (a stage run again): recorded once.
+            s.record_late_trailers(late_run, &[(todo.id, tb.clone())], &[todo.id], 9)
+                .unwrap();
+        }
+        let late = s.late_trailers(late_run).unwrap();
+        assert_eq!(late.len(), 1);
+        assert_eq!(
+            (late[0].series_key.as_str(), late[0].total, &late[0].trailer),
+            ("p1@example.org", 1, &tb)
+        );
+        assert!(s.late_trailers(run).unwrap().is_empty());
+        assert_eq!(s.watched_series().unwrap()[0].2, 9, "read up to 9");
+        s.record_late_trailers(late_run, &[], &[todo.id], 8).unwrap();
+        assert_eq!(s.watched_series().unwrap()[0].2, 9, "never back");
+        // Without trailers a series is not watched.
+        s.record_added_trailers(&todo, run, &[], None).unwrap();
+        assert!(s.watched_series().unwrap().is_empty());
+    }
 }
