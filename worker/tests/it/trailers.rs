@@ -84,93 +84,107 @@ fn interpret_trailers(cwd: &Path, message: &str, trailers: &[String]) -> String 
 const ADA: &str = "Reviewed-by: Ada Lovelace <ada@example.org>";
 const BOB: &str = "Acked-by: Bob Builder <bob@example.org>";
 const CAROL: &str = "Tested-by: Carol Tester <carol@example.org>";
+const CAROL_RB: &str = "Reviewed-by: Carol Tester <carol@example.org>";
 const DAVE: &str = "Tested-by: Dave Late <dave@example.org>";
 const COMMITTER: &str = "Signed-off-by: Test Committer <committer@example.org>";
+
+/// In a temp dir: `hello.git`, its work repository `src` with the two
+/// commits, and `list.mbox` with their series (cover letter and two
+/// patches) and four replies (`eol` line endings); `patchline.toml` with
+/// `repo_keys` in its `[[repos]]`. Returns the dir and the Message-IDs of
+/// the cover letter and the patches.
+fn reviewed_series(eol: &str, repo_keys: &str) -> (tempfile::TempDir, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let series = hello_series(p).replace("*** SUBJECT HERE ***", "Two changes");
+    let mails = split_format_patch(&series);
+    assert_eq!(mails.len(), 3, "cover and two patches");
+    let ids: Vec<String> = mails.iter().map(|m| message_id(m)).collect();
+    let (cover, p1, p2) = (ids[0].as_str(), ids[1].as_str(), ids[2].as_str());
+    let replies = [
+        // To the cover letter: every patch.
+        reply(
+            "r1@example.org",
+            "Ada Lovelace <ada@example.org>",
+            "Re: [master PATCH hello 0/2] Two changes",
+            &[cover],
+            &format!("> Two changes\n\nThe series looks right.\n\n{ADA}\n-- \nAda\n"),
+        ),
+        // To patch 2, quoting its own trailer-like lines.
+        reply(
+            "r2@example.org",
+            "Bob Builder <bob@example.org>",
+            "Re: [master PATCH hello 2/2] Add bee",
+            &[cover, p2],
+            &format!(
+                "On Tue, Test Author wrote:\n> Add bee\n>\n> Reviewed-by: Quoted Person <quoted@example.org>\n> ---\n\n{BOB}\n"
+            ),
+        ),
+        // Someone else's Reviewed-by: not taken by default.
+        reply(
+            "r3@example.org",
+            "Eve Forwarder <eve@example.org>",
+            "Re: [master PATCH hello 1/2] Shout two",
+            &[cover, p1],
+            &format!("Carol told me:\n\n{CAROL_RB}\n"),
+        ),
+        // A reply to the reply to the cover: every patch.
+        reply(
+            "r4@example.org",
+            "Carol Tester <carol@example.org>",
+            "Re: [master PATCH hello 0/2] Two changes",
+            &[cover, "r1@example.org"],
+            &format!("> {ADA}\n\nWorks here.\n\n{CAROL}\n"),
+        ),
+    ];
+    let mut all = mails.clone();
+    all.extend(replies.iter().cloned());
+    append_mbox(p, &all, eol);
+    std::fs::write(
+        p.join("patchline.toml"),
+        format!("[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_format = \"none\"\n\n[[repos]]\nname = \"hello\"\npath = \"hello.git\"\n{repo_keys}"),
+    )
+    .unwrap();
+    (dir, ids)
+}
+
+/// Each commit of `branch` (`master~1`, `master`) against what `git
+/// interpret-trailers` makes of the original commit with `trailers`.
+fn assert_commits(p: &Path, trailers: &[Vec<String>], what: &str) {
+    let repo = p.join("hello.git");
+    let src = p.join("src");
+    for (i, (ours, theirs)) in [("master~1", "HEAD~1"), ("master", "HEAD")].iter().enumerate() {
+        let got = git(&repo, &["log", "-1", "--format=%B", ours]);
+        let original = git(&src, &["log", "-1", "--format=%B", theirs]);
+        let want = interpret_trailers(p, original.trim_end(), &trailers[i]);
+        assert_eq!(got.trim_end(), want.trim_end(), "{ours} ({what})");
+    }
+}
 
 #[test]
 fn review_replies_give_their_trailers_and_late_ones_are_reported() {
     for eol in ["\n", "\r\n"] {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, ids) = reviewed_series(
+            eol,
+            "link = \"https://lore.example.org/r/{message_id}\"\nsign_off = true\n",
+        );
         let p = dir.path();
-        let series = hello_series(p).replace("*** SUBJECT HERE ***", "Two changes");
-        let mails = split_format_patch(&series);
-        assert_eq!(mails.len(), 3, "cover and two patches");
-        let ids: Vec<String> = mails.iter().map(|m| message_id(m)).collect();
         let (cover, p1, p2) = (ids[0].as_str(), ids[1].as_str(), ids[2].as_str());
-        let replies = [
-            // To the cover letter: every patch.
-            reply(
-                "r1@example.org",
-                "Ada Lovelace <ada@example.org>",
-                "Re: [master PATCH hello 0/2] Two changes",
-                &[cover],
-                &format!("> Two changes\n\nThe series looks right.\n\n{ADA}\n-- \nAda\n"),
-            ),
-            // To patch 2, quoting its own trailer-like lines.
-            reply(
-                "r2@example.org",
-                "Bob Builder <bob@example.org>",
-                "Re: [master PATCH hello 2/2] Add bee",
-                &[cover, p2],
-                &format!(
-                    "On Tue, Test Author wrote:\n> Add bee\n>\n> Reviewed-by: Quoted Person <quoted@example.org>\n> ---\n\n{BOB}\n"
-                ),
-            ),
-            // Someone else's Reviewed-by: not taken by default.
-            reply(
-                "r3@example.org",
-                "Eve Forwarder <eve@example.org>",
-                "Re: [master PATCH hello 1/2] Shout two",
-                &[cover, p1],
-                "Carol told me:\n\nReviewed-by: Carol Tester <carol@example.org>\n",
-            ),
-            // A reply to the reply to the cover: every patch.
-            reply(
-                "r4@example.org",
-                "Carol Tester <carol@example.org>",
-                "Re: [master PATCH hello 0/2] Two changes",
-                &[cover, "r1@example.org"],
-                &format!("> {ADA}\n\nWorks here.\n\n{CAROL}\n"),
-            ),
-        ];
-        let mut all = mails.clone();
-        all.extend(replies.iter().cloned());
-        append_mbox(p, &all, eol);
-        std::fs::write(
-            p.join("patchline.toml"),
-            "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_format = \"none\"\n\n[[repos]]\nname = \"hello\"\npath = \"hello.git\"\nlink = \"https://lore.example.org/r/{message_id}\"\nsign_off = true\n",
-        )
-        .unwrap();
-
         let ran = patchline(p, &["run", "--json"]);
         assert_eq!(ran.code(), 0, "{}", ran.describe());
         let repo = p.join("hello.git");
-        let src = p.join("src");
         let link = |id: &str| format!("Link: https://lore.example.org/r/{id}");
         let expected = [
-            (
-                "master~1",
-                "HEAD~1",
-                vec![ADA.to_owned(), CAROL.to_owned(), link(p1), COMMITTER.to_owned()],
-            ),
-            (
-                "master",
-                "HEAD",
-                vec![
-                    BOB.to_owned(),
-                    ADA.to_owned(),
-                    CAROL.to_owned(),
-                    link(p2),
-                    COMMITTER.to_owned(),
-                ],
-            ),
+            vec![ADA.to_owned(), CAROL.to_owned(), link(p1), COMMITTER.to_owned()],
+            vec![
+                BOB.to_owned(),
+                ADA.to_owned(),
+                CAROL.to_owned(),
+                link(p2),
+                COMMITTER.to_owned(),
+            ],
         ];
-        for (ours, theirs, trailers) in &expected {
-            let got = git(&repo, &["log", "-1", "--format=%B", ours]);
-            let original = git(&src, &["log", "-1", "--format=%B", theirs]);
-            let want = interpret_trailers(p, original.trim_end(), trailers);
-            assert_eq!(got.trim_end(), want.trim_end(), "{ours} ({eol:?})");
-        }
+        assert_commits(p, &expected, eol);
         let status = patchline(p, &["status", "--json"]).json();
         let outcome = &status["stages"][1]["summary"]["series"][0];
         assert_eq!(outcome["trailers"][0]["index"], 1, "{outcome}");
@@ -221,6 +235,50 @@ fn review_replies_give_their_trailers_and_late_ones_are_reported() {
             "{report}"
         );
         // A third run finds nothing new.
+        let again = patchline(p, &["run", "--json"]).json();
+        assert_eq!(
+            again["stages"][1]["summary"]["late_trailers"],
+            serde_json::json!([]),
+            "{again}"
+        );
+    }
+}
+
+/// `trailers_from_sender_only = false` takes the trailer Eve passed on
+/// for Carol; `trailers = false` takes none and looks for no late ones.
+#[test]
+fn the_sender_check_and_the_trailers_switch_off() {
+    for eol in ["\n", "\r\n"] {
+        let (dir, _) = reviewed_series(eol, "trailers_from_sender_only = false\n");
+        let p = dir.path();
+        patchline(p, &["run"]).ok();
+        let expected = [
+            vec![CAROL_RB.to_owned(), ADA.to_owned(), CAROL.to_owned()],
+            vec![BOB.to_owned(), ADA.to_owned(), CAROL.to_owned()],
+        ];
+        assert_commits(p, &expected, eol);
+
+        let (dir, ids) = reviewed_series(eol, "trailers = false\n");
+        let p = dir.path();
+        patchline(p, &["run"]).ok();
+        assert_commits(p, &[vec![], vec![]], eol);
+        let status = patchline(p, &["status", "--json"]).json();
+        assert_eq!(
+            status["stages"][1]["summary"]["series"][0]["trailers"],
+            serde_json::json!([]),
+            "{status}"
+        );
+        append_mbox(
+            p,
+            &[reply(
+                "late@example.org",
+                "Dave Late <dave@example.org>",
+                "Re: [master PATCH hello 1/2] Shout two",
+                &[&ids[0], &ids[1]],
+                &format!("{DAVE}\n"),
+            )],
+            eol,
+        );
         let again = patchline(p, &["run", "--json"]).json();
         assert_eq!(
             again["stages"][1]["summary"]["late_trailers"],
