@@ -560,19 +560,22 @@ fn trailers_of_reply(config: &Config, repo: &Repo, reply: &ReplyMail) -> Vec<Str
     found.trailers.iter().map(|t| t.to_string()).collect()
 }
 
-/// Every reply in the thread of `message_ids` up to mail `upto`, replies
-/// to replies included (asked again with their ids until no new one
-/// comes), in arrival order.
+/// Every reply in the thread of `thread` up to mail `upto`, replies to
+/// replies included (asked again with their ids until no new one comes),
+/// in arrival order. Only mails stored after the thread's first are
+/// looked at: a reply comes after what it answers, and the scan of the
+/// References of every mail ever stored would grow with the archive.
 fn thread_replies(
     store: &Store,
-    message_ids: Vec<String>,
+    thread: &[ThreadMail],
     upto: i64,
 ) -> Result<Vec<ReplyMail>, Error> {
-    let mut ids = message_ids;
+    let mut ids: Vec<String> = thread.iter().map(|m| m.message_id.clone()).collect();
+    let first = thread.iter().map(|m| m.mail_id).min().unwrap_or(0);
     let mut replies: BTreeMap<i64, ReplyMail> = BTreeMap::new();
     // A bound for broken threading; each round goes one level deeper.
     for _ in 0..16 {
-        let found = store.thread_replies(&ids, 0)?;
+        let found = store.thread_replies(&ids, first)?;
         let mut new = false;
         for r in found.into_iter().filter(|r| r.mail_id <= upto) {
             if let std::collections::btree_map::Entry::Vacant(e) = replies.entry(r.mail_id) {
@@ -610,11 +613,7 @@ fn planned_trailers(
             .iter()
             .map(|m| (m.message_id.as_str(), m.idx))
             .collect();
-        let replies = thread_replies(
-            store,
-            thread.iter().map(|m| m.message_id.clone()).collect(),
-            upto,
-        )?;
+        let replies = thread_replies(store, thread, upto)?;
         let by_id: HashMap<&str, &ReplyMail> =
             replies.iter().map(|r| (r.message_id.as_str(), r)).collect();
         let mut to_cover = Vec::new();

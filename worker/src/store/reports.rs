@@ -8,6 +8,8 @@ use super::{Error, Store};
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThreadMail {
     pub idx: u32,
+    /// Its row id (mails are numbered in the order they arrived).
+    pub mail_id: i64,
     pub message_id: String,
     pub subject: String,
     /// Its `References`, oldest first.
@@ -195,7 +197,8 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT p.idx, m.message_id, m.subject, m.refs, m.from_name, m.from_email, m.fields, p.archive_path
+                "SELECT p.idx, m.message_id, m.subject, m.refs, m.from_name, m.from_email, m.fields, p.archive_path,
+                        m.id
                  FROM series s JOIN patches p ON p.series_id = s.id JOIN mails m ON m.id = p.mail_id
                  WHERE s.key = ?1 ORDER BY p.idx",
             )
@@ -214,6 +217,7 @@ impl Store {
                 from_email: r.get(5)?,
                 fields: fields.and_then(|f| serde_json::from_str(&f).ok()),
                 archive_path: r.get(7)?,
+                mail_id: r.get(8)?,
             })
         })
         .and_then(|rows| rows.collect())
