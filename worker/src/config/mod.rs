@@ -877,13 +877,18 @@ impl Config {
             if let Some(link) = &repo.link {
                 let rest = link.replace(LINK_PLACEHOLDER, "");
                 let problem = if !link.contains(LINK_PLACEHOLDER) {
-                    Some(format!("must contain {LINK_PLACEHOLDER} (where the patch's Message-ID goes)"))
+                    Some(format!(
+                        "must contain {LINK_PLACEHOLDER} (where the patch's Message-ID goes)"
+                    ))
                 } else if rest.contains(['{', '}']) {
                     Some(format!("may hold no placeholder but {LINK_PLACEHOLDER}"))
                 } else if link.contains(char::is_whitespace) {
                     Some("must not contain white space".to_owned())
                 } else if !link.contains("://") {
-                    Some("must be a URL (e.g. \"https://lore.kernel.org/r/{message_id}\")".to_owned())
+                    Some(
+                        "must be a URL (e.g. \"https://lore.kernel.org/r/{message_id}\")"
+                            .to_owned(),
+                    )
                 } else {
                     None
                 };
@@ -1318,12 +1323,18 @@ mod tests {
         );
         for (link, want) in [
             ("https://lore.kernel.org/r/", "must contain {message_id}"),
-            ("https://x/{message_id}/{subject}", "no placeholder but {message_id}"),
+            (
+                "https://x/{message_id}/{subject}",
+                "no placeholder but {message_id}",
+            ),
             ("https://x/ {message_id}", "white space"),
             ("lore/{message_id}", "must be a URL"),
         ] {
             let e = err(&format!("{repo}link = \"{link}\"\n"));
-            assert!(e.contains("repos[0].link") && e.contains(want), "{link}: {e}");
+            assert!(
+                e.contains("repos[0].link") && e.contains(want),
+                "{link}: {e}"
+            );
         }
         let e = err(&format!("{repo}trailers = \"yes\"\n"));
         assert!(e.contains("trailers"), "{e}");

@@ -77,12 +77,13 @@ const TOKENS: &[(&str, Kind)] = &[
 /// HTML-only mail has none, and attachments are not the reply's text).
 pub fn reply_text(raw: &[u8]) -> Option<String> {
     let message = MessageParser::default().parse(raw)?;
-    message.text_body.iter().find_map(|id| {
-        match &message.parts.get(*id as usize)?.body {
+    message
+        .text_body
+        .iter()
+        .find_map(|id| match &message.parts.get(*id as usize)?.body {
             PartType::Text(text) => Some(text.replace("\r\n", "\n")),
             _ => None,
-        }
-    })
+        })
 }
 
 /// Lines after which the reply's own text ends: a forwarded mail, an
@@ -475,7 +476,10 @@ mod tests {
         );
         let r = reply_trailers(body, ADA, true);
         assert_eq!(r.ignored.len(), 1);
-        assert_eq!(r.ignored[0].reason, "names someone else than the reply's sender");
+        assert_eq!(
+            r.ignored[0].reason,
+            "names someone else than the reply's sender"
+        );
     }
 
     #[test]
@@ -489,7 +493,12 @@ mod tests {
     fn the_reply_text_is_the_first_plain_part() {
         let mail = b"From: Ada <ada@example.org>\r\nSubject: Re: [PATCH] x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nReviewed-by: Ada Lovelace <ada@example.org>=0A\r\n--b\r\nContent-Type: text/x-patch; name=\"0001.patch\"\r\nContent-Disposition: attachment\r\n\r\nSigned-off-by: Bob <bob@example.org>\r\n--b--\r\n";
         let text = reply_text(mail).unwrap();
-        assert_eq!(kept(&text, ADA, false), ["Reviewed-by: Ada Lovelace <ada@example.org>"]);
-        assert!(reply_text(b"From: a@b\nContent-Type: text/html\n\n<p>Acked-by: x</p>\n").is_none());
+        assert_eq!(
+            kept(&text, ADA, false),
+            ["Reviewed-by: Ada Lovelace <ada@example.org>"]
+        );
+        assert!(
+            reply_text(b"From: a@b\nContent-Type: text/html\n\n<p>Acked-by: x</p>\n").is_none()
+        );
     }
 }

@@ -162,8 +162,7 @@ fn trailer_block_start(message: &str) -> Option<usize> {
             return block.then_some(start + line.len() + 1);
         }
         only_blank = false;
-        if line.starts_with("Signed-off-by: ") || line.starts_with("(cherry picked from commit ")
-        {
+        if line.starts_with("Signed-off-by: ") || line.starts_with("(cherry picked from commit ") {
             trailers += 1;
             continuations = 0;
             recognized = true;
@@ -584,7 +583,10 @@ mod tests {
                 "Subject\n\nBody.\n\nSigned-off-by: Test Author <author@example.org>\nLink: https://example.org/x\n  continued\n",
                 vec![rb.clone()],
             ),
-            ("Subject\n\nBody.\n\nReviewed-by: Ada Lovelace <ada@example.org>\n", vec![rb.clone()]),
+            (
+                "Subject\n\nBody.\n\nReviewed-by: Ada Lovelace <ada@example.org>\n",
+                vec![rb.clone()],
+            ),
         ];
         for (message, trailers) in &cases {
             let mut cmd = Command::new("git");
@@ -614,8 +616,14 @@ mod tests {
                 assert!(ours.contains(a.as_str()));
             }
         }
-        let (same, added) = append_trailers("Subject\n\nBody.\n\nAcked-by: Bob <bob@example.org>\n", &[ack]);
-        assert_eq!(same, "Subject\n\nBody.\n\nAcked-by: Bob <bob@example.org>\n");
+        let (same, added) = append_trailers(
+            "Subject\n\nBody.\n\nAcked-by: Bob <bob@example.org>\n",
+            &[ack],
+        );
+        assert_eq!(
+            same,
+            "Subject\n\nBody.\n\nAcked-by: Bob <bob@example.org>\n"
+        );
         assert!(added.is_empty(), "nothing new: nothing added");
     }
 

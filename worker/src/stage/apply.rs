@@ -674,10 +674,7 @@ fn find_late_trailers(
         if !repos.is_empty() && !repos.contains(name) {
             return None;
         }
-        config
-            .repos
-            .iter()
-            .find(|r| &r.name == name && r.trailers)
+        config.repos.iter().find(|r| &r.name == name && r.trailers)
     };
     let watched: Vec<(i64, i64)> = store
         .watched_series()?
@@ -801,7 +798,9 @@ fn late_trailers_of(store: &Store, run: i64) -> Result<Vec<LateTrailer>, Error> 
     let mut out: Vec<(Option<i64>, LateTrailer)> = Vec::new();
     for r in store.late_trailers(run)? {
         let same = out.iter_mut().find(|(reply, l)| {
-            *reply == r.trailer.reply_mail_id && l.key == r.series_key && l.trailer == r.trailer.trailer
+            *reply == r.trailer.reply_mail_id
+                && l.key == r.series_key
+                && l.trailer == r.trailer.trailer
         });
         match same {
             Some((_, l)) => l.patches.push(r.trailer.idx),
@@ -864,7 +863,16 @@ mod tests {
             .collect();
         assert_eq!(
             targets,
-            [Some(2), Some(2), Some(1), Some(1), Some(0), None, None, None]
+            [
+                Some(2),
+                Some(2),
+                Some(1),
+                Some(1),
+                Some(0),
+                None,
+                None,
+                None
+            ]
         );
     }
 }

@@ -30,8 +30,9 @@ pub use outbox::{NewReport, OutboxState, QueuedReport, StoredReport};
 pub use reports::{ReplyMail, ThreadMail, WatchedMail};
 pub use runs::{NewRun, RunOptions, RunRow, RunState, Trigger};
 pub use series::{
-    ApplyRecord, FiledPatch, KnownSeries, PatchPaths, PatchTrailer, RecordedTrailer, SeriesOverview,
-    SeriesRecord, SeriesState, SeriesToApply, SeriesUpdate, TrailerSource, TrailerState,
+    ApplyRecord, FiledPatch, KnownSeries, PatchPaths, PatchTrailer, RecordedTrailer,
+    SeriesOverview, SeriesRecord, SeriesState, SeriesToApply, SeriesUpdate, TrailerSource,
+    TrailerState,
 };
 pub use stages::{Stage, StageEnd, StageRow, StageState};
 pub use views::{AppliedSeries, Counts, PatchRow, StageDuration};

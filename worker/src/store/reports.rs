@@ -52,7 +52,8 @@ pub struct WatchedMail {
 
 /// Mails that are neither patches nor covers and were parsed, as
 /// [`ReplyMail`]s (the columns in this order).
-const REPLY_COLUMNS: &str = "m.id, m.message_id, m.in_reply_to, m.refs, m.from_name, m.from_email, m.raw_path";
+const REPLY_COLUMNS: &str =
+    "m.id, m.message_id, m.in_reply_to, m.refs, m.from_name, m.from_email, m.raw_path";
 
 fn reply_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReplyMail> {
     let refs: String = r.get(3)?;
@@ -303,13 +304,28 @@ mod tests {
         let run = s.create_run(&NewRun::for_test(Trigger::Manual)).unwrap();
         series(&s, "k", "master", "applied", run, "c", &[1, 2]);
         reply(&s, 10, Some("2@example.org"), "[]", false);
-        reply(&s, 11, Some("elsewhere@example.org"), r#"["1@example.org","elsewhere@example.org"]"#, false);
+        reply(
+            &s,
+            11,
+            Some("elsewhere@example.org"),
+            r#"["1@example.org","elsewhere@example.org"]"#,
+            false,
+        );
         reply(&s, 12, Some("r10@example.org"), "[]", false);
         reply(&s, 13, Some("2@example.org"), "not json", true);
         reply(&s, 14, Some("other@example.org"), "not json", false);
         let ids = vec!["1@example.org".to_owned(), "2@example.org".to_owned()];
-        let found: Vec<i64> = s.thread_replies(&ids, 0).unwrap().iter().map(|r| r.mail_id).collect();
-        assert_eq!(found, [10, 11], "patches and other threads are no replies; 12 answers a reply");
+        let found: Vec<i64> = s
+            .thread_replies(&ids, 0)
+            .unwrap()
+            .iter()
+            .map(|r| r.mail_id)
+            .collect();
+        assert_eq!(
+            found,
+            [10, 11],
+            "patches and other threads are no replies; 12 answers a reply"
+        );
         let r = &s.thread_replies(&ids, 10).unwrap()[0];
         assert_eq!(
             (r.mail_id, r.message_id.as_str(), r.raw_path.as_str()),
@@ -317,10 +333,18 @@ mod tests {
         );
         assert_eq!(r.references, ["1@example.org", "elsewhere@example.org"]);
         assert_eq!(r.from_email.as_deref(), Some("bob@example.org"));
-        let after: Vec<i64> = s.replies_after(10).unwrap().iter().map(|r| r.mail_id).collect();
+        let after: Vec<i64> = s
+            .replies_after(10)
+            .unwrap()
+            .iter()
+            .map(|r| r.mail_id)
+            .collect();
         assert_eq!(after, [11, 12, 14]);
         assert_eq!(s.last_mail_id().unwrap(), 14);
-        assert!(s.watched_series().unwrap().is_empty(), "nothing recorded yet");
+        assert!(
+            s.watched_series().unwrap().is_empty(),
+            "nothing recorded yet"
+        );
     }
 
     #[test]

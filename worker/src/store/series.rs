@@ -973,7 +973,10 @@ mod tests {
         );
         assert_eq!(
             s.series_trailers(todo.id).unwrap(),
-            [(TrailerState::Added, rb.clone()), (TrailerState::Added, link)]
+            [
+                (TrailerState::Added, rb.clone()),
+                (TrailerState::Added, link)
+            ]
         );
 
         let late_run = s.create_run(&NewRun::for_test(Trigger::Manual)).unwrap();
@@ -991,7 +994,8 @@ mod tests {
         );
         assert!(s.late_trailers(run).unwrap().is_empty());
         assert_eq!(s.watched_series().unwrap()[0].2, 9, "read up to 9");
-        s.record_late_trailers(late_run, &[], &[todo.id], 8).unwrap();
+        s.record_late_trailers(late_run, &[], &[todo.id], 8)
+            .unwrap();
         assert_eq!(s.watched_series().unwrap()[0].2, 9, "never back");
         // Without trailers a series is not watched.
         s.record_added_trailers(&todo, run, &[], None).unwrap();

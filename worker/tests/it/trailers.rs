@@ -14,7 +14,9 @@ fn split_format_patch(mbox: &str) -> Vec<String> {
     let mut mails: Vec<String> = Vec::new();
     for line in mbox.split_inclusive('\n') {
         let separator = line.starts_with("From ")
-            && line.get(5..45).is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit()));
+            && line
+                .get(5..45)
+                .is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit()));
         if separator {
             mails.push(String::new());
         } else if let Some(m) = mails.last_mut() {
@@ -26,7 +28,10 @@ fn split_format_patch(mbox: &str) -> Vec<String> {
 
 fn message_id(mail: &str) -> String {
     mail.lines()
-        .find_map(|l| l.strip_prefix("Message-ID: <").or(l.strip_prefix("Message-Id: <")))
+        .find_map(|l| {
+            l.strip_prefix("Message-ID: <")
+                .or(l.strip_prefix("Message-Id: <"))
+        })
         .and_then(|l| l.strip_suffix('>'))
         .unwrap_or_else(|| panic!("no Message-ID in\n{mail}"))
         .to_owned()
@@ -51,7 +56,12 @@ fn append_mbox(p: &Path, mails: &[String], eol: &str) {
         .unwrap();
     for m in mails {
         // mbox_format = "none": written as git format-patch writes them.
-        write!(f, "From mboxrd@z Thu Jan  1 00:00:00 1970\n{}\n", m.replace('\n', eol)).unwrap();
+        write!(
+            f,
+            "From mboxrd@z Thu Jan  1 00:00:00 1970\n{}\n",
+            m.replace('\n', eol)
+        )
+        .unwrap();
     }
 }
 
@@ -153,7 +163,10 @@ fn reviewed_series(eol: &str, repo_keys: &str) -> (tempfile::TempDir, Vec<String
 fn assert_commits(p: &Path, trailers: &[Vec<String>], what: &str) {
     let repo = p.join("hello.git");
     let src = p.join("src");
-    for (i, (ours, theirs)) in [("master~1", "HEAD~1"), ("master", "HEAD")].iter().enumerate() {
+    for (i, (ours, theirs)) in [("master~1", "HEAD~1"), ("master", "HEAD")]
+        .iter()
+        .enumerate()
+    {
         let got = git(&repo, &["log", "-1", "--format=%B", ours]);
         let original = git(&src, &["log", "-1", "--format=%B", theirs]);
         let want = interpret_trailers(p, original.trim_end(), &trailers[i]);
@@ -175,7 +188,12 @@ fn review_replies_give_their_trailers_and_late_ones_are_reported() {
         let repo = p.join("hello.git");
         let link = |id: &str| format!("Link: https://lore.example.org/r/{id}");
         let expected = [
-            vec![ADA.to_owned(), CAROL.to_owned(), link(p1), COMMITTER.to_owned()],
+            vec![
+                ADA.to_owned(),
+                CAROL.to_owned(),
+                link(p1),
+                COMMITTER.to_owned(),
+            ],
             vec![
                 BOB.to_owned(),
                 ADA.to_owned(),
@@ -225,7 +243,9 @@ fn review_replies_give_their_trailers_and_late_ones_are_reported() {
         assert_eq!(late.as_array().unwrap().len(), 1, "{late}");
         assert_eq!(late[0]["trailer"], DAVE, "{late}");
         assert_eq!(late[0]["patches"], serde_json::json!([1]), "{late}");
-        let report_file = status["stages"][5]["summary"]["file"].as_str().unwrap_or_default();
+        let report_file = status["stages"][5]["summary"]["file"]
+            .as_str()
+            .unwrap_or_default();
         let report = std::fs::read_to_string(report_file)
             .unwrap_or_else(|e| panic!("no report {report_file:?}: {e}\n{status}"));
         assert!(

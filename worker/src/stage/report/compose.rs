@@ -377,7 +377,11 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
                 "{name} ({}) arrived after it was applied: {} on {} {}",
                 where_(&late.repo, &late.branch),
                 late.trailer,
-                if patches.len() == 1 { "patch" } else { "patches" },
+                if patches.len() == 1 {
+                    "patch"
+                } else {
+                    "patches"
+                },
                 patches.join(", ")
             ));
         }
