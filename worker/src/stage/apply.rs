@@ -728,12 +728,15 @@ fn find_late_trailers(
         if found.is_empty() {
             continue;
         }
-        if !messages.contains_key(&target.series_id) {
-            let built = commit_messages(store, config, target.series_id, &target.key, opts)?;
-            messages.insert(target.series_id, built);
-        }
-        let Some(patches) = messages.get_mut(&target.series_id) else {
-            continue;
+        let patches = match messages.entry(target.series_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(commit_messages(
+                store,
+                config,
+                target.series_id,
+                &target.key,
+                opts,
+            )?),
         };
         let indexes: Vec<u32> = if target.idx == 0 {
             patches.keys().copied().collect()

@@ -951,7 +951,7 @@ mod tests {
         let rb = trailer("Reviewed-by: A <a@x>", TrailerSource::Reply, Some(7));
         let link = trailer("Link: https://x/p1", TrailerSource::Link, None);
         // A crashed attempt recorded something else: replaced.
-        s.record_added_trailers(&todo, run, &[link.clone()], Some(3))
+        s.record_added_trailers(&todo, run, std::slice::from_ref(&link), Some(3))
             .unwrap();
         s.record_added_trailers(&todo, run, &[rb.clone(), link.clone()], Some(5))
             .unwrap();
