@@ -27,7 +27,7 @@ use crate::store::{
     TrailerSource,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -504,11 +504,14 @@ struct Offered {
 /// The mail of a series (its index) a reply is about: the nearest of its
 /// ancestors that is one of `series` — through the replies in `replies`
 /// (its In-Reply-To, else the last of its References), and when the chain
-/// leaves them, the nearest of the last reply's References.
+/// leaves them, the nearest of the last reply's References. A reply whose
+/// nearest filed ancestor is a mail of another series (`others`: a later
+/// version sent into this thread) is about that one, not this.
 fn reply_target<T: Copy>(
     reply: &ReplyMail,
     replies: &HashMap<&str, &ReplyMail>,
     series: &HashMap<&str, T>,
+    others: &HashSet<&str>,
 ) -> Option<T> {
     let mut current = reply;
     // Broken threading may loop; a real thread is never this deep.
@@ -520,16 +523,34 @@ fn reply_target<T: Copy>(
         if let Some(target) = series.get(parent) {
             return Some(*target);
         }
+        if others.contains(parent) {
+            return None;
+        }
         match replies.get(parent) {
             Some(r) if r.mail_id != current.mail_id => current = r,
             _ => break,
         }
     }
-    current
-        .references
+    for id in current.references.iter().rev() {
+        if let Some(target) = series.get(id.as_str()) {
+            return Some(*target);
+        }
+        if others.contains(id.as_str()) {
+            return None;
+        }
+    }
+    None
+}
+
+/// The ids the replies answer or reference, sorted, once each.
+fn referenced_ids(replies: &[ReplyMail]) -> Vec<String> {
+    let mut ids: Vec<String> = replies
         .iter()
-        .rev()
-        .find_map(|id| series.get(id.as_str()).copied())
+        .flat_map(|r| r.in_reply_to.iter().chain(&r.references).cloned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 /// The trailers of one reply, read from the archive; a reply that cannot
@@ -616,9 +637,15 @@ fn planned_trailers(
         let replies = thread_replies(store, thread, upto)?;
         let by_id: HashMap<&str, &ReplyMail> =
             replies.iter().map(|r| (r.message_id.as_str(), r)).collect();
+        let filed = store.filed_message_ids(&referenced_ids(&replies))?;
+        let others: HashSet<&str> = filed
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !series.contains_key(id))
+            .collect();
         let mut to_cover = Vec::new();
         for reply in &replies {
-            let Some(idx) = reply_target(reply, &by_id, &series) else {
+            let Some(idx) = reply_target(reply, &by_id, &series, &others) else {
                 continue;
             };
             let offered = trailers_of_reply(config, repo, reply)
@@ -694,17 +721,18 @@ fn find_late_trailers(
         .into_iter()
         .filter(|r| r.mail_id <= upto)
         .collect();
-    let mut referenced: Vec<String> = replies
-        .iter()
-        .flat_map(|r| r.in_reply_to.iter().chain(&r.references).cloned())
-        .collect();
-    referenced.sort();
-    referenced.dedup();
+    let referenced = referenced_ids(&replies);
     let mails = store.watched_mails(&referenced)?;
     let targets: HashMap<&str, usize> = mails
         .iter()
         .enumerate()
         .map(|(i, m)| (m.message_id.as_str(), i))
+        .collect();
+    let filed = store.filed_message_ids(&referenced)?;
+    let others: HashSet<&str> = filed
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !targets.contains_key(id))
         .collect();
     let by_id: HashMap<&str, &ReplyMail> =
         replies.iter().map(|r| (r.message_id.as_str(), r)).collect();
@@ -712,7 +740,7 @@ fn find_late_trailers(
     let mut messages: HashMap<i64, BTreeMap<u32, String>> = HashMap::new();
     let mut late: Vec<(i64, PatchTrailer)> = Vec::new();
     for reply in &replies {
-        let Some(target) = reply_target(reply, &by_id, &targets).map(|i| &mails[i]) else {
+        let Some(target) = reply_target(reply, &by_id, &targets, &others).map(|i| &mails[i]) else {
             continue;
         };
         if reply.mail_id <= target.upto {
@@ -860,9 +888,10 @@ mod tests {
         ];
         let by_id: HashMap<&str, &ReplyMail> =
             replies.iter().map(|r| (r.message_id.as_str(), r)).collect();
+        let none = HashSet::new();
         let targets: Vec<Option<u32>> = replies
             .iter()
-            .map(|r| reply_target(r, &by_id, &series))
+            .map(|r| reply_target(r, &by_id, &series, &none))
             .collect();
         assert_eq!(
             targets,
@@ -877,5 +906,11 @@ mod tests {
                 None
             ]
         );
+        // A v2 sent into this thread: a reply to its patch is about it,
+        // even with this series' cover in its References.
+        let v2 = reply(9, Some("v2p1"), &["cover", "v2cover", "v2p1"]);
+        let others: HashSet<&str> = ["v2cover", "v2p1"].into();
+        assert_eq!(reply_target(&v2, &by_id, &series, &none), Some(0));
+        assert_eq!(reply_target(&v2, &by_id, &series, &others), None);
     }
 }

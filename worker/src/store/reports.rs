@@ -134,6 +134,22 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// The mails among `message_ids` that some series filed (a patch or a
+    /// cover letter, of any series in any state).
+    pub fn filed_message_ids(&self, message_ids: &[String]) -> Result<Vec<String>, Error> {
+        let ids = serde_json::to_string(message_ids).unwrap_or_else(|_| "[]".into());
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT m.message_id FROM mails m JOIN patches p ON p.mail_id = m.id
+                 WHERE m.message_id IN (SELECT value FROM json_each(?1))",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([ids], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+
     /// The repository of series `id`.
     pub fn series_repo(&self, id: i64) -> Result<Option<String>, Error> {
         self.conn
@@ -333,6 +349,11 @@ mod tests {
         );
         assert_eq!(r.references, ["1@example.org", "elsewhere@example.org"]);
         assert_eq!(r.from_email.as_deref(), Some("bob@example.org"));
+        assert_eq!(
+            s.filed_message_ids(&["2@example.org".into(), "r10@example.org".into()])
+                .unwrap(),
+            ["2@example.org"]
+        );
         let after: Vec<i64> = s
             .replies_after(10)
             .unwrap()
