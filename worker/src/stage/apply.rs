@@ -241,7 +241,7 @@ fn apply_one(
     {
         let tip = apply::branch_tip(repo_path, &branch)?;
         outcome.new_tip = Some(new.clone());
-        outcome.commits = stored_commits(store, c)?;
+        (outcome.commits, outcome.trailers) = stored_plan(store, c)?;
         if tip.as_deref() == Some(old) {
             apply::update_branch(
                 repo_path,
@@ -252,6 +252,8 @@ fn apply_one(
             )?;
         } else if tip.as_deref() != Some(new) {
             outcome.new_tip = None;
+            outcome.trailers.clear();
+            store.record_added_trailers(c, run, &[], None)?;
             return fail(
                 store,
                 outcome,
@@ -458,20 +460,27 @@ fn clone_bare(url: &str, path: &std::path::Path) -> Result<(), CloneError> {
     }
 }
 
-/// The commits the interrupted apply of `series` wrote, from the outcome
-/// it recorded with its plan.
-fn stored_commits(store: &Store, series: &SeriesToApply) -> Result<Vec<String>, Error> {
-    Ok(store
+/// The commits the interrupted apply of `series` wrote and the trailers
+/// they got, from the outcome it recorded with its plan.
+fn stored_plan(
+    store: &Store,
+    series: &SeriesToApply,
+) -> Result<(Vec<String>, Vec<PatchTrailers>), Error> {
+    let planned = store
         .apply_result(series)?
         .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
-        .and_then(|v| {
-            v["commits"].as_array().map(|a| {
-                a.iter()
-                    .filter_map(|c| c.as_str().map(str::to_owned))
-                    .collect()
-            })
+        .unwrap_or_default();
+    let commits = planned["commits"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect()
         })
-        .unwrap_or_default())
+        .unwrap_or_default();
+    // A plan written before trailers existed has none.
+    let trailers = serde_json::from_value(planned["trailers"].clone()).unwrap_or_default();
+    Ok((commits, trailers))
 }
 
 /// The series' patch mails (cover letter excluded), in order, as

@@ -215,6 +215,18 @@ fn review_replies_give_their_trailers_and_late_ones_are_reported() {
             "{outcome}"
         );
         let tip = git(&repo, &["rev-parse", "master"]);
+        // As if the run died after the plan, before the branch moved: the
+        // resumed series has the same commits and says the same trailers.
+        let db = rusqlite::Connection::open(p.join("patchline.db")).unwrap();
+        db.execute("UPDATE series SET state = 'applying'", [])
+            .unwrap();
+        git(&repo, &["update-ref", "refs/heads/master", "master~2"]);
+        let resumed = patchline(p, &["apply", "--json"]).json();
+        assert_eq!(git(&repo, &["rev-parse", "master"]), tip);
+        assert_eq!(
+            resumed["series"][0]["trailers"], outcome["trailers"],
+            "{resumed}"
+        );
 
         // A late Tested-by to patch 1, and a repeated Reviewed-by to the
         // cover (the commits have it: not listed).
