@@ -98,6 +98,8 @@ fn ends_own_text(line: &str) -> bool {
         || lower.starts_with("-----original message-----")
         || (lower.starts_with("----") && lower.contains("forwarded message"))
         || lower.starts_with("begin forwarded message:")
+        // Outlook's quote header, and a list's footer.
+        || (t.len() >= 10 && t.chars().all(|c| c == '_'))
         || is_scissors(t)
 }
 
@@ -395,6 +397,11 @@ mod tests {
             (
                 "nothing from a forwarded mail or an inline patch",
                 "Acked-by: Ada Lovelace <ada@example.org>\n---------- Forwarded message ---------\nReviewed-by: Ada Lovelace <ada@example.org>\n",
+                &["Acked-by: Ada Lovelace <ada@example.org>"],
+            ),
+            (
+                "nothing from an Outlook-quoted original",
+                "Acked-by: Ada Lovelace <ada@example.org>\n\n________________________________\nFrom: Bob <bob@example.org>\nSent: Tuesday\n\nReviewed-by: Ada Lovelace <ada@example.org>\n",
                 &["Acked-by: Ada Lovelace <ada@example.org>"],
             ),
             (
