@@ -174,10 +174,19 @@ fn same_email(a: &str, b: &str) -> bool {
 /// address (see [`same_email`]) or, as b4 accepts it, exactly the same
 /// name.
 fn is_sender(name: &str, email: &str, sender: Sender<'_>) -> bool {
+    // Names compared as b4 compares them (lower case, any script), with
+    // white space runs as one space.
+    let fold = |n: &str| {
+        n.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
     same_email(email, sender.email)
         || sender
             .name
-            .is_some_and(|n| !n.trim().is_empty() && n.trim().eq_ignore_ascii_case(name))
+            .map(fold)
+            .is_some_and(|n| !n.is_empty() && n == fold(name))
 }
 
 /// One trailer line found in the reply's own text, before the checks.
@@ -455,6 +464,11 @@ mod tests {
                 ],
             ),
             (
+                "the sender's name in another case, in any script",
+                "Acked-by: ADA  LOVELACE <ada@other.example>\n",
+                &["Acked-by: ADA LOVELACE <ada@other.example>"],
+            ),
+            (
                 "unknown tokens and prose with colons are not trailers",
                 "Note: this is fine\nCc: Bob <bob@example.org>\nMessage-Id: <x@y>\nReviewed-by:Ada Lovelace <ada@example.org>\n",
                 &[],
@@ -558,6 +572,31 @@ mod tests {
         assert_eq!(
             r.ignored[0].reason,
             "names someone else than the reply's sender"
+        );
+    }
+
+    #[test]
+    fn names_match_without_case_in_any_script() {
+        let jerome = Sender {
+            name: Some("J\u{c9}r\u{f4}me  Pr\u{fc}fer"),
+            email: "jp@example.org",
+        };
+        assert_eq!(
+            kept(
+                "Tested-by: j\u{e9}r\u{f4}me pr\u{fc}fer <jerome@work.example>\n",
+                jerome,
+                true
+            )
+            .len(),
+            1
+        );
+        assert!(
+            kept(
+                "Tested-by: Jerome Prufer <jerome@work.example>\n",
+                jerome,
+                true
+            )
+            .is_empty()
         );
     }
 
