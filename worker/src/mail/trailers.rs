@@ -125,14 +125,21 @@ fn split_trailer(line: &str) -> Option<(&str, &str)> {
     .then_some((token, value))
 }
 
+/// A person trailer's value and the `# comment` after its address (b4's
+/// "extinfo"), if any.
+fn split_comment(value: &str) -> (&str, Option<&str>) {
+    match value.find(" #") {
+        Some(at) if value[..at].trim_end().ends_with('>') => {
+            (value[..at].trim(), Some(value[at..].trim_end()))
+        }
+        _ => (value.trim(), None),
+    }
+}
+
 /// `Name <email>` (an optional `# comment` after it, as b4 allows), with
 /// white space collapsed; `None` when the value is not one person.
 fn person(value: &str) -> Option<(String, String)> {
-    let main = match value.find(" #") {
-        Some(at) if value[..at].trim_end().ends_with('>') => &value[..at],
-        _ => value,
-    }
-    .trim();
+    let (main, _) = split_comment(value);
     let inner = main.strip_suffix('>')?;
     let lt = inner.rfind('<')?;
     let email = inner[lt + 1..].trim();
@@ -257,10 +264,7 @@ pub fn reply_trailers(body: &str, sender: Sender<'_>, sender_only: bool) -> Repl
         let value = match kind {
             Kind::Person => match person(value) {
                 Some((name, email)) => {
-                    let comment = value
-                        .find(" #")
-                        .filter(|at| value[..*at].trim_end().ends_with('>'))
-                        .map(|at| value[at..].trim_end());
+                    let (_, comment) = split_comment(value);
                     format!("{name} <{email}>{}", comment.unwrap_or(""))
                 }
                 None => {
