@@ -2,7 +2,8 @@
 //! and its replies collected and applied by `patchline run`; the commits
 //! (read with real git) carry exactly the trailers `git interpret-trailers`
 //! gives the same messages; a reply that arrives after the series was
-//! applied is listed in the report and changes no commit. LF and CRLF.
+//! applied is listed in the report and changes no commit; `b4 am` on the
+//! same mbox gives the same commit messages. LF and CRLF.
 
 use crate::util::{git, hello_series, patchline};
 use std::io::Write;
@@ -317,5 +318,82 @@ fn the_sender_check_and_the_trailers_switch_off() {
             serde_json::json!([]),
             "{again}"
         );
+    }
+}
+
+/// b4: `$PATCHLINE_B4`, else the virtualenv `scripts/setup.sh` makes.
+/// Missing: the test fails in CI (`CI=true`) and when `$PATCHLINE_B4`
+/// names it, and is skipped with a note only in a bare `cargo test`
+/// elsewhere (as the koji CLI tests do).
+fn b4() -> Option<std::path::PathBuf> {
+    let named = std::env::var_os("PATCHLINE_B4").map(std::path::PathBuf::from);
+    let required = named.is_some();
+    let path = named
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/b4-venv/bin/b4"));
+    if path.is_file() {
+        return Some(path);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(
+        !ci && !required,
+        "b4 is missing at {}: run scripts/setup.sh",
+        path.display()
+    );
+    eprintln!(
+        "SKIPPED: b4 is missing at {}; run scripts/setup.sh",
+        path.display()
+    );
+    None
+}
+
+/// The same mbox through `b4 am` (applied with real `git am`) and through
+/// `patchline run`: the same commit messages, trailer for trailer.
+#[test]
+fn the_commits_carry_what_b4_am_gives() {
+    let Some(b4) = b4() else {
+        return;
+    };
+    for eol in ["\n", "\r\n"] {
+        let (dir, ids) = reviewed_series(eol, "");
+        let p = dir.path();
+        patchline(p, &["run"]).ok();
+        let ran = crate::util::run_in(
+            p,
+            &b4,
+            &[
+                "--offline-mode",
+                "am",
+                "-m",
+                "list.mbox",
+                "-o",
+                "b4-out",
+                "-n",
+                "series",
+                &ids[0],
+            ],
+        );
+        assert!(ran.output.status.success(), "{}", ran.describe());
+        let work = p.join("b4-work");
+        git(
+            p,
+            &[
+                "clone",
+                "-q",
+                p.join("src").to_str().unwrap(),
+                work.to_str().unwrap(),
+            ],
+        );
+        git(&work, &["reset", "-q", "--hard", "HEAD~2"]);
+        git(
+            &work,
+            &["am", "-q", p.join("b4-out/series.mbx").to_str().unwrap()],
+        );
+        for (ours, theirs) in [("master~1", "HEAD~1"), ("master", "HEAD")] {
+            assert_eq!(
+                git(&p.join("hello.git"), &["log", "-1", "--format=%B", ours]),
+                git(&work, &["log", "-1", "--format=%B", theirs]),
+                "{ours} ({eol:?})"
+            );
+        }
     }
 }
