@@ -813,15 +813,24 @@ fn commit_messages(
     series_id: i64,
     key: &str,
     opts: AmOptions,
-) -> Result<BTreeMap<u32, String>, Error> {
+) -> Result<BTreeMap<u32, String>, store::Error> {
     let recorded = store.series_trailers(series_id)?;
     let mut out = BTreeMap::new();
     for m in store.series_thread(key)?.iter().filter(|m| m.idx > 0) {
         let path = config.intake.archive_dir.join(&m.archive_path);
-        let raw = std::fs::read(&path).map_err(|source| Error::Archive { path, source })?;
-        let message = mailinfo(&raw, opts.mailinfo)
-            .map(|info| info.message)
-            .unwrap_or_default();
+        // A patch file gone from the archive must not stop the stage for
+        // a report line: its late trailers are then checked against the
+        // recorded ones only.
+        let message = match std::fs::read(&path) {
+            Ok(raw) => mailinfo(&raw, opts.mailinfo)
+                .map(|info| info.message)
+                .unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e,
+                    "cannot read an archived patch: its late trailers are checked against the recorded ones only");
+                String::new()
+            }
+        };
         let had: Vec<String> = recorded
             .iter()
             .filter(|(_, t)| t.idx == m.idx)
