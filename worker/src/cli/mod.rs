@@ -577,6 +577,11 @@ fn print_apply(s: &crate::stage::apply::ApplySummary) {
         match (&series.new_tip, &series.error) {
             (Some(tip), _) => {
                 let _ = writeln!(out, "  [applied] {} -> {target} at {tip}", series.title);
+                for patch in &series.trailers {
+                    for t in &patch.trailers {
+                        let _ = writeln!(out, "    patch {}: + {t}", patch.index);
+                    }
+                }
             }
             (None, Some(e)) => {
                 let _ = writeln!(
@@ -592,6 +597,20 @@ fn print_apply(s: &crate::stage::apply::ApplySummary) {
                 let _ = writeln!(out, "  [{}] {} -> {target}", series.state, series.title);
             }
         }
+    }
+    for late in &s.late_trailers {
+        let patches: Vec<String> = late
+            .patches
+            .iter()
+            .map(|i| format!("{i}/{}", late.total))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  [late] {}: {} on {} (not added: the branch is not rewritten)",
+            late.title,
+            late.trailer,
+            patches.join(", ")
+        );
     }
 }
 

@@ -345,6 +345,20 @@ pub struct Repo {
     /// a merge commit) or `ff-only`.
     #[serde(default)]
     pub pull: PullLanding,
+    /// Trailers from review replies (`Reviewed-by:`, `Acked-by:` ...) are
+    /// added to the commits, as `b4 am` adds them.
+    #[serde(default = "default_true")]
+    pub trailers: bool,
+    /// Only person trailers naming the reply's sender count (b4's check);
+    /// `false` takes whoever a reply names.
+    #[serde(default = "default_true")]
+    pub trailers_from_sender_only: bool,
+    /// A `Link:` trailer for every patch: this URL with `{message_id}`
+    /// replaced by the patch's Message-ID (no `<>`).
+    pub link: Option<String>,
+    /// The committer's own `Signed-off-by:` on every commit (`git am -s`).
+    #[serde(default)]
+    pub sign_off: bool,
 }
 
 /// `[[repos]] pull`.
@@ -354,6 +368,29 @@ pub enum PullLanding {
     #[default]
     Merge,
     FfOnly,
+}
+
+/// The placeholder of a repository's `link` template.
+pub const LINK_PLACEHOLDER: &str = "{message_id}";
+
+impl Repo {
+    /// The `Link:` URL of the patch mail `message_id` (no `<>`), when
+    /// `link` is configured. The Message-ID is percent-encoded where a URL
+    /// cannot hold it as is (`/`, `%`, `?`, `#`, white space), as lore's
+    /// `/r/` links encode it.
+    pub fn link_for(&self, message_id: &str) -> Option<String> {
+        let template = self.link.as_deref()?;
+        let mut id = String::with_capacity(message_id.len());
+        for c in message_id.chars() {
+            match c {
+                '/' | '%' | '?' | '#' | ' ' | '\t' | '"' | '<' | '>' => {
+                    id.push_str(&format!("%{:02X}", c as u32))
+                }
+                c => id.push(c),
+            }
+        }
+        Some(template.replace(LINK_PLACEHOLDER, &id))
+    }
 }
 
 /// One post-build test of a repository: an argument vector (never a shell
@@ -890,6 +927,31 @@ impl Config {
                     format!("{b:?} is not a valid branch name"),
                 ));
             }
+            if let Some(link) = &repo.link {
+                let rest = link.replace(LINK_PLACEHOLDER, "");
+                let problem = if !link.contains(LINK_PLACEHOLDER) {
+                    Some(format!(
+                        "must contain {LINK_PLACEHOLDER} (where the patch's Message-ID goes)"
+                    ))
+                } else if rest.contains(['{', '}']) {
+                    Some(format!("may hold no placeholder but {LINK_PLACEHOLDER}"))
+                } else if link.contains(char::is_whitespace) {
+                    Some("must not contain white space".to_owned())
+                } else if !link.contains("://") {
+                    Some(
+                        "must be a URL (e.g. \"https://lore.kernel.org/r/{message_id}\")"
+                            .to_owned(),
+                    )
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    return Err(self.invalid(
+                        key("link"),
+                        format!("repository {:?}: link {link:?} {problem}", repo.name),
+                    ));
+                }
+            }
             if let Some(b) = &repo.default_branch
                 && !repo.branches.contains(b)
             {
@@ -1355,6 +1417,49 @@ mod tests {
 
     fn err(text: &str) -> String {
         load(text, &[]).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn repository_trailer_keys() {
+        let repo = "[intake]\npath = \"x\"\n[[repos]]\nname = \"r\"\npath = \"repo\"\n";
+        let c = load(repo, &[]).unwrap();
+        let r = &c.repos[0];
+        assert!(r.trailers && r.trailers_from_sender_only && !r.sign_off);
+        assert_eq!((r.link.as_deref(), r.link_for("a@b")), (None, None));
+        let c = load(
+            &format!(
+                "{repo}trailers = false\ntrailers_from_sender_only = false\nsign_off = true\nlink = \"https://lore.kernel.org/r/{{message_id}}\"\n"
+            ),
+            &[],
+        )
+        .unwrap();
+        let r = &c.repos[0];
+        assert!(!r.trailers && !r.trailers_from_sender_only && r.sign_off);
+        assert_eq!(
+            r.link_for("20261124.1-x@example.org").as_deref(),
+            Some("https://lore.kernel.org/r/20261124.1-x@example.org")
+        );
+        assert_eq!(
+            r.link_for("a/b%c@x").as_deref(),
+            Some("https://lore.kernel.org/r/a%2Fb%25c@x")
+        );
+        for (link, want) in [
+            ("https://lore.kernel.org/r/", "must contain {message_id}"),
+            (
+                "https://x/{message_id}/{subject}",
+                "no placeholder but {message_id}",
+            ),
+            ("https://x/ {message_id}", "white space"),
+            ("lore/{message_id}", "must be a URL"),
+        ] {
+            let e = err(&format!("{repo}link = \"{link}\"\n"));
+            assert!(
+                e.contains("repos[0].link") && e.contains(want),
+                "{link}: {e}"
+            );
+        }
+        let e = err(&format!("{repo}trailers = \"yes\"\n"));
+        assert!(e.contains("trailers"), "{e}");
     }
 
     #[test]

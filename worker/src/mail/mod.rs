@@ -16,3 +16,4 @@ pub mod routing;
 pub mod series;
 pub mod source;
 pub mod subject;
+pub mod trailers;

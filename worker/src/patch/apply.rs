@@ -5,7 +5,7 @@
 //! work), and a series that fails leaves the branch where it was.
 
 use crate::patch::hunks::{ApplyOptions, HunkFailure, apply_hunks, apply_hunks_lines};
-use crate::patch::mailinfo::{MailInfoOptions, mailinfo};
+use crate::patch::mailinfo::{MailInfoOptions, append_trailers, mailinfo};
 use crate::patch::pack;
 use crate::patch::parse::{BinaryData, FilePatch, Status, apply_delta, parse};
 use gix::ObjectId;
@@ -133,6 +133,9 @@ pub struct PatchResult {
     pub commit: Option<String>,
     pub tree: Option<String>,
     pub error: Option<PatchFailure>,
+    /// The trailers added to the mail's message (those it did not have).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trailers: Vec<String>,
 }
 
 /// The series' result: the branch moved only when every patch applied.
@@ -236,11 +239,33 @@ pub(crate) fn open(path: &Path) -> Result<gix::Repository, Error> {
 /// (on another thread), so a reader can hand them over lazily.
 pub type MailInput = Result<(String, Vec<u8>), String>;
 
+/// A mail of a series with what its commit message gets besides what the
+/// mail says: trailers (`Token: value` lines) added to its trailer block
+/// as `git interpret-trailers` adds them (see
+/// [`append_trailers`](crate::patch::mailinfo::append_trailers)). A
+/// `(label, raw)` pair is a mail without any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeriesMail {
+    pub label: String,
+    pub raw: Vec<u8>,
+    pub trailers: Vec<String>,
+}
+
+impl From<(String, Vec<u8>)> for SeriesMail {
+    fn from((label, raw): (String, Vec<u8>)) -> Self {
+        SeriesMail {
+            label,
+            raw,
+            trailers: Vec::new(),
+        }
+    }
+}
+
 /// Applies the mails in order on `branch` of the repository at
 /// `repo_path`. All or nothing: the branch moves, by one compare-and-swap,
 /// only if every mail applied; a mail that cannot be read stops the series
 /// with [`Error::Input`] before anything is written.
-pub fn apply_series<M>(
+pub fn apply_series<M, T>(
     repo_path: &Path,
     branch: &str,
     mails: M,
@@ -248,8 +273,9 @@ pub fn apply_series<M>(
     opts: AmOptions,
 ) -> Result<SeriesResult, Error>
 where
-    M: IntoIterator<Item = MailInput>,
+    M: IntoIterator<Item = Result<T, String>>,
     M::IntoIter: Send,
+    T: Into<SeriesMail>,
 {
     apply_series_from(repo_path, branch, None, mails, committer, opts)
 }
@@ -260,7 +286,7 @@ where
 /// `b4 am -3` and `git cherry-pick` would. The commits keep their authors
 /// and messages; the branch moves only if every patch applied and merged
 /// without conflicts. `None` applies on the tip, as `git am` does.
-pub fn apply_series_from<M>(
+pub fn apply_series_from<M, T>(
     repo_path: &Path,
     branch: &str,
     base: Option<&str>,
@@ -269,8 +295,9 @@ pub fn apply_series_from<M>(
     opts: AmOptions,
 ) -> Result<SeriesResult, Error>
 where
-    M: IntoIterator<Item = MailInput>,
+    M: IntoIterator<Item = Result<T, String>>,
     M::IntoIter: Send,
+    T: Into<SeriesMail>,
 {
     let mut repo = open(repo_path)?;
     let prepared = prepare_in(&mut repo, repo_path, branch, base, mails, committer, opts)?;
@@ -402,23 +429,26 @@ fn update_branch_in(
 }
 
 /// Writes the blobs, trees and commits of the series without moving any
-/// reference; `new_tip` is `None` when a patch failed.
-pub fn prepare_series<M>(
+/// reference; `new_tip` is `None` when a patch failed. `base`: as in
+/// [`apply_series_from`].
+pub fn prepare_series<M, T>(
     repo_path: &Path,
     branch: &str,
+    base: Option<&str>,
     mails: M,
     committer: &Identity,
     opts: AmOptions,
 ) -> Result<SeriesResult, Error>
 where
-    M: IntoIterator<Item = MailInput>,
+    M: IntoIterator<Item = Result<T, String>>,
     M::IntoIter: Send,
+    T: Into<SeriesMail>,
 {
     prepare_in(
         &mut open(repo_path)?,
         repo_path,
         branch,
-        None,
+        base,
         mails,
         committer,
         opts,
@@ -436,7 +466,7 @@ pub fn has_commit(repo_path: &Path, id: &str) -> Result<bool, Error> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn prepare_in<M>(
+fn prepare_in<M, T>(
     repo: &mut gix::Repository,
     repo_path: &Path,
     branch: &str,
@@ -446,8 +476,9 @@ fn prepare_in<M>(
     opts: AmOptions,
 ) -> Result<SeriesResult, Error>
 where
-    M: IntoIterator<Item = MailInput>,
+    M: IntoIterator<Item = Result<T, String>>,
     M::IntoIter: Send,
+    T: Into<SeriesMail>,
 {
     // New objects stay in memory until the whole series applied: a failed
     // series leaves nothing behind, and a good one is written in one go.
@@ -512,8 +543,17 @@ where
         scope.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
             for mail in mails {
-                batch.push(mail.map(|(label, raw)| {
-                    let info = mailinfo(&raw, opts.mailinfo);
+                batch.push(mail.map(|mail| {
+                    let SeriesMail {
+                        label,
+                        raw,
+                        trailers,
+                    } = mail.into();
+                    let info = mailinfo(&raw, opts.mailinfo).map(|mut info| {
+                        let (message, added) = append_trailers(&info.message, &trailers);
+                        info.message = message;
+                        (info, added)
+                    });
                     (label, info)
                 }));
                 if batch.len() == BATCH
@@ -529,7 +569,7 @@ where
         for item in rx.into_iter().flatten() {
             let (label, info) = item.map_err(Error::Input)?;
             let label = &label;
-            let info = match info {
+            let (info, trailers) = match info {
                 Ok(info) => info,
                 Err(e) => {
                     results.push(failed_result(
@@ -610,6 +650,7 @@ where
                 commit: Some(id.to_string()),
                 tree: Some(new_tree.to_string()),
                 error: None,
+                trailers,
             });
             // Superseded objects go to the encoder now and then (`--3way`
             // looks the blob an index line names up in the repository, not
@@ -823,6 +864,7 @@ fn failed_result(label: &str, subject: &str, failure: PatchFailure) -> PatchResu
         commit: None,
         tree: None,
         error: Some(failure),
+        trailers: Vec::new(),
     }
 }
 
@@ -1195,7 +1237,8 @@ mod tests {
         let e = prepare_series(
             dir.path(),
             "master",
-            std::iter::empty(),
+            None,
+            std::iter::empty::<MailInput>(),
             &committer,
             AmOptions::default(),
         )

@@ -109,6 +109,133 @@ pub fn stripspace(text: &str) -> String {
     out
 }
 
+/// `git interpret-trailers`' separator search: a token of letters, digits
+/// and `-` (white space may follow it), then `:`. The token's length, or
+/// `None` when the line is no trailer.
+fn trailer_token_len(line: &str) -> Option<usize> {
+    let mut whitespace = false;
+    for (i, c) in line.char_indices() {
+        if c == ':' {
+            return (i >= 1).then_some(i);
+        }
+        if !whitespace && (c.is_ascii_alphanumeric() || c == '-') {
+            continue;
+        }
+        if i > 0 && (c == ' ' || c == '\t') {
+            whitespace = true;
+            continue;
+        }
+        break;
+    }
+    None
+}
+
+/// Where the message's trailer block starts (a byte offset), by git's
+/// rule (`trailer.c`, `find_trailer_block_start`): the last paragraph, not
+/// the title's, if all of its lines are trailers, or if it holds a
+/// git-generated one (`Signed-off-by: `, `(cherry picked from commit `)
+/// and at least a quarter of its lines are trailers. Indented lines
+/// continue the trailer above them.
+fn trailer_block_start(message: &str) -> Option<usize> {
+    let lines: Vec<(usize, &str)> = message
+        .split_inclusive('\n')
+        .scan(0, |at, l| {
+            let start = *at;
+            *at += l.len();
+            Some((start, l.trim_end_matches('\n')))
+        })
+        .collect();
+    let title_end = lines
+        .iter()
+        .position(|(_, l)| l.trim().is_empty())
+        .unwrap_or(lines.len());
+    let (mut trailers, mut others, mut continuations) = (0usize, 0usize, 0usize);
+    let mut recognized = false;
+    let mut only_blank = true;
+    for &(start, line) in lines[title_end..].iter().rev() {
+        if line.trim().is_empty() {
+            if only_blank {
+                continue;
+            }
+            others += continuations;
+            let block = (recognized && trailers * 3 >= others) || (trailers > 0 && others == 0);
+            return block.then_some(start + line.len() + 1);
+        }
+        only_blank = false;
+        if line.starts_with("Signed-off-by: ") || line.starts_with("(cherry picked from commit ") {
+            trailers += 1;
+            continuations = 0;
+            recognized = true;
+        } else if trailer_token_len(line).is_some() && !line.starts_with([' ', '\t']) {
+            trailers += 1;
+            continuations = 0;
+        } else if line.starts_with([' ', '\t']) {
+            continuations += 1;
+        } else {
+            others += 1 + continuations;
+            continuations = 0;
+        }
+    }
+    None
+}
+
+/// `(token, value)` of a trailer line, trimmed.
+fn trailer_parts(line: &str) -> Option<(&str, &str)> {
+    let len = trailer_token_len(line)?;
+    Some((line[..len].trim(), line[len + 1..].trim()))
+}
+
+/// Adds `trailers` (`Token: value` lines) at the end of the message's
+/// trailer block, as `git interpret-trailers --if-exists addIfDifferent
+/// --trailer ...` does: a trailer whose token and value (both compared
+/// without case, as git compares them) are already in the block, or were
+/// added before it, is left out; a message without a trailer block gets
+/// one after a blank line. Existing lines are never rewritten. Returns
+/// the message and the trailers that were added.
+pub fn append_trailers(message: &str, trailers: &[String]) -> (String, Vec<String>) {
+    let mut out = message.to_owned();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    let start = trailer_block_start(&out);
+    let mut present: Vec<(String, String)> = start
+        .map(|at| {
+            out[at..]
+                .lines()
+                .filter_map(trailer_parts)
+                .map(|(t, v)| (t.to_ascii_lowercase(), v.to_lowercase()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut added = Vec::new();
+    for trailer in trailers {
+        let Some((token, value)) = trailer_parts(trailer) else {
+            continue;
+        };
+        let key = (token.to_ascii_lowercase(), value.to_lowercase());
+        if present.contains(&key) {
+            continue;
+        }
+        present.push(key);
+        added.push(format!("{token}: {value}"));
+    }
+    if added.is_empty() {
+        return (message.to_owned(), added);
+    }
+    // Trailing blank lines are not part of any paragraph.
+    while out.ends_with("\n\n") {
+        out.pop();
+    }
+    if start.is_none() && !out.is_empty() {
+        out.push('\n');
+    }
+    for line in &added {
+        out.push_str(line);
+        out.push('\n');
+    }
+    (out, added)
+}
+
 /// A `Name <email>` (or bare email) value as mailinfo reads it.
 fn parse_address(value: &str) -> Option<(String, String)> {
     let value = value.trim();
@@ -412,6 +539,92 @@ mod tests {
             assert_eq!(ours.patch, theirs_patch, "case {i}");
             assert_eq!(ours.date, Some((1_795_491_000, 19800)), "case {i}");
         }
+    }
+
+    /// The same messages and trailers through `git interpret-trailers
+    /// --if-exists addIfDifferent` and through us.
+    #[test]
+    fn trailers_appended_as_git_interpret_trailers_does() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let rb = "Reviewed-by: Ada Lovelace <ada@example.org>".to_owned();
+        let ack = "Acked-by: Bob <bob@example.org>".to_owned();
+        let sob = "Signed-off-by: Test Author <author@example.org>".to_owned();
+        let cases: Vec<(&str, Vec<String>)> = vec![
+            ("Subject only\n", vec![rb.clone()]),
+            ("Subject\n\nBody text.\n", vec![rb.clone(), ack.clone()]),
+            (
+                "Subject\n\nBody.\n\nSigned-off-by: Test Author <author@example.org>\n",
+                vec![rb.clone(), sob.clone(), ack.clone()],
+            ),
+            (
+                "Subject\n\nBody.\n\nreviewed-by: ada lovelace <ADA@example.org>\nSigned-off-by: Test Author <author@example.org>\n",
+                vec![rb.clone(), ack.clone(), ack.clone()],
+            ),
+            // Not a trailer block: prose in the last paragraph, no
+            // git-generated trailer.
+            (
+                "Subject\n\nBody.\nAcked-by: Bob <bob@example.org>\n",
+                vec![ack.clone(), rb.clone()],
+            ),
+            // A quarter of trailers with a Signed-off-by is a block.
+            (
+                "Subject\n\nBody.\n\nSome words here\nmore words\nSigned-off-by: Test Author <author@example.org>\n",
+                vec![rb.clone()],
+            ),
+            // Below a quarter it is not.
+            (
+                "Subject\n\nBody.\n\nline one\nline two\nline three\nline four\nSigned-off-by: Test Author <author@example.org>\n",
+                vec![sob.clone()],
+            ),
+            // The title paragraph is never trailers.
+            ("Fixes: the title\n", vec![rb.clone()]),
+            (
+                "Subject\n\nBody.\n\nSigned-off-by: Test Author <author@example.org>\nLink: https://example.org/x\n  continued\n",
+                vec![rb.clone()],
+            ),
+            (
+                "Subject\n\nBody.\n\nReviewed-by: Ada Lovelace <ada@example.org>\n",
+                vec![rb.clone()],
+            ),
+        ];
+        for (message, trailers) in &cases {
+            let mut cmd = Command::new("git");
+            cmd.args(["interpret-trailers", "--if-exists", "addIfDifferent"])
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null");
+            for t in trailers {
+                cmd.arg("--trailer").arg(t);
+            }
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(message.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success());
+            let theirs = String::from_utf8(out.stdout).unwrap();
+            let (ours, added) = append_trailers(message, trailers);
+            assert_eq!(ours, theirs, "{message:?} + {trailers:?}");
+            for a in &added {
+                assert!(ours.contains(a.as_str()));
+            }
+        }
+        let (same, added) = append_trailers(
+            "Subject\n\nBody.\n\nAcked-by: Bob <bob@example.org>\n",
+            &[ack],
+        );
+        assert_eq!(
+            same,
+            "Subject\n\nBody.\n\nAcked-by: Bob <bob@example.org>\n"
+        );
+        assert!(added.is_empty(), "nothing new: nothing added");
     }
 
     #[test]

@@ -170,6 +170,7 @@ mod tests {
             commits: vec!["c1".into(), "c2".into(), "c3".into()],
             failed_patch: None,
             error: None,
+            trailers: Vec::new(),
         }
     }
 

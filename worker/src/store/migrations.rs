@@ -190,6 +190,29 @@ ALTER TABLE mails ADD COLUMN fingerprint TEXT;
 ALTER TABLE mails ADD COLUMN oversize INTEGER;
 "#,
     r#"
+-- Trailers from review replies (issue 14): what the commit of each patch
+-- got (`added`: from a reply in its thread, or the repository's `link` and
+-- `sign_off`), and what replies brought after the series was applied
+-- (`late`: listed in the report of the run that found them, never added —
+-- the branch is not rewritten). `reply_mail_id` is the reply's mail (NULL
+-- for the configured ones). `series.trailers_upto` is the highest mail id
+-- the series' replies were read up to: a reply above it is late; NULL for a
+-- series applied without trailers.
+CREATE TABLE patch_trailers (
+    id            INTEGER PRIMARY KEY,
+    series_id     INTEGER NOT NULL REFERENCES series(id) ON DELETE CASCADE,
+    idx           INTEGER NOT NULL,
+    trailer       TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    reply_mail_id INTEGER,
+    state         TEXT NOT NULL,
+    run_id        INTEGER NOT NULL REFERENCES runs(id),
+    UNIQUE (series_id, idx, trailer, state)
+);
+CREATE INDEX patch_trailers_run ON patch_trailers(run_id, state);
+ALTER TABLE series ADD COLUMN trailers_upto INTEGER;
+"#,
+    r#"
 -- Pull requests (issue 14): what the apply stage made of each kept
 -- `[GIT PULL]`/`[PULL]` request mail: `landed` on its branch or `refused`
 -- (both final), with the outcome as the stage describes it.

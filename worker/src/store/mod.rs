@@ -29,11 +29,12 @@ pub use mails::{
 };
 pub use outbox::{NewReport, OutboxState, QueuedReport, StoredReport};
 pub use pulls::{PendingPull, PullState};
-pub use reports::ThreadMail;
+pub use reports::{ReplyMail, ThreadMail, WatchedMail};
 pub use runs::{NewRun, RunOptions, RunRow, RunState, Trigger};
 pub use series::{
-    ApplyRecord, FiledPatch, KnownSeries, PatchPaths, SeriesOverview, SeriesRecord, SeriesState,
-    SeriesToApply, SeriesUpdate,
+    ApplyRecord, FiledPatch, KnownSeries, PatchPaths, PatchTrailer, RecordedTrailer,
+    SeriesOverview, SeriesRecord, SeriesState, SeriesToApply, SeriesUpdate, TrailerSource,
+    TrailerState,
 };
 pub use stages::{Stage, StageEnd, StageRow, StageState};
 pub use views::{AppliedSeries, Counts, PatchRow, StageDuration};

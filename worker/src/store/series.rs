@@ -155,6 +155,53 @@ pub struct ApplyRecord<'a> {
     pub result: &'a str,
 }
 
+/// One trailer of one patch, as apply records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchTrailer {
+    /// The patch's index in its series (1-based).
+    pub idx: u32,
+    /// `Token: value`.
+    pub trailer: String,
+    pub source: TrailerSource,
+    /// The reply it came from (`None` for the configured ones).
+    pub reply_mail_id: Option<i64>,
+}
+
+vocabulary! {
+    /// Where a trailer of a commit came from (`patch_trailers.source`).
+    pub enum TrailerSource {
+        /// A reply in the series' thread.
+        Reply = "reply",
+        /// The repository's `link` template.
+        Link = "link",
+        /// The repository's `sign_off`: the committer's.
+        SignOff = "sign-off",
+    }
+}
+
+vocabulary! {
+    /// `patch_trailers.state`.
+    pub enum TrailerState {
+        /// In the commit.
+        Added = "added",
+        /// Arrived after the series was applied: reported, not added.
+        Late = "late",
+    }
+}
+
+/// A trailer recorded for a patch, with its series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedTrailer {
+    pub series_key: String,
+    pub series_title: String,
+    pub series_version: u32,
+    pub repo: Option<String>,
+    pub branch: Option<String>,
+    /// Patches in the series.
+    pub total: u32,
+    pub trailer: PatchTrailer,
+}
+
 /// The transaction in which collect replaces the stored assembly: series,
 /// their patches and the duplicates. Dropped without [`commit`](Self::commit),
 /// nothing of it is stored.
@@ -408,6 +455,136 @@ impl Store {
         Ok(())
     }
 
+    /// The trailers apply put into the commits of `series` (replacing any
+    /// a crashed attempt recorded), and that its replies were read up to
+    /// mail `upto`: later replies are late (`None`: late replies are not
+    /// looked for). One transaction.
+    pub fn record_added_trailers(
+        &mut self,
+        series: &SeriesToApply,
+        run: i64,
+        trailers: &[PatchTrailer],
+        upto: Option<i64>,
+    ) -> Result<(), Error> {
+        let err = |source| Error::Series {
+            path: self.path.clone(),
+            key: series.key.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "DELETE FROM patch_trailers WHERE series_id = ?1 AND state = ?2",
+            params![series.id, TrailerState::Added],
+        )
+        .map_err(err)?;
+        insert_trailers(&tx, series.id, run, TrailerState::Added, trailers).map_err(err)?;
+        tx.execute(
+            "UPDATE series SET trailers_upto = ?2 WHERE id = ?1",
+            params![series.id, upto],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Records late trailers (found by `run`; one already recorded is
+    /// left as it is) and moves the `trailers_upto` of the series `read`
+    /// to `upto`: their replies up to there have been read. One
+    /// transaction.
+    pub fn record_late_trailers(
+        &mut self,
+        run: i64,
+        late: &[(i64, PatchTrailer)],
+        read: &[i64],
+        upto: i64,
+    ) -> Result<(), Error> {
+        let path = self.path.clone();
+        let err = |source| Error::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        for (series, trailer) in late {
+            insert_trailers(
+                &tx,
+                *series,
+                run,
+                TrailerState::Late,
+                std::slice::from_ref(trailer),
+            )
+            .map_err(err)?;
+        }
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE series SET trailers_upto = ?2 WHERE id = ?1 AND trailers_upto < ?2",
+                )
+                .map_err(err)?;
+            for id in read {
+                stmt.execute(params![id, upto]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// The trailers recorded for the series `series_id` (both states), by
+    /// patch, in the order recorded.
+    pub fn series_trailers(
+        &self,
+        series_id: i64,
+    ) -> Result<Vec<(TrailerState, PatchTrailer)>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT state, idx, trailer, source, reply_mail_id FROM patch_trailers
+                 WHERE series_id = ?1 ORDER BY idx, id",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([series_id], |r| {
+            Ok((
+                r.get(0)?,
+                PatchTrailer {
+                    idx: r.get(1)?,
+                    trailer: r.get(2)?,
+                    source: r.get(3)?,
+                    reply_mail_id: r.get(4)?,
+                },
+            ))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
+    }
+
+    /// The late trailers `run` found, in the order found.
+    pub fn late_trailers(&self, run: i64) -> Result<Vec<RecordedTrailer>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT s.key, s.title, s.version, s.repo, s.branch, s.total, t.idx, t.trailer, t.source,
+                        t.reply_mail_id
+                 FROM patch_trailers t JOIN series s ON s.id = t.series_id
+                 WHERE t.run_id = ?1 AND t.state = ?2 ORDER BY t.id",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map(params![run, TrailerState::Late], |r| {
+            Ok(RecordedTrailer {
+                series_key: r.get(0)?,
+                series_title: r.get(1)?,
+                series_version: r.get(2)?,
+                repo: r.get(3)?,
+                branch: r.get(4)?,
+                total: r.get(5)?,
+                trailer: PatchTrailer {
+                    idx: r.get(6)?,
+                    trailer: r.get(7)?,
+                    source: r.get(8)?,
+                    reply_mail_id: r.get(9)?,
+                },
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
+    }
+
     fn series_err(&self, series: &SeriesToApply, source: rusqlite::Error) -> Error {
         Error::Series {
             path: self.path.clone(),
@@ -415,6 +592,31 @@ impl Store {
             source,
         }
     }
+}
+
+fn insert_trailers(
+    tx: &Transaction<'_>,
+    series: i64,
+    run: i64,
+    state: TrailerState,
+    trailers: &[PatchTrailer],
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO patch_trailers (series_id, idx, trailer, source, reply_mail_id, state, run_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for t in trailers {
+        stmt.execute(params![
+            series,
+            t.idx,
+            t.trailer,
+            t.source,
+            t.reply_mail_id,
+            state,
+            run
+        ])?;
+    }
+    Ok(())
 }
 
 impl SeriesUpdate<'_> {
@@ -727,5 +929,76 @@ mod tests {
             SeriesState::Applied
         );
         assert!(s.open_or_updated_series(run + 1).unwrap().is_empty());
+    }
+
+    #[test]
+    fn trailers_added_then_late_ones_with_the_watermark() {
+        let (mut s, mail) = store_with_patch_mail();
+        let run = s.create_run(&NewRun::for_test(Trigger::Manual)).unwrap();
+        store_series(
+            &mut s,
+            &assembled(mail, assembly::SeriesState::Complete),
+            run,
+            true,
+        );
+        let todo = s.series_to_apply().unwrap().remove(0);
+        let trailer = |t: &str, source, reply| PatchTrailer {
+            idx: 1,
+            trailer: t.into(),
+            source,
+            reply_mail_id: reply,
+        };
+        let rb = trailer("Reviewed-by: A <a@x>", TrailerSource::Reply, Some(7));
+        let link = trailer("Link: https://x/p1", TrailerSource::Link, None);
+        // A crashed attempt recorded something else: replaced.
+        s.record_added_trailers(&todo, run, std::slice::from_ref(&link), Some(3))
+            .unwrap();
+        s.record_added_trailers(&todo, run, &[rb.clone(), link.clone()], Some(5))
+            .unwrap();
+        assert!(s.watched_series().unwrap().is_empty(), "not applied yet");
+        s.record_apply_result(
+            &todo,
+            run,
+            &ApplyRecord {
+                state: SeriesState::Applied,
+                old_tip: Some("old"),
+                new_tip: Some("new"),
+                result: "{}",
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            s.watched_series().unwrap(),
+            [(todo.id, Some("linux".to_owned()), 5)]
+        );
+        assert_eq!(
+            s.series_trailers(todo.id).unwrap(),
+            [
+                (TrailerState::Added, rb.clone()),
+                (TrailerState::Added, link)
+            ]
+        );
+
+        let late_run = s.create_run(&NewRun::for_test(Trigger::Manual)).unwrap();
+        let tb = trailer("Tested-by: T <t@x>", TrailerSource::Reply, Some(9));
+        for _ in 0..2 {
+            // Twice (a stage run again): recorded once.
+            s.record_late_trailers(late_run, &[(todo.id, tb.clone())], &[todo.id], 9)
+                .unwrap();
+        }
+        let late = s.late_trailers(late_run).unwrap();
+        assert_eq!(late.len(), 1);
+        assert_eq!(
+            (late[0].series_key.as_str(), late[0].total, &late[0].trailer),
+            ("p1@example.org", 1, &tb)
+        );
+        assert!(s.late_trailers(run).unwrap().is_empty());
+        assert_eq!(s.watched_series().unwrap()[0].2, 9, "read up to 9");
+        s.record_late_trailers(late_run, &[], &[todo.id], 8)
+            .unwrap();
+        assert_eq!(s.watched_series().unwrap()[0].2, 9, "never back");
+        // Without trailers a series is not watched.
+        s.record_added_trailers(&todo, run, &[], None).unwrap();
+        assert!(s.watched_series().unwrap().is_empty());
     }
 }

@@ -10,4 +10,5 @@ mod public_inbox;
 mod publish;
 mod report;
 mod serve;
+mod trailers;
 mod util;

@@ -206,6 +206,7 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
     let idle = failed.is_empty()
         && collect.mails == 0
         && apply.series.is_empty()
+        && apply.late_trailers.is_empty()
         && build.builds.is_empty();
     if idle && !cfg.send_idle {
         return None;
@@ -348,7 +349,41 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
                     .and_then(|p| p.get(&(i as u32 + 1)))
                     .map_or("", |p| p.title.as_str());
                 s.line(format!("  {} {}", short(commit), title));
+                let index = i as u32 + 1;
+                for added in series.trailers.iter().filter(|t| t.index == index) {
+                    for t in &added.trailers {
+                        s.line(format!("      + {t}"));
+                    }
+                }
             }
+        }
+        sections.push(s);
+    }
+
+    if !apply.late_trailers.is_empty() {
+        let mut s = section("Trailers from late replies (not added: the branch is not rewritten)");
+        for late in &apply.late_trailers {
+            let patches: Vec<String> = late
+                .patches
+                .iter()
+                .map(|i| format!("{i}/{}", late.total))
+                .collect();
+            let name = if late.version > 1 {
+                format!("\"{}\" v{}", late.title, late.version)
+            } else {
+                format!("\"{}\"", late.title)
+            };
+            s.line(format!(
+                "{name} ({}) arrived after it was applied: {} on {} {}",
+                where_(&late.repo, &late.branch),
+                late.trailer,
+                if patches.len() == 1 {
+                    "patch"
+                } else {
+                    "patches"
+                },
+                patches.join(", ")
+            ));
         }
         sections.push(s);
     }
@@ -653,6 +688,7 @@ mod tests {
             commits: commits.iter().map(|c| c.to_string()).collect(),
             failed_patch: None,
             error: None,
+            trailers: Vec::new(),
         }
     }
 
@@ -797,6 +833,63 @@ mod tests {
         assert_eq!(r.references, ["cover.1@example.org"]);
         insta::assert_snapshot!("success_subject", r.subject);
         insta::assert_snapshot!("success_text", r.text);
+    }
+
+    #[test]
+    fn trailers_added_and_late_are_listed() {
+        use crate::stage::apply::{LateTrailer, PatchTrailers};
+        let mut facts = success_facts();
+        if let Some(apply) = facts.apply.as_mut() {
+            apply.series[0].trailers = vec![
+                PatchTrailers {
+                    index: 1,
+                    trailers: vec!["Reviewed-by: Ada Lovelace <ada@example.org>".into()],
+                },
+                PatchTrailers {
+                    index: 2,
+                    trailers: vec![
+                        "Acked-by: Bob Builder <bob@example.org>".into(),
+                        "Reviewed-by: Ada Lovelace <ada@example.org>".into(),
+                    ],
+                },
+            ];
+            let late = |trailer: &str, patches: Vec<u32>| LateTrailer {
+                key: "old".into(),
+                title: "net: older work".into(),
+                version: 1,
+                repo: Some("qemu".into()),
+                branch: Some("master".into()),
+                trailer: trailer.into(),
+                patches,
+                total: 3,
+            };
+            apply.late_trailers = vec![
+                late("Tested-by: Carol Tester <carol@example.org>", vec![2]),
+                late("Acked-by: Dave <dave@example.org>", vec![1, 2, 3]),
+            ];
+        }
+        let reports = compose(&facts, &cfg());
+        insta::assert_snapshot!("trailers_text", reports[0].text);
+        // Late trailers alone are worth a report.
+        let quiet = Facts {
+            run: Some(run(9)),
+            stages: vec![stage("collect", "ok", None), stage("apply", "ok", None)],
+            collect: Some(CollectSummary::default()),
+            apply: Some(ApplySummary {
+                late_trailers: facts.apply.map(|a| a.late_trailers).unwrap_or_default(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let reports = compose(&quiet, &cfg());
+        assert_eq!(reports.len(), 1);
+        assert!(
+            reports[0].text.contains(
+                "\"net: older work\" (qemu/master) arrived after it was applied: Tested-by: Carol Tester <carol@example.org> on patch 2/3"
+            ),
+            "{}",
+            reports[0].text
+        );
     }
 
     #[test]
