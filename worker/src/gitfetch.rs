@@ -401,8 +401,11 @@ mod tests {
                 .local_addr()
                 .unwrap()
                 .port();
-            let child = Command::new("git")
-                .arg("daemon")
+            // `git-daemon` itself, not `git daemon`: killing the `git`
+            // wrapper would leave the daemon running, orphaned.
+            let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+            let exec_path = String::from_utf8(exec_path.stdout).unwrap();
+            let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
                 .arg("--reuseaddr")
                 .arg("--export-all")
                 .arg("--informative-errors")

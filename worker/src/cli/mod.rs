@@ -388,8 +388,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 print_apply(&summary);
             }
             failed(
-                summary.series_failed > 0,
-                format!("{} series did not apply", summary.series_failed),
+                summary.series_failed > 0 || summary.pulls_refused > 0,
+                format!(
+                    "{} series did not apply, {} pull requests refused",
+                    summary.series_failed, summary.pulls_refused
+                ),
             )
         }
         Command::Build { run } => {
@@ -593,8 +596,41 @@ fn print_apply(s: &crate::stage::apply::ApplySummary) {
                     let _ = writeln!(out, "    patch: {patch}");
                 }
             }
-            (None, None) => {
-                let _ = writeln!(out, "  [{}] {} -> {target}", series.state, series.title);
+            (None, None) => match &series.waiting_for {
+                Some(key) => {
+                    let _ = writeln!(
+                        out,
+                        "  [waiting] {} -> {target}: for series {key}",
+                        series.title
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "  [{}] {} -> {target}", series.state, series.title);
+                }
+            },
+        }
+        if let Some(base) = &series.applied_from {
+            let _ = writeln!(out, "    applied from its base commit {base}");
+        }
+    }
+    for pull in &s.pulls {
+        let target = format!(
+            "{}/{}",
+            pull.repo.as_deref().unwrap_or("?"),
+            pull.branch.as_deref().unwrap_or("?")
+        );
+        match &pull.error {
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  [pull {}] {} -> {target} at {}",
+                    pull.landed.as_deref().unwrap_or("landed"),
+                    pull.subject,
+                    pull.new_tip.as_deref().unwrap_or("?")
+                );
+            }
+            Some(why) => {
+                let _ = writeln!(out, "  [pull refused] {} -> {target}: {why}", pull.subject);
             }
         }
     }

@@ -171,6 +171,10 @@ mod tests {
             failed_patch: None,
             error: None,
             trailers: Vec::new(),
+            base_commit: None,
+            based_on: Vec::new(),
+            applied_from: None,
+            waiting_for: None,
         }
     }
 

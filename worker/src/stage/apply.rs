@@ -19,6 +19,7 @@
 //! them, the branch is never rewritten.
 
 use crate::config::{Config, Repo};
+use crate::mail::base::{SeriesBase, series_base};
 use crate::mail::trailers::{self, Sender};
 use crate::patch::apply::{self, AmOptions, Identity, PatchFailure, SeriesMail, SeriesResult};
 use crate::patch::mailinfo::{append_trailers, mailinfo};
@@ -63,6 +64,20 @@ pub struct SeriesOutcome {
     /// `sign_off`); patches that got none are left out.
     #[serde(default)]
     pub trailers: Vec<PatchTrailers>,
+    /// The `base-commit:` the series states (`git format-patch --base`).
+    #[serde(default)]
+    pub base_commit: Option<String>,
+    /// Message-IDs of the series it says it is based on (`Based-on:`).
+    #[serde(default)]
+    pub based_on: Vec<String>,
+    /// Set when it did not apply on the branch tip but did from its base
+    /// commit (each change merged onto the tip): that commit.
+    #[serde(default)]
+    pub applied_from: Option<String>,
+    /// Set when it waits for the series it is based on (key): not tried,
+    /// still `complete`.
+    #[serde(default)]
+    pub waiting_for: Option<String>,
 }
 
 /// The trailers one patch's commit got, in the order they were added.
@@ -104,8 +119,15 @@ pub struct ApplySummary {
     pub series_failed: u64,
     pub patches_applied: u64,
     pub series: Vec<SeriesOutcome>,
+    /// Series not tried because the series they are based on
+    /// (`Based-on:`) is not applied yet.
+    pub series_waiting: u64,
     /// Trailers found in replies to series applied before this run.
     pub late_trailers: Vec<LateTrailer>,
+    pub pulls_landed: u64,
+    pub pulls_refused: u64,
+    /// The pull requests of this run (`[GIT PULL]`, `[PULL]`).
+    pub pulls: Vec<crate::stage::pull::PullOutcome>,
 }
 
 /// Applies every complete series (and finishes interrupted ones) of the
@@ -127,17 +149,42 @@ pub fn apply_stage(
         run,
         ..ApplySummary::default()
     };
-    for c in candidates {
-        let _span = tracing::info_span!("series", run, key = %c.key).entered();
-        let outcome = apply_one(store, config, run, committer, opts, &c)?;
-        if outcome.is(SeriesState::Applied) {
-            summary.series_applied += 1;
-            summary.patches_applied += outcome.commits.len() as u64;
-        } else {
-            summary.series_failed += 1;
+    // A series based on another one waits for it; when that one is among
+    // this run's, it is tried again after the others.
+    let mut waiting: Vec<SeriesToApply> = candidates.collect();
+    for round in 0..2 {
+        let list = std::mem::take(&mut waiting);
+        let mut again = Vec::new();
+        for c in list {
+            let _span = tracing::info_span!("series", run, key = %c.key).entered();
+            let outcome = apply_one(store, config, run, committer, opts, &c)?;
+            if outcome.waiting_for.is_some() {
+                again.push((c, outcome));
+                continue;
+            }
+            if outcome.is(SeriesState::Applied) {
+                summary.series_applied += 1;
+                summary.patches_applied += outcome.commits.len() as u64;
+            } else {
+                summary.series_failed += 1;
+            }
+            summary.series.push(outcome);
         }
-        summary.series.push(outcome);
+        match round {
+            0 => waiting = again.into_iter().map(|(c, _)| c).collect(),
+            _ => {
+                summary.series_waiting = again.len() as u64;
+                summary.series.extend(again.into_iter().map(|(_, o)| o));
+            }
+        }
     }
+    summary.pulls = crate::stage::pull::apply_pulls(store, config, run, repos, &|path| {
+        committer
+            .cloned()
+            .unwrap_or_else(|| configured_committer(config, path))
+    })?;
+    summary.pulls_landed = summary.pulls.iter().filter(|p| p.error.is_none()).count() as u64;
+    summary.pulls_refused = summary.pulls.len() as u64 - summary.pulls_landed;
     find_late_trailers(store, config, run, repos, opts)?;
     summary.late_trailers = late_trailers_of(store, run)?;
     Ok(summary)
@@ -187,6 +234,10 @@ fn apply_one(
         failed_patch: None,
         error: None,
         trailers: Vec::new(),
+        base_commit: None,
+        based_on: Vec::new(),
+        applied_from: None,
+        waiting_for: None,
     };
     let fail = |store: &mut Store, mut outcome: SeriesOutcome, why: PatchFailure| {
         outcome.error = Some(why);
@@ -312,20 +363,81 @@ fn apply_one(
             }
         })
         .collect();
-    let result: SeriesResult = match apply::prepare_series(
-        repo_path,
-        &branch,
-        None,
-        mails.into_iter().map(Ok),
-        &committer,
-        opts,
-    ) {
+    // What the series says it is based on.
+    let stated = stated_base(config, &thread, &mails);
+    outcome.base_commit = stated.commit.clone();
+    outcome.based_on = stated.based_on.clone();
+    for id in &stated.based_on {
+        match store.series_of_mail(id)? {
+            // Not a series patchline has: already upstream, or elsewhere.
+            None => {}
+            Some((_, SeriesState::Applied)) => {}
+            Some((
+                key,
+                SeriesState::Complete | SeriesState::Incomplete | SeriesState::Applying,
+            )) => {
+                outcome.state = c.state;
+                outcome.waiting_for = Some(key);
+                return Ok(outcome);
+            }
+            Some((key, state)) => {
+                return fail(
+                    store,
+                    outcome,
+                    PatchFailure::general(format!(
+                        "it is based on series {key} (Based-on: <{id}>), which is {state}: it cannot apply without it"
+                    )),
+                );
+            }
+        }
+    }
+    let prepare = |base: Option<&str>, mails: Vec<SeriesMail>| {
+        apply::prepare_series(
+            repo_path,
+            &branch,
+            base,
+            mails.into_iter().map(Ok),
+            &committer,
+            opts,
+        )
+    };
+    let mut result: SeriesResult = match prepare(None, mails.clone()) {
         Ok(r) => r,
         Err(e @ apply::Error::NoBranch { .. }) => {
             return fail(store, outcome, PatchFailure::general(e.to_string()));
         }
         Err(e) => return Err(e.into()),
     };
+    // Not on the tip: from its base commit, as `b4 am -3` would.
+    if result.patches.iter().any(|p| !p.ok)
+        && let Some(base) = &stated.commit
+    {
+        let note = if apply::has_commit(repo_path, base)? {
+            let from_base = prepare(Some(base), mails)?;
+            match from_base.patches.iter().find(|p| !p.ok) {
+                None => {
+                    outcome.applied_from = Some(base.clone());
+                    result = from_base;
+                    None
+                }
+                Some(bad) => Some(format!(
+                    "from its base commit {base} it does not apply either: {}",
+                    bad.error
+                        .as_ref()
+                        .map_or("did not apply", |e| e.message.as_str())
+                )),
+            }
+        } else {
+            Some(format!(
+                "its base commit {base} is not in the repository, so a 3-way apply from it was not possible"
+            ))
+        };
+        if let (Some(note), Some(bad)) = (note, result.patches.iter_mut().find(|p| !p.ok))
+            && let Some(error) = bad.error.as_mut()
+        {
+            error.message = format!("{} ({note})", error.message);
+        }
+    }
     outcome.old_tip = Some(result.old_tip.clone());
     if let Some(bad) = result.patches.iter().find(|p| !p.ok) {
         outcome.failed_patch = Some(bad.file.clone());
@@ -397,6 +509,26 @@ fn apply_one(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// What a series says it is based on: its cover letter first, then its
+/// patches (git writes `base-commit:` in the first mail it outputs).
+fn stated_base(config: &Config, thread: &[ThreadMail], mails: &[SeriesMail]) -> SeriesBase {
+    let body = |raw: &[u8]| {
+        crate::mail::parse::parse_mail(raw, &Default::default())
+            .map(|m| m.body)
+            .unwrap_or_default()
+    };
+    let mut base = SeriesBase::default();
+    if let Some(cover) = thread.iter().find(|m| m.idx == 0)
+        && let Ok(raw) = std::fs::read(config.intake.archive_dir.join(&cover.archive_path))
+    {
+        base.merge(series_base(&body(&raw)));
+    }
+    for mail in mails {
+        base.merge(series_base(&body(&mail.raw)));
+    }
+    base
 }
 
 /// The committer: `[apply]` in the config, else the environment or the

@@ -377,18 +377,35 @@ impl Summary {
     /// is `failed` too, with the summary of what it did.
     fn problems(&self) -> Option<String> {
         match self {
-            Summary::Apply(s) => (s.series_failed > 0).then(|| {
+            Summary::Apply(s) => (s.series_failed > 0 || s.pulls_refused > 0).then(|| {
                 let titles: Vec<&str> = s
                     .series
                     .iter()
                     .filter(|s| s.is(crate::store::SeriesState::Failed))
                     .map(|s| s.title.as_str())
                     .collect();
-                format!(
-                    "{} series did not apply: {}",
-                    s.series_failed,
-                    titles.join("; ")
-                )
+                let pulls: Vec<&str> = s
+                    .pulls
+                    .iter()
+                    .filter(|p| p.error.is_some())
+                    .map(|p| p.subject.as_str())
+                    .collect();
+                let mut text = Vec::new();
+                if s.series_failed > 0 {
+                    text.push(format!(
+                        "{} series did not apply: {}",
+                        s.series_failed,
+                        titles.join("; ")
+                    ));
+                }
+                if s.pulls_refused > 0 {
+                    text.push(format!(
+                        "{} pull request(s) refused: {}",
+                        s.pulls_refused,
+                        pulls.join("; ")
+                    ));
+                }
+                text.join("; ")
             }),
             Summary::Build(s) => (s.failed > 0).then(|| {
                 s.builds

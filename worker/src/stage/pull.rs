@@ -66,7 +66,7 @@ pub fn apply_pulls(
     config: &Config,
     run: i64,
     repos: &[String],
-    committer: &Identity,
+    committer: &dyn Fn(&std::path::Path) -> Identity,
 ) -> Result<Vec<PullOutcome>, crate::store::Error> {
     let rules = config.route_rules().unwrap_or_default();
     let mut outcomes = Vec::new();
@@ -99,7 +99,13 @@ pub fn apply_pulls(
             }
         };
         outcome.state = state.to_string();
-        store.record_pull(pending.mail_id, run, state, &outcome)?;
+        let moved = match (&outcome.repo, &outcome.branch, &outcome.new_tip) {
+            (Some(repo), Some(branch), Some(tip)) if !outcome.commits.is_empty() => {
+                Some((repo.as_str(), branch.as_str(), tip.as_str()))
+            }
+            _ => None,
+        };
+        store.record_pull(pending.mail_id, run, state, moved, &outcome)?;
         outcomes.push(outcome);
     }
     Ok(outcomes)
@@ -109,7 +115,7 @@ pub fn apply_pulls(
 fn land_one(
     config: &Config,
     pending: &PendingPull,
-    committer: &Identity,
+    committer: &dyn Fn(&std::path::Path) -> Identity,
     outcome: &mut PullOutcome,
 ) -> Result<(), String> {
     let Some(repo_name) = outcome.repo.clone() else {
@@ -168,7 +174,7 @@ fn land_one(
         &request.up_to,
         &fetched.commit.to_string(),
         &message,
-        committer,
+        &committer(&repo_path),
         mode,
     )
     .map_err(|e| e.to_string())?

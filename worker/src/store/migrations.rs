@@ -215,11 +215,16 @@ ALTER TABLE series ADD COLUMN trailers_upto INTEGER;
     r#"
 -- Pull requests (issue 14): what the apply stage made of each kept
 -- `[GIT PULL]`/`[PULL]` request mail: `landed` on its branch or `refused`
--- (both final), with the outcome as the stage describes it.
+-- (both final), with the outcome as the stage describes it. `new_tip` is
+-- where a landed request moved its branch (NULL when it was there
+-- already), for the build stage.
 CREATE TABLE pulls (
     mail_id     INTEGER PRIMARY KEY REFERENCES mails(id),
     run_id      INTEGER NOT NULL REFERENCES runs(id),
     state       TEXT NOT NULL,
+    repo        TEXT,
+    branch      TEXT,
+    new_tip     TEXT,
     result      TEXT NOT NULL,
     finished_at INTEGER NOT NULL
 );

@@ -68,12 +68,14 @@ impl Store {
         .map_err(|e| self.err(e))
     }
 
-    /// Records what `run` made of the request in mail `mail_id`.
+    /// Records what `run` made of the request in mail `mail_id`; `moved`
+    /// is `(repo, branch, new tip)` when it moved a branch.
     pub fn record_pull<T: Serialize>(
         &mut self,
         mail_id: i64,
         run: i64,
         state: PullState,
+        moved: Option<(&str, &str, &str)>,
         result: &T,
     ) -> Result<(), Error> {
         let json = serde_json::to_string(result).map_err(|source| Error::Encode {
@@ -83,27 +85,59 @@ impl Store {
         })?;
         self.conn
             .execute(
-                "INSERT INTO pulls (mail_id, run_id, state, result, finished_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO pulls (mail_id, run_id, state, repo, branch, new_tip, result, finished_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (mail_id) DO UPDATE SET run_id = excluded.run_id,
-                    state = excluded.state, result = excluded.result,
+                    state = excluded.state, repo = excluded.repo, branch = excluded.branch,
+                    new_tip = excluded.new_tip, result = excluded.result,
                     finished_at = excluded.finished_at",
-                params![mail_id, run, state, json, now()],
+                params![
+                    mail_id,
+                    run,
+                    state,
+                    moved.map(|m| m.0),
+                    moved.map(|m| m.1),
+                    moved.map(|m| m.2),
+                    json,
+                    now()
+                ],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    /// The outcomes recorded in `run`, in the order they were decided.
-    pub fn run_pulls(&self, run: i64) -> Result<Vec<(PullState, String)>, Error> {
+    /// The branches the pull requests landed in `run` moved, with their
+    /// last tip, in the order they landed.
+    pub fn pull_moved_branches(&self, run: i64) -> Result<Vec<(String, String, String)>, Error> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT state, result FROM pulls WHERE run_id = ?1 ORDER BY finished_at, mail_id",
+                "SELECT repo, branch, new_tip FROM pulls
+                 WHERE run_id = ?1 AND state = 'landed' AND new_tip IS NOT NULL
+                 ORDER BY finished_at, mail_id",
             )
             .map_err(|e| self.err(e))?;
-        stmt.query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))
+        stmt.query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The series holding the mail `message_id` (cover letter or patch), as
+    /// `(key, state)`: what a `Based-on:` line points at.
+    pub fn series_of_mail(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<(String, super::SeriesState)>, Error> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT s.key, s.state FROM mails m JOIN patches p ON p.mail_id = m.id
+                 JOIN series s ON s.id = p.series_id
+                 WHERE m.message_id = ?1 ORDER BY s.id DESC LIMIT 1",
+                [message_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
             .map_err(|e| self.err(e))
     }
 }

@@ -199,7 +199,12 @@ impl Store {
             .and_then(|rows| rows.collect())
             .map_err(|e| self.err(e))?;
         let mut out: Vec<(String, String, String)> = Vec::new();
-        for row in rows {
+        // Pull requests land after the run's series: their tips are last.
+        let pulls = self.pull_moved_branches(run)?;
+        let pulls = pulls
+            .into_iter()
+            .map(|(r, b, t)| (Some(r), Some(b), Some(t)));
+        for row in rows.into_iter().chain(pulls) {
             if let (Some(repo), Some(branch), Some(tip)) = row {
                 out.retain(|(r, b, _)| !(r == &repo && b == &branch));
                 out.push((repo, branch, tip));

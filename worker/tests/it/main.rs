@@ -8,6 +8,7 @@ mod imap_source;
 mod koji;
 mod public_inbox;
 mod publish;
+mod pulls_and_bases;
 mod report;
 mod serve;
 mod trailers;

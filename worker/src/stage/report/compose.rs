@@ -206,6 +206,7 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
     let idle = failed.is_empty()
         && collect.mails == 0
         && apply.series.is_empty()
+        && apply.pulls.is_empty()
         && apply.late_trailers.is_empty()
         && build.builds.is_empty();
     if idle && !cfg.send_idle {
@@ -237,10 +238,20 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
                             .map_or("failed", |e| e.message.as_str())
                     ));
                 }
-                if apply.series.iter().all(|x| !x.is(SeriesState::Failed)) {
-                    s.line(stage.error.clone().unwrap_or_default());
-                } else {
+                for pull in apply.pulls.iter().filter(|p| p.error.is_some()) {
+                    s.line(format!(
+                        "pull request \"{}\" from {} for {}: refused: {}",
+                        pull.subject,
+                        pull.from.as_deref().unwrap_or("unknown sender"),
+                        where_(&pull.repo, &pull.branch),
+                        pull.error.as_deref().unwrap_or_default()
+                    ));
+                }
+                let series_failed = apply.series.iter().any(|x| x.is(SeriesState::Failed));
+                if series_failed {
                     s.line("(details in a reply to each series' thread)");
+                } else if apply.pulls.iter().all(|p| p.error.is_none()) {
+                    s.line(stage.error.clone().unwrap_or_default());
                 }
             }
             "build" => {
@@ -343,6 +354,12 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
                 series.old_tip.as_deref().map_or("?", short),
                 series.new_tip.as_deref().map_or("?", short),
             ));
+            if let Some(base) = &series.applied_from {
+                s.line(format!(
+                    "  (not on the branch tip: applied from its base commit {} and merged onto the tip)",
+                    short(base)
+                ));
+            }
             let patches = facts.threads.get(&series.key).map(|t| &t.patches);
             for (i, commit) in series.commits.iter().enumerate() {
                 let title = patches
@@ -355,6 +372,46 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
                         s.line(format!("      + {t}"));
                     }
                 }
+            }
+        }
+        sections.push(s);
+    }
+
+    let waiting: Vec<&SeriesOutcome> = apply
+        .series
+        .iter()
+        .filter(|s| s.waiting_for.is_some())
+        .collect();
+    if !waiting.is_empty() {
+        let mut s = section("Waiting for the series they are based on");
+        for series in waiting {
+            s.line(format!(
+                "{} for {} waits for series {} (Based-on), not applied yet",
+                series_name(series),
+                where_(&series.repo, &series.branch),
+                series.waiting_for.as_deref().unwrap_or_default()
+            ));
+        }
+        sections.push(s);
+    }
+
+    let landed: Vec<&crate::stage::pull::PullOutcome> =
+        apply.pulls.iter().filter(|p| p.error.is_none()).collect();
+    if !landed.is_empty() {
+        let mut s = section("Pull requests");
+        for pull in landed {
+            s.line(format!(
+                "\"{}\" from {} ({} {}) to {}: {}, {}",
+                pull.subject,
+                pull.from.as_deref().unwrap_or("unknown sender"),
+                pull.url.as_deref().unwrap_or_default(),
+                pull.reference.as_deref().unwrap_or("HEAD"),
+                where_(&pull.repo, &pull.branch),
+                pull.landed.as_deref().unwrap_or_default(),
+                plural(pull.commits.len() as u64, "commit", "commits")
+            ));
+            if let (Some(old), Some(new)) = (&pull.old_tip, &pull.new_tip) {
+                s.line(format!("  {} -> {}", short(old), short(new)));
             }
         }
         sections.push(s);
@@ -689,6 +746,10 @@ mod tests {
             failed_patch: None,
             error: None,
             trailers: Vec::new(),
+            base_commit: None,
+            based_on: Vec::new(),
+            applied_from: None,
+            waiting_for: None,
         }
     }
 
