@@ -484,8 +484,8 @@ where
     let mut from_base = match base {
         None => None,
         Some(hex) => {
-            let id = ObjectId::from_hex(hex.as_bytes())
-                .map_err(|e| Error::bad_id(repo_path, hex, e))?;
+            let id =
+                ObjectId::from_hex(hex.as_bytes()).map_err(|e| Error::bad_id(repo_path, hex, e))?;
             let commit = repo
                 .find_commit(id)
                 .map_err(|e| Error::git(repo_path, format!("read the base commit {hex}"), e))?;

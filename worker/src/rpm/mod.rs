@@ -8,6 +8,7 @@
 
 pub mod koji;
 pub mod srpm;
+pub mod vercmp;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -183,7 +184,12 @@ pub fn make_srpm(
     }
     let date = chrono::Utc::now().format("%Y%m%d").to_string();
     let spec_name = spec_rel.display().to_string();
-    let stamped = srpm::stamp_release(&spec_text, &spec_name, &date, short(tip))?;
+    let stamp = srpm::Stamp {
+        count: srpm::commit_count(repo_path, tip)?,
+        date: &date,
+        short: short(tip),
+    };
+    let stamped = srpm::stamp_release(&spec_text, &spec_name, &stamp)?;
     let spec_file_name = spec_rel
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -60,14 +60,17 @@ fn applied_branch_is_built_for_each_target_once() {
     let tip = git(&p.join("tiny.git"), &["rev-parse", "--short=7", "master"])
         .trim()
         .to_owned();
+    let count = git(&p.join("tiny.git"), &["rev-list", "--count", "master"])
+        .trim()
+        .to_owned();
     let date = chrono_today();
     for (b, target) in builds.iter().zip(["el9", "fc40"]) {
         assert_eq!(b["target"], target);
         let rpm = b["rpms"][0].as_str().unwrap();
         assert_eq!(
             rpm_query(Path::new(rpm), "%{NAME} %{VERSION} %{RELEASE}"),
-            format!("tiny 2.1 3.{date}git{tip}.{target}"),
-            "release stamped with date, commit and dist"
+            format!("tiny 2.1 3.{count}.{date}git{tip}.{target}"),
+            "release stamped with commit count, date, commit and dist"
         );
         let files = rpm_query(Path::new(rpm), "[%{FILENAMES}\n]");
         assert!(files.contains("/usr/share/tiny/greeting"), "{files}");
