@@ -129,9 +129,21 @@ pub struct Publish {
     pub dir: Option<PathBuf>,
     /// URL under which `dir` is served (default `file://<dir>`).
     pub base_url: Option<String>,
-    /// Builds of each package kept in a repository.
+    /// Builds of each package kept in a repository, per branch.
     #[serde(default = "default_keep")]
     pub keep: usize,
+    /// One repository per branch (`<repo>/<branch>/<target>/`); `false`:
+    /// one per repository and target for all branches.
+    #[serde(default = "default_per_branch")]
+    pub per_branch: bool,
+    /// Architecture directories every repository has (each holds the
+    /// noarch packages too); default: this machine's `$basearch`.
+    #[serde(default)]
+    pub arches: Vec<String>,
+}
+
+fn default_per_branch() -> bool {
+    true
 }
 
 fn default_keep() -> usize {
@@ -144,6 +156,8 @@ impl Default for Publish {
             dir: None,
             base_url: None,
             keep: default_keep(),
+            per_branch: default_per_branch(),
+            arches: Vec::new(),
         }
     }
 }
@@ -688,6 +702,16 @@ impl Config {
         if self.publish.keep == 0 {
             return Err(self.invalid("publish.keep", "must be greater than 0"));
         }
+        for arch in &self.publish.arches {
+            // `src` and `repodata` are taken; noarch packages go into
+            // every architecture directory, never one of their own.
+            if !is_safe_name(arch) || matches!(arch.as_str(), "src" | "noarch" | "repodata") {
+                return Err(self.invalid(
+                    "publish.arches",
+                    format!("{arch:?} is not an architecture directory name (e.g. \"x86_64\")"),
+                ));
+            }
+        }
         if self.build.jobs == 0 {
             return Err(self.invalid("build.jobs", "must be greater than 0"));
         }
@@ -1102,6 +1126,15 @@ impl Config {
         match &self.publish.base_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => format!("file://{}", self.publish_dir().display()),
+        }
+    }
+
+    /// The architecture directories every published repository has.
+    pub fn publish_arches(&self) -> Vec<String> {
+        if self.publish.arches.is_empty() {
+            vec![crate::rpm::host_basearch().to_owned()]
+        } else {
+            self.publish.arches.clone()
         }
     }
 

@@ -68,6 +68,18 @@ pub enum Error {
     Panicked { target: String },
 }
 
+/// dnf's `$basearch` of this machine: the architecture directory that
+/// always exists, so noarch-only packages install here.
+pub fn host_basearch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86" => "i386",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "powerpc64" => "ppc64",
+        "arm" => "armhfp",
+        other => other,
+    }
+}
+
 fn short(commit: &str) -> &str {
     commit.get(..7).unwrap_or(commit)
 }

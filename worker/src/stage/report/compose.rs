@@ -755,6 +755,7 @@ mod tests {
                     .iter()
                     .map(|t| PublishedRepo {
                         repo: "qemu".into(),
+                        branch: None,
                         target: t.to_string(),
                         path: String::new(),
                         url: format!("https://repo.example.org/qemu/{t}"),
@@ -765,9 +766,11 @@ mod tests {
                     .collect(),
                 latest: vec![LatestLink {
                     repo: "qemu".into(),
+                    branch: None,
                     path: String::new(),
                     url: "https://repo.example.org/qemu/latest/".into(),
                 }],
+                ..Default::default()
             }),
             test: Some(TestSummary {
                 run: 7,
