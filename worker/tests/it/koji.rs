@@ -429,7 +429,9 @@ fn koji(cli: &Path, conf: &Path, cwd: &Path, args: &[&str]) -> Ran {
 #[test]
 fn the_real_koji_cli_works_against_the_double() {
     let Some(cli) = koji_cli() else { return };
-    let hub = KojiHub::start(&[]);
+    // A Koji-style target: a hyphen in its name, its dist (`.el9`) in
+    // its build tag's `rpm.macro.dist`, as Fedora's and EPEL's hubs have.
+    let hub = KojiHub::start(&["--targets", "epel9-candidate"]);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let conf = d.join("koji.conf");
@@ -477,12 +479,27 @@ fn the_real_koji_cli_works_against_the_double() {
         targets.contains("el9") && targets.contains("fc40-build"),
         "{targets}"
     );
+    let candidate = targets
+        .lines()
+        .find(|l| l.starts_with("epel9-candidate "))
+        .unwrap_or_else(|| panic!("{targets}"));
+    assert_eq!(
+        candidate.split_whitespace().collect::<Vec<_>>(),
+        ["epel9-candidate", "epel9-build", "epel9"],
+        "name, build tag, destination tag"
+    );
+    // Where a builder takes the dist from: the build tag's config.
+    let config = koji(&cli, &conf, d, &["call", "getBuildConfig", "epel9-build"]).ok();
+    assert!(
+        config.contains("'rpm.macro.dist': '.el9'") && config.contains("'rpm.macro.rhel': '9'"),
+        "{config}"
+    );
 
     let build = koji(
         &cli,
         &conf,
         d,
-        &["build", "--wait", "el9", srpm.to_str().unwrap()],
+        &["build", "--wait", "epel9-candidate", srpm.to_str().unwrap()],
     )
     .ok();
     assert!(build.contains("completed successfully"), "{build}");
