@@ -138,18 +138,26 @@ fn repositories_are_published_whole_and_keep_the_newest_builds() {
 /// dnf's `$basearch` here (the tests run on the build host).
 const ARCH: &str = std::env::consts::ARCH;
 
-fn publish_summary(ran: &crate::util::Ran) -> serde_json::Value {
+/// The publish stage's summary of a run, and the text of its report.
+fn publish_summary(ran: &crate::util::Ran) -> (serde_json::Value, String) {
     assert_eq!(ran.code(), 0, "{}", ran.describe());
     let status = ran.json();
-    let publish = status["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == "publish")
-        .unwrap()
-        .clone();
+    let stage = |name: &str| {
+        status["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == name)
+            .unwrap()
+            .clone()
+    };
+    let publish = stage("publish");
     assert_eq!(publish["state"], "ok", "{publish}");
-    publish["summary"].clone()
+    let report = stage("report")["summary"]["file"]
+        .as_str()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .unwrap_or_default();
+    (publish["summary"].clone(), report)
 }
 
 #[test]
@@ -164,7 +172,7 @@ fn one_repository_for_all_branches_then_per_branch_says_so_once() {
     };
     std::fs::write(p.join("patchline.toml"), config(false)).unwrap();
     post_patch(p, "one");
-    let shared = publish_summary(&patchline(p, &["run", "--json"]));
+    let (shared, _) = publish_summary(&patchline(p, &["run", "--json"]));
     assert_eq!(shared["per_branch"], false);
     assert!(shared["repos"][0]["branch"].is_null(), "{shared}");
     assert!(shared.get("layout_note").is_none(), "{shared}");
@@ -176,7 +184,7 @@ fn one_repository_for_all_branches_then_per_branch_says_so_once() {
     // The switch to per-branch repositories: a note in that run only.
     std::fs::write(p.join("patchline.toml"), config(true)).unwrap();
     post_patch(p, "two");
-    let first = publish_summary(&patchline(p, &["run", "--json"]));
+    let (first, report) = publish_summary(&patchline(p, &["run", "--json"]));
     let note = first["layout_note"].as_str().expect("a layout note");
     assert!(
         note.starts_with("tiny: repositories are now one per branch")
@@ -184,9 +192,12 @@ fn one_repository_for_all_branches_then_per_branch_says_so_once() {
             && !note.contains('\n'),
         "{note}"
     );
+    assert!(report.contains(&format!("note: {note}\n")), "{report}");
+    assert!(report.contains("tiny master (el9): file://"), "{report}");
     assert!(p.join("publish/tiny-master-el9.repo").is_file());
     check_metadata(&p.join(format!("publish/tiny/master/el9/{ARCH}")));
     post_patch(p, "three");
-    let second = publish_summary(&patchline(p, &["run", "--json"]));
+    let (second, report) = publish_summary(&patchline(p, &["run", "--json"]));
     assert!(second.get("layout_note").is_none(), "said once: {second}");
+    assert!(!report.contains("note: "), "{report}");
 }

@@ -385,8 +385,16 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
 
     if !publish.repos.is_empty() {
         let mut s = section("Published");
+        if let Some(note) = &publish.layout_note {
+            s.line(format!("note: {note}"));
+        }
         for r in &publish.repos {
-            s.line(format!("{} ({}): {}/", r.repo, r.target, r.url));
+            let branch = r
+                .branch
+                .as_ref()
+                .map(|b| format!(" {b}"))
+                .unwrap_or_default();
+            s.line(format!("{}{branch} ({}): {}/", r.repo, r.target, r.url));
             s.line(format!(
                 "  dnf config-manager --add-repo {}",
                 r.repo_file_url
