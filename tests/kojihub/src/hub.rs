@@ -80,6 +80,9 @@ struct Rpm {
     payloadhash: String,
 }
 
+/// `(name, value)` of the macros a buildroot defines (`dist`, `rhel`, ...).
+pub type Macros = Vec<(String, String)>;
+
 /// A build target as Koji has it: a name, a build tag whose extra
 /// settings hold the platform's macros (`rpm.macro.dist` and friends, read
 /// with `getBuildConfig`), and a destination tag.
@@ -953,7 +956,7 @@ impl Hub {
     /// What the builder needs to know: source path, the macros of the
     /// buildroot (`dist` among them), scratch; `None`
     /// when the task was canceled meanwhile.
-    pub fn start_task(&self, id: i64) -> Option<(PathBuf, Vec<(String, String)>, bool)> {
+    pub fn start_task(&self, id: i64) -> Option<(PathBuf, Macros, bool)> {
         let mut state = self.state();
         let t = state.tasks.get_mut(&id)?;
         if t.cancel_requested || t.state != TaskState::Free {
@@ -970,7 +973,7 @@ impl Hub {
     /// The macros a task for `target` builds with, found as a Koji builder
     /// finds them: `getBuildTarget` -> its build tag -> `getBuildConfig`
     /// -> `extra["rpm.macro.*"]`.
-    fn buildroot_macros(&self, target: &str) -> Vec<(String, String)> {
+    fn buildroot_macros(&self, target: &str) -> Macros {
         let Some(info) = self.target(target).map(|(i, t)| self.target_value(i, t)) else {
             return Vec::new();
         };

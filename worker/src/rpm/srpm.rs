@@ -107,12 +107,12 @@ pub fn stamp_release(spec: &str, spec_name: &str, stamp: &Stamp<'_>) -> Result<S
 pub fn commit_count(repo_path: &Path, commit: &str) -> Result<u64, Error> {
     let repo = gix::open(repo_path).map_err(|source| Error::Open {
         path: repo_path.to_owned(),
-        source: source.into(),
+        source,
     })?;
     let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|source| Error::BadCommit {
         path: repo_path.to_owned(),
         commit: commit.to_owned(),
-        source: source.into(),
+        source,
     })?;
     let git = |source: gix::Error| Error::Git {
         path: repo_path.to_owned(),
@@ -120,8 +120,8 @@ pub fn commit_count(repo_path: &Path, commit: &str) -> Result<u64, Error> {
         source,
     };
     let mut count = 0;
-    for info in repo.rev_walk([id]).all().map_err(|e| git(e.into()))? {
-        info.map_err(|e| git(e.into()))?;
+    for info in repo.rev_walk([id]).all().map_err(git)? {
+        info.map_err(git)?;
         count += 1;
     }
     Ok(count)
