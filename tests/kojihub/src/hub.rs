@@ -1325,3 +1325,76 @@ impl Handler for Hub {
         Action::Respond(resp)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Target;
+
+    #[test]
+    fn targets_get_the_dist_and_macros_their_names_stand_for() {
+        let cases: &[(&str, Option<&str>, &str, &str, &str, &[(&str, &str)])] = &[
+            (
+                "el9",
+                None,
+                ".el9",
+                "el9-build",
+                "el9",
+                &[("el9", "1"), ("rhel", "9")],
+            ),
+            (
+                "epel9-candidate",
+                None,
+                ".el9",
+                "epel9-build",
+                "epel9",
+                &[("el9", "1"), ("rhel", "9")],
+            ),
+            (
+                "f41-candidate",
+                None,
+                ".fc41",
+                "f41-build",
+                "f41",
+                &[("fc41", "1"), ("fedora", "41")],
+            ),
+            (
+                "fc40",
+                Some(".fc40"),
+                ".fc40",
+                "fc40-build",
+                "fc40",
+                &[("fc40", "1"), ("fedora", "40")],
+            ),
+            (
+                "rhel-9.4.0-candidate",
+                None,
+                ".el9",
+                "rhel-9.4.0-build",
+                "rhel-9.4.0",
+                &[("el9", "1"), ("rhel", "9")],
+            ),
+            ("side-tag", None, ".side", "side-tag-build", "side-tag", &[]),
+            (
+                "x",
+                Some(".el9_4"),
+                ".el9_4",
+                "x-build",
+                "x",
+                &[("el9", "1"), ("rhel", "9")],
+            ),
+        ];
+        for &(name, dist, want_dist, build, dest, macros) in cases {
+            let t = Target::new(name, dist);
+            assert_eq!(t.macros["dist"], want_dist, "{name}");
+            assert_eq!(t.build_tag(), build, "{name}");
+            assert_eq!(t.dest_tag(), dest, "{name}");
+            let others: Vec<(&str, &str)> = t
+                .macros
+                .iter()
+                .filter(|(k, _)| *k != "dist")
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(others, macros, "{name}");
+        }
+    }
+}
