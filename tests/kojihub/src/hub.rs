@@ -1332,7 +1332,17 @@ mod tests {
 
     #[test]
     fn targets_get_the_dist_and_macros_their_names_stand_for() {
-        let cases: &[(&str, Option<&str>, &str, &str, &str, &[(&str, &str)])] = &[
+        /// Name, dist given, then the dist, build tag, destination tag and
+        /// other macros wanted.
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            &'a str,
+            &'a str,
+            &'a str,
+            &'a [(&'a str, &'a str)],
+        );
+        let cases: &[Case] = &[
             (
                 "el9",
                 None,
