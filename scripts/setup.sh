@@ -10,6 +10,9 @@ want() { # want COMMAND PACKAGE
 want dovecot dovecot-imapd
 want rpmbuild rpm
 want createrepo_c createrepo-c
+# dnf (4.14) queries and installs the published repositories as a user's
+# would, into an installroot (worker/tests/it/dnf.rs).
+want dnf dnf
 want sqlite3 sqlite3
 want swaks swaks
 want openssl openssl

@@ -37,8 +37,12 @@ assert apply["summary"]["series_applied"] == 3 and apply["summary"]["patches_app
 build = next(st for st in s["stages"] if st["stage"] == "build")
 assert build["state"] == "ok" and build["summary"]["built"] == 4, build
 publish = next(st for st in s["stages"] if st["stage"] == "publish")
-assert publish["state"] == "ok" and len(publish["summary"]["repos"]) == 2, publish
-assert [l["repo"] for l in publish["summary"]["latest"]] == ["hello"], publish
+# One repository per branch and target: master and stable-1.0, el9 and fc40.
+assert publish["state"] == "ok" and len(publish["summary"]["repos"]) == 4, publish
+assert sorted((r["branch"], r["target"]) for r in publish["summary"]["repos"]) == [
+    ("master", "el9"), ("master", "fc40"), ("stable-1.0", "el9"), ("stable-1.0", "fc40")], publish
+assert [(l["repo"], l["branch"]) for l in publish["summary"]["latest"]] == [
+    ("hello", "master"), ("hello", "stable-1.0")], publish
 test = next(st for st in s["stages"] if st["stage"] == "test")
 assert test["state"] == "ok" and test["summary"]["passed"] == 8 and test["summary"]["failed"] == 0, test
 report = next(st for st in s["stages"] if st["stage"] == "report")

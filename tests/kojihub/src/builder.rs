@@ -1,6 +1,7 @@
 //! One task's build, as a Koji builder would do it in its buildroot: the
 //! uploaded SRPM is unpacked and rebuilt with `rpmbuild -ba` and the
-//! target's `dist`, in a private `_topdir` and rpm database; `root.log` and
+//! macros of the target's build tag (`rpm.macro.dist` and the platform's),
+//! in a private `_topdir` and rpm database; `root.log` and
 //! `build.log` and the packages land in the task's work directory, and a
 //! non-scratch build is also filed under `packages/<n>/<v>/<r>/<arch>/`.
 
@@ -16,7 +17,7 @@ pub fn run_task(hub: &Hub, id: i64, delay_ms: u64, inject_failure: bool) {
     if delay_ms > 0 {
         std::thread::sleep(Duration::from_millis(delay_ms));
     }
-    let Some((srpm, dist, scratch)) = hub.start_task(id) else {
+    let Some((srpm, macros, scratch)) = hub.start_task(id) else {
         return;
     };
     let task_dir = hub.root().join(task_dir_rel(id));
@@ -25,7 +26,7 @@ pub fn run_task(hub: &Hub, id: i64, delay_ms: u64, inject_failure: bool) {
         hub,
         id,
         &srpm,
-        &dist,
+        &macros,
         scratch,
         &task_dir,
         &buildroot,
@@ -46,7 +47,7 @@ fn build(
     hub: &Hub,
     id: i64,
     srpm: &Path,
-    dist: &str,
+    macros: &[(String, String)],
     scratch: bool,
     task_dir: &Path,
     buildroot: &Path,
@@ -60,7 +61,7 @@ fn build(
     let mut root_log = File::create(task_dir.join("root.log")).map_err(|e| io("root.log", e))?;
     let _ = writeln!(
         root_log,
-        "DEBUG buildroot {} for task {id}: private _topdir, dist {dist:?}",
+        "DEBUG buildroot {} for task {id}: private _topdir, macros {macros:?}",
         buildroot.display()
     );
     let defines = |cmd: &mut Command| {
@@ -110,9 +111,10 @@ fn build(
     let mut cmd = Command::new("rpmbuild");
     cmd.arg("-ba").arg("--nodeps");
     defines(&mut cmd);
-    cmd.arg("--define")
-        .arg(format!("dist {dist}"))
-        .arg(&spec)
+    for (name, value) in macros {
+        cmd.arg("--define").arg(format!("{name} {value}"));
+    }
+    cmd.arg(&spec)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log2));

@@ -80,9 +80,84 @@ struct Rpm {
     payloadhash: String,
 }
 
+/// `(name, value)` of the macros a buildroot defines (`dist`, `rhel`, ...).
+pub type Macros = Vec<(String, String)>;
+
+/// A build target as Koji has it: a name, a build tag whose extra
+/// settings hold the platform's macros (`rpm.macro.dist` and friends, read
+/// with `getBuildConfig`), and a destination tag.
 pub struct Target {
     pub name: String,
-    pub dist: String,
+    /// The build tag's macros without the `rpm.macro.` prefix.
+    pub macros: BTreeMap<String, String>,
+}
+
+impl Target {
+    /// A target named as Fedora's and EPEL's are (`f41-candidate`,
+    /// `epel9-candidate`, `el9`), with `dist` if given, else the dist
+    /// those names stand for (`.fc41`, `.el9`), and the platform macros
+    /// the dist implies (`fedora`/`fcNN`, `rhel`/`elN`).
+    pub fn new(name: &str, dist: Option<&str>) -> Self {
+        let stem = name.strip_suffix("-candidate").unwrap_or(name);
+        let dist = dist.map(str::to_owned).unwrap_or_else(|| {
+            let mut words = stem.split('-');
+            let first = words.next().unwrap_or(stem);
+            let number = |prefix: &str| {
+                first
+                    .strip_prefix(prefix)
+                    .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            };
+            if let Some(n) = number("epel").or(number("el")) {
+                format!(".el{n}")
+            } else if let Some(n) = number("fc").or(number("f")) {
+                format!(".fc{n}")
+            } else if let Some(n) = (first == "rhel")
+                .then(|| words.next())
+                .flatten()
+                .and_then(|v| v.split('.').next())
+            {
+                format!(".el{n}")
+            } else {
+                let clean: String = first
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                format!(".{clean}")
+            }
+        });
+        let mut macros = BTreeMap::new();
+        let platform = |prefix: &str| {
+            dist.strip_prefix(prefix)
+                .map(|r| r.split(['.', '_']).next().unwrap_or(r).to_owned())
+                .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        };
+        if let Some(n) = platform(".el") {
+            macros.insert("rhel".to_owned(), n.clone());
+            macros.insert(format!("el{n}"), "1".to_owned());
+        } else if let Some(n) = platform(".fc") {
+            macros.insert("fedora".to_owned(), n.clone());
+            macros.insert(format!("fc{n}"), "1".to_owned());
+        }
+        macros.insert("dist".to_owned(), dist);
+        Target {
+            name: name.to_owned(),
+            macros,
+        }
+    }
+
+    /// `epel9-candidate` builds in `epel9-build`; `el9` in `el9-build`.
+    fn build_tag(&self) -> String {
+        let stem = self.name.strip_suffix("-candidate").unwrap_or(&self.name);
+        format!("{stem}-build")
+    }
+
+    /// Where builds are tagged: `epel9-candidate` -> `epel9`.
+    fn dest_tag(&self) -> String {
+        self.name
+            .strip_suffix("-candidate")
+            .unwrap_or(&self.name)
+            .to_owned()
+    }
 }
 
 #[derive(Default)]
@@ -201,19 +276,26 @@ impl Hub {
             ("id", int(i + 1)),
             ("name", string(&t.name)),
             ("build_tag", int(2 * i + 1)),
-            ("build_tag_name", string(format!("{}-build", t.name))),
+            ("build_tag_name", string(t.build_tag())),
             ("dest_tag", int(2 * i + 2)),
-            ("dest_tag_name", string(&t.name)),
+            ("dest_tag_name", string(t.dest_tag())),
         ])
     }
 
     fn tag_value(&self, id: i64) -> Option<Value> {
         let i = usize::try_from((id - 1) / 2).ok()?;
         let t = self.targets.get(i)?;
-        let name = if id % 2 == 1 {
-            format!("{}-build", t.name)
+        let build = id % 2 == 1;
+        let name = if build { t.build_tag() } else { t.dest_tag() };
+        // A build tag's extra settings carry the buildroot's macros, as
+        // `koji edit-tag --extra rpm.macro.dist=.el9` sets them.
+        let extra: Vec<(String, Value)> = if build {
+            t.macros
+                .iter()
+                .map(|(k, v)| (format!("rpm.macro.{k}"), string(v)))
+                .collect()
         } else {
-            t.name.clone()
+            Vec::new()
         };
         Some(structure([
             ("id", int(id)),
@@ -224,8 +306,30 @@ impl Hub {
             ("perm_id", Value::Nil),
             ("maven_support", Value::Boolean(false)),
             ("maven_include_all", Value::Boolean(false)),
-            ("extra", structure::<String>([])),
+            ("extra", structure(extra)),
         ]))
+    }
+
+    /// Koji's `getBuildConfig(tag)`: the tag with its extra settings (no
+    /// inheritance is modelled: each build tag has its own).
+    fn build_config(&self, tag: &Value) -> Option<Value> {
+        let id = match tag {
+            Value::String(n) => self.tag_id(n),
+            v => v.as_i64(),
+        }?;
+        self.tag_value(id)
+    }
+
+    fn tag_id(&self, name: &str) -> Option<i64> {
+        self.targets.iter().enumerate().find_map(|(i, t)| {
+            if name == t.dest_tag() {
+                Some(2 * i as i64 + 2)
+            } else if name == t.build_tag() {
+                Some(2 * i as i64 + 1)
+            } else {
+                None
+            }
+        })
     }
 
     // ---- session ---------------------------------------------------------
@@ -387,18 +491,15 @@ impl Hub {
             "getTag" => {
                 let info = arg(0, "tagInfo").unwrap_or(Value::Nil);
                 let id = match &info {
-                    Value::String(n) => self.targets.iter().enumerate().find_map(|(i, t)| {
-                        if *n == t.name {
-                            Some(2 * i as i64 + 2)
-                        } else if *n == format!("{}-build", t.name) {
-                            Some(2 * i as i64 + 1)
-                        } else {
-                            None
-                        }
-                    }),
+                    Value::String(n) => self.tag_id(n),
                     v => v.as_i64(),
                 };
                 Ok(id.and_then(|id| self.tag_value(id)).unwrap_or(Value::Nil))
+            }
+            "getBuildConfig" => {
+                let tag = arg(0, "tag").unwrap_or(Value::Nil);
+                self.build_config(&tag)
+                    .ok_or_else(|| generic(format!("No such tagInfo: {tag:?}")))
             }
             "getHost" => Ok(structure([
                 ("id", int(1)),
@@ -852,9 +953,10 @@ impl Hub {
         &self.root
     }
 
-    /// What the builder needs to know: source path, dist, scratch; `None`
+    /// What the builder needs to know: source path, the macros of the
+    /// buildroot (`dist` among them), scratch; `None`
     /// when the task was canceled meanwhile.
-    pub fn start_task(&self, id: i64) -> Option<(PathBuf, String, bool)> {
+    pub fn start_task(&self, id: i64) -> Option<(PathBuf, Macros, bool)> {
         let mut state = self.state();
         let t = state.tasks.get_mut(&id)?;
         if t.cancel_requested || t.state != TaskState::Free {
@@ -863,11 +965,31 @@ impl Hub {
         t.state = TaskState::Open;
         t.started = Some(now());
         let src = self.root.join("work").join(&t.src);
-        let dist = self
-            .target(&t.target)
-            .map(|(_, t)| t.dist.clone())
-            .unwrap_or_default();
-        Some((src, dist, t.scratch))
+        let (target, scratch) = (t.target.clone(), t.scratch);
+        drop(state);
+        Some((src, self.buildroot_macros(&target), scratch))
+    }
+
+    /// The macros a task for `target` builds with, found as a Koji builder
+    /// finds them: `getBuildTarget` -> its build tag -> `getBuildConfig`
+    /// -> `extra["rpm.macro.*"]`.
+    fn buildroot_macros(&self, target: &str) -> Macros {
+        let Some(info) = self.target(target).map(|(i, t)| self.target_value(i, t)) else {
+            return Vec::new();
+        };
+        let Some(config) = info.get("build_tag").and_then(|tag| self.build_config(tag)) else {
+            return Vec::new();
+        };
+        let Some(Value::Struct(extra)) = config.get("extra") else {
+            return Vec::new();
+        };
+        extra
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = k.strip_prefix("rpm.macro.")?;
+                Some((name.to_owned(), v.as_str()?.to_owned()))
+            })
+            .collect()
     }
 
     /// Registers the running rpmbuild so a cancel can kill it; `false` when
@@ -1201,5 +1323,88 @@ impl Handler for Hub {
         resp.headers
             .push(("Koji-Version".into(), KOJI_VERSION.into()));
         Action::Respond(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Target;
+
+    #[test]
+    fn targets_get_the_dist_and_macros_their_names_stand_for() {
+        /// Name, dist given, then the dist, build tag, destination tag and
+        /// other macros wanted.
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            &'a str,
+            &'a str,
+            &'a str,
+            &'a [(&'a str, &'a str)],
+        );
+        let cases: &[Case] = &[
+            (
+                "el9",
+                None,
+                ".el9",
+                "el9-build",
+                "el9",
+                &[("el9", "1"), ("rhel", "9")],
+            ),
+            (
+                "epel9-candidate",
+                None,
+                ".el9",
+                "epel9-build",
+                "epel9",
+                &[("el9", "1"), ("rhel", "9")],
+            ),
+            (
+                "f41-candidate",
+                None,
+                ".fc41",
+                "f41-build",
+                "f41",
+                &[("fc41", "1"), ("fedora", "41")],
+            ),
+            (
+                "fc40",
+                Some(".fc40"),
+                ".fc40",
+                "fc40-build",
+                "fc40",
+                &[("fc40", "1"), ("fedora", "40")],
+            ),
+            (
+                "rhel-9.4.0-candidate",
+                None,
+                ".el9",
+                "rhel-9.4.0-build",
+                "rhel-9.4.0",
+                &[("el9", "1"), ("rhel", "9")],
+            ),
+            ("side-tag", None, ".side", "side-tag-build", "side-tag", &[]),
+            (
+                "x",
+                Some(".el9_4"),
+                ".el9_4",
+                "x-build",
+                "x",
+                &[("el9", "1"), ("rhel", "9")],
+            ),
+        ];
+        for &(name, dist, want_dist, build, dest, macros) in cases {
+            let t = Target::new(name, dist);
+            assert_eq!(t.macros["dist"], want_dist, "{name}");
+            assert_eq!(t.build_tag(), build, "{name}");
+            assert_eq!(t.dest_tag(), dest, "{name}");
+            let others: Vec<(&str, &str)> = t
+                .macros
+                .iter()
+                .filter(|(k, _)| *k != "dist")
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(others, macros, "{name}");
+        }
     }
 }

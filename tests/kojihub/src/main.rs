@@ -23,7 +23,10 @@ struct Args {
     /// Root of the hub's files (uploads, task outputs, packages).
     #[arg(long)]
     root: PathBuf,
-    /// Build targets, comma separated: NAME or NAME=DIST (default dist: `.NAME`).
+    /// Build targets, comma separated: NAME or NAME=DIST. Without DIST the
+    /// build tag's dist is the one Fedora's and EPEL's names stand for
+    /// (`f41-candidate` -> `.fc41`, `epel9-candidate` -> `.el9`, `el9` ->
+    /// `.el9`), else `.<first word of NAME>`.
     #[arg(long, value_delimiter = ',', default_value = "el9,fc40")]
     targets: Vec<String>,
     /// Tasks stay FREE this long before they build.
@@ -56,8 +59,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut targets = Vec::new();
     for spec in &args.targets {
         let (name, dist) = match spec.split_once('=') {
-            Some((n, d)) => (n.trim().to_owned(), d.trim().to_owned()),
-            None => (spec.trim().to_owned(), format!(".{}", spec.trim())),
+            Some((n, d)) => (n.trim(), Some(d.trim())),
+            None => (spec.trim(), None),
         };
         anyhow::ensure!(
             !name.is_empty()
@@ -66,7 +69,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
             "target {spec:?}: letters, digits, '.', '_', '-' only"
         );
-        targets.push(hub::Target { name, dist });
+        targets.push(hub::Target::new(name, dist));
     }
     std::fs::create_dir_all(args.root.join("work"))
         .with_context(|| format!("cannot create {}", args.root.display()))?;

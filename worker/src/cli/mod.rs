@@ -691,13 +691,20 @@ fn print_publish(s: &crate::stage::publish::PublishSummary) {
     for r in &s.repos {
         let _ = writeln!(
             out,
-            "  {} {}: {} ({} packages)\n    repo file: {}",
+            "  {} {}{}: {} ({} packages)\n    repo file: {}",
             r.repo,
+            r.branch
+                .as_deref()
+                .map(|b| format!("{b} "))
+                .unwrap_or_default(),
             r.target,
             r.url,
             r.packages.len(),
             r.repo_file_url
         );
+    }
+    if let Some(note) = &s.layout_note {
+        let _ = writeln!(out, "  note: {note}");
     }
 }
 
@@ -762,8 +769,12 @@ fn print_run_result(
         eprintln!("\nrepositories:");
         for r in repos {
             eprintln!(
-                "  {} ({}): {}  [{}]",
+                "  {} {}({}): {}  [{}]",
                 r["repo"].as_str().unwrap_or(""),
+                r["branch"]
+                    .as_str()
+                    .map(|b| format!("{b} "))
+                    .unwrap_or_default(),
                 r["target"].as_str().unwrap_or(""),
                 r["url"].as_str().unwrap_or(""),
                 r["repo_file"].as_str().unwrap_or("")

@@ -97,9 +97,10 @@ pub enum BuildBackend {
 pub struct Build {
     #[serde(default)]
     pub backend: BuildBackend,
-    /// Targets of repositories that list none.
+    /// Targets of repositories that list none, and the definitions a
+    /// repository's target names refer to.
     #[serde(default)]
-    pub targets: Vec<String>,
+    pub targets: Vec<TargetSpec>,
     /// Target builds run at once.
     #[serde(default = "default_jobs")]
     pub jobs: usize,
@@ -122,6 +123,101 @@ impl Default for Build {
     }
 }
 
+/// One entry of a `targets` list: a bare name (`"el9"`: dist `.el9`, or
+/// the `[[build.targets]]` of that name), or a table with `name`, `dist`
+/// and `macros`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    Name(String),
+    Table(TargetTable),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetTable {
+    pub name: String,
+    /// `%{dist}` (default `.<name>`).
+    pub dist: Option<String>,
+    /// Further macros, e.g. `rhel = "9"`, `el9 = "1"`, `fedora = 41`.
+    #[serde(default)]
+    pub macros: std::collections::BTreeMap<String, MacroValue>,
+}
+
+/// A macro's value as written: `"9"` or `9` (or `true`) all define `9`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum MacroValue {
+    Text(String),
+    Number(i64),
+    Flag(bool),
+}
+
+impl MacroValue {
+    fn text(&self) -> String {
+        match self {
+            MacroValue::Text(t) => t.clone(),
+            MacroValue::Number(n) => n.to_string(),
+            MacroValue::Flag(b) => u8::from(*b).to_string(),
+        }
+    }
+}
+
+impl TargetSpec {
+    pub fn name(&self) -> &str {
+        match self {
+            TargetSpec::Name(n) => n,
+            TargetSpec::Table(t) => &t.name,
+        }
+    }
+
+    /// What `rpmbuild` is told; a bare name takes the definition of that
+    /// name in `defined` (`[[build.targets]]`) if there is one.
+    fn resolve(&self, defined: &[TargetSpec]) -> crate::rpm::Target {
+        let table = match self {
+            TargetSpec::Table(t) => Some(t),
+            TargetSpec::Name(n) => defined.iter().find_map(|d| match d {
+                TargetSpec::Table(t) if &t.name == n => Some(t),
+                _ => None,
+            }),
+        };
+        match table {
+            Some(t) => crate::rpm::Target {
+                name: t.name.clone(),
+                dist: t.dist.clone().unwrap_or_else(|| format!(".{}", t.name)),
+                macros: t
+                    .macros
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.text()))
+                    .collect(),
+            },
+            None => crate::rpm::Target::named(self.name()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TargetSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a target name or a table with `name`, `dist`, `macros`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TargetSpec, E> {
+                Ok(TargetSpec::Name(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<TargetSpec, A::Error> {
+                TargetTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(TargetSpec::Table)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Publish {
@@ -129,9 +225,21 @@ pub struct Publish {
     pub dir: Option<PathBuf>,
     /// URL under which `dir` is served (default `file://<dir>`).
     pub base_url: Option<String>,
-    /// Builds of each package kept in a repository.
+    /// Builds of each package kept in a repository, per branch.
     #[serde(default = "default_keep")]
     pub keep: usize,
+    /// One repository per branch (`<repo>/<branch>/<target>/`); `false`:
+    /// one per repository and target for all branches.
+    #[serde(default = "default_per_branch")]
+    pub per_branch: bool,
+    /// Architecture directories every repository has (each holds the
+    /// noarch packages too); default: this machine's `$basearch`.
+    #[serde(default)]
+    pub arches: Vec<String>,
+}
+
+fn default_per_branch() -> bool {
+    true
 }
 
 fn default_keep() -> usize {
@@ -144,6 +252,8 @@ impl Default for Publish {
             dir: None,
             base_url: None,
             keep: default_keep(),
+            per_branch: default_per_branch(),
+            arches: Vec::new(),
         }
     }
 }
@@ -327,9 +437,10 @@ pub struct Repo {
     pub default_branch: Option<String>,
     /// RPM spec: a path inside the repository, or a file next to the config.
     pub spec: Option<PathBuf>,
-    /// Build targets (platforms) of this repository.
+    /// Build targets (platforms) of this repository: names (of
+    /// `[[build.targets]]`, or `.<name>` as dist) or tables.
     #[serde(default)]
-    pub targets: Vec<String>,
+    pub targets: Vec<TargetSpec>,
     /// Routing rules for lists that carry several projects.
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -748,24 +859,20 @@ impl Config {
         if self.publish.keep == 0 {
             return Err(self.invalid("publish.keep", "must be greater than 0"));
         }
-        if self.build.jobs == 0 {
-            return Err(self.invalid("build.jobs", "must be greater than 0"));
-        }
-        for target in self
-            .build
-            .targets
-            .iter()
-            .chain(self.repos.iter().flat_map(|r| &r.targets))
-        {
-            if !is_safe_name(target) {
+        for arch in &self.publish.arches {
+            // `src` and `repodata` are taken; noarch packages go into
+            // every architecture directory, never one of their own.
+            if !is_safe_name(arch) || matches!(arch.as_str(), "src" | "noarch" | "repodata") {
                 return Err(self.invalid(
-                    "targets",
-                    format!(
-                        "{target:?} is not a valid target name (letters, digits, '.', '_', '-')"
-                    ),
+                    "publish.arches",
+                    format!("{arch:?} is not an architecture directory name (e.g. \"x86_64\")"),
                 ));
             }
         }
+        if self.build.jobs == 0 {
+            return Err(self.invalid("build.jobs", "must be greater than 0"));
+        }
+        self.validate_targets()?;
         let intake = &self.intake;
         if intake.poll_secs == 0 {
             return Err(self.invalid("intake.poll_secs", "must be greater than 0"));
@@ -993,6 +1100,87 @@ impl Config {
             .map(|(_, v)| PathBuf::from(v));
         koji.resolve(env, home.as_deref())
             .map_err(|(key, message)| self.invalid(key, message))
+    }
+
+    /// Target names fit paths and are unique per list; locally every dist
+    /// fits a `Release:` and every macro name is one rpm takes. A Koji
+    /// target is only a name (the hub's build tag has the dist).
+    fn validate_targets(&self) -> Result<(), Error> {
+        let local = self.build.backend == BuildBackend::Local;
+        let lists = std::iter::once(("build.targets".to_owned(), &self.build.targets)).chain(
+            self.repos
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("repos[{i}].targets"), &r.targets)),
+        );
+        for (key, list) in lists {
+            let mut seen = std::collections::BTreeSet::new();
+            for spec in list {
+                let name = spec.name();
+                if !is_safe_name(name) || name == "latest" {
+                    return Err(self.invalid(
+                        &key,
+                        format!(
+                            "{name:?} is not a valid target name (letters, digits, '.', '_', '-'; not \"latest\")"
+                        ),
+                    ));
+                }
+                if !seen.insert(name) {
+                    return Err(self.invalid(&key, format!("target {name:?} is listed twice")));
+                }
+                if !local {
+                    continue;
+                }
+                let target = spec.resolve(&self.build.targets);
+                if !crate::rpm::is_valid_dist(&target.dist) {
+                    let fix = match spec {
+                        TargetSpec::Name(_) => format!(
+                            "; give it a dist: [[build.targets]] name = {name:?}, dist = \".el9\""
+                        ),
+                        TargetSpec::Table(_) => String::new(),
+                    };
+                    return Err(self.invalid(
+                        &key,
+                        format!(
+                            "target {name:?}: dist {:?} cannot end a Release: (a '.' and letters, digits, '_', '+', '~', '^'; no '-'){fix}",
+                            target.dist
+                        ),
+                    ));
+                }
+                for (macro_name, value) in &target.macros {
+                    if !crate::rpm::is_macro_name(macro_name)
+                        || matches!(macro_name.as_str(), "dist" | "_topdir" | "_dbpath")
+                    {
+                        return Err(self.invalid(
+                            &key,
+                            format!(
+                                "target {name:?}: {macro_name:?} is not a macro patchline can define (letters, digits, '_'; `dist` has its own key; `_topdir`/`_dbpath` are patchline's)"
+                            ),
+                        ));
+                    }
+                    if value.contains(['\n', '\0']) {
+                        return Err(self.invalid(
+                            &key,
+                            format!("target {name:?}: macro {macro_name:?}: one line only"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The targets `repo` is built for: its own list, else
+    /// `[build].targets`, each resolved to its macros.
+    pub fn targets_of(&self, repo: &Repo) -> Vec<crate::rpm::Target> {
+        let list = if repo.targets.is_empty() {
+            &self.build.targets
+        } else {
+            &repo.targets
+        };
+        list.iter()
+            .map(|t| t.resolve(&self.build.targets))
+            .collect()
     }
 
     fn validate_tests(&self) -> Result<(), Error> {
@@ -1254,6 +1442,15 @@ impl Config {
         }
     }
 
+    /// The architecture directories every published repository has.
+    pub fn publish_arches(&self) -> Vec<String> {
+        if self.publish.arches.is_empty() {
+            vec![crate::rpm::host_basearch().to_owned()]
+        } else {
+            self.publish.arches.clone()
+        }
+    }
+
     /// Where the repository lives on this machine.
     pub fn repo_path(&self, repo: &Repo) -> PathBuf {
         match &repo.path {
@@ -1460,6 +1657,76 @@ mod tests {
         }
         let e = err(&format!("{repo}trailers = \"yes\"\n"));
         assert!(e.contains("trailers"), "{e}");
+    }
+
+    #[test]
+    fn targets_are_macro_sets_and_names_still_work() {
+        let text = r#"
+[intake]
+path = "list.mbox"
+
+[[build.targets]]
+name = "epel9-candidate"
+dist = ".el9"
+macros = { rhel = "9", el9 = 1 }
+
+[[build.targets]]
+name = "f41"
+dist = ".fc41"
+macros = { fedora = 41, fc41 = "1" }
+
+[[repos]]
+name = "a"
+path = "repo"
+targets = ["epel9-candidate", "el8"]
+
+[[repos]]
+name = "b"
+path = "repo"
+"#;
+        let c = load(text, &[]).unwrap();
+        let a = c.targets_of(&c.repos[0]);
+        assert_eq!(a[0].name, "epel9-candidate");
+        assert_eq!(a[0].dist, ".el9", "the hyphenated name is not the dist");
+        assert_eq!(a[0].macros["rhel"], "9");
+        assert_eq!(a[0].macros["el9"], "1");
+        assert_eq!(a[1], crate::rpm::Target::named("el8"));
+        let b = c.targets_of(&c.repos[1]);
+        assert_eq!(
+            b.iter().map(|t| t.dist.as_str()).collect::<Vec<_>>(),
+            [".el9", ".fc41"]
+        );
+        assert_eq!(b[1].macros["fedora"], "41");
+        // The old string list, also from the environment.
+        let c = load(
+            "[intake]\npath = \"x\"\n",
+            &[("PATCHLINE_BUILD__TARGETS", "[\"el9\", \"fc40\"]")],
+        )
+        .unwrap();
+        assert_eq!(c.build.targets[1], TargetSpec::Name("fc40".into()));
+    }
+
+    #[test]
+    fn a_target_that_cannot_make_a_release_is_named() {
+        let e = err("[intake]\npath = \"x\"\n[build]\ntargets = [\"el9\", \"epel9-candidate\"]\n");
+        assert!(
+            e.contains("key `build.targets`")
+                && e.contains("\"epel9-candidate\"")
+                && e.contains("[[build.targets]] name = \"epel9-candidate\""),
+            "{e}"
+        );
+        let e = err("[intake]\npath = \"x\"\n[[build.targets]]\nname = \"x9\"\ndist = \".el-9\"\n");
+        assert!(e.contains("dist \".el-9\" cannot end a Release:"), "{e}");
+        let e = err(
+            "[intake]\npath = \"x\"\n[[build.targets]]\nname = \"x9\"\nmacros = { dist = \".el9\" }\n",
+        );
+        assert!(e.contains("\"dist\" is not a macro"), "{e}");
+        let e = err("[intake]\npath = \"x\"\n[[build.targets]]\nname = \"x9\"\nflavour = 1\n");
+        assert!(e.contains("flavour"), "{e}");
+        let e = err("[intake]\npath = \"x\"\n[build]\ntargets = [\"el9\", \"el9\"]\n");
+        assert!(e.contains("listed twice"), "{e}");
+        let e = err("[intake]\npath = \"x\"\n[build]\ntargets = [\"latest\"]\n");
+        assert!(e.contains("not a valid target name"), "{e}");
     }
 
     #[test]

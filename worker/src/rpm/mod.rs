@@ -3,14 +3,82 @@
 //! (the embedded default) or a Koji hub ([`koji`]).
 //!
 //! Honest about the host: local builds are for the host architecture only;
-//! a target is a set of macros (`dist`), not a chroot. It knows nothing of
+//! a target is a set of macros ([`Target`]: `dist`, `rhel`, `fedora`, ...),
+//! not a chroot. It knows nothing of
 //! the state database: the build stage records what a backend returns.
 
 pub mod koji;
 pub mod srpm;
+pub mod vercmp;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// A platform to build for: locally, the macros `rpmbuild` is given so a
+/// spec that branches on `%rhel` or `%fedora` builds as it would there;
+/// on Koji only `name` is used (the hub takes `dist` from the target's
+/// build tag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Any name (`el9`, `epel9-candidate`): paths, reports, Koji target.
+    pub name: String,
+    /// `%{dist}`, e.g. `.el9`; empty for none.
+    pub dist: String,
+    /// Further macros, e.g. `rhel` -> `9`, `el9` -> `1`.
+    pub macros: BTreeMap<String, String>,
+}
+
+impl Target {
+    /// The target of a bare name: dist `.<name>`, no other macros.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            dist: format!(".{name}"),
+            macros: BTreeMap::new(),
+        }
+    }
+
+    /// `--define` arguments (one argument per definition, never a shell
+    /// line): `dist` first, then the macros by name.
+    pub fn define_args(&self) -> Vec<String> {
+        let dist = if self.dist.is_empty() {
+            "%{nil}"
+        } else {
+            &self.dist
+        };
+        let mut args = vec!["--define".to_owned(), format!("dist {dist}")];
+        for (name, value) in &self.macros {
+            args.push("--define".to_owned());
+            args.push(format!("{name} {value}"));
+        }
+        args
+    }
+}
+
+/// Whether `dist` can end a `Release:` (as `%{?dist}` does): empty, or
+/// `.`-led segments of letters, digits, `_`, `+`, `~`, `^` (a `-` would
+/// split the NVR wrongly; rpm refuses it in a release).
+pub fn is_valid_dist(dist: &str) -> bool {
+    dist.is_empty()
+        || (dist.starts_with('.')
+            && dist[1..].split('.').all(|seg| {
+                !seg.is_empty()
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '~' | '^'))
+            }))
+}
+
+/// Whether `name` can be defined as a macro with `--define` (`rhel`,
+/// `el9`, `_with_tests`).
+pub fn is_macro_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
 
 /// A backend that cannot work at all ([`Backend::build`]'s `Err`), or why
 /// one SRPM or one target failed ([`make_srpm`], [`TargetResult::result`]:
@@ -67,6 +135,18 @@ pub enum Error {
     Panicked { target: String },
 }
 
+/// dnf's `$basearch` of this machine: the architecture directory that
+/// always exists, so noarch-only packages install here.
+pub fn host_basearch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86" => "i386",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "powerpc64" => "ppc64",
+        "arm" => "armhfp",
+        other => other,
+    }
+}
+
 fn short(commit: &str) -> &str {
     commit.get(..7).unwrap_or(commit)
 }
@@ -94,7 +174,7 @@ pub struct Job {
     pub dir: PathBuf,
     pub srpm: PathBuf,
     pub nvr: String,
-    pub targets: Vec<String>,
+    pub targets: Vec<Target>,
     /// Targets whose build a backend started earlier for this very SRPM
     /// (a stage interrupted while it waited): `(target, Koji task id)`, to
     /// be watched again instead of started twice.
@@ -183,7 +263,12 @@ pub fn make_srpm(
     }
     let date = chrono::Utc::now().format("%Y%m%d").to_string();
     let spec_name = spec_rel.display().to_string();
-    let stamped = srpm::stamp_release(&spec_text, &spec_name, &date, short(tip))?;
+    let stamp = srpm::Stamp {
+        count: srpm::commit_count(repo_path, tip)?,
+        date: &date,
+        short: short(tip),
+    };
+    let stamped = srpm::stamp_release(&spec_text, &spec_name, &stamp)?;
     let spec_file_name = spec_rel
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -248,7 +333,7 @@ struct TargetOutcome {
 fn rebuild_all(
     dir: &Path,
     srpm: &Path,
-    targets: &[String],
+    targets: &[Target],
     jobs: usize,
 ) -> Vec<(String, TargetOutcome)> {
     let mut out = Vec::new();
@@ -256,7 +341,7 @@ fn rebuild_all(
         std::thread::scope(|scope| {
             let handles: Vec<_> = chunk
                 .iter()
-                .map(|t| (t.clone(), scope.spawn(move || rebuild(dir, srpm, t))))
+                .map(|t| (t.name.clone(), scope.spawn(move || rebuild(dir, srpm, t))))
                 .collect();
             for (t, h) in handles {
                 let outcome = h.join().unwrap_or_else(|_| TargetOutcome {
@@ -271,7 +356,8 @@ fn rebuild_all(
     out
 }
 
-fn rebuild(dir: &Path, srpm: &Path, target: &str) -> TargetOutcome {
+fn rebuild(dir: &Path, srpm: &Path, t: &Target) -> TargetOutcome {
+    let target = t.name.as_str();
     let started = std::time::Instant::now();
     let topdir = dir.join(format!("target-{target}"));
     let log = dir.join(format!("{target}.log"));
@@ -285,8 +371,7 @@ fn rebuild(dir: &Path, srpm: &Path, target: &str) -> TargetOutcome {
             .arg(format!("_topdir {}", topdir.display()))
             .arg("--define")
             .arg(format!("_dbpath {}", topdir.join("rpmdb").display()))
-            .arg("--define")
-            .arg(format!("dist .{target}"))
+            .args(t.define_args())
             .arg(srpm)
             .output()
             .map_err(|source| srpm::Error::Spawn {
@@ -324,6 +409,50 @@ fn rebuild(dir: &Path, srpm: &Path, target: &str) -> TargetOutcome {
 mod tests {
     use super::*;
     use std::error::Error as _;
+
+    #[test]
+    fn targets_define_their_macros_one_argument_each() {
+        let mut t = Target::named("epel9-candidate");
+        t.dist = ".el9".into();
+        t.macros.insert("rhel".into(), "9".into());
+        t.macros.insert("el9".into(), "1".into());
+        assert_eq!(
+            t.define_args(),
+            [
+                "--define",
+                "dist .el9",
+                "--define",
+                "el9 1",
+                "--define",
+                "rhel 9"
+            ]
+        );
+        t.dist.clear();
+        assert_eq!(t.define_args()[1], "dist %{nil}");
+    }
+
+    #[test]
+    fn dists_and_macro_names() {
+        for ok in [
+            "",
+            ".el9",
+            ".fc41",
+            ".el9_4",
+            ".module+el9.1.0+123",
+            ".el9~bootstrap",
+        ] {
+            assert!(is_valid_dist(ok), "{ok:?}");
+        }
+        for bad in [".epel9-candidate", "el9", ".", ".el9.", ".el 9", ".el9%"] {
+            assert!(!is_valid_dist(bad), "{bad:?}");
+        }
+        for ok in ["rhel", "el9", "_with_tests", "fedora"] {
+            assert!(is_macro_name(ok), "{ok:?}");
+        }
+        for bad in ["", "9rhel", "rh-el", "a b"] {
+            assert!(!is_macro_name(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_spec_found_nowhere_names_both_places_and_keeps_the_io_error() {

@@ -1,7 +1,14 @@
 //! Source RPMs from a commit: the tree as `<name>-<version>.tar.gz` (as the
 //! spec's `Source0` expects), the spec with its `Release` stamped
-//! `<base>.<YYYYMMDD>git<shortsha>` so every nightly build is newer than
-//! the last, and `rpmbuild -bs` in a private `_topdir`.
+//! `<base>.<count>.<YYYYMMDD>git<shortsha>` so every build of a branch is
+//! newer than the last, and `rpmbuild -bs` in a private `_topdir`.
+//!
+//! The count (commits reachable from the commit built, `git rev-list
+//! --count`) comes first because rpm compares releases segment by segment:
+//! with the date first, two builds of one day were ordered by their hashes
+//! and `dnf upgrade` could move a user backwards. A branch only grows, so
+//! its count does; the same commit always gets the same count (an NVR is
+//! reproducible), and a rebuild on a later day is still newer by its date.
 //!
 //! Processes are spawned with argument vectors only.
 
@@ -52,14 +59,20 @@ pub enum Error {
     },
 }
 
-/// Rewrites the `Release:` value `1%{?dist}` as `1.<date>git<short>%{?dist}`
-/// (the macro tail is kept as written).
-pub fn stamp_release(
-    spec: &str,
-    spec_name: &str,
-    date: &str,
-    short: &str,
-) -> Result<String, Error> {
+/// What a stamped release carries after the spec's own base.
+pub struct Stamp<'a> {
+    /// Commits reachable from the commit built ([`commit_count`]).
+    pub count: u64,
+    /// `YYYYMMDD` (UTC) of the build.
+    pub date: &'a str,
+    /// The commit's short id.
+    pub short: &'a str,
+}
+
+/// Rewrites the `Release:` value `1%{?dist}` as
+/// `1.<count>.<date>git<short>%{?dist}` (the macro tail is kept as written).
+pub fn stamp_release(spec: &str, spec_name: &str, stamp: &Stamp<'_>) -> Result<String, Error> {
+    let Stamp { count, date, short } = stamp;
     let mut out = String::with_capacity(spec.len() + 32);
     let mut stamped = false;
     for line in spec.split_inclusive('\n') {
@@ -74,7 +87,7 @@ pub fn stamp_release(
             let base = if base.is_empty() { "0" } else { base };
             let eol = if line.ends_with('\n') { "\n" } else { "" };
             out.push_str(&format!(
-                "Release:        {base}.{date}git{short}{tail}{eol}"
+                "Release:        {base}.{count}.{date}git{short}{tail}{eol}"
             ));
             stamped = true;
         } else {
@@ -87,6 +100,31 @@ pub fn stamp_release(
         });
     }
     Ok(out)
+}
+
+/// The number of commits reachable from `commit` (as `git rev-list
+/// --count`): the counter of [`stamp_release`].
+pub fn commit_count(repo_path: &Path, commit: &str) -> Result<u64, Error> {
+    let repo = gix::open(repo_path).map_err(|source| Error::Open {
+        path: repo_path.to_owned(),
+        source,
+    })?;
+    let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|source| Error::BadCommit {
+        path: repo_path.to_owned(),
+        commit: commit.to_owned(),
+        source,
+    })?;
+    let git = |source: gix::Error| Error::Git {
+        path: repo_path.to_owned(),
+        what: format!("count the commits of {commit}"),
+        source,
+    };
+    let mut count = 0;
+    for info in repo.rev_walk([id]).all().map_err(git)? {
+        info.map_err(git)?;
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// `%{name}` and `%{version}` of a spec, as rpm itself expands them.
@@ -238,26 +276,75 @@ mod tests {
         let cases = [
             (
                 "Release:        1%{?dist}\n",
-                "Release:        1.20261125gitabc1234%{?dist}\n",
+                "Release:        1.42.20261125gitabc1234%{?dist}\n",
             ),
-            ("release: 3\n", "Release:        3.20261125gitabc1234\n"),
+            ("release: 3\n", "Release:        3.42.20261125gitabc1234\n"),
             (
                 "Release: 0.rc1%{?dist}",
-                "Release:        0.rc1.20261125gitabc1234%{?dist}",
+                "Release:        0.rc1.42.20261125gitabc1234%{?dist}",
             ),
             (
                 "Release: %{rel}%{?dist}\n",
-                "Release:        0.20261125gitabc1234%{rel}%{?dist}\n",
+                "Release:        0.42.20261125gitabc1234%{rel}%{?dist}\n",
             ),
         ];
+        let stamp = Stamp {
+            count: 42,
+            date: "20261125",
+            short: "abc1234",
+        };
         for (input, want) in cases {
             let spec = format!("Name: x\n{input}");
-            let got = stamp_release(&spec, "x.spec", "20261125", "abc1234").unwrap();
+            let got = stamp_release(&spec, "x.spec", &stamp).unwrap();
             assert_eq!(got, format!("Name: x\n{want}"), "{input:?}");
         }
-        let e = stamp_release("Name: x\n", "x.spec", "d", "s")
+        let e = stamp_release("Name: x\n", "x.spec", &stamp)
             .unwrap_err()
             .to_string();
         assert_eq!(e, "spec x.spec: no `Release:` line");
+    }
+
+    /// Four builds of one branch on one day, in commit order, whatever
+    /// their hashes: each stamped release sorts after the one before (the
+    /// order `dnf upgrade` follows), and the count is git's own.
+    #[test]
+    fn releases_of_a_branch_sort_newest_last_on_one_day() {
+        use crate::rpm::vercmp::rpmvercmp;
+        use crate::testkit::git;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        git(d, &["init", "-q"]);
+        let mut releases = Vec::new();
+        for n in 1..=11 {
+            std::fs::write(d.join("f"), format!("{n}\n")).unwrap();
+            git(d, &["add", "f"]);
+            git(d, &["commit", "-q", "-m", &format!("change {n}")]);
+            let head = String::from_utf8(git(d, &["rev-parse", "HEAD"])).unwrap();
+            let head = head.trim();
+            let count = commit_count(d, head).unwrap();
+            let by_git = String::from_utf8(git(d, &["rev-list", "--count", head])).unwrap();
+            assert_eq!(count.to_string(), by_git.trim());
+            let stamp = Stamp {
+                count,
+                date: "20261202",
+                short: &head[..7],
+            };
+            let spec = stamp_release("Release: 3%{?dist}\n", "x.spec", &stamp).unwrap();
+            let release = spec["Release:".len()..].trim().replace("%{?dist}", ".el9");
+            releases.push(release);
+        }
+        // 9 -> 10 -> 11: numerically, not as text.
+        for pair in releases.windows(2) {
+            assert_eq!(
+                rpmvercmp(&pair[0], &pair[1]),
+                std::cmp::Ordering::Less,
+                "{pair:?}"
+            );
+        }
+        let e = commit_count(d, "0123456789abcdef0123456789abcdef01234567").unwrap_err();
+        assert!(
+            e.to_string().contains("count the commits of 0123456"),
+            "{e}"
+        );
     }
 }

@@ -153,11 +153,7 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
             ));
             continue;
         };
-        let targets: Vec<String> = if repo.targets.is_empty() {
-            config.build.targets.clone()
-        } else {
-            repo.targets.clone()
-        };
+        let targets = config.targets_of(repo);
         if targets.is_empty() {
             summary.not_built.push(format!(
                 "{repo_name}/{branch}: no build targets (set `targets` of the repository or [build].targets)"
@@ -169,7 +165,7 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
         let mut pending = Vec::new();
         let mut started = Vec::new();
         for target in &targets {
-            match store.recorded_build::<TargetBuild>(run, &repo_name, &branch, target)? {
+            match store.recorded_build::<TargetBuild>(run, &repo_name, &branch, &target.name)? {
                 Some(done) if done.commit == tip && done.state == BuildState::Ok => {
                     summary.builds.push(done)
                 }
@@ -180,7 +176,7 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
                     nvr: Some(nvr),
                     ..
                 }) if commit == tip && state == BuildState::Started => {
-                    started.push((target.clone(), task, nvr));
+                    started.push((target.name.clone(), task, nvr));
                     pending.push(target.clone());
                 }
                 _ => pending.push(target.clone()),
@@ -222,7 +218,8 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
                 // The summary and the state keep the text (one per target).
                 let error = e.to_string();
                 for t in &pending {
-                    let mut b = TargetBuild::new(&repo_name, &branch, &tip, t, BuildState::Failed);
+                    let mut b =
+                        TargetBuild::new(&repo_name, &branch, &tip, &t.name, BuildState::Failed);
                     b.error = Some(error.clone());
                     b.record(store, run)?;
                     summary.builds.push(b);

@@ -62,8 +62,12 @@ pub fn test_stage(store: &Store, config: &Config, run: i64) -> Result<TestSummar
                 rpms: build.rpms.clone(),
                 repo_url: published
                     .iter()
-                    .find(|(r, t, _)| r == &build.repo && t == &build.target)
-                    .map(|(_, _, url)| url.clone())
+                    .find(|(r, b, t, _)| {
+                        r == &build.repo
+                            && t == &build.target
+                            && b.as_ref().is_none_or(|b| b == &build.branch)
+                    })
+                    .map(|(_, _, _, url)| url.clone())
                     .unwrap_or_default(),
             };
             let _span = tracing::info_span!("test", run, repo = %build.repo, target = %build.target, test = %test.name).entered();
@@ -103,9 +107,12 @@ pub fn test_stage(store: &Store, config: &Config, run: i64) -> Result<TestSummar
     Ok(summary)
 }
 
-/// `(repo, target, url)` of the repositories the publish stage of `run`
-/// wrote, from its recorded summary.
-fn published_urls(store: &Store, run: i64) -> Result<Vec<(String, String, String)>, store::Error> {
+/// `(repo, branch, target, url)` of the repositories the publish stage of
+/// `run` wrote, from its recorded summary (branch `None`: one repository
+/// for all branches).
+type Published = (String, Option<String>, String, String);
+
+fn published_urls(store: &Store, run: i64) -> Result<Vec<Published>, store::Error> {
     let stages = store.stages(run)?;
     let Some(summary) = stages
         .into_iter()
@@ -119,6 +126,6 @@ fn published_urls(store: &Store, run: i64) -> Result<Vec<(String, String, String
     Ok(publish
         .repos
         .into_iter()
-        .map(|r| (r.repo, r.target, r.url))
+        .map(|r| (r.repo, r.branch, r.target, r.url))
         .collect())
 }

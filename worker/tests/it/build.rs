@@ -60,14 +60,17 @@ fn applied_branch_is_built_for_each_target_once() {
     let tip = git(&p.join("tiny.git"), &["rev-parse", "--short=7", "master"])
         .trim()
         .to_owned();
+    let count = git(&p.join("tiny.git"), &["rev-list", "--count", "master"])
+        .trim()
+        .to_owned();
     let date = chrono_today();
     for (b, target) in builds.iter().zip(["el9", "fc40"]) {
         assert_eq!(b["target"], target);
         let rpm = b["rpms"][0].as_str().unwrap();
         assert_eq!(
             rpm_query(Path::new(rpm), "%{NAME} %{VERSION} %{RELEASE}"),
-            format!("tiny 2.1 3.{date}git{tip}.{target}"),
-            "release stamped with date, commit and dist"
+            format!("tiny 2.1 3.{count}.{date}git{tip}.{target}"),
+            "release stamped with commit count, date, commit and dist"
         );
         let files = rpm_query(Path::new(rpm), "[%{FILENAMES}\n]");
         assert!(files.contains("/usr/share/tiny/greeting"), "{files}");
@@ -133,4 +136,49 @@ fn a_broken_spec_fails_the_build_with_rpmbuilds_message() {
         error.contains("tiny.spec") && error.contains("unclosed macro"),
         "{error}"
     );
+}
+
+/// `[[build.targets]]` are macro sets: a spec branching on `%rhel` and
+/// `%fedora` builds as on that platform, and a Koji-style name with a
+/// hyphen is only a name (its dist is the one configured).
+#[test]
+fn targets_build_with_their_own_macros() {
+    let spec = TINY_SPEC.replace(
+        "Summary: test package\n",
+        "Summary: built for %{?rhel:rhel %{rhel}}%{?fedora:fedora %{fedora}}%{?el9: el9}\n",
+    );
+    let site = site(&spec);
+    let p = site.path();
+    let config = std::fs::read_to_string(p.join("patchline.toml"))
+        .unwrap()
+        .replace(
+            "targets = [\"el9\", \"fc40\"]\n",
+            "targets = [\"epel9-candidate\", \"f41\"]\n",
+        );
+    std::fs::write(
+        p.join("patchline.toml"),
+        format!(
+            "{config}\n[[build.targets]]\nname = \"epel9-candidate\"\ndist = \".el9\"\nmacros = {{ rhel = \"9\", el9 = \"1\" }}\n\n[[build.targets]]\nname = \"f41\"\ndist = \".fc41\"\nmacros = {{ fedora = 41 }}\n"
+        ),
+    )
+    .unwrap();
+    let ran = patchline(p, &["run", "--json"]);
+    assert_eq!(ran.code(), 0, "{}", ran.describe());
+    let status = ran.json();
+    let builds = status["stages"][2]["summary"]["builds"].as_array().unwrap();
+    let want = [
+        ("epel9-candidate", ".el9", "built for rhel 9 el9"),
+        ("f41", ".fc41", "built for fedora 41"),
+    ];
+    for (b, (target, dist, summary)) in builds.iter().zip(want) {
+        assert_eq!(b["target"], target);
+        let rpm = Path::new(b["rpms"][0].as_str().unwrap());
+        let release = rpm_query(rpm, "%{RELEASE}");
+        assert!(release.ends_with(dist), "{target}: {release}");
+        assert!(!release.contains('-'), "{release}");
+        assert_eq!(rpm_query(rpm, "%{SUMMARY}"), summary);
+    }
+    // Published under the target's name.
+    let publish = status["stages"][3]["summary"]["repos"].as_array().unwrap();
+    assert_eq!(publish[0]["target"], "epel9-candidate", "{publish:?}");
 }

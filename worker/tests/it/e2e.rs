@@ -155,7 +155,10 @@ security = "none"
         ]
     );
     // The repository: metadata and the package, as dnf would read them.
-    let repo = Path::new(p).join("publish/tiny/el9/noarch");
+    let repo = Path::new(p).join(format!(
+        "publish/tiny/master/el9/{}",
+        std::env::consts::ARCH
+    ));
     assert!(repo.join("repodata/repomd.xml").is_file());
     let rpm = std::fs::read_dir(&repo)
         .unwrap()

@@ -136,9 +136,20 @@ fn assert_no_secret(ran: &Ran) {
 
 #[test]
 fn koji_builds_real_rpms_for_each_target_and_publishes_them() {
-    let hub = KojiHub::start(&[]);
+    // A Koji-style target name with a hyphen is only a name: the hub's
+    // build tag gives the dist (`.el9`).
+    let hub = KojiHub::start(&["--targets", "epel9-candidate"]);
     let site = hub_site(&hub, SPEC);
     let p = site.path();
+    let config = std::fs::read_to_string(p.join("patchline.toml")).unwrap();
+    std::fs::write(
+        p.join("patchline.toml"),
+        config.replace(
+            "targets = [\"el9\", \"fc40\"]",
+            "targets = [\"epel9-candidate\", \"fc40\"]",
+        ),
+    )
+    .unwrap();
     let ran = patchline(p, &["run", "--json"]);
     assert_eq!(ran.code(), 0, "{}", ran.describe());
     assert_no_secret(&ran);
@@ -146,15 +157,18 @@ fn koji_builds_real_rpms_for_each_target_and_publishes_them() {
     assert_eq!(build["state"], "ok", "{build}");
     let builds = build["summary"]["builds"].as_array().unwrap();
     assert_eq!(builds.len(), 2);
-    for (b, target) in builds.iter().zip(["el9", "fc40"]) {
+    for (b, (target, dist)) in builds
+        .iter()
+        .zip([("epel9-candidate", ".el9"), ("fc40", ".fc40")])
+    {
         assert_eq!(b["target"], target);
         let task = b["task_id"].as_i64().expect("task id recorded");
         let rpm = Path::new(b["rpms"][0].as_str().unwrap());
         assert!(rpm.is_file(), "RPM downloaded: {}", rpm.display());
         let release = rpm_query(rpm, "%{RELEASE}");
         assert!(
-            release.ends_with(&format!(".{target}")),
-            "built with the target's dist: {release}"
+            release.ends_with(dist),
+            "built with the dist of the target's build tag: {release}"
         );
         assert!(rpm_query(rpm, "[%{FILENAMES}\n]").contains("/usr/share/tiny/greeting"));
         let url = b["urls"][0].as_str().unwrap();
@@ -429,7 +443,9 @@ fn koji(cli: &Path, conf: &Path, cwd: &Path, args: &[&str]) -> Ran {
 #[test]
 fn the_real_koji_cli_works_against_the_double() {
     let Some(cli) = koji_cli() else { return };
-    let hub = KojiHub::start(&[]);
+    // A Koji-style target: a hyphen in its name, its dist (`.el9`) in
+    // its build tag's `rpm.macro.dist`, as Fedora's and EPEL's hubs have.
+    let hub = KojiHub::start(&["--targets", "epel9-candidate"]);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let conf = d.join("koji.conf");
@@ -477,12 +493,27 @@ fn the_real_koji_cli_works_against_the_double() {
         targets.contains("el9") && targets.contains("fc40-build"),
         "{targets}"
     );
+    let candidate = targets
+        .lines()
+        .find(|l| l.starts_with("epel9-candidate "))
+        .unwrap_or_else(|| panic!("{targets}"));
+    assert_eq!(
+        candidate.split_whitespace().collect::<Vec<_>>(),
+        ["epel9-candidate", "epel9-build", "epel9"],
+        "name, build tag, destination tag"
+    );
+    // Where a builder takes the dist from: the build tag's config.
+    let config = koji(&cli, &conf, d, &["call", "getBuildConfig", "epel9-build"]).ok();
+    assert!(
+        config.contains("'rpm.macro.dist': '.el9'") && config.contains("'rpm.macro.rhel': '9'"),
+        "{config}"
+    );
 
     let build = koji(
         &cli,
         &conf,
         d,
-        &["build", "--wait", "el9", srpm.to_str().unwrap()],
+        &["build", "--wait", "epel9-candidate", srpm.to_str().unwrap()],
     )
     .ok();
     assert!(build.contains("completed successfully"), "{build}");

@@ -2,6 +2,7 @@ mod am;
 mod apply;
 mod build;
 mod collect;
+mod dnf;
 mod dovecot;
 mod e2e;
 mod imap_source;

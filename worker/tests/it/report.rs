@@ -257,7 +257,7 @@ password_file = "smtp.password"
     );
     assert!(text.contains(" Greet the world\n"), "{text}");
     assert!(
-        text.contains("https://repos.example.org/patchline/tiny/el9/"),
+        text.contains("https://repos.example.org/patchline/tiny/master/el9/"),
         "{text}"
     );
     assert!(text.contains("tiny-2.1-3."), "{text}");
@@ -531,16 +531,19 @@ fn a_run_killed_at_any_stage_boundary_resumes_without_losing_or_doubling() {
             1,
             "{point}"
         );
-        let rpms = std::fs::read_dir(p.join("publish/tiny/el9/noarch"))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "rpm")
-            })
-            .count();
+        let rpms = std::fs::read_dir(p.join(format!(
+            "publish/tiny/master/el9/{}",
+            std::env::consts::ARCH
+        )))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "rpm")
+        })
+        .count();
         assert_eq!(rpms, 1, "{point}");
         assert_eq!(smtp.messages().len(), 1, "{point}: one report");
         // Nothing left to do.

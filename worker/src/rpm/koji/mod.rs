@@ -135,7 +135,7 @@ impl Backend for KojiBackend {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let uploaded = if job.targets.iter().all(|t| known(t).is_some()) {
+            let uploaded = if job.targets.iter().all(|t| known(&t.name).is_some()) {
                 Ok(String::new())
             } else {
                 match client.upload(&job.srpm, &dir) {
@@ -144,7 +144,9 @@ impl Backend for KojiBackend {
                     Err(e) => Err(Arc::new(e)),
                 }
             };
-            for target in &job.targets {
+            // A Koji target is only its name: the hub takes the dist and
+            // the platform's macros from the target's build tag.
+            for target in job.targets.iter().map(|t| &t.name) {
                 if let Some(task) = known(target) {
                     tracing::info!(task, repo = %job.repo, target = %target, "koji task taken up again");
                     submitted.push(Submitted {

@@ -477,8 +477,16 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
 
     if !publish.repos.is_empty() {
         let mut s = section("Published");
+        if let Some(note) = &publish.layout_note {
+            s.line(format!("note: {note}"));
+        }
         for r in &publish.repos {
-            s.line(format!("{} ({}): {}/", r.repo, r.target, r.url));
+            let branch = r
+                .branch
+                .as_ref()
+                .map(|b| format!(" {b}"))
+                .unwrap_or_default();
+            s.line(format!("{}{branch} ({}): {}/", r.repo, r.target, r.url));
             s.line(format!(
                 "  dnf config-manager --add-repo {}",
                 r.repo_file_url
@@ -852,6 +860,7 @@ mod tests {
                     .iter()
                     .map(|t| PublishedRepo {
                         repo: "qemu".into(),
+                        branch: None,
                         target: t.to_string(),
                         path: String::new(),
                         url: format!("https://repo.example.org/qemu/{t}"),
@@ -862,9 +871,11 @@ mod tests {
                     .collect(),
                 latest: vec![LatestLink {
                     repo: "qemu".into(),
+                    branch: None,
                     path: String::new(),
                     url: "https://repo.example.org/qemu/latest/".into(),
                 }],
+                ..Default::default()
             }),
             test: Some(TestSummary {
                 run: 7,
