@@ -15,7 +15,7 @@ use crate::mail::source::imap::{ImapAuth, ImapSecurity};
 use crate::mail::source::mbox::MboxFormat;
 use crate::mail::subject::SubjectGrammar;
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -456,6 +456,10 @@ pub struct Repo {
     /// a merge commit) or `ff-only`.
     #[serde(default)]
     pub pull: PullLanding,
+    /// Which series get a reply in their thread: `applied`, `failed`,
+    /// `incomplete` (once, when first held), `superseded` (once).
+    #[serde(default = "default_replies")]
+    pub replies: Vec<ReplyKind>,
     /// Trailers from review replies (`Reviewed-by:`, `Acked-by:` ...) are
     /// added to the commits, as `b4 am` adds them.
     #[serde(default = "default_true")]
@@ -470,6 +474,25 @@ pub struct Repo {
     /// The committer's own `Signed-off-by:` on every commit (`git am -s`).
     #[serde(default)]
     pub sign_off: bool,
+}
+
+/// A kind of reply to a series (`[[repos]] replies`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplyKind {
+    Applied,
+    Failed,
+    Incomplete,
+    Superseded,
+}
+
+fn default_replies() -> Vec<ReplyKind> {
+    vec![
+        ReplyKind::Applied,
+        ReplyKind::Failed,
+        ReplyKind::Incomplete,
+        ReplyKind::Superseded,
+    ]
 }
 
 /// `[[repos]] pull`.

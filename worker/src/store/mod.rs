@@ -29,7 +29,7 @@ pub use mails::{
 };
 pub use outbox::{NewReport, OutboxState, QueuedReport, StoredReport};
 pub use pulls::{PendingPull, PullState};
-pub use reports::{ReplyMail, ThreadMail, WatchedMail};
+pub use reports::{ReplyMail, ThreadMail, VersionFacts, WatchedMail};
 pub use runs::{NewRun, RunOptions, RunRow, RunState, Trigger};
 pub use series::{
     ApplyRecord, FiledPatch, KnownSeries, PatchPaths, PatchTrailer, RecordedTrailer,

@@ -159,6 +159,18 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a report with `key` was composed in any run: replies that
+    /// are sent once per series and state (held, superseded) look here.
+    pub fn report_key_used(&self, key: &str) -> Result<bool, Error> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE key = ?1)",
+                [key],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// The outbox state (`written`, `queued` or `sent`) and attempts of
     /// report `key` of `run`.
     pub fn outbox_state(&self, run: i64, key: &str) -> Result<Option<(OutboxState, u32)>, Error> {

@@ -247,6 +247,76 @@ impl Store {
     }
 }
 
+/// What the reply to a series says about its other versions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionFacts {
+    /// The newest version patchline has seen of this series.
+    pub newest: u32,
+    /// An older version already applied: its version, branch and tip.
+    pub applied_earlier: Option<(u32, Option<String>, Option<String>)>,
+    /// When its first mail arrived (unix seconds).
+    pub first_received: i64,
+}
+
+impl Store {
+    /// The versions of series `key` patchline has: those sharing its
+    /// thread root (`<root>#vN`), those its supersession chain links, and
+    /// those of the same author and title.
+    pub fn version_facts(&self, key: &str) -> Result<Option<VersionFacts>, Error> {
+        use rusqlite::OptionalExtension;
+        let me: Option<(u32, String, String, i64)> = self
+            .conn
+            .query_row(
+                "SELECT version, author, title, first_received FROM series WHERE key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((version, author, title, first_received)) = me else {
+            return Ok(None);
+        };
+        let root = key.split('#').next().unwrap_or(key);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT version, state, branch, apply_new_tip FROM series
+                 WHERE key = ?1 OR key LIKE ?2 ESCAPE '\\' OR superseded_by = ?3
+                    OR key = (SELECT superseded_by FROM series WHERE key = ?3)
+                    OR (author = ?4 AND lower(title) = lower(?5))",
+            )
+            .map_err(|e| self.err(e))?;
+        let like = format!(
+            "{}#%",
+            root.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let rows: Vec<(u32, String, Option<String>, Option<String>)> = stmt
+            .query_map(rusqlite::params![root, like, key, author, title], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        let newest = rows
+            .iter()
+            .map(|r| r.0)
+            .max()
+            .unwrap_or(version)
+            .max(version);
+        let applied_earlier = rows
+            .iter()
+            .filter(|r| r.0 < version && r.1 == "applied")
+            .max_by_key(|r| r.0)
+            .map(|r| (r.0, r.2.clone(), r.3.clone()));
+        Ok(Some(VersionFacts {
+            newest,
+            applied_earlier,
+            first_received,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

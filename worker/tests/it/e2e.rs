@@ -169,14 +169,29 @@ security = "none"
     assert!(String::from_utf8_lossy(&content.stdout).contains("hello, world"));
     assert_eq!(status["stages"][4]["summary"]["passed"], 1);
 
-    // The report, in the series' thread.
+    // The run report and the reply to the applied series, both in the
+    // series' thread.
     let delivered = reports.messages();
-    assert_eq!(delivered.len(), 1);
-    let report = &delivered[0];
+    assert_eq!(delivered.len(), 2);
+    let report = delivered
+        .iter()
+        .find(|m| header(m, "Subject").starts_with("[patchline] run 1"))
+        .expect("the run report");
     assert_eq!(
         header(report, "Subject"),
         "[patchline] run 1: 2 patches applied, 1 package built, 1 repository published"
     );
     assert_eq!(header(report, "In-Reply-To"), cover_id);
     assert_eq!(header(report, "X-RcptTo"), "tiny-devel@example.org");
+    let reply = delivered
+        .iter()
+        .find(|m| header(m, "Subject").starts_with("Re: "))
+        .expect("the reply to the series");
+    assert_eq!(header(reply, "In-Reply-To"), cover_id);
+    let text = String::from_utf8_lossy(reply);
+    assert!(
+        text.contains("patchline applied the series")
+            && text.contains("https://repos.example.org/patchline"),
+        "{text}"
+    );
 }

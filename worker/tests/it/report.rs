@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 /// The config of a `tiny_repo` site reading `list.mbox`, up to its one
 /// repository's `targets`; tests append the rest.
-const TINY_SITE: &str = "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_format = \"none\"\n\n[[repos]]\nname = \"tiny\"\npath = \"tiny.git\"\nspec = \"tiny.spec\"\ntargets = [\"el9\"]\n";
+/// These tests are about transports, threading and the outbox: only the
+/// run report and failure replies (`replies = ["failed"]`); the replies to
+/// applied series are tested in e2e.rs and compose's unit tests.
+const TINY_SITE: &str = "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_format = \"none\"\n\n[[repos]]\nname = \"tiny\"\npath = \"tiny.git\"\nspec = \"tiny.spec\"\ntargets = [\"el9\"]\nreplies = [\"failed\"]\n";
 
 /// aiosmtpd, started for one test, stopped on drop.
 pub struct SmtpServer {

@@ -32,6 +32,17 @@ pub struct Facts {
     /// Per `repo/branch/target`: the last lines of a failed build's log and
     /// where the whole log is.
     pub build_logs: BTreeMap<String, LogTail>,
+    /// Per configured repository: its branches (advice names them).
+    pub branches: BTreeMap<String, Vec<String>>,
+    /// Per configured repository: which series get a reply (absent: all).
+    pub replies: BTreeMap<String, Vec<crate::config::ReplyKind>>,
+    /// Per series key: its other versions, as the store knows them.
+    pub versions: BTreeMap<String, crate::store::VersionFacts>,
+    /// Reply keys composed in earlier runs (held and superseded replies
+    /// go out once).
+    pub replied: std::collections::BTreeSet<String>,
+    /// `intake.incomplete_deadline_hours`, in seconds.
+    pub incomplete_deadline: i64,
 }
 
 /// The mail thread of a series.
@@ -187,12 +198,238 @@ pub fn compose(facts: &Facts, cfg: &config::Report) -> Vec<Report> {
     if let Some(run) = run_report(facts, cfg) {
         reports.push(run);
     }
+    use crate::config::ReplyKind;
+    let wants = |repo: &Option<String>, kind: ReplyKind| {
+        repo.as_ref()
+            .and_then(|r| facts.replies.get(r))
+            .is_none_or(|kinds| kinds.contains(&kind))
+    };
     if let Some(apply) = &facts.apply {
-        for s in apply.series.iter().filter(|s| s.is(SeriesState::Failed)) {
-            reports.push(series_failure(facts, cfg, s));
+        for s in apply.series.iter() {
+            if s.is(SeriesState::Failed) && wants(&s.repo, ReplyKind::Failed) {
+                reports.push(series_failure(facts, cfg, s));
+            } else if s.is(SeriesState::Applied) && wants(&s.repo, ReplyKind::Applied) {
+                reports.push(series_applied(facts, cfg, s));
+            }
+        }
+    }
+    if let Some(collect) = &facts.collect {
+        for line in &collect.series {
+            let (kind, key) = if line.is(SeriesState::Incomplete) {
+                (ReplyKind::Incomplete, format!("held:{}", line.key))
+            } else if line.is(SeriesState::Superseded) {
+                (ReplyKind::Superseded, format!("superseded:{}", line.key))
+            } else {
+                continue;
+            };
+            if wants(&line.repo, kind)
+                && !facts.replied.contains(&key)
+                && let Some(report) = series_held_or_superseded(facts, cfg, line, key)
+            {
+                reports.push(report);
+            }
         }
     }
     reports
+}
+
+/// The next version number a sender should use: the newest seen plus one.
+fn next_version(facts: &Facts, key: &str, version: u32) -> u32 {
+    facts
+        .versions
+        .get(key)
+        .map_or(version, |v| v.newest.max(version))
+        + 1
+}
+
+/// A reply in the series' thread, to its author (when `notify_author`)
+/// and the configured recipients, the list in copy.
+#[allow(clippy::too_many_arguments)]
+fn reply_to_series(
+    facts: &Facts,
+    cfg: &config::Report,
+    report_key: String,
+    series_key: &str,
+    recipients: &[String],
+    fallback_subject: String,
+    intro: &str,
+    sections: &[Section],
+) -> Report {
+    let thread = facts.threads.get(series_key);
+    let mut to = Vec::new();
+    if cfg.notify_author
+        && let Some(author) = thread.and_then(|t| t.author.clone())
+    {
+        to.push(author);
+    }
+    push_unique(&mut to, recipients);
+    let mut cc = Vec::new();
+    push_unique(&mut cc, &cfg.to);
+    push_unique(&mut cc, &cfg.cc);
+    cc.retain(|a| !to.iter().any(|t| t.eq_ignore_ascii_case(a)));
+    if to.is_empty() {
+        to = std::mem::take(&mut cc);
+    }
+    let (in_reply_to, references) = reply_headers(thread);
+    // A mail's subject, so no control character (a header break) passes.
+    let subject = match thread.map(|t| t.subject.replace(|c: char| c.is_control(), " ")) {
+        Some(subject) if !subject.is_empty() => {
+            if subject.to_ascii_lowercase().starts_with("re:") {
+                subject
+            } else {
+                format!("Re: {subject}")
+            }
+        }
+        _ => fallback_subject,
+    };
+    Report {
+        key: report_key,
+        to,
+        cc,
+        subject,
+        in_reply_to,
+        references,
+        text: render_text(intro, sections),
+        html: cfg.html.then(|| render_html(intro, sections)),
+    }
+}
+
+/// The reply to an applied series: where, which commits, which trailers
+/// they got, and where its packages are published.
+fn series_applied(facts: &Facts, cfg: &config::Report, series: &SeriesOutcome) -> Report {
+    let target = where_(&series.repo, &series.branch);
+    let thread = facts.threads.get(&series.key);
+    let mut s = section("Applied");
+    s.line(format!(
+        "{target}: {} -> {}",
+        series.old_tip.as_deref().map_or("?", short),
+        series.new_tip.as_deref().map_or("?", short),
+    ));
+    if let Some(base) = &series.applied_from {
+        s.line(format!(
+            "(not on the branch tip: applied from its base commit {} and merged onto the tip)",
+            short(base)
+        ));
+    }
+    for (i, commit) in series.commits.iter().enumerate() {
+        let index = i as u32 + 1;
+        let title = thread
+            .and_then(|t| t.patches.get(&index))
+            .map_or("", |p| p.title.as_str());
+        s.line(format!("  {} {}", short(commit), title));
+        for added in series.trailers.iter().filter(|t| t.index == index) {
+            for t in &added.trailers {
+                s.line(format!("      + {t}"));
+            }
+        }
+    }
+    let mut sections = vec![s];
+    let published: Vec<String> = facts
+        .publish
+        .iter()
+        .flat_map(|p| p.repos.iter())
+        .filter(|r| {
+            Some(&r.repo) == series.repo.as_ref()
+                && (r.branch.is_none() || r.branch == series.branch)
+        })
+        .map(|r| format!("{}: {} ({})", r.target, r.url, r.repo_file_url))
+        .collect();
+    let mut packages = section("Packages");
+    if published.is_empty() {
+        packages.line(format!(
+            "the packages of {target} are built and published by the stages after apply; this run published none for it (see the run's report)"
+        ));
+    } else {
+        packages.line(format!("{target} is published, with this series, at:"));
+        for line in published {
+            packages.line(format!("  {line}"));
+        }
+    }
+    sections.push(packages);
+    let intro = format!(
+        "patchline applied the series {} to {target}.",
+        series_name(series)
+    );
+    reply_to_series(
+        facts,
+        cfg,
+        format!("applied:{}", series.key),
+        &series.key,
+        &cfg.recipients.apply,
+        format!(
+            "{} {} applied to {target}",
+            cfg.subject_prefix,
+            series_name(series)
+        ),
+        &intro,
+        &sections,
+    )
+}
+
+/// The reply to a series held for missing patches (once), or superseded
+/// by a newer version (once).
+fn series_held_or_superseded(
+    facts: &Facts,
+    cfg: &config::Report,
+    line: &crate::stage::collect::SeriesLine,
+    key: String,
+) -> Option<Report> {
+    // No thread (the series' mails are gone from the state): nothing to
+    // reply to.
+    facts.threads.get(&line.key)?;
+    let name = if line.version > 1 {
+        format!("\"{}\" v{}", line.title, line.version)
+    } else {
+        format!("\"{}\"", line.title)
+    };
+    let target = where_(&line.repo, &line.branch);
+    let mut s = section("Status");
+    let intro;
+    if line.is(SeriesState::Incomplete) {
+        let missing: Vec<String> = line.missing.iter().map(u32::to_string).collect();
+        intro = format!("patchline holds the series {name} for {target}: patches are missing.");
+        s.line(format!(
+            "received {} of {} patches; missing: {}",
+            line.received,
+            line.total,
+            missing.join(", ")
+        ));
+        if let Some(v) = facts.versions.get(&line.key) {
+            let until = v.first_received + facts.incomplete_deadline;
+            s.line(format!(
+                "it is held until {} UTC; then, if still incomplete, it is given up (expired) and not applied",
+                utc(until)
+            ));
+        }
+        s.line(format!(
+            "send the missing patches in reply to the cover letter, or the whole series again as v{}",
+            next_version(facts, &line.key, line.version)
+        ));
+    } else {
+        intro = format!("patchline will not apply the series {name}: a newer version replaces it.");
+        s.line(
+            "superseded by a newer version of the same series; only the newest is applied"
+                .to_owned(),
+        );
+    }
+    Some(reply_to_series(
+        facts,
+        cfg,
+        key,
+        &line.key,
+        &cfg.recipients.collect,
+        format!("{} {name}: {}", cfg.subject_prefix, line.state),
+        &intro,
+        &[s],
+    ))
+}
+
+/// `YYYY-MM-DD HH:MM` of unix seconds, in UTC.
+fn utc(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%d %H:%M")
+        .to_string()
 }
 
 fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
@@ -640,56 +877,61 @@ fn series_failure(facts: &Facts, cfg: &config::Report, series: &SeriesOutcome) -
             .map(|t| format!(" at {}", short(t)))
             .unwrap_or_default()
     ));
-    hint.line(format!(
-        "Rebase the series on the current {target} and send it again as v{}.",
-        series.version + 1
-    ));
+    // Advice from the state, never a template that can lie.
+    let next = next_version(facts, &series.key, series.version);
+    let known = series.repo.as_ref().and_then(|r| facts.branches.get(r));
+    match (&series.repo, &series.branch, known) {
+        (None, _, _) if !facts.branches.is_empty() => hint.line(format!(
+            "No repository was named and no route matched: send it again naming one of {} in the subject (`[branch PATCH repo]`).",
+            facts.branches.keys().cloned().collect::<Vec<_>>().join(", ")
+        )),
+        (Some(repo), _, None) if !facts.branches.is_empty() => hint.line(format!(
+            "The repository \"{repo}\" is unknown to patchline; its repositories are {}.",
+            facts.branches.keys().cloned().collect::<Vec<_>>().join(", ")
+        )),
+        (Some(repo), Some(branch), Some(branches)) if !branches.contains(branch) => {
+            hint.line(format!(
+                "The branch \"{branch}\" is unknown to patchline: {repo}'s branches are {}. Send it again as v{next} naming one of them (`[{} PATCH {repo}]`).",
+                branches.join(", "),
+                branches.first().map_or("master", String::as_str)
+            ))
+        }
+        _ => match facts
+            .versions
+            .get(&series.key)
+            .and_then(|v| v.applied_earlier.clone())
+        {
+            Some((version, _, tip)) => hint.line(format!(
+                "v{version} of this series is already applied to {target}{}: send what this version changes on top of it, as v{next}.",
+                tip.as_deref()
+                    .map(|t| format!(" (at {})", short(t)))
+                    .unwrap_or_default()
+            )),
+            None => hint.line(format!(
+                "Rebase the series on the current {target} and send it again as v{next}."
+            )),
+        },
+    }
     let intro = format!(
         "patchline could not apply the series {} to {}.",
         series_name(series),
         target
     );
     let sections = [s, hint];
-    let mut to = Vec::new();
-    if cfg.notify_author
-        && let Some(author) = thread.and_then(|t| t.author.clone())
-    {
-        to.push(author);
-    }
-    push_unique(&mut to, &cfg.recipients.apply);
-    let mut cc = Vec::new();
-    push_unique(&mut cc, &cfg.to);
-    push_unique(&mut cc, &cfg.cc);
-    cc.retain(|a| !to.iter().any(|t| t.eq_ignore_ascii_case(a)));
-    if to.is_empty() {
-        to = std::mem::take(&mut cc);
-    }
-    let (in_reply_to, references) = reply_headers(thread);
-    // A mail's subject, so no control character (a header break) passes.
-    let subject = match thread.map(|t| t.subject.replace(|c: char| c.is_control(), " ")) {
-        Some(subject) if !subject.is_empty() => {
-            if subject.to_ascii_lowercase().starts_with("re:") {
-                subject
-            } else {
-                format!("Re: {subject}")
-            }
-        }
-        _ => format!(
+    reply_to_series(
+        facts,
+        cfg,
+        format!("apply-failed:{}", series.key),
+        &series.key,
+        &cfg.recipients.apply,
+        format!(
             "{} {} did not apply to {target}",
             cfg.subject_prefix,
             series_name(series)
         ),
-    };
-    Report {
-        key: format!("apply-failed:{}", series.key),
-        to,
-        cc,
-        subject,
-        in_reply_to,
-        references,
-        text: render_text(&intro, &sections),
-        html: cfg.html.then(|| render_html(&intro, &sections)),
-    }
+        &intro,
+        &sections,
+    )
 }
 
 #[cfg(test)]
@@ -897,7 +1139,18 @@ mod tests {
     #[test]
     fn success_report_counts_commits_packages_and_urls() {
         let reports = compose(&success_facts(), &cfg());
-        assert_eq!(reports.len(), 1);
+        // The run report, and the reply to the applied series.
+        assert_eq!(reports.len(), 2);
+        let applied = &reports[1];
+        assert!(applied.key.starts_with("applied:"), "{}", applied.key);
+        assert_eq!(applied.in_reply_to.as_deref(), Some("cover.1@example.org"));
+        assert!(applied.subject.starts_with("Re: "), "{}", applied.subject);
+        assert!(
+            applied.text.contains("patchline applied the series")
+                && applied.text.contains("block: fix leak in open"),
+            "{}",
+            applied.text
+        );
         let r = &reports[0];
         assert_eq!(r.to, ["virt-devel@lists.example.org"]);
         // One series: in its thread.
@@ -1009,7 +1262,8 @@ mod tests {
         t.author = Some("Bob <bob@example.org>".into());
         facts.threads.insert("s2".into(), t);
         let reports = compose(&facts, &cfg());
-        assert_eq!(reports.len(), 2);
+        // The run report, the applied series' reply, the failed one's.
+        assert_eq!(reports.len(), 3);
         let run = &reports[0];
         assert!(
             run.subject.ends_with("FAILED: 1 series did not apply"),
@@ -1018,7 +1272,10 @@ mod tests {
         );
         // Two series: the run report starts its own thread.
         assert_eq!(run.in_reply_to, None);
-        let reply = &reports[1];
+        let reply = reports
+            .iter()
+            .find(|r| r.key.starts_with("apply-failed:"))
+            .unwrap();
         assert_eq!(reply.key, "apply-failed:s2");
         assert_eq!(reply.to, ["Bob <bob@example.org>"]);
         assert_eq!(reply.cc, ["virt-devel@lists.example.org"]);
@@ -1131,5 +1388,124 @@ mod tests {
         let reports = compose(&facts, &cfg());
         let reply = reports.iter().find(|r| r.key == "apply-failed:s3").unwrap();
         assert_eq!(reply.subject, "Re: [PATCH] evil  Bcc: everyone@example.org");
+    }
+
+    /// The advice comes from the state: an unknown branch is named with
+    /// the configured ones; a series whose older version is applied is
+    /// told so; the next version is the newest seen plus one. Held and
+    /// superseded series get one reply each, in their thread.
+    #[test]
+    fn replies_to_every_series_give_advice_from_the_state() {
+        let mut facts = success_facts();
+        facts
+            .branches
+            .insert("qemu".into(), vec!["master".into(), "stable-9.1".into()]);
+        let mut failed = applied("s2", "net: tidy", &[]);
+        failed.state = SeriesState::Failed;
+        failed.branch = Some("stabel-9.1".into());
+        failed.new_tip = None;
+        failed.error = Some(PatchFailure::general(
+            "branch \"stabel-9.1\" is not one of qemu's branches",
+        ));
+        let apply = facts.apply.as_mut().unwrap();
+        apply.series.push(failed.clone());
+        facts
+            .threads
+            .insert("s2".into(), thread("cover.2@example.org", &["net: tidy"]));
+        let reports = compose(&facts, &cfg());
+        let reply = reports.iter().find(|r| r.key == "apply-failed:s2").unwrap();
+        assert!(
+            reply.text.contains("The branch \"stabel-9.1\" is unknown to patchline: qemu's branches are master, stable-9.1")
+                && !reply.text.contains("Rebase"),
+            "{}",
+            reply.text
+        );
+        // v3 failed on a branch where v2 is applied: said so, next is v4.
+        let mut v3 = failed.clone();
+        v3.key = "s3".into();
+        v3.version = 3;
+        v3.branch = Some("stable-9.1".into());
+        facts.apply.as_mut().unwrap().series = vec![v3];
+        facts
+            .threads
+            .insert("s3".into(), thread("cover.3@example.org", &["net: tidy"]));
+        facts.versions.insert(
+            "s3".into(),
+            crate::store::VersionFacts {
+                newest: 3,
+                applied_earlier: Some((
+                    2,
+                    Some("stable-9.1".into()),
+                    Some("2222222222222222".into()),
+                )),
+                first_received: 0,
+            },
+        );
+        let reports = compose(&facts, &cfg());
+        let reply = reports.iter().find(|r| r.key == "apply-failed:s3").unwrap();
+        assert!(
+            reply.text.contains("v2 of this series is already applied to qemu/stable-9.1 (at 222222222222): send what this version changes on top of it, as v4."),
+            "{}",
+            reply.text
+        );
+        // Held and superseded: once each, in their threads.
+        let line = |key: &str, state: &str| crate::stage::collect::SeriesLine {
+            key: key.into(),
+            title: "virtio: more".into(),
+            version: 1,
+            total: 3,
+            received: 2,
+            state: state.into(),
+            missing: vec![2],
+            repo: Some("qemu".into()),
+            branch: Some("master".into()),
+            archive_dir: String::new(),
+        };
+        facts.apply = None;
+        facts.collect.as_mut().unwrap().series =
+            vec![line("h", "incomplete"), line("o", "superseded")];
+        facts
+            .threads
+            .insert("h".into(), thread("cover.h@example.org", &["a"]));
+        facts
+            .threads
+            .insert("o".into(), thread("cover.o@example.org", &["a"]));
+        facts.incomplete_deadline = 72 * 3600;
+        facts.versions.insert(
+            "h".into(),
+            crate::store::VersionFacts {
+                newest: 1,
+                applied_earlier: None,
+                first_received: 1_796_000_000,
+            },
+        );
+        let reports = compose(&facts, &cfg());
+        let held = reports.iter().find(|r| r.key == "held:h").unwrap();
+        assert_eq!(held.in_reply_to.as_deref(), Some("cover.h@example.org"));
+        assert!(
+            held.text.contains("received 2 of 3 patches; missing: 2")
+                && held.text.contains("held until 2026-12-03 00:53 UTC")
+                && held.text.contains("whole series again as v2"),
+            "{}",
+            held.text
+        );
+        let old = reports.iter().find(|r| r.key == "superseded:o").unwrap();
+        assert!(
+            old.text.contains("superseded by a newer version"),
+            "{}",
+            old.text
+        );
+        // Already replied in an earlier run: not again; a repository that
+        // asks for failures only gets none of these.
+        facts.replied.insert("held:h".into());
+        facts
+            .replies
+            .insert("qemu".into(), vec![crate::config::ReplyKind::Failed]);
+        let reports = compose(&facts, &cfg());
+        assert!(
+            reports
+                .iter()
+                .all(|r| !r.key.starts_with("held:") && !r.key.starts_with("superseded:"))
+        );
     }
 }

@@ -91,11 +91,45 @@ pub fn gather(store: &Store, config: &Config, run: i64) -> Result<Facts, Error> 
         stages,
         ..Facts::default()
     };
+    for repo in &config.repos {
+        facts
+            .branches
+            .insert(repo.name.clone(), repo.branches.clone());
+        facts
+            .replies
+            .insert(repo.name.clone(), repo.replies.clone());
+    }
+    facts.incomplete_deadline = config.intake.incomplete_deadline_hours * 3600;
+    let mut keys: Vec<String> = Vec::new();
     if let Some(apply) = &facts.apply {
-        for s in &apply.series {
-            if let Some(t) = thread(store, &s.key)? {
-                facts.threads.insert(s.key.clone(), t);
+        keys.extend(apply.series.iter().map(|s| s.key.clone()));
+    }
+    if let Some(collect) = &facts.collect {
+        for line in &collect.series {
+            let reply = if line.is(store::SeriesState::Incomplete) {
+                format!("held:{}", line.key)
+            } else if line.is(store::SeriesState::Superseded) {
+                format!("superseded:{}", line.key)
+            } else {
+                continue;
+            };
+            // Composed by an earlier run (this run's own come back the
+            // same from the outbox, so they do not count).
+            if store.report_key_used(&reply)? && store.stored_report(run, &reply)?.is_none() {
+                facts.replied.insert(reply);
             }
+            keys.push(line.key.clone());
+        }
+    }
+    for key in keys {
+        if facts.threads.contains_key(&key) {
+            continue;
+        }
+        if let Some(t) = thread(store, &key)? {
+            facts.threads.insert(key.clone(), t);
+        }
+        if let Some(v) = store.version_facts(&key)? {
+            facts.versions.insert(key, v);
         }
     }
     if let Some(build) = &facts.build {
