@@ -226,7 +226,7 @@ pub fn parse_mail_hashed(
     }
     let diff_start = find_diff(&body);
     let patch_hash = diff_start.map(|start| patch_hash(&body[start..]));
-    let fingerprint = content_fingerprint(&subject, from.as_ref(), date, &body);
+    let fingerprint = fingerprint_at(&subject, from.as_ref(), date, &body, diff_start);
     Ok(ParsedMail {
         message_id,
         message_id_synthesized,
@@ -432,6 +432,18 @@ pub fn content_fingerprint(
     date: Option<i64>,
     body: &str,
 ) -> String {
+    fingerprint_at(subject, from, date, body, find_diff(body))
+}
+
+/// [`content_fingerprint`] for a caller that already looked for the diff
+/// (`diff_start` is `find_diff(body)`).
+fn fingerprint_at(
+    subject: &str,
+    from: Option<&Author>,
+    date: Option<i64>,
+    body: &str,
+    diff_start: Option<usize>,
+) -> String {
     let mut h = Sha256::new();
     h.update(subject.as_bytes());
     h.update(b"\0");
@@ -443,7 +455,7 @@ pub fn content_fingerprint(
     h.update(b"\0");
     h.update(date.map(|d| d.to_string()).unwrap_or_default().as_bytes());
     h.update(b"\0");
-    let text = match find_diff(body) {
+    let text = match diff_start {
         Some(start) => &body[..patch_end(body, start)],
         None => without_footer(body),
     };

@@ -210,11 +210,22 @@ pub fn collect(
     // `seen` reads through its own connection while the committer thread
     // writes through the main one (WAL allows both).
     let reader = Store::open_reader(store.path())?;
+    // A source that had no item when the run began has seen only what
+    // this run delivers, and a source delivers an item once per fetch:
+    // no need to ask the database for every mail of a first intake.
+    let fresh_source = !reader.source_has_items(&key)?;
     let batch_size = config.intake.batch.max(1);
+    // Fewer WAL checkpoints while a large intake commits batch after
+    // batch; the default comes back when the intake is done.
+    let checkpoints = store.defer_checkpoints()?;
     let stats = std::thread::scope(|scope| -> Result<source::FetchStats, Error> {
-        // Batch N is made durable and committed while batch N+1 is read,
-        // archived and parsed; capacity 1 bounds memory to two batches.
+        // A pipeline of three: batch N is made durable and committed while
+        // batch N+1 is archived and parsed (on all cores) and batch N+2 is
+        // read. The raw channel is a rendezvous and the parsed one holds
+        // one batch, which bounds memory to two raw batches and two parsed
+        // ones (without their bodies).
         let (to_committer, batches) = std::sync::mpsc::sync_channel::<Vec<Received>>(1);
+        let (to_receiver, raw_batches) = std::sync::mpsc::sync_channel::<Vec<RawMail>>(0);
         let committer_store = &mut *store;
         let committer_archive = &archive;
         let committer_key = key.as_str();
@@ -230,6 +241,18 @@ pub fn collect(
             }
             Ok(())
         });
+        let (archive, limits, grammar) = (&archive, &limits, &grammar);
+        let receiver = scope.spawn(move || -> Result<(), Error> {
+            for raws in raw_batches {
+                let received = receive_batch(archive, raws, limits, grammar)?;
+                // A closed channel means the committer failed: its error
+                // is the one reported, after the join below.
+                to_committer
+                    .send(received)
+                    .map_err(|_| Error::CommitterStopped)?;
+            }
+            Ok(())
+        });
         let pending: RefCell<(Vec<RawMail>, usize)> = RefCell::new((Vec::new(), 0));
         let stored = std::cell::Cell::new(0u64);
         let hand_over = |pending: &mut (Vec<RawMail>, usize)| -> Result<(), Error> {
@@ -238,19 +261,16 @@ pub fn collect(
             if raws.is_empty() {
                 return Ok(());
             }
-            let received = receive_batch(&archive, raws, &limits, &grammar)?;
-            // A closed channel means the committer failed: its error is
-            // the one reported, after the join below.
-            to_committer
-                .send(received)
-                .map_err(|_| Error::CommitterStopped)
+            // A closed channel means the receiver (or the committer behind
+            // it) failed: that error is the one reported.
+            to_receiver.send(raws).map_err(|_| Error::CommitterStopped)
         };
         let fetched = {
             let seen = |item: &str| {
                 // A read error here means the database is gone; the commit
                 // that follows reports it, so treating the item as new is
                 // safe (the unique Message-ID still prevents a double).
-                reader.item_seen(&key, item).unwrap_or(false)
+                !fresh_source && reader.item_seen(&key, item).unwrap_or(false)
             };
             let resume = Resume {
                 cursor: cursor.as_deref(),
@@ -273,15 +293,22 @@ pub fn collect(
         // Whatever the source said, the mails it delivered were accepted:
         // store and commit them before reporting a source failure.
         let last = hand_over(&mut pending.borrow_mut());
-        drop(to_committer);
+        drop(to_receiver);
+        let received = match receiver.join() {
+            Ok(received) => received,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
         match committer.join() {
             Ok(committed) => committed?,
             Err(panic) => std::panic::resume_unwind(panic),
         }
+        received?;
         last?;
         progress.done();
         Ok(fetched?)
-    })?;
+    });
+    store.restore_checkpoints(checkpoints)?;
+    let stats = stats?;
     if let Some(cursor) = &stats.cursor {
         store.set_source_cursor(&key, cursor)?;
     }
@@ -598,6 +625,7 @@ fn assemble_series(
         branch: Option<String>,
     }
     let mut plans = Vec::new();
+    let mut filings: Vec<Filing<'_>> = Vec::new();
     let mut unfiled: Vec<String> = Vec::new();
     let mut kept_keys = HashSet::new();
     let mut next_suffix: HashMap<String, u32> = HashMap::new();
@@ -681,7 +709,15 @@ fn assemble_series(
             let archive_path = match reuse {
                 Some(p) => p,
                 None => {
-                    archive.file_patch(&archive_dir, idx, &row.mail.fields.title, &row.raw_path)?
+                    // Filed below, on all cores, while the rows are
+                    // written (the name is known before).
+                    filings.push(Filing {
+                        series_dir: archive_dir.clone(),
+                        index: idx,
+                        title: &row.mail.fields.title,
+                        raw_path: &row.raw_path,
+                    });
+                    archive::patch_path(&archive_dir, idx, &row.mail.fields.title)
                 }
             };
             patches.push(FiledPatch {
@@ -718,35 +754,50 @@ fn assemble_series(
             (e.id, paths.collect())
         })
         .collect();
-    archive.flush()?;
-
     let update = store.series_update()?;
-    for (id, _) in &vanished {
-        update.delete_series(*id)?;
-    }
-    for plan in &plans {
-        let id = update.upsert_series(&SeriesRecord {
-            key: &plan.key,
-            series: &plan.series,
-            repo: plan.repo.as_deref(),
-            branch: plan.branch.as_deref(),
-            archive_dir: &plan.archive_dir,
-            run,
-        })?;
-        if plan.existing_id.is_some() {
-            update.clear_patches(id)?;
+    let write_rows = || -> Result<(), store::Error> {
+        for (id, _) in &vanished {
+            update.delete_series(*id)?;
         }
-        for patch in &plan.patches {
-            update.file_patch(id, patch)?;
+        for plan in &plans {
+            let id = update.upsert_series(&SeriesRecord {
+                key: &plan.key,
+                series: &plan.series,
+                repo: plan.repo.as_deref(),
+                branch: plan.branch.as_deref(),
+                archive_dir: &plan.archive_dir,
+                run,
+            })?;
+            if plan.existing_id.is_some() {
+                update.clear_patches(id)?;
+            }
+            for patch in &plan.patches {
+                update.file_patch(id, patch)?;
+            }
         }
-    }
-    // Every open mail is assembled anew: its old duplicate verdict goes.
-    for id in by_id.keys() {
-        update.forget_duplicate(*id)?;
-    }
-    for (dup, kept) in &assembly.duplicates {
-        update.record_duplicate(*dup, *kept)?;
-    }
+        // Every open mail is assembled anew: its old duplicate verdict goes.
+        for id in by_id.keys() {
+            update.forget_duplicate(*id)?;
+        }
+        for (dup, kept) in &assembly.duplicates {
+            update.record_duplicate(*dup, *kept)?;
+        }
+        Ok(())
+    };
+    // The filings are made (and flushed) while the rows are written; the
+    // rows are committed only after both, so the state never names a
+    // file that is not on disk.
+    let (written, filed) = std::thread::scope(|scope| {
+        let filer = scope.spawn(|| file_patches(archive, &filings));
+        let written = write_rows();
+        match filer.join() {
+            Ok(filed) => (written, filed),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
+    filed?;
+    written?;
+    archive.flush()?;
     update.commit()?;
     // Only after the commit: stale filings of mails that moved to another
     // series (the raw mails stay).
@@ -763,6 +814,47 @@ fn assemble_series(
     }
     archive.flush()?;
     Ok(())
+}
+
+/// A patch mail to file into its series directory.
+struct Filing<'a> {
+    series_dir: String,
+    index: u32,
+    title: &'a str,
+    raw_path: &'a str,
+}
+
+/// Files the patch mails (two hard links each), spread over the cores:
+/// the links go to different series directories, which the kernel locks
+/// one by one. The first failure in the order of `filings` is the error.
+fn file_patches(archive: &Archive, filings: &[Filing<'_>]) -> Result<(), archive::Error> {
+    let file = |f: &Filing<'_>| {
+        archive
+            .file_patch(&f.series_dir, f.index, f.title, f.raw_path)
+            .map(drop)
+    };
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    // Below a few hundred links a thread costs more than it saves.
+    if workers <= 1 || filings.len() < 256 {
+        return filings.iter().try_for_each(file);
+    }
+    let chunk = filings.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = filings
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().try_for_each(file)))
+            .collect();
+        let mut first = Ok(());
+        for handle in handles {
+            match handle.join() {
+                Ok(part) => first = first.and(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        first
+    })
 }
 
 /// Counts of one run's collect, read back from the state.
