@@ -242,17 +242,8 @@ pub fn collect(
             Ok(())
         });
         let (archive, limits, grammar) = (&archive, &limits, &grammar);
-        let receiver = scope.spawn(move || -> Result<(), Error> {
-            for raws in raw_batches {
-                let received = receive_batch(archive, raws, limits, grammar)?;
-                // A closed channel means the committer failed: its error
-                // is the one reported, after the join below.
-                to_committer
-                    .send(received)
-                    .map_err(|_| Error::CommitterStopped)?;
-            }
-            Ok(())
-        });
+        let receiver = scope
+            .spawn(move || receive_batches(archive, limits, grammar, raw_batches, to_committer));
         let pending: RefCell<(Vec<RawMail>, usize)> = RefCell::new((Vec::new(), 0));
         let stored = std::cell::Cell::new(0u64);
         let hand_over = |pending: &mut (Vec<RawMail>, usize)| -> Result<(), Error> {
@@ -322,54 +313,76 @@ pub fn collect(
 /// is cut early when its mails are large.
 const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
-/// Archives, parses and classifies a batch, spread over the cores. Each
-/// mail is written to the archive before it is parsed.
-fn receive_batch(
+/// Archives, parses and classifies each batch, spread over the cores, and
+/// hands it on to the committer. Each mail is written to the archive
+/// before it is parsed.
+///
+/// The workers live as long as the intake (not a batch): each keeps its
+/// allocator's pages, where threads made per batch would start from fresh
+/// memory (page faults, zeroing) every time.
+fn receive_batches(
     archive: &Archive,
-    raws: Vec<RawMail>,
     limits: &MailLimits,
     grammar: &SubjectGrammar,
-) -> Result<Vec<Received>, archive::Error> {
-    let received_at = now();
+    raw_batches: std::sync::mpsc::Receiver<Vec<RawMail>>,
+    to_committer: std::sync::mpsc::SyncSender<Vec<Received>>,
+) -> Result<(), Error> {
+    use std::sync::mpsc::sync_channel;
+    type Part = (Vec<RawMail>, i64);
+    type Done = Result<Vec<Received>, archive::Error>;
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, 8)
-        .min(raws.len().max(1));
-    if workers <= 1 {
-        return raws
-            .into_iter()
-            .map(|raw| receive(archive, raw, received_at, limits, grammar))
-            .collect();
-    }
-    let chunk = raws.len().div_ceil(workers);
-    let mut chunks: Vec<Vec<RawMail>> = Vec::with_capacity(workers);
-    let mut iter = raws.into_iter();
-    loop {
-        let part: Vec<RawMail> = iter.by_ref().take(chunk).collect();
-        if part.is_empty() {
-            break;
-        }
-        chunks.push(part);
-    }
+        .clamp(1, 8);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|part| {
+        let lanes: Vec<_> = (0..workers)
+            .map(|_| {
+                let (to_worker, parts) = sync_channel::<Part>(1);
+                let (to_lane, done) = sync_channel::<Done>(1);
                 scope.spawn(move || {
-                    part.into_iter()
-                        .map(|raw| receive(archive, raw, received_at, limits, grammar))
-                        .collect::<Result<Vec<_>, _>>()
-                })
+                    for (part, received_at) in parts {
+                        let received = part
+                            .into_iter()
+                            .map(|raw| receive(archive, raw, received_at, limits, grammar))
+                            .collect();
+                        if to_lane.send(received).is_err() {
+                            break;
+                        }
+                    }
+                });
+                (to_worker, done)
             })
             .collect();
-        let mut out = Vec::new();
-        for handle in handles {
-            match handle.join() {
-                Ok(part) => out.extend(part?),
-                Err(panic) => std::panic::resume_unwind(panic),
+        for raws in raw_batches {
+            let received_at = now();
+            let chunk = raws.len().div_ceil(workers).max(1);
+            let mut raws = raws.into_iter();
+            let mut busy = 0;
+            for (to_worker, _) in &lanes {
+                let part: Vec<RawMail> = raws.by_ref().take(chunk).collect();
+                if part.is_empty() {
+                    break;
+                }
+                // A worker only stops by panicking, which the scope
+                // reports when it ends.
+                to_worker
+                    .send((part, received_at))
+                    .map_err(|_| Error::CommitterStopped)?;
+                busy += 1;
             }
+            // In order of the parts: the batch keeps the source's order,
+            // and its first failing mail is the error.
+            let mut batch = Vec::new();
+            for (_, done) in lanes.iter().take(busy) {
+                batch.extend(done.recv().map_err(|_| Error::CommitterStopped)??);
+            }
+            // A closed channel means the committer failed: its error is
+            // the one reported, after the join in `collect`.
+            to_committer
+                .send(batch)
+                .map_err(|_| Error::CommitterStopped)?;
         }
-        Ok(out)
+        // Dropping `lanes` ends the workers.
+        Ok(())
     })
 }
 
