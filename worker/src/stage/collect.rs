@@ -220,11 +220,13 @@ pub fn collect(
     let checkpoints = store.defer_checkpoints()?;
     let stats = std::thread::scope(|scope| -> Result<source::FetchStats, Error> {
         // A pipeline of three: batch N is made durable and committed while
-        // batch N+1 is archived and parsed (on all cores) and batch N+2 is
-        // read. The raw channel is a rendezvous and the parsed one holds
-        // one batch, which bounds memory to two raw batches and two parsed
-        // ones (without their bodies).
-        let (to_committer, batches) = std::sync::mpsc::sync_channel::<Vec<Received>>(1);
+        // the batches after it are archived and parsed (on all cores) and
+        // read. The raw channel is a rendezvous, which bounds the raw bytes
+        // held to two batches; parsed batches (without their bodies, a few
+        // hundred bytes a mail) may queue up to `PARSED_BATCHES_QUEUED`,
+        // so a slow `syncfs` does not stop the reading and parsing.
+        let (to_committer, batches) =
+            std::sync::mpsc::sync_channel::<Vec<Received>>(PARSED_BATCHES_QUEUED);
         let (to_receiver, raw_batches) = std::sync::mpsc::sync_channel::<Vec<RawMail>>(0);
         let committer_store = &mut *store;
         let committer_archive = &archive;
@@ -303,7 +305,20 @@ pub fn collect(
     if let Some(cursor) = &stats.cursor {
         store.set_source_cursor(&key, cursor)?;
     }
-    assemble_series(store, config, &archive, &rules, run)?;
+    // The intake's WAL (its checkpoints were deferred) is copied into the
+    // database file while the series are assembled, not after.
+    let db_path = store.path().to_owned();
+    std::thread::scope(|scope| {
+        let checkpoint = scope.spawn(|| Store::checkpoint_wal(&db_path));
+        let assembled = assemble_series(store, config, &archive, &rules, run);
+        match checkpoint.join() {
+            // Only the timing of a copy SQLite makes anyway depends on it.
+            Ok(Err(e)) => tracing::warn!(error = %e, "background WAL checkpoint failed"),
+            Ok(Ok(())) => {}
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        assembled
+    })?;
     let mut summary = summarize(store, run, &key)?;
     summary.warnings = stats.warnings;
     Ok(summary)
@@ -312,6 +327,11 @@ pub fn collect(
 /// Raw bytes held in memory per batch at most (plus one mail): the batch
 /// is cut early when its mails are large.
 const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// Parsed batches waiting for the committer at most. A flush makes every
+/// file written before it durable, so the committer's `syncfs` for batch
+/// N also covers the queued batches' files and theirs return quickly.
+const PARSED_BATCHES_QUEUED: usize = 8;
 
 /// Archives, parses and classifies each batch, spread over the cores, and
 /// hands it on to the committer. Each mail is written to the archive

@@ -193,6 +193,28 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Copies what the WAL holds into the database file through a
+    /// connection of its own (`PRAGMA wal_checkpoint(PASSIVE)`: it waits
+    /// for no reader or writer), so another thread can do it while this
+    /// store goes on. The copy is what SQLite would do at the next
+    /// auto-checkpoint or at close anyway; commits are as durable without
+    /// it.
+    pub fn checkpoint_wal(path: &Path) -> Result<(), Error> {
+        let wrap = |source| Error::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(wrap)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(wrap)?;
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(wrap)
+    }
+
     pub fn item_seen(&self, source_key: &str, item: &str) -> Result<bool, Error> {
         self.conn
             .query_row(
