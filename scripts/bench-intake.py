@@ -201,10 +201,14 @@ def bench(args, binary, data, mbox, mboxrd):
         try:
             outdir = os.path.join(work, "split")
             os.makedirs(outdir)
+            # Each tool starts with nothing dirty: patchline's syncfs would
+            # otherwise also write out what mailsplit left in the page cache.
+            os.sync()
             t, _, out = timed(["git", "mailsplit"] + (["--mboxrd"] if mboxrd else []) + ["-o" + outdir, mbox])
             split_times.append(t)
             largest = max(os.path.getsize(os.path.join(outdir, f)) for f in os.listdir(outdir))
             count = len(os.listdir(outdir))
+            os.sync()
             with open(os.path.join(work, "patchline.toml"), "w") as cfg:
                 fmt = "mboxrd" if mboxrd else "none"
                 cfg.write(f'[intake]\nsource = "mbox"\npath = {json.dumps(mbox)}\nmbox_format = "{fmt}"\n')
