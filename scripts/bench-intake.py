@@ -24,6 +24,7 @@ A real list archive instead of the generated mbox:
 
 Usage: scripts/bench-intake.py [--commits N | --mbox FILE [--mboxrd] |
                                 --public-inbox GITDIR] [--repeat R] [--workdir DIR]
+                               [--binary PATH ...]
 """
 
 import argparse
@@ -158,14 +159,16 @@ def main():
     ap.add_argument("--mboxrd", action="store_true", help="the mbox is mboxrd-quoted (git mailsplit --mboxrd)")
     ap.add_argument("--public-inbox", default=None, metavar="GITDIR",
                     help="convert this public-inbox epoch into a temporary mboxrd and benchmark it")
-    ap.add_argument("--binary", default=None, help="time this patchline binary (default: build target/release)")
+    ap.add_argument("--binary", action="append", default=None,
+                    help="time this patchline binary (default: build target/release); given twice or more, "
+                         "every repeat runs them all after the same mailsplit run (before/after comparisons)")
     args = ap.parse_args()
 
     if args.binary:
-        binary = os.path.abspath(args.binary)
+        binaries = [os.path.abspath(b) for b in args.binary]
     else:
         run(["cargo", "build", "--release", "--quiet", "--bin", "patchline"], cwd=ROOT)
-        binary = os.path.join(ROOT, "target", "release", "patchline")
+        binaries = [os.path.join(ROOT, "target", "release", "patchline")]
     data = os.path.join(ROOT, "target", "bench-data")
     os.makedirs(data, exist_ok=True)
     converted = None
@@ -185,18 +188,20 @@ def main():
             make_mbox(args.commits, mbox + ".tmp")
             os.rename(mbox + ".tmp", mbox)
     try:
-        bench(args, binary, data, mbox, mboxrd)
+        bench(args, binaries, data, mbox, mboxrd)
     finally:
         if converted:
             shutil.rmtree(converted)
 
 
-def bench(args, binary, data, mbox, mboxrd):
+def bench(args, binaries, data, mbox, mboxrd):
+    """Each repeat: mailsplit, then every binary, each in a directory of its own."""
     size = os.path.getsize(mbox)
-
-    split_times, ours_times, rss = [], [], 0
-    largest = 0
-    for _ in range(args.repeat):
+    split_times = []
+    ours = {b: {"times": [], "rss": 0, "summary": None} for b in binaries}
+    largest = count = 0
+    fmt = "mboxrd" if mboxrd else "none"
+    for r in range(args.repeat):
         work = tempfile.mkdtemp(prefix="bench-intake-", dir=args.workdir or data)
         try:
             outdir = os.path.join(work, "split")
@@ -204,29 +209,36 @@ def bench(args, binary, data, mbox, mboxrd):
             # Each tool starts with nothing dirty: patchline's syncfs would
             # otherwise also write out what mailsplit left in the page cache.
             os.sync()
-            t, _, out = timed(["git", "mailsplit"] + (["--mboxrd"] if mboxrd else []) + ["-o" + outdir, mbox])
+            t, _, _ = timed(["git", "mailsplit"] + (["--mboxrd"] if mboxrd else []) + ["-o" + outdir, mbox])
             split_times.append(t)
             largest = max(os.path.getsize(os.path.join(outdir, f)) for f in os.listdir(outdir))
             count = len(os.listdir(outdir))
-            os.sync()
-            with open(os.path.join(work, "patchline.toml"), "w") as cfg:
-                fmt = "mboxrd" if mboxrd else "none"
-                cfg.write(f'[intake]\nsource = "mbox"\npath = {json.dumps(mbox)}\nmbox_format = "{fmt}"\n')
-            t, maxrss, out = timed([binary, "--config", os.path.join(work, "patchline.toml"), "collect", "--json"])
-            ours_times.append(t)
-            rss = max(rss, maxrss)
+            # The order rotates: a later run finds the file system fuller.
+            for n, binary in enumerate(binaries[r % len(binaries):] + binaries[:r % len(binaries)]):
+                os.sync()
+                state = os.path.join(work, f"patchline-{n}")
+                os.makedirs(state)
+                with open(os.path.join(state, "patchline.toml"), "w") as cfg:
+                    cfg.write(f'[intake]\nsource = "mbox"\npath = {json.dumps(mbox)}\nmbox_format = "{fmt}"\n')
+                t, maxrss, out = timed([binary, "--config", os.path.join(state, "patchline.toml"), "collect", "--json"])
+                ours[binary]["times"].append(t)
+                ours[binary]["rss"] = max(ours[binary]["rss"], maxrss)
+                ours[binary]["summary"] = json.loads(out)
         finally:
             shutil.rmtree(work)
-    summary = json.loads(out)
-    best_split, best_ours = min(split_times), min(ours_times)
-    print(f"mbox: {size / 1e6:.1f} MB, {count} mails (git mailsplit), patchline stored {summary['mails']} mails, "
-          f"{summary['patches']} patches, {summary['series_complete']} complete series")
-    print(f"git mailsplit{' --mboxrd' if mboxrd else ''} (split only): best {best_split:.2f} s of {args.repeat}")
-    print(f"patchline collect (whole intake):    best {best_ours:.2f} s of {args.repeat}")
-    print(f"all runs (s): mailsplit {' '.join(f'{t:.2f}' for t in split_times)}; "
-          f"patchline {' '.join(f'{t:.2f}' for t in ours_times)}")
-    print(f"ratio mailsplit/patchline:           {best_split / best_ours:.2f}  (>= 1.0 is the target)")
-    print(f"patchline peak RSS:                  {rss / 1024:.1f} MiB (largest mail {largest / 1024:.1f} KiB, mbox {size / 2**20:.0f} MiB)")
+    best_split = min(split_times)
+    print(f"mbox: {size / 1e6:.1f} MB, {count} mails (git mailsplit), largest mail {largest / 1024:.1f} KiB")
+    print(f"git mailsplit{' --mboxrd' if mboxrd else ''} (split only): best {best_split:.2f} s of {args.repeat}"
+          f" (all: {' '.join(f'{t:.2f}' for t in split_times)})")
+    for binary in binaries:
+        o = ours[binary]
+        summary, best = o["summary"], min(o["times"])
+        print(f"patchline collect ({binary}):")
+        print(f"  stored {summary['mails']} mails, {summary['patches']} patches, "
+              f"{summary['series_complete']} complete series")
+        print(f"  whole intake: best {best:.2f} s of {args.repeat} (all: {' '.join(f'{t:.2f}' for t in o['times'])})")
+        print(f"  ratio mailsplit/patchline: {best_split / best:.2f}  (>= 1.0 is the target)")
+        print(f"  peak RSS: {o['rss'] / 1024:.1f} MiB (mbox {size / 2**20:.0f} MiB)")
 
 
 if __name__ == "__main__":
