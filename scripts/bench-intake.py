@@ -13,10 +13,22 @@ and prints both times, the ratio (mailsplit time / patchline time: >= 1.0
 means patchline's whole intake is at least as fast as mailsplit's split) and
 patchline's peak RSS next to the largest mail's size.
 
-Usage: scripts/bench-intake.py [--commits N] [--repeat R] [--workdir DIR]
+A real list archive instead of the generated mbox:
+
+  --mbox FILE [--mboxrd]   an existing mbox (`--mboxrd`: its `From ` lines are
+                           quoted as mboxrd; both tools are told so)
+  --public-inbox GITDIR    a public-inbox v2 epoch (bare git repository, one
+                           mail per commit in blob `m`), converted once into an
+                           mboxrd file in a temporary directory (implies
+                           --mboxrd; nothing of it is kept)
+
+Usage: scripts/bench-intake.py [--commits N | --mbox FILE [--mboxrd] |
+                                --public-inbox GITDIR] [--repeat R] [--workdir DIR]
+                               [--binary PATH ...]
 """
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -77,6 +89,50 @@ def make_mbox(n, path):
     shutil.rmtree(repo)
 
 
+def public_inbox_to_mboxrd(gitdir, path):
+    """Every mail of a public-inbox epoch, oldest first, as one mboxrd file.
+
+    The mails are streamed through `git cat-file --batch` (no shell: the
+    blob contents never reach a command line). mboxrd quoting: a line of
+    zero or more `>` then `From ` gets one more `>`, so the split gives back
+    the mail's bytes exactly.
+    """
+    revs = subprocess.run(["git", "--git-dir", gitdir, "rev-list", "--reverse", "master"],
+                          check=True, stdout=subprocess.PIPE).stdout.split()
+    cat = subprocess.Popen(["git", "--git-dir", gitdir, "cat-file", "--batch"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    import re
+    import threading
+
+    quoted = re.compile(rb"^(>*From )", re.M)
+
+    def feed():
+        for rev in revs:
+            cat.stdin.write(rev + b":m\n")
+        cat.stdin.close()
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    count = 0
+    with open(path, "wb") as out:
+        for _ in revs:
+            header = cat.stdout.readline().split()
+            if len(header) != 3 or header[1] != b"blob":
+                continue  # a commit without `m` (a deletion): nothing to take
+            body = cat.stdout.read(int(header[2]))
+            cat.stdout.read(1)  # the newline after each object
+            if not body.endswith(b"\n"):
+                body += b"\n"
+            out.write(b"From mboxrd@z Thu Jan  1 00:00:00 1970\n")
+            out.write(quoted.sub(rb">\1", body))
+            out.write(b"\n")
+            count += 1
+    writer.join()
+    if cat.wait() != 0:
+        sys.exit(f"git cat-file --batch in {gitdir} failed")
+    return count
+
+
 def timed(cmd, cwd=None):
     """Wall time, peak RSS (KiB, of this command alone, via GNU time) and stdout."""
     rss_file = tempfile.mktemp(prefix="bench-rss-")
@@ -99,47 +155,90 @@ def main():
     ap.add_argument("--workdir", default=None,
                     help="where both tools write (default target/bench-data); a fresh file system gives steadier figures")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--mbox", default=None, help="benchmark this mbox instead of the generated one")
+    ap.add_argument("--mboxrd", action="store_true", help="the mbox is mboxrd-quoted (git mailsplit --mboxrd)")
+    ap.add_argument("--public-inbox", default=None, metavar="GITDIR",
+                    help="convert this public-inbox epoch into a temporary mboxrd and benchmark it")
+    ap.add_argument("--binary", action="append", default=None,
+                    help="time this patchline binary (default: build target/release); given twice or more, "
+                         "every repeat runs them all after the same mailsplit run (before/after comparisons)")
     args = ap.parse_args()
 
-    run(["cargo", "build", "--release", "--quiet", "--bin", "patchline"], cwd=ROOT)
-    binary = os.path.join(ROOT, "target", "release", "patchline")
+    if args.binary:
+        binaries = [os.path.abspath(b) for b in args.binary]
+    else:
+        run(["cargo", "build", "--release", "--quiet", "--bin", "patchline"], cwd=ROOT)
+        binaries = [os.path.join(ROOT, "target", "release", "patchline")]
     data = os.path.join(ROOT, "target", "bench-data")
     os.makedirs(data, exist_ok=True)
-    mbox = os.path.join(data, f"patches-{args.commits}.mbox")
-    if not os.path.exists(mbox):
-        print(f"generating {args.commits} patches as 5-patch series with git format-patch ...", file=sys.stderr)
-        make_mbox(args.commits, mbox + ".tmp")
-        os.rename(mbox + ".tmp", mbox)
-    size = os.path.getsize(mbox)
+    converted = None
+    mboxrd = args.mboxrd
+    if args.public_inbox:
+        converted = tempfile.mkdtemp(prefix="bench-inbox-", dir=args.workdir or data)
+        mbox = os.path.join(converted, "inbox.mboxrd")
+        n = public_inbox_to_mboxrd(args.public_inbox, mbox)
+        print(f"converted {n} mails of {args.public_inbox} into {mbox}", file=sys.stderr)
+        mboxrd = True
+    elif args.mbox:
+        mbox = os.path.abspath(args.mbox)
+    else:
+        mbox = os.path.join(data, f"patches-{args.commits}.mbox")
+        if not os.path.exists(mbox):
+            print(f"generating {args.commits} patches as 5-patch series with git format-patch ...", file=sys.stderr)
+            make_mbox(args.commits, mbox + ".tmp")
+            os.rename(mbox + ".tmp", mbox)
+    try:
+        bench(args, binaries, data, mbox, mboxrd)
+    finally:
+        if converted:
+            shutil.rmtree(converted)
 
-    split_times, ours_times, rss = [], [], 0
-    largest = 0
-    for _ in range(args.repeat):
+
+def bench(args, binaries, data, mbox, mboxrd):
+    """Each repeat: mailsplit, then every binary, each in a directory of its own."""
+    size = os.path.getsize(mbox)
+    split_times = []
+    ours = {b: {"times": [], "rss": 0, "summary": None} for b in binaries}
+    largest = count = 0
+    fmt = "mboxrd" if mboxrd else "none"
+    for r in range(args.repeat):
         work = tempfile.mkdtemp(prefix="bench-intake-", dir=args.workdir or data)
         try:
             outdir = os.path.join(work, "split")
             os.makedirs(outdir)
-            t, _, out = timed(["git", "mailsplit", "-o" + outdir, mbox])
+            # Each tool starts with nothing dirty: patchline's syncfs would
+            # otherwise also write out what mailsplit left in the page cache.
+            os.sync()
+            t, _, _ = timed(["git", "mailsplit"] + (["--mboxrd"] if mboxrd else []) + ["-o" + outdir, mbox])
             split_times.append(t)
             largest = max(os.path.getsize(os.path.join(outdir, f)) for f in os.listdir(outdir))
             count = len(os.listdir(outdir))
-            with open(os.path.join(work, "patchline.toml"), "w") as cfg:
-                cfg.write(f'[intake]\nsource = "mbox"\npath = "{mbox}"\nmbox_format = "none"\n')
-            t, maxrss, out = timed([binary, "--config", os.path.join(work, "patchline.toml"), "collect", "--json"])
-            ours_times.append(t)
-            rss = max(rss, maxrss)
+            # The order rotates: a later run finds the file system fuller.
+            for n, binary in enumerate(binaries[r % len(binaries):] + binaries[:r % len(binaries)]):
+                os.sync()
+                state = os.path.join(work, f"patchline-{n}")
+                os.makedirs(state)
+                with open(os.path.join(state, "patchline.toml"), "w") as cfg:
+                    cfg.write(f'[intake]\nsource = "mbox"\npath = {json.dumps(mbox)}\nmbox_format = "{fmt}"\n')
+                t, maxrss, out = timed([binary, "--config", os.path.join(state, "patchline.toml"), "collect", "--json"])
+                ours[binary]["times"].append(t)
+                ours[binary]["rss"] = max(ours[binary]["rss"], maxrss)
+                ours[binary]["summary"] = json.loads(out)
         finally:
             shutil.rmtree(work)
-    import json
-
-    summary = json.loads(out)
-    best_split, best_ours = min(split_times), min(ours_times)
-    print(f"mbox: {size / 1e6:.1f} MB, {count} mails (git mailsplit), patchline stored {summary['mails']} mails, "
-          f"{summary['patches']} patches, {summary['series_complete']} complete series")
-    print(f"git mailsplit (split only):          best {best_split:.2f} s of {args.repeat}")
-    print(f"patchline collect (whole intake):    best {best_ours:.2f} s of {args.repeat}")
-    print(f"ratio mailsplit/patchline:           {best_split / best_ours:.2f}  (>= 1.0 is the target)")
-    print(f"patchline peak RSS:                  {rss / 1024:.1f} MiB (largest mail {largest / 1024:.1f} KiB, mbox {size / 2**20:.0f} MiB)")
+    best_split = min(split_times)
+    print(f"mbox: {size / 1e6:.1f} MB, {count} mails (git mailsplit), largest mail {largest / 1024:.1f} KiB")
+    print(f"git mailsplit{' --mboxrd' if mboxrd else ''} (split only): best {best_split:.2f} s of {args.repeat}"
+          f" (all: {' '.join(f'{t:.2f}' for t in split_times)})")
+    for binary in binaries:
+        o = ours[binary]
+        summary, best = o["summary"], min(o["times"])
+        print(f"patchline collect ({binary}):")
+        print(f"  stored {summary['mails']} mails, {summary['patches']} patches, "
+              f"{summary['series_complete']} complete series")
+        print(f"  whole intake: best {best:.2f} s of {args.repeat} (all: {' '.join(f'{t:.2f}' for t in o['times'])})")
+        print(f"  ratio mailsplit/patchline: {best_split / best:.2f}  (>= 1.0 is the target)")
+        print(f"  peak RSS: {o['rss'] / 1024:.1f} MiB (mbox {size / 2**20:.0f} MiB)")
 
 
 if __name__ == "__main__":

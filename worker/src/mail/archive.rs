@@ -6,17 +6,21 @@
 //! - `YYYY-MM-DD/<series-slug>/NNNN-<patch-slug>.patch` and `.eml`: hard
 //!   links to the raw mail (`git am` reads a single mail file as it is).
 //!
-//! Writes go to a temporary file and are renamed into place, so a reader
-//! never sees half a file. Durability is batched: `flush` fsyncs every file
+//! Writes go to an unnamed file (`O_TMPFILE`) that is linked into place
+//! once complete (or, where the file system has no `O_TMPFILE`, to a
+//! temporary file renamed into place), so a reader never sees half a file. Durability is batched: `flush` fsyncs every file
 //! and directory written since the last flush, and the caller commits the
 //! source cursor only after it, so an acknowledged mail is always on disk.
 //! Nothing here ever deletes a raw mail.
 
-use std::collections::BTreeSet;
+use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -33,6 +37,10 @@ pub enum Error {
 /// Shared by the threads that write a batch (`Archive` is `Sync`).
 pub struct Archive {
     root: PathBuf,
+    /// The root, opened once it exists: files are made and linked relative
+    /// to it, so the kernel walks `<day>/raw/<name>` and not the whole
+    /// absolute path for every one of tens of thousands of files.
+    root_fd: OnceLock<OwnedFd>,
     pending: Mutex<Pending>,
 }
 
@@ -42,8 +50,10 @@ struct Pending {
     files: Vec<PathBuf>,
     /// Directories whose entries changed.
     dirs: BTreeSet<PathBuf>,
-    /// Directories known to exist (kept across flushes).
-    existing: BTreeSet<PathBuf>,
+    /// Directories known to exist (kept across flushes). Hashed: it is
+    /// looked up for every file written, and ordered `Path` comparisons
+    /// (component by component) cost more than hashing the bytes.
+    existing: HashSet<PathBuf>,
 }
 
 /// The archive day of a unix time, `YYYY-MM-DD` in UTC.
@@ -81,6 +91,16 @@ pub fn slug(text: &str, max: usize) -> String {
     }
 }
 
+/// Where [`Archive::file_patch`] files patch `index` of a series (relative
+/// to the archive root): known before the filing is made.
+pub fn patch_path(series_dir: &str, index: u32, title: &str) -> String {
+    if index == 0 {
+        format!("{series_dir}/0000-cover-letter.patch")
+    } else {
+        format!("{series_dir}/{index:04}-{}.patch", slug(title, 52))
+    }
+}
+
 /// Checks that a path relative to the archive stays inside it.
 pub fn check_relative(path: &str) -> Result<&Path, Error> {
     let p = Path::new(path);
@@ -106,6 +126,7 @@ impl Archive {
     pub fn new(root: PathBuf) -> Self {
         Self {
             root,
+            root_fd: OnceLock::new(),
             pending: Mutex::new(Pending::default()),
         }
     }
@@ -127,12 +148,9 @@ impl Archive {
         bytes: &[u8],
     ) -> Result<String, Error> {
         let relative = format!("{}/raw/{content_hash}.eml", day(received));
-        let path = self.root.join(&relative);
-        // Written again even when present: the same name means the same
-        // bytes, the rename is atomic, and it repairs a file a crash left
-        // short — cheaper than checking first, in the common case of a new
-        // mail.
-        self.write_atomically(&path, &[bytes])?;
+        // The same name means the same bytes: a file already there of the
+        // right size is kept, one a crash left short is rewritten.
+        self.write_atomically(Path::new(&relative), &[bytes])?;
         Ok(relative)
     }
 
@@ -211,14 +229,12 @@ impl Archive {
     ) -> Result<String, Error> {
         check_relative(series_dir)?;
         check_relative(raw_relative)?;
-        let stem = if index == 0 {
-            "0000-cover-letter".to_owned()
-        } else {
-            format!("{index:04}-{}", slug(title, 52))
-        };
-        let patch_rel = format!("{series_dir}/{stem}.patch");
-        let raw_path = self.root.join(raw_relative);
-        for rel in [&patch_rel, &format!("{series_dir}/{stem}.eml")] {
+        let patch_rel = patch_path(series_dir, index, title);
+        let eml_rel = patch_rel
+            .strip_suffix(".patch")
+            .map(|stem| format!("{stem}.eml"))
+            .unwrap_or_default();
+        for rel in [&patch_rel, &eml_rel] {
             let path = self.root.join(rel);
             let dir = path.parent().unwrap_or(&self.root).to_path_buf();
             let wrap = |source| Error::Write {
@@ -226,16 +242,24 @@ impl Archive {
                 source,
             };
             self.ensure_dir(&dir).map_err(wrap)?;
-            match std::fs::hard_link(&raw_path, &path) {
+            let linked = match self.root_fd() {
+                Some(root) => {
+                    rustix::fs::linkat(root, raw_relative, root, rel.as_str(), AtFlags::empty())
+                        .map_err(std::io::Error::from)
+                }
+                None => std::fs::hard_link(self.root.join(raw_relative), &path),
+            };
+            match linked {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(_) => {
                     // Another file system (or no hard links): copy instead.
+                    let raw_path = self.root.join(raw_relative);
                     let bytes = std::fs::read(&raw_path).map_err(|source| Error::Write {
-                        path: raw_path.clone(),
+                        path: raw_path,
                         source,
                     })?;
-                    self.write_atomically(&path, &[&bytes])?;
+                    self.write_atomically(Path::new(rel), &[&bytes])?;
                 }
             }
             self.pending().dirs.insert(dir);
@@ -275,27 +299,48 @@ impl Archive {
         Ok(())
     }
 
-    fn write_atomically(&self, path: &Path, parts: &[&[u8]]) -> Result<(), Error> {
+    /// The root directory's descriptor, once the root exists.
+    fn root_fd(&self) -> Option<BorrowedFd<'_>> {
+        if self.root_fd.get().is_none() {
+            let fd = rustix::fs::open(
+                &self.root,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()?;
+            // Another thread may have been first: its descriptor is kept.
+            let _ = self.root_fd.set(fd);
+        }
+        self.root_fd.get().map(AsFd::as_fd)
+    }
+
+    /// Writes `parts` as `relative` (to the root) unless a file of that
+    /// name and size is there already (names are content hashes or
+    /// filings of them: the same name and size is the same mail; another
+    /// size is a file a crash left short, replaced).
+    fn write_atomically(&self, relative: &Path, parts: &[&[u8]]) -> Result<(), Error> {
+        let path = self.root.join(relative);
         let wrap = |source| Error::Write {
-            path: path.to_owned(),
+            path: path.clone(),
             source,
         };
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         self.ensure_dir(&dir).map_err(wrap)?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let tmp = dir.join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            name.unwrap_or_default()
-        ));
-        let mut file = File::create(&tmp).map_err(wrap)?;
-        for part in parts {
-            file.write_all(part).map_err(wrap)?;
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let unnamed = match self.root_fd() {
+            Some(root) => write_unnamed(root, relative, parts).map_err(wrap)?,
+            None => Unnamed::Unsupported,
+        };
+        let kept = match unnamed {
+            Unnamed::Linked => true,
+            Unnamed::Exists => std::fs::metadata(&path).is_ok_and(|m| m.len() == len as u64),
+            Unnamed::Unsupported => false,
+        };
+        if !kept {
+            write_renamed(&dir, &path, parts).map_err(wrap)?;
         }
-        std::fs::rename(&tmp, path).map_err(wrap)?;
-        drop(file);
         let mut pending = self.pending();
-        pending.files.push(path.to_owned());
+        pending.files.push(path);
         pending.dirs.insert(dir);
         Ok(())
     }
@@ -363,28 +408,120 @@ impl Archive {
     }
 }
 
+/// What became of an `O_TMPFILE` write.
+enum Unnamed {
+    /// Written and linked as the path.
+    Linked,
+    /// Written, but the path exists: nothing was changed.
+    Exists,
+    /// The file system (or a missing `/proc`) does not allow it.
+    Unsupported,
+}
+
+/// Whether `linkat(fd, "", AT_EMPTY_PATH)` was refused once (it needs
+/// CAP_DAC_READ_SEARCH): the `/proc` link is used from then on.
+static EMPTY_PATH_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes `parts` to an unnamed file in the directory of `relative` (to
+/// `root`) and links it as `relative`: one directory entry made, where a
+/// temporary file and a rename make one, remove it and make another.
+fn write_unnamed(
+    root: BorrowedFd<'_>,
+    relative: &Path,
+    parts: &[&[u8]],
+) -> std::io::Result<Unnamed> {
+    let dir = match relative.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let fd = match rustix::fs::openat(
+        root,
+        dir,
+        OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o666),
+    ) {
+        Ok(fd) => fd,
+        // EOPNOTSUPP, or EISDIR/EINVAL from kernels and file systems
+        // without O_TMPFILE; any other failure shows again on the
+        // fallback, with its own error.
+        Err(_) => return Ok(Unnamed::Unsupported),
+    };
+    let mut file = File::from(fd);
+    for part in parts {
+        file.write_all(part)?;
+    }
+    let mut linked = Err(rustix::io::Errno::PERM);
+    if !EMPTY_PATH_REFUSED.load(Ordering::Relaxed) {
+        linked = rustix::fs::linkat(&file, "", root, relative, AtFlags::EMPTY_PATH);
+        if matches!(
+            linked,
+            Err(rustix::io::Errno::PERM | rustix::io::Errno::NOENT)
+        ) {
+            EMPTY_PATH_REFUSED.store(true, Ordering::Relaxed);
+        }
+    }
+    if EMPTY_PATH_REFUSED.load(Ordering::Relaxed) {
+        // What open(2) documents for callers without the capability.
+        let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        linked = rustix::fs::linkat(
+            CWD,
+            proc_path.as_str(),
+            root,
+            relative,
+            AtFlags::SYMLINK_FOLLOW,
+        );
+    }
+    match linked {
+        Ok(()) => Ok(Unnamed::Linked),
+        Err(rustix::io::Errno::EXIST) => Ok(Unnamed::Exists),
+        Err(_) => Ok(Unnamed::Unsupported),
+    }
+}
+
+/// Writes `parts` to a temporary file in `dir` and renames it to `path`
+/// (replacing what is there).
+fn write_renamed(dir: &Path, path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        name.unwrap_or_default()
+    ));
+    let mut file = File::create(&tmp)?;
+    for part in parts {
+        file.write_all(part)?;
+    }
+    drop(file);
+    std::fs::rename(&tmp, path)
+}
+
 /// Creates `dir` and its missing parents, remembering every directory
-/// whose entries changed so `flush` syncs them.
+/// whose entries changed so `flush` syncs them. Tries `mkdir` first: in
+/// the common case (a new series directory in an existing day) that is
+/// the only system call.
 fn create_dir_all_synced(dir: &Path, changed: &mut BTreeSet<PathBuf>) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut missing = Vec::new();
-    let mut cur = dir;
-    while !cur.is_dir() {
-        missing.push(cur.to_path_buf());
-        match cur.parent() {
-            Some(p) => cur = p,
-            None => break,
+    use std::io::ErrorKind;
+    let made = match std::fs::create_dir(dir) {
+        Err(e) if e.kind() == ErrorKind::NotFound => match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => {
+                create_dir_all_synced(parent, changed)?;
+                std::fs::create_dir(dir)
+            }
+            _ => Err(e),
+        },
+        other => other,
+    };
+    match made {
+        Ok(()) => {
+            if let Some(p) = dir.parent() {
+                changed.insert(p.to_path_buf());
+            }
+            Ok(())
         }
+        // Made by another thread (or before this run).
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
     }
-    std::fs::create_dir_all(dir)?;
-    for d in missing {
-        if let Some(p) = d.parent() {
-            changed.insert(p.to_path_buf());
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! only input that is not a mail at all, or is over the size limit, fails.
 //! Never panics on any input.
 
-use mail_parser::{HeaderValue, MessageParser, MimeHeaders, PartType};
+use mail_parser::{HeaderName, HeaderValue, MessageParser, MimeHeaders, PartType};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -81,6 +81,25 @@ pub enum Error {
     NotAMail { reason: String },
 }
 
+/// The parser, told to read only the headers intake uses, each with the
+/// parser mail-parser's default gives it (MIME headers included, which
+/// decide how parts are decoded); every other header (long `Received:`
+/// chains, `To:`/`Cc:` lists of dozens of addresses) is skipped rather
+/// than parsed into values nothing reads.
+static PARSER: std::sync::LazyLock<MessageParser> = std::sync::LazyLock::new(|| {
+    MessageParser::new()
+        .with_mime_headers()
+        .header_comma_separated(HeaderName::ContentLanguage)
+        .header_text(HeaderName::Subject)
+        .header_address(HeaderName::From)
+        .header_date(HeaderName::Date)
+        .header_id(HeaderName::MessageId)
+        .header_id(HeaderName::InReplyTo)
+        .header_id(HeaderName::References)
+        .header_address(HeaderName::ListId)
+        .default_header_ignore()
+});
+
 /// The domain of synthesised Message-IDs (RFC 2606 reserves `.invalid`).
 pub const SYNTHETIC_DOMAIN: &str = "patchline.invalid";
 
@@ -126,11 +145,9 @@ pub fn parse_mail_hashed(
                 .to_owned()
         });
     }
-    let message = MessageParser::default()
-        .parse(raw)
-        .ok_or_else(|| Error::NotAMail {
-            reason: "no header could be parsed".into(),
-        })?;
+    let message = PARSER.parse(raw).ok_or_else(|| Error::NotAMail {
+        reason: "no header could be parsed".into(),
+    })?;
 
     let (message_id, message_id_synthesized) = match message.message_id() {
         Some(id) if !id.trim().is_empty() => (strip_angles(id), false),
@@ -226,7 +243,7 @@ pub fn parse_mail_hashed(
     }
     let diff_start = find_diff(&body);
     let patch_hash = diff_start.map(|start| patch_hash(&body[start..]));
-    let fingerprint = content_fingerprint(&subject, from.as_ref(), date, &body);
+    let fingerprint = fingerprint_at(&subject, from.as_ref(), date, &body, diff_start);
     Ok(ParsedMail {
         message_id,
         message_id_synthesized,
@@ -315,13 +332,53 @@ fn push_text(body: &mut String, text: &str) {
 /// Length of the header block (up to and including the blank line).
 fn header_block_len(raw: &[u8]) -> usize {
     let mut pos = 0;
-    for line in raw.split_inclusive(|b| *b == b'\n') {
+    for line in byte_lines(raw) {
         pos += line.len();
         if line == b"\n" || line == b"\r\n" {
             break;
         }
     }
     pos
+}
+
+/// `bytes.split_inclusive(|b| *b == b'\n')`, found with the `memchr`
+/// crate's vectorised search (std's is byte by byte for lines this
+/// short, and every mail is looked at line by line several times).
+fn byte_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+        let (line, tail) = rest.split_at(end);
+        rest = tail;
+        Some(line)
+    })
+}
+
+/// `text.split_inclusive('\n')`, as [`byte_lines`] finds them.
+fn str_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        // `\n` is ASCII: the cut is on a character boundary.
+        let end = memchr::memchr(b'\n', rest.as_bytes()).map_or(rest.len(), |i| i + 1);
+        let (line, tail) = rest.split_at(end);
+        rest = tail;
+        Some(line)
+    })
+}
+
+/// A line of [`str_lines`] as `str::lines` gives it: without its `\n` or
+/// `\r\n`.
+fn without_newline(line: &str) -> &str {
+    match line.strip_suffix('\n') {
+        Some(line) => line.strip_suffix('\r').unwrap_or(line),
+        None => line,
+    }
 }
 
 /// The first line must be a header field (`Name: value`, name of printable
@@ -381,7 +438,7 @@ fn list_id(value: &HeaderValue<'_>) -> Option<String> {
 /// hunk header. A lone `---` (the separator before a diffstat) is not one.
 pub fn find_diff(body: &str) -> Option<usize> {
     let mut offset = 0;
-    let lines = body.split_inclusive('\n');
+    let lines = str_lines(body);
     let mut prev: [Option<(usize, &str)>; 2] = [None, None];
     for line in lines {
         let start = offset;
@@ -407,7 +464,7 @@ pub fn find_diff(body: &str) -> Option<usize> {
 /// signature after `-- `, and line endings.
 fn patch_hash(diff: &str) -> String {
     let mut h = Sha256::new();
-    for line in diff.lines() {
+    for line in str_lines(diff).map(without_newline) {
         if line == "-- " {
             break;
         }
@@ -432,6 +489,18 @@ pub fn content_fingerprint(
     date: Option<i64>,
     body: &str,
 ) -> String {
+    fingerprint_at(subject, from, date, body, find_diff(body))
+}
+
+/// [`content_fingerprint`] for a caller that already looked for the diff
+/// (`diff_start` is `find_diff(body)`).
+fn fingerprint_at(
+    subject: &str,
+    from: Option<&Author>,
+    date: Option<i64>,
+    body: &str,
+    diff_start: Option<usize>,
+) -> String {
     let mut h = Sha256::new();
     h.update(subject.as_bytes());
     h.update(b"\0");
@@ -443,16 +512,21 @@ pub fn content_fingerprint(
     h.update(b"\0");
     h.update(date.map(|d| d.to_string()).unwrap_or_default().as_bytes());
     h.update(b"\0");
-    let text = match find_diff(body) {
+    let text = match diff_start {
         Some(start) => &body[..patch_end(body, start)],
         None => without_footer(body),
     };
-    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
-    let used = lines
-        .iter()
-        .rposition(|l| !l.is_empty())
-        .map_or(0, |i| i + 1);
-    for line in &lines[..used] {
+    // Trailing empty lines are not hashed: empty lines are held back
+    // until a line with text follows them.
+    let mut held_back = 0usize;
+    for line in str_lines(text).map(without_newline).map(str::trim_end) {
+        if line.is_empty() {
+            held_back += 1;
+            continue;
+        }
+        for _ in 0..std::mem::take(&mut held_back) {
+            h.update(b"\n");
+        }
         h.update(line.as_bytes());
         h.update(b"\n");
     }
@@ -485,7 +559,7 @@ fn patch_end(body: &str, start: usize) -> usize {
     let mut offset = start;
     // Lines left in the current hunk: (old, new).
     let mut left = (0u64, 0u64);
-    for line in body[start..].split_inclusive('\n') {
+    for line in str_lines(&body[start..]) {
         offset += line.len();
         let l = line.trim_end_matches(['\n', '\r']);
         if left != (0, 0) {
@@ -547,7 +621,7 @@ fn without_footer(body: &str) -> &str {
     let mut offset = 0;
     let mut footer = None;
     let mut after = 0;
-    for line in body.split_inclusive('\n') {
+    for line in str_lines(body) {
         let l = line.trim_end();
         if l.len() >= 10 && l.bytes().all(|b| b == b'_') {
             footer = Some(offset);
@@ -566,6 +640,32 @@ fn without_footer(body: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_splitting_is_what_std_does() {
+        for text in [
+            "",
+            "\n",
+            "a",
+            "a\n",
+            "a\r\nb",
+            "a\r\n\r\nb\n",
+            "x\r",
+            "x\ry\n\n",
+            "\n\nlast",
+            "ünï\ncödé\r\n",
+        ] {
+            let ours: Vec<&str> = str_lines(text).collect();
+            let std: Vec<&str> = text.split_inclusive('\n').collect();
+            assert_eq!(ours, std, "{text:?}");
+            let ours: Vec<&[u8]> = byte_lines(text.as_bytes()).collect();
+            let std: Vec<&[u8]> = text.as_bytes().split_inclusive(|b| *b == b'\n').collect();
+            assert_eq!(ours, std, "{text:?}");
+            let ours: Vec<&str> = str_lines(text).map(without_newline).collect();
+            let std: Vec<&str> = text.lines().collect();
+            assert_eq!(ours, std, "{text:?}");
+        }
+    }
 
     pub(crate) fn fixture(name: &str) -> Vec<u8> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

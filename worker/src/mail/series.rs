@@ -526,6 +526,8 @@ pub fn assemble_after(
     let mut owner: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut by_root: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut by_title: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    // Normalised once per series, not once per candidate pair.
+    let series_titles: Vec<String> = series.iter().map(|s| norm_title(&s.title)).collect();
     for (gi, g) in built.iter().enumerate() {
         for i in &g.members {
             owner
@@ -536,7 +538,7 @@ pub fn assemble_after(
         owner.entry(g.root.as_str()).or_default().push(gi);
         by_root.entry(g.root.as_str()).or_default().push(gi);
         by_title
-            .entry((series[gi].author.clone(), norm_title(&series[gi].title)))
+            .entry((series[gi].author.clone(), series_titles[gi].clone()))
             .or_default()
             .push(gi);
     }
@@ -554,10 +556,12 @@ pub fn assemble_after(
             })
             .collect()
     };
+    let group_patch_titles: Vec<BTreeSet<(String, String)>> =
+        built.iter().map(patch_titles).collect();
     let mut by_patch_title: HashMap<(String, String), Vec<usize>> = HashMap::new();
-    for (gi, g) in built.iter().enumerate() {
-        for t in patch_titles(g) {
-            by_patch_title.entry(t).or_default().push(gi);
+    for (gi, titles) in group_patch_titles.iter().enumerate() {
+        for t in titles {
+            by_patch_title.entry(t.clone()).or_default().push(gi);
         }
     }
     // b4's change-id stays the same across versions, whatever the subjects.
@@ -572,15 +576,16 @@ pub fn assemble_after(
             .min()
             .map(|(_, c)| c)
     };
+    let group_change: Vec<Option<&String>> = built.iter().map(change_of).collect();
     let mut by_change: BTreeMap<&String, Vec<usize>> = BTreeMap::new();
-    for (gi, g) in built.iter().enumerate() {
-        if let Some(c) = change_of(g) {
-            by_change.entry(c).or_default().push(gi);
+    for (gi, c) in group_change.iter().enumerate() {
+        if let Some(c) = c {
+            by_change.entry(*c).or_default().push(gi);
         }
     }
     let mut pairs: BTreeSet<(usize, usize)> = BTreeSet::new();
     for (b, g) in built.iter().enumerate() {
-        if let Some(owners) = change_of(g).and_then(|c| by_change.get(c)) {
+        if let Some(owners) = group_change[b].and_then(|c| by_change.get(c)) {
             for a in owners {
                 if *a != b {
                     pairs.insert((*a, b));
@@ -588,9 +593,9 @@ pub fn assemble_after(
             }
         }
         let mut related: Vec<usize> = by_root[g.root.as_str()].clone();
-        related.extend(&by_title[&(series[b].author.clone(), norm_title(&series[b].title))]);
-        for t in patch_titles(g) {
-            if let Some(owners) = by_patch_title.get(&t) {
+        related.extend(&by_title[&(series[b].author.clone(), series_titles[b].clone())]);
+        for t in &group_patch_titles[b] {
+            if let Some(owners) = by_patch_title.get(t) {
                 related.extend(owners);
             }
         }
@@ -608,13 +613,16 @@ pub fn assemble_after(
             }
         }
     }
-    let ids_of = |g: &Group| -> HashSet<String> {
-        g.members
-            .iter()
-            .map(|i| mails[*i].message_id.clone())
-            .chain(std::iter::once(g.root.clone()))
-            .collect()
-    };
+    let group_ids: Vec<HashSet<&str>> = built
+        .iter()
+        .map(|g| {
+            g.members
+                .iter()
+                .map(|i| mails[*i].message_id.as_str())
+                .chain(std::iter::once(g.root.as_str()))
+                .collect()
+        })
+        .collect();
     // Which of two groups arrived later: by the time their first mail was
     // received, then by the order mails were stored (two mails received in
     // the same second must not look simultaneous: a re-send would then not
@@ -635,20 +643,22 @@ pub fn assemble_after(
             }
             let (old, new) = (&built[a], &built[b]);
             let same_thread = old.root == new.root;
-            let old_ids = ids_of(old);
+            let old_ids = &group_ids[a];
             let replies_into = new.members.iter().any(|i| {
                 let m = mails[*i];
-                m.in_reply_to.as_ref().is_some_and(|p| old_ids.contains(p))
-                    || m.references.iter().any(|r| old_ids.contains(r))
+                m.in_reply_to
+                    .as_ref()
+                    .is_some_and(|p| old_ids.contains(p.as_str()))
+                    || m.references.iter().any(|r| old_ids.contains(r.as_str()))
             });
-            let same_title = series[a].author == series[b].author
-                && norm_title(&series[a].title) == norm_title(&series[b].title);
+            let same_title =
+                series[a].author == series[b].author && series_titles[a] == series_titles[b];
             // Half of the older version's patches (at least one) under the
             // same subjects, from the same author.
-            let old_titles = patch_titles(old);
-            let shared = patch_titles(new).intersection(&old_titles).count();
+            let old_titles = &group_patch_titles[a];
+            let shared = group_patch_titles[b].intersection(old_titles).count();
             let same_patches_titled = shared > 0 && shared * 2 >= old_titles.len();
-            let same_change = change_of(old).is_some() && change_of(old) == change_of(new);
+            let same_change = group_change[a].is_some() && group_change[a] == group_change[b];
             let related =
                 same_thread || replies_into || same_title || same_patches_titled || same_change;
             if !related {

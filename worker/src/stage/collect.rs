@@ -211,11 +211,24 @@ pub fn collect(
     // `seen` reads through its own connection while the committer thread
     // writes through the main one (WAL allows both).
     let reader = Store::open_reader(store.path())?;
+    // A source that had no item when the run began has seen only what
+    // this run delivers, and a source delivers an item once per fetch:
+    // no need to ask the database for every mail of a first intake.
+    let fresh_source = !reader.source_has_items(&key)?;
     let batch_size = config.intake.batch.max(1);
+    // Fewer WAL checkpoints while a large intake commits batch after
+    // batch; the default comes back when the intake is done.
+    let checkpoints = store.defer_checkpoints()?;
     let stats = std::thread::scope(|scope| -> Result<source::FetchStats, Error> {
-        // Batch N is made durable and committed while batch N+1 is read,
-        // archived and parsed; capacity 1 bounds memory to two batches.
-        let (to_committer, batches) = std::sync::mpsc::sync_channel::<Vec<Received>>(1);
+        // A pipeline of three: batch N is made durable and committed while
+        // the batches after it are archived and parsed (on all cores) and
+        // read. The raw channel is a rendezvous, which bounds the raw bytes
+        // held to two batches; parsed batches (without their bodies, a few
+        // hundred bytes a mail) may queue up to `PARSED_BATCHES_QUEUED`,
+        // so a slow `syncfs` does not stop the reading and parsing.
+        let (to_committer, batches) =
+            std::sync::mpsc::sync_channel::<Vec<Received>>(PARSED_BATCHES_QUEUED);
+        let (to_receiver, raw_batches) = std::sync::mpsc::sync_channel::<Vec<RawMail>>(0);
         let committer_store = &mut *store;
         let committer_archive = &archive;
         let committer_key = key.as_str();
@@ -231,6 +244,9 @@ pub fn collect(
             }
             Ok(())
         });
+        let (archive, limits, grammar) = (&archive, &limits, &grammar);
+        let receiver = scope
+            .spawn(move || receive_batches(archive, limits, grammar, raw_batches, to_committer));
         let pending: RefCell<(Vec<RawMail>, usize)> = RefCell::new((Vec::new(), 0));
         let stored = std::cell::Cell::new(0u64);
         let hand_over = |pending: &mut (Vec<RawMail>, usize)| -> Result<(), Error> {
@@ -239,19 +255,16 @@ pub fn collect(
             if raws.is_empty() {
                 return Ok(());
             }
-            let received = receive_batch(&archive, raws, &limits, &grammar)?;
-            // A closed channel means the committer failed: its error is
-            // the one reported, after the join below.
-            to_committer
-                .send(received)
-                .map_err(|_| Error::CommitterStopped)
+            // A closed channel means the receiver (or the committer behind
+            // it) failed: that error is the one reported.
+            to_receiver.send(raws).map_err(|_| Error::CommitterStopped)
         };
         let fetched = {
             let seen = |item: &str| {
                 // A read error here means the database is gone; the commit
                 // that follows reports it, so treating the item as new is
                 // safe (the unique Message-ID still prevents a double).
-                reader.item_seen(&key, item).unwrap_or(false)
+                !fresh_source && reader.item_seen(&key, item).unwrap_or(false)
             };
             let resume = Resume {
                 cursor: cursor.as_deref(),
@@ -274,19 +287,39 @@ pub fn collect(
         // Whatever the source said, the mails it delivered were accepted:
         // store and commit them before reporting a source failure.
         let last = hand_over(&mut pending.borrow_mut());
-        drop(to_committer);
+        drop(to_receiver);
+        let received = match receiver.join() {
+            Ok(received) => received,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
         match committer.join() {
             Ok(committed) => committed?,
             Err(panic) => std::panic::resume_unwind(panic),
         }
+        received?;
         last?;
         progress.done();
         Ok(fetched?)
-    })?;
+    });
+    store.restore_checkpoints(checkpoints)?;
+    let stats = stats?;
     if let Some(cursor) = &stats.cursor {
         store.set_source_cursor(&key, cursor)?;
     }
-    assemble_series(store, config, &archive, &rules, run)?;
+    // The intake's WAL (its checkpoints were deferred) is copied into the
+    // database file while the series are assembled, not after.
+    let db_path = store.path().to_owned();
+    std::thread::scope(|scope| {
+        let checkpoint = scope.spawn(|| Store::checkpoint_wal(&db_path));
+        let assembled = assemble_series(store, config, &archive, &rules, run);
+        match checkpoint.join() {
+            // Only the timing of a copy SQLite makes anyway depends on it.
+            Ok(Err(e)) => tracing::warn!(error = %e, "background WAL checkpoint failed"),
+            Ok(Ok(())) => {}
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        assembled
+    })?;
     let mut summary = summarize(store, run, &key)?;
     summary.warnings = stats.warnings;
     Ok(summary)
@@ -296,54 +329,81 @@ pub fn collect(
 /// is cut early when its mails are large.
 const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
-/// Archives, parses and classifies a batch, spread over the cores. Each
-/// mail is written to the archive before it is parsed.
-fn receive_batch(
+/// Parsed batches waiting for the committer at most. A flush makes every
+/// file written before it durable, so the committer's `syncfs` for batch
+/// N also covers the queued batches' files and theirs return quickly.
+const PARSED_BATCHES_QUEUED: usize = 8;
+
+/// Archives, parses and classifies each batch, spread over the cores, and
+/// hands it on to the committer. Each mail is written to the archive
+/// before it is parsed.
+///
+/// The workers live as long as the intake (not a batch): each keeps its
+/// allocator's pages, where threads made per batch would start from fresh
+/// memory (page faults, zeroing) every time.
+fn receive_batches(
     archive: &Archive,
-    raws: Vec<RawMail>,
     limits: &MailLimits,
     grammar: &SubjectGrammar,
-) -> Result<Vec<Received>, archive::Error> {
-    let received_at = now();
+    raw_batches: std::sync::mpsc::Receiver<Vec<RawMail>>,
+    to_committer: std::sync::mpsc::SyncSender<Vec<Received>>,
+) -> Result<(), Error> {
+    use std::sync::mpsc::sync_channel;
+    type Part = (Vec<RawMail>, i64);
+    type Done = Result<Vec<Received>, archive::Error>;
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, 8)
-        .min(raws.len().max(1));
-    if workers <= 1 {
-        return raws
-            .into_iter()
-            .map(|raw| receive(archive, raw, received_at, limits, grammar))
-            .collect();
-    }
-    let chunk = raws.len().div_ceil(workers);
-    let mut chunks: Vec<Vec<RawMail>> = Vec::with_capacity(workers);
-    let mut iter = raws.into_iter();
-    loop {
-        let part: Vec<RawMail> = iter.by_ref().take(chunk).collect();
-        if part.is_empty() {
-            break;
-        }
-        chunks.push(part);
-    }
+        .clamp(1, 8);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|part| {
+        let lanes: Vec<_> = (0..workers)
+            .map(|_| {
+                let (to_worker, parts) = sync_channel::<Part>(1);
+                let (to_lane, done) = sync_channel::<Done>(1);
                 scope.spawn(move || {
-                    part.into_iter()
-                        .map(|raw| receive(archive, raw, received_at, limits, grammar))
-                        .collect::<Result<Vec<_>, _>>()
-                })
+                    for (part, received_at) in parts {
+                        let received = part
+                            .into_iter()
+                            .map(|raw| receive(archive, raw, received_at, limits, grammar))
+                            .collect();
+                        if to_lane.send(received).is_err() {
+                            break;
+                        }
+                    }
+                });
+                (to_worker, done)
             })
             .collect();
-        let mut out = Vec::new();
-        for handle in handles {
-            match handle.join() {
-                Ok(part) => out.extend(part?),
-                Err(panic) => std::panic::resume_unwind(panic),
+        for raws in raw_batches {
+            let received_at = now();
+            let chunk = raws.len().div_ceil(workers).max(1);
+            let mut raws = raws.into_iter();
+            let mut busy = 0;
+            for (to_worker, _) in &lanes {
+                let part: Vec<RawMail> = raws.by_ref().take(chunk).collect();
+                if part.is_empty() {
+                    break;
+                }
+                // A worker only stops by panicking, which the scope
+                // reports when it ends.
+                to_worker
+                    .send((part, received_at))
+                    .map_err(|_| Error::CommitterStopped)?;
+                busy += 1;
             }
+            // In order of the parts: the batch keeps the source's order,
+            // and its first failing mail is the error.
+            let mut batch = Vec::new();
+            for (_, done) in lanes.iter().take(busy) {
+                batch.extend(done.recv().map_err(|_| Error::CommitterStopped)??);
+            }
+            // A closed channel means the committer failed: its error is
+            // the one reported, after the join in `collect`.
+            to_committer
+                .send(batch)
+                .map_err(|_| Error::CommitterStopped)?;
         }
-        Ok(out)
+        // Dropping `lanes` ends the workers.
+        Ok(())
     })
 }
 
@@ -563,6 +623,7 @@ fn assemble_series(
         branch: Option<String>,
     }
     let mut plans = Vec::new();
+    let mut filings: Vec<Filing<'_>> = Vec::new();
     let mut unfiled: Vec<String> = Vec::new();
     let mut kept_keys = HashSet::new();
     let mut next_suffix: HashMap<String, u32> = HashMap::new();
@@ -646,7 +707,15 @@ fn assemble_series(
             let archive_path = match reuse {
                 Some(p) => p,
                 None => {
-                    archive.file_patch(&archive_dir, idx, &row.mail.fields.title, &row.raw_path)?
+                    // Filed below, on all cores, while the rows are
+                    // written (the name is known before).
+                    filings.push(Filing {
+                        series_dir: archive_dir.clone(),
+                        index: idx,
+                        title: &row.mail.fields.title,
+                        raw_path: &row.raw_path,
+                    });
+                    archive::patch_path(&archive_dir, idx, &row.mail.fields.title)
                 }
             };
             patches.push(FiledPatch {
@@ -683,35 +752,50 @@ fn assemble_series(
             (e.id, paths.collect())
         })
         .collect();
-    archive.flush()?;
-
     let update = store.series_update()?;
-    for (id, _) in &vanished {
-        update.delete_series(*id)?;
-    }
-    for plan in &plans {
-        let id = update.upsert_series(&SeriesRecord {
-            key: &plan.key,
-            series: &plan.series,
-            repo: plan.repo.as_deref(),
-            branch: plan.branch.as_deref(),
-            archive_dir: &plan.archive_dir,
-            run,
-        })?;
-        if plan.existing_id.is_some() {
-            update.clear_patches(id)?;
+    let write_rows = || -> Result<(), store::Error> {
+        for (id, _) in &vanished {
+            update.delete_series(*id)?;
         }
-        for patch in &plan.patches {
-            update.file_patch(id, patch)?;
+        for plan in &plans {
+            let id = update.upsert_series(&SeriesRecord {
+                key: &plan.key,
+                series: &plan.series,
+                repo: plan.repo.as_deref(),
+                branch: plan.branch.as_deref(),
+                archive_dir: &plan.archive_dir,
+                run,
+            })?;
+            if plan.existing_id.is_some() {
+                update.clear_patches(id)?;
+            }
+            for patch in &plan.patches {
+                update.file_patch(id, patch)?;
+            }
         }
-    }
-    // Every open mail is assembled anew: its old duplicate verdict goes.
-    for id in by_id.keys() {
-        update.forget_duplicate(*id)?;
-    }
-    for (dup, kept) in &assembly.duplicates {
-        update.record_duplicate(*dup, *kept)?;
-    }
+        // Every open mail is assembled anew: its old duplicate verdict goes.
+        for id in by_id.keys() {
+            update.forget_duplicate(*id)?;
+        }
+        for (dup, kept) in &assembly.duplicates {
+            update.record_duplicate(*dup, *kept)?;
+        }
+        Ok(())
+    };
+    // The filings are made (and flushed) while the rows are written; the
+    // rows are committed only after both, so the state never names a
+    // file that is not on disk.
+    let (written, filed) = std::thread::scope(|scope| {
+        let filer = scope.spawn(|| file_patches(archive, &filings));
+        let written = write_rows();
+        match filer.join() {
+            Ok(filed) => (written, filed),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
+    filed?;
+    written?;
+    archive.flush()?;
     update.commit()?;
     // Only after the commit: stale filings of mails that moved to another
     // series (the raw mails stay).
@@ -728,6 +812,47 @@ fn assemble_series(
     }
     archive.flush()?;
     Ok(())
+}
+
+/// A patch mail to file into its series directory.
+struct Filing<'a> {
+    series_dir: String,
+    index: u32,
+    title: &'a str,
+    raw_path: &'a str,
+}
+
+/// Files the patch mails (two hard links each), spread over the cores:
+/// the links go to different series directories, which the kernel locks
+/// one by one. The first failure in the order of `filings` is the error.
+fn file_patches(archive: &Archive, filings: &[Filing<'_>]) -> Result<(), archive::Error> {
+    let file = |f: &Filing<'_>| {
+        archive
+            .file_patch(&f.series_dir, f.index, f.title, f.raw_path)
+            .map(drop)
+    };
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    // Below a few hundred links a thread costs more than it saves.
+    if workers <= 1 || filings.len() < 256 {
+        return filings.iter().try_for_each(file);
+    }
+    let chunk = filings.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = filings
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().try_for_each(file)))
+            .collect();
+        let mut first = Ok(());
+        for handle in handles {
+            match handle.join() {
+                Ok(part) => first = first.and(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        first
+    })
 }
 
 /// Counts of one run's collect, read back from the state.

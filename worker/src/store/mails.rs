@@ -16,6 +16,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::borrow::Cow;
 use std::path::Path;
 
+/// WAL pages between checkpoints during an intake (64 MiB of 4 KiB pages;
+/// SQLite's default is 1000).
+const DEFERRED_CHECKPOINT_PAGES: i64 = 16384;
+
 /// A mail as collect stores it, parsed or not: every delivered item is
 /// kept, so the report can name what could not be used.
 #[derive(Debug, Clone, Copy)]
@@ -152,6 +156,63 @@ impl Store {
             .execute("DELETE FROM sources WHERE key = ?1", [key])
             .map_err(|e| self.err(e))?;
         Ok(n > 0)
+    }
+
+    /// Whether any item of `source_key` was ever stored.
+    pub fn source_has_items(&self, source_key: &str) -> Result<bool, Error> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM source_items WHERE source_key = ?1 LIMIT 1",
+                [source_key],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Raises the WAL auto-checkpoint threshold for a large intake (each
+    /// checkpoint writes the hot index pages into the database again, and
+    /// syncs it); returns the threshold to give back to
+    /// [`restore_checkpoints`](Self::restore_checkpoints). Commits stay as
+    /// durable: the WAL is synced the same way.
+    pub fn defer_checkpoints(&mut self) -> Result<i64, Error> {
+        let before: i64 = self
+            .conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", DEFERRED_CHECKPOINT_PAGES)
+            .map_err(|e| self.err(e))?;
+        Ok(before)
+    }
+
+    pub fn restore_checkpoints(&mut self, pages: i64) -> Result<(), Error> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", pages)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Copies what the WAL holds into the database file through a
+    /// connection of its own (`PRAGMA wal_checkpoint(PASSIVE)`: it waits
+    /// for no reader or writer), so another thread can do it while this
+    /// store goes on. The copy is what SQLite would do at the next
+    /// auto-checkpoint or at close anyway; commits are as durable without
+    /// it.
+    pub fn checkpoint_wal(path: &Path) -> Result<(), Error> {
+        let wrap = |source| Error::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(wrap)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(wrap)?;
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(wrap)
     }
 
     pub fn item_seen(&self, source_key: &str, item: &str) -> Result<bool, Error> {
