@@ -380,3 +380,279 @@ fn pull_requests_land_with_their_commit_ids_or_are_refused_changing_nothing() {
     assert!(why.contains("fast-forward only"), "{why}");
     assert_eq!(tip(p), merge);
 }
+
+/// A reply in the thread of `parent` (its `References` are `refs`).
+fn reply(id: &str, from: &str, subject: &str, refs: &[&str], body: &str) -> String {
+    let parent = refs.last().unwrap();
+    let references: Vec<String> = refs.iter().map(|r| format!("<{r}>")).collect();
+    format!(
+        "From reply@example.org Mon Nov 30 11:00:00 2026\nFrom: {from}\nTo: dev@lists.example.org\nSubject: {subject}\nDate: Mon, 30 Nov 2026 11:00:00 +0000\nMessage-ID: <{id}>\nIn-Reply-To: <{parent}>\nReferences: {}\n\n{body}\n",
+        references.join(" ")
+    )
+}
+
+fn message_ids(mbox: &str) -> Vec<String> {
+    mbox.lines()
+        .filter_map(|l| {
+            l.strip_prefix("Message-ID: <")
+                .or(l.strip_prefix("Message-Id: <"))
+        })
+        .map(|l| l.trim_end_matches('>').to_owned())
+        .collect()
+}
+
+/// A maintainer's day through `patchline run`: a reviewed series (a
+/// Reviewed-by to the cover, an Acked-by to patch 2 quoting the patch, a
+/// reply by someone else naming a third person), a series that only
+/// applies from its `base-commit:`, a series that fails, a pull request
+/// that lands and one whose branch moved. The commits, the trailers, the
+/// stage summary and the replies in each thread say what happened.
+#[test]
+fn a_maintainers_day_of_reviews_bases_failures_and_pull_requests() {
+    let served = tempfile::tempdir().unwrap();
+    let daemon = GitDaemon::start(served.path());
+    let url = daemon.url("contrib.git");
+    let (dir, src) = site(&format!(
+        "pull_urls = [\"git://127.0.0.1:{}/\"]",
+        daemon.port
+    ));
+    let p = dir.path();
+    let base = git(&src, &["rev-parse", "HEAD"]).trim().to_owned();
+    let lines = std::fs::read_to_string(src.join("f.txt")).unwrap();
+    let format = |range: &str, subject: &str, extra: &[&str]| {
+        let mut args = vec![
+            "format-patch",
+            "--stdout",
+            "--thread=shallow",
+            "--subject-prefix=PATCH",
+        ];
+        args.extend_from_slice(extra);
+        args.push(range);
+        git(&src, &args).replace("*** SUBJECT HERE ***", subject)
+    };
+
+    // The reviewed series: two new files.
+    git(&src, &["checkout", "-q", "-b", "reviewed", &base]);
+    commit(&src, "a.txt", "a\n", "Add a");
+    commit(&src, "b.txt", "b\n", "Add b");
+    let reviewed = format("HEAD~2", "Letters", &["--cover-letter"]);
+    let ids = message_ids(&reviewed);
+    let (cover, second) = (ids[0].clone(), ids[2].clone());
+    let replies = [
+        reply(
+            "r1@example.org",
+            "Rita Reviewer <rita@example.org>",
+            "Re: [PATCH 0/2] Letters",
+            &[&cover],
+            "Looks good.\n\nReviewed-by: Rita Reviewer <rita@example.org>",
+        ),
+        reply(
+            "r2@example.org",
+            "Bob Builder <bob@example.org>",
+            "Re: [PATCH 2/2] Add b",
+            &[&cover, &second],
+            "> Signed-off-by: Someone <s@example.org>\n\nAcked-by: Bob Builder <bob@example.org>",
+        ),
+        reply(
+            "r3@example.org",
+            "Eve <eve@example.org>",
+            "Re: [PATCH 0/2] Letters",
+            &[&cover],
+            "Carl said it is fine.\n\nReviewed-by: Carl <carl@example.org>",
+        ),
+    ];
+    // The series made on the base, whose context master changes.
+    git(&src, &["checkout", "-q", "-b", "based", &base]);
+    commit(
+        &src,
+        "f.txt",
+        &lines.replace("line 10\n", "line ten\n"),
+        "Ten in words",
+    );
+    let based =
+        format("-1", "", &["--base", &base]).replace("@example.org>", ".based@example.org>");
+    // The failing one: its context is nowhere on master.
+    git(&src, &["checkout", "-q", "-b", "broken", &base]);
+    commit(
+        &src,
+        "f.txt",
+        &lines.replace("line 20\n", "line XX\n"),
+        "Prepare",
+    );
+    commit(
+        &src,
+        "f.txt",
+        &lines.replace("line 20\n", "line twenty\n"),
+        "Twenty in words",
+    );
+    let broken = format("-1", "", &[]).replace("@example.org>", ".broken@example.org>");
+    // The pull requests.
+    git(&src, &["checkout", "-q", "-b", "feature", &base]);
+    let feature_tip = commit(&src, "h.txt", "h\n", "Add h");
+    git(&src, &["checkout", "-q", "-b", "fixes", &base]);
+    commit(&src, "i.txt", "i\n", "Add i");
+    let contrib = served.path().join("contrib.git");
+    git(
+        served.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            src.to_str().unwrap(),
+            contrib.to_str().unwrap(),
+        ],
+    );
+    let feature_request = git(&src, &["request-pull", &base, &url, "feature"]);
+    let fixes_request = git(&src, &["request-pull", &base, &url, "fixes"]);
+    commit(&src, "j.txt", "j\n", "Add j");
+    git(
+        &src,
+        &["push", "-q", "--force", contrib.to_str().unwrap(), "fixes"],
+    );
+
+    // master moves on: line 8.
+    let work = p.join("work-clone");
+    git(
+        p,
+        &[
+            "clone",
+            "-q",
+            p.join("hello.git").to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    let moved = commit(
+        &work,
+        "f.txt",
+        &lines.replace("line 8\n", "changed on master\n"),
+        "Change line 8",
+    );
+    git(&work, &["push", "-q", "origin", "HEAD:master"]);
+
+    append(p, &reviewed);
+    for r in &replies {
+        append(p, r);
+    }
+    append(p, &based);
+    append(p, &broken);
+    append(
+        p,
+        &request_mail(
+            "pull-a@example.org",
+            "[GIT PULL] Feature h",
+            &feature_request,
+        ),
+    );
+    append(
+        p,
+        &request_mail("pull-b@example.org", "[GIT PULL] Fix i", &fixes_request),
+    );
+
+    let ran = patchline(p, &["run"]);
+    assert_eq!(
+        ran.code(),
+        1,
+        "a series failed and a pull was refused\n{}",
+        ran.describe()
+    );
+    let status = patchline(p, &["status", "--json"]).json();
+    let apply = status["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "apply")
+        .unwrap()["summary"]
+        .clone();
+    assert_eq!(apply["series_applied"], 2, "{apply:#}");
+    assert_eq!(apply["series_failed"], 1, "{apply:#}");
+    assert_eq!(
+        (
+            apply["pulls_landed"].as_u64(),
+            apply["pulls_refused"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    let series = apply["series"].as_array().unwrap();
+    let by_title = |t: &str| {
+        series
+            .iter()
+            .find(|s| s["title"] == t)
+            .unwrap_or_else(|| panic!("{t}: {apply:#}"))
+    };
+    assert_eq!(by_title("Ten in words")["applied_from"], base.as_str());
+    assert_eq!(by_title("Twenty in words")["state"], "failed");
+
+    // The commits: the reviewed ones with exactly the trailers of their
+    // senders, the based one merged onto the moved master, then the pull.
+    let repo = p.join("hello.git");
+    assert_eq!(
+        git(&repo, &["rev-parse", "master^2"]).trim(),
+        feature_tip,
+        "the pull's commit, same id"
+    );
+    let first_parent = git(
+        &repo,
+        &[
+            "log",
+            "--first-parent",
+            "--format=%s",
+            &format!("{moved}..master"),
+        ],
+    );
+    assert_eq!(
+        first_parent,
+        format!("Merge branch 'feature' of {url}\nTen in words\nAdd b\nAdd a\n")
+    );
+    let body = |rev: &str| git(&repo, &["log", "-1", "--format=%B", rev]);
+    let add_a = body("master^1~2");
+    let add_b = body("master^1~1");
+    assert!(
+        add_a.contains("Reviewed-by: Rita Reviewer <rita@example.org>"),
+        "{add_a}"
+    );
+    assert!(
+        !add_a.contains("Acked-by") && !add_a.contains("Carl"),
+        "{add_a}"
+    );
+    assert!(
+        add_b.contains("Reviewed-by: Rita Reviewer <rita@example.org>")
+            && add_b.contains("Acked-by: Bob Builder <bob@example.org>")
+            && !add_b.contains("Carl")
+            && !add_b.contains("Someone"),
+        "{add_b}"
+    );
+    git(&repo, &["fsck", "--strict"]);
+
+    // The replies, each in its series' thread.
+    let report = std::fs::read_to_string(p.join("work/run-1/report.txt")).unwrap();
+    assert!(
+        report.contains("Subject: Re: [PATCH 0/2] Letters"),
+        "{report}"
+    );
+    assert!(
+        report.contains("patchline applied the series \"Letters\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("+ Acked-by: Bob Builder <bob@example.org>"),
+        "{report}"
+    );
+    assert!(report.contains("applied from its base commit"), "{report}");
+    assert!(
+        report.contains("patchline could not apply the series \"Twenty in words\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("Rebase the series on the current hello/master and send it again as v2"),
+        "{report}"
+    );
+    assert!(
+        report.contains("pull request \"[GIT PULL] Fix i\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("moved since the request was sent"),
+        "{report}"
+    );
+    assert!(report.contains("\"[GIT PULL] Feature h\""), "{report}");
+}
