@@ -284,9 +284,12 @@ pub struct SeriesQuery {
     /// an RFC 3339 date (`2026-11-24`, `2026-11-24T09:00:00Z`).
     pub since: Option<String>,
     /// Series per page, 1 to 1000 (default 100).
-    pub limit: Option<u32>,
+    // Read as text so that a bad value is refused with its name.
+    #[param(value_type = Option<u32>)]
+    pub limit: Option<String>,
     /// Only series with an id below this one (the `next` link sets it).
-    pub before: Option<i64>,
+    #[param(value_type = Option<i64>)]
+    pub before: Option<String>,
 }
 
 pub fn url_of_run(run: i64) -> String {
@@ -513,12 +516,28 @@ fn parse_since(raw: &str) -> Result<i64, ApiError> {
 
 /// The filters and page size of `GET /series`, checked.
 fn series_filter(query: &SeriesQuery) -> Result<(SeriesFilter, u32), ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_SERIES_PAGE);
-    if !(1..=MAX_SERIES_PAGE).contains(&limit) {
-        return Err(ApiError::invalid(format!(
-            "limit must be between 1 and {MAX_SERIES_PAGE}"
-        )));
-    }
+    let limit = match &query.limit {
+        None => DEFAULT_SERIES_PAGE,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_SERIES_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "limit: {} is not a number between 1 and {MAX_SERIES_PAGE}",
+                    quoted(raw)
+                ))
+            })?,
+    };
+    let before = match &query.before {
+        None => None,
+        Some(raw) => Some(raw.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "before: {} is not a series id (a positive integer)",
+                quoted(raw)
+            ))
+        })?),
+    };
     let state = match &query.state {
         None => None,
         Some(raw) => Some(SeriesState::parse(raw).ok_or_else(|| {
@@ -538,16 +557,13 @@ fn series_filter(query: &SeriesQuery) -> Result<(SeriesFilter, u32), ApiError> {
             quoted(repo)
         )));
     }
-    if query.before.is_some_and(|b| b < 1) {
-        return Err(ApiError::invalid("before must be a positive series id"));
-    }
     let since = query.since.as_deref().map(parse_since).transpose()?;
     Ok((
         SeriesFilter {
             state,
             repo: query.repo.clone(),
             since,
-            before: query.before,
+            before,
         },
         limit,
     ))
@@ -1120,7 +1136,7 @@ mod tests {
         let (filter, limit) = series_filter(&query(serde_json::json!({}))).unwrap();
         assert_eq!((filter, limit), (SeriesFilter::default(), 100));
         let (filter, limit) = series_filter(&query(serde_json::json!({
-            "state": "applied", "repo": "a b&c", "since": "2026-11-24", "limit": 2, "before": 9
+            "state": "applied", "repo": "a b&c", "since": "2026-11-24", "limit": "2", "before": "9"
         })))
         .unwrap();
         assert_eq!(
@@ -1155,9 +1171,10 @@ mod tests {
             ),
             (serde_json::json!({"since": "-5"}), "since"),
             (serde_json::json!({"since": "2026-13-01"}), "since"),
-            (serde_json::json!({"limit": 0}), "limit"),
-            (serde_json::json!({"limit": 1001}), "limit"),
-            (serde_json::json!({"before": 0}), "before"),
+            (serde_json::json!({"limit": "0"}), "limit"),
+            (serde_json::json!({"limit": "x"}), "limit"),
+            (serde_json::json!({"limit": "1001"}), "limit"),
+            (serde_json::json!({"before": "0"}), "before"),
             (serde_json::json!({"repo": ""}), "repo"),
             (serde_json::json!({"repo": "a\u{1b}b"}), "repo"),
         ] {
