@@ -794,6 +794,8 @@ fn the_curl_commands_of_the_api_doc_work() {
         "openapi.json",
         "junit.xml",
         "/log?offset=",
+        "/api/v1/series?",
+        "/api/v1/series/$SERIES",
     ] {
         assert!(
             script.contains(endpoint),
