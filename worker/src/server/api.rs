@@ -1215,5 +1215,34 @@ mod tests {
             doc["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"
         );
+        let params: Vec<(&str, &str)> = doc["paths"]["/api/v1/series"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap(), p["in"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            params,
+            [
+                ("state", "query"),
+                ("repo", "query"),
+                ("since", "query"),
+                ("limit", "query"),
+                ("before", "query")
+            ]
+        );
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["SeriesDetail"]["allOf"][0]["$ref"], "#/components/schemas/SeriesSummary",
+            "{}",
+            schemas["SeriesDetail"]
+        );
+        for field in ["patches", "versions", "replies", "applied"] {
+            assert!(
+                schemas["SeriesDetail"]["allOf"][1]["properties"][field].is_object(),
+                "{field}: {}",
+                schemas["SeriesDetail"]
+            );
+        }
     }
 }
