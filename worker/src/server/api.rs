@@ -2,9 +2,11 @@
 //! JSON views. Handlers only validate and shape; state changes go through
 //! `jobs`, reads through a pooled read-only `Store` on a blocking thread.
 //!
-//! Path parameters are parsed into a run id (a positive integer) and a
-//! `Stage` before anything else happens, so no request text ever reaches
-//! a file name or a query.
+//! Path parameters are parsed into a run or series id (a positive
+//! integer) and a `Stage` before anything else happens, so no request text
+//! ever reaches a file name or a query; the filters of `/series` are
+//! checked words, numbers and times, and a repository name that reaches
+//! SQL only as a bound parameter.
 
 use super::error::{ApiError, ErrorBody};
 use super::jobs;
