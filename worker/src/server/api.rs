@@ -907,7 +907,10 @@ pub async fn get_series(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_series(&path)?;
-    let view = read(&state, move |store, _| load_series(store, id)).await?;
+    let view = read(&state, move |store, _| {
+        store.snapshot(|s| load_series(s, id))
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(view))
 }
 

@@ -89,6 +89,19 @@ fn series_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SeriesRow> {
 }
 
 impl Store {
+    /// Runs `read` in one read transaction, so that every query in it sees
+    /// the same state: a collect may re-file a series between two reads.
+    pub fn snapshot<T, E: From<Error>>(
+        &self,
+        read: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let out = read(self);
+        // Nothing was written: ending it either way is the same.
+        drop(tx);
+        out
+    }
+
     /// At most `limit` series matching `filter`, newest (highest id) first.
     pub fn series_page(&self, filter: &SeriesFilter, limit: u32) -> Result<Vec<SeriesRow>, Error> {
         // NULL filters match everything: one cached statement for every
@@ -358,6 +371,31 @@ mod tests {
         assert_eq!(
             (patches[0].idx, patches[0].message_id.as_str()),
             (1, "3@example.org")
+        );
+    }
+
+    #[test]
+    fn a_snapshot_reads_one_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let writer = Store::open(&path).unwrap();
+        let reader = Store::open_reader(&path).unwrap();
+        series(&writer, "a", 1, "complete", None, 0, 1);
+        let counts = reader
+            .snapshot(|r| {
+                let before = r.series_page(&SeriesFilter::default(), 10)?.len();
+                series(&writer, "b", 1, "complete", None, 0, 2);
+                let after = r.series_page(&SeriesFilter::default(), 10)?.len();
+                Ok::<_, Error>((before, after))
+            })
+            .unwrap();
+        assert_eq!(counts, (1, 1));
+        assert_eq!(
+            reader
+                .series_page(&SeriesFilter::default(), 10)
+                .unwrap()
+                .len(),
+            2
         );
     }
 
