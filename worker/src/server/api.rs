@@ -2,15 +2,20 @@
 //! JSON views. Handlers only validate and shape; state changes go through
 //! `jobs`, reads through a pooled read-only `Store` on a blocking thread.
 //!
-//! Path parameters are parsed into a run id (a positive integer) and a
-//! `Stage` before anything else happens, so no request text ever reaches
-//! a file name or a query.
+//! Path parameters are parsed into a run or series id (a positive
+//! integer) and a `Stage` before anything else happens, so no request text
+//! ever reaches a file name or a query; the filters of `/series` are
+//! checked words, numbers and times, and a repository name that reaches
+//! SQL only as a bound parameter.
 
 use super::error::{ApiError, ErrorBody};
 use super::jobs;
 use super::{ServerState, junit, metrics, stage_log};
 use crate::stage;
-use crate::store::{NewRun, RunOptions, RunRow, Stage, StageRow, Store};
+use crate::store::{
+    NewRun, RunOptions, RunRow, SeriesFilter, SeriesRow, SeriesState, Stage, StageRow, Store,
+    TrailerState,
+};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::{Deserialize, Serialize};
@@ -146,6 +151,147 @@ pub struct LogQuery {
 pub struct Health {
     pub status: String,
     pub version: String,
+}
+
+/// A series as a list shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeriesSummary {
+    pub id: i64,
+    /// The series' key: the Message-ID of its cover letter or first patch.
+    pub key: String,
+    pub title: String,
+    pub version: u32,
+    /// The sender's address.
+    pub author: String,
+    pub repo: Option<String>,
+    pub branch: Option<String>,
+    /// `incomplete`, `complete`, `expired`, `superseded`, `applying`,
+    /// `applied` or `failed`.
+    pub state: String,
+    /// Patches in the series (cover letter not counted).
+    pub total: u32,
+    /// Indexes of the patches not received.
+    pub missing: Vec<u32>,
+    /// When its first mail was received (unix seconds).
+    pub first_received: i64,
+    /// The run whose apply stage last recorded an outcome for it.
+    pub applied_run: Option<i64>,
+    /// The key of the series (a later version) that superseded it.
+    pub superseded_by: Option<String>,
+    pub url: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeriesPage {
+    /// Newest first.
+    pub series: Vec<SeriesSummary>,
+    /// The next (older) page with the same filters, when there is one.
+    pub next: Option<String>,
+}
+
+/// A trailer recorded for a patch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrailerView {
+    /// `Token: value`.
+    pub trailer: String,
+    /// `reply` (a reply in the thread), `link` or `sign-off` (the
+    /// repository's configured ones).
+    pub source: String,
+    /// The Message-ID of the reply it came from.
+    pub reply: Option<String>,
+}
+
+/// One mail of a series: the cover letter (index 0) or a patch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeriesPatchView {
+    pub index: u32,
+    pub message_id: String,
+    pub subject: String,
+    /// `Name <address>` of the sender.
+    pub author: Option<String>,
+    /// The filed `.patch`, relative to the archive directory.
+    pub archive_path: String,
+    /// Trailers its commit got.
+    pub trailers: Vec<TrailerView>,
+    /// Trailers of replies that arrived after the series was applied:
+    /// reported, not in the commit.
+    pub late_trailers: Vec<TrailerView>,
+}
+
+/// A reply in a series' thread.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplyView {
+    pub message_id: String,
+    pub in_reply_to: Option<String>,
+    /// `Name <address>` of the sender.
+    pub from: Option<String>,
+    pub subject: String,
+    /// Its `Date:` (unix seconds).
+    pub date: Option<i64>,
+}
+
+/// What the apply stage of `run` did with the series (its recorded
+/// outcome, as in the apply stage's summary).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApplyView {
+    pub run: i64,
+    pub run_url: String,
+    /// The series' state after that run's apply stage.
+    pub state: Option<String>,
+    pub old_tip: Option<String>,
+    pub new_tip: Option<String>,
+    pub commits: Vec<String>,
+    /// The patch that failed.
+    pub failed_patch: Option<String>,
+    /// Why it failed: `message`, and for a patch that did not apply its
+    /// `path`, `hunk`, `expected` and `found` lines.
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<serde_json::Value>,
+    /// The `base-commit:` the series states.
+    pub base_commit: Option<String>,
+    /// Message-IDs of the series it says it is based on (`Based-on:`).
+    pub based_on: Vec<String>,
+    /// The commit it was applied from when it did not apply on the tip.
+    pub applied_from: Option<String>,
+    /// The key of the series it waits for.
+    pub waiting_for: Option<String>,
+}
+
+/// A series with its mails, linked versions, replies and apply outcome.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeriesDetail {
+    #[serde(flatten)]
+    pub series: SeriesSummary,
+    /// By index, the cover letter (0) first.
+    pub patches: Vec<SeriesPatchView>,
+    /// The other versions collect linked to it (`superseded_by`, both
+    /// ways), oldest version first.
+    pub versions: Vec<SeriesSummary>,
+    /// Every reply in its thread (replies to replies too), in arrival order.
+    pub replies: Vec<ReplyView>,
+    /// Absent until an apply stage recorded an outcome.
+    pub applied: Option<ApplyView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SeriesQuery {
+    /// Only series in this state: `incomplete`, `complete`, `expired`,
+    /// `superseded`, `applying`, `applied` or `failed`.
+    pub state: Option<String>,
+    /// Only series of this repository.
+    pub repo: Option<String>,
+    /// Only series first received at or after this time: unix seconds or
+    /// an RFC 3339 date (`2026-11-24`, `2026-11-24T09:00:00Z`).
+    pub since: Option<String>,
+    /// Series per page, 1 to 1000 (default 100).
+    // Read as text so that a bad value is refused with its name.
+    #[param(value_type = Option<u32>)]
+    pub limit: Option<String>,
+    /// Only series with an id below this one (the `next` link sets it).
+    #[param(value_type = Option<i64>)]
+    pub before: Option<String>,
 }
 
 pub fn url_of_run(run: i64) -> String {
@@ -333,6 +479,243 @@ fn validate(body: &CreateRun, configured: &[String]) -> Result<RunOptions, ApiEr
     })
 }
 
+const DEFAULT_SERIES_PAGE: u32 = 100;
+const MAX_SERIES_PAGE: u32 = 1000;
+
+pub fn url_of_series(id: i64) -> String {
+    format!("/api/v1/series/{id}")
+}
+
+pub fn parse_series(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no series {}: series ids are positive integers",
+            quoted(raw)
+        ))
+    })
+}
+
+/// `since` as unix seconds: a count of seconds, an RFC 3339 date-time,
+/// or a full date (midnight UTC).
+fn parse_since(raw: &str) -> Result<i64, ApiError> {
+    if let Ok(seconds) = raw.parse::<i64>() {
+        if seconds >= 0 {
+            return Ok(seconds);
+        }
+    } else if let Ok(at) = chrono::DateTime::parse_from_rfc3339(raw) {
+        return Ok(at.timestamp());
+    } else if let Some(midnight) = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+    {
+        return Ok(midnight.and_utc().timestamp());
+    }
+    Err(ApiError::invalid(format!(
+        "since: {} is neither unix seconds nor an RFC 3339 date (2026-11-24 or 2026-11-24T09:00:00Z)",
+        quoted(raw)
+    )))
+}
+
+/// The filters and page size of `GET /series`, checked.
+fn series_filter(query: &SeriesQuery) -> Result<(SeriesFilter, u32), ApiError> {
+    let limit = match &query.limit {
+        None => DEFAULT_SERIES_PAGE,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_SERIES_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "limit: {} is not a number between 1 and {MAX_SERIES_PAGE}",
+                    quoted(raw)
+                ))
+            })?,
+    };
+    let before = match &query.before {
+        None => None,
+        Some(raw) => Some(raw.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "before: {} is not a series id (a positive integer)",
+                quoted(raw)
+            ))
+        })?),
+    };
+    let state = match &query.state {
+        None => None,
+        Some(raw) => Some(SeriesState::parse(raw).ok_or_else(|| {
+            let words: Vec<&str> = SeriesState::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::invalid(format!(
+                "state: {} is not a series state (one of {})",
+                quoted(raw),
+                words.join(", ")
+            ))
+        })?),
+    };
+    if let Some(repo) = &query.repo
+        && (repo.is_empty() || repo.chars().count() > 200 || repo.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid(format!(
+            "repo: {} is not a repository name",
+            quoted(repo)
+        )));
+    }
+    let since = query.since.as_deref().map(parse_since).transpose()?;
+    Ok((
+        SeriesFilter {
+            state,
+            repo: query.repo.clone(),
+            since,
+            before,
+        },
+        limit,
+    ))
+}
+
+/// The link to the page after `last` with the same filters.
+fn next_series_page(filter: &SeriesFilter, limit: u32, last: i64) -> String {
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    if let Some(state) = filter.state {
+        pairs.push(("state", state.to_string()));
+    }
+    if let Some(repo) = &filter.repo {
+        pairs.push(("repo", repo.clone()));
+    }
+    if let Some(since) = filter.since {
+        pairs.push(("since", since.to_string()));
+    }
+    pairs.push(("limit", limit.to_string()));
+    pairs.push(("before", last.to_string()));
+    // Encoding strings into a query string cannot fail.
+    let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+    format!("/api/v1/series?{query}")
+}
+
+fn series_summary(row: SeriesRow) -> SeriesSummary {
+    SeriesSummary {
+        url: url_of_series(row.id),
+        id: row.id,
+        key: row.key,
+        title: row.title,
+        version: row.version,
+        author: row.author,
+        repo: row.repo,
+        branch: row.branch,
+        state: row.state.to_string(),
+        total: row.total,
+        missing: row.missing,
+        first_received: row.first_received,
+        applied_run: row.applied_run,
+        superseded_by: row.superseded_by,
+    }
+}
+
+/// `Name <address>`, or whichever of them is known.
+fn mailbox(name: Option<String>, email: Option<String>) -> Option<String> {
+    match (name.filter(|n| !n.is_empty()), email) {
+        (Some(n), Some(e)) => Some(format!("{n} <{e}>")),
+        (Some(n), None) => Some(n),
+        (None, e) => e,
+    }
+}
+
+fn apply_view(run: i64, result: Option<&str>) -> ApplyView {
+    // An outcome another patchline wrote and this one cannot read still
+    // names the run.
+    let outcome = result.and_then(|r| serde_json::from_str::<stage::apply::SeriesOutcome>(r).ok());
+    let mut view = ApplyView {
+        run,
+        run_url: url_of_run(run),
+        state: None,
+        old_tip: None,
+        new_tip: None,
+        commits: Vec::new(),
+        failed_patch: None,
+        error: None,
+        base_commit: None,
+        based_on: Vec::new(),
+        applied_from: None,
+        waiting_for: None,
+    };
+    if let Some(o) = outcome {
+        view.state = Some(o.state.to_string());
+        view.old_tip = o.old_tip;
+        view.new_tip = o.new_tip;
+        view.commits = o.commits;
+        view.failed_patch = o.failed_patch;
+        view.error = o.error.and_then(|e| serde_json::to_value(e).ok());
+        view.base_commit = o.base_commit;
+        view.based_on = o.based_on;
+        view.applied_from = o.applied_from;
+        view.waiting_for = o.waiting_for;
+    }
+    view
+}
+
+fn load_series(store: &Store, id: i64) -> Result<SeriesDetail, ApiError> {
+    let row = store
+        .series_by_id(id)?
+        .ok_or_else(|| ApiError::not_found(format!("series {id} does not exist")))?;
+    let mails = store.series_patches(id)?;
+    let message_ids: Vec<String> = mails.iter().map(|m| m.message_id.clone()).collect();
+    let replies = store.series_replies(&message_ids)?;
+    let reply_of = |mail: Option<i64>| {
+        mail.and_then(|m| replies.iter().find(|r| r.mail_id == m))
+            .map(|r| r.message_id.clone())
+    };
+    let mut patches: Vec<SeriesPatchView> = mails
+        .into_iter()
+        .map(|m| SeriesPatchView {
+            index: m.idx,
+            message_id: m.message_id,
+            subject: m.subject,
+            author: mailbox(m.from_name, m.from_email),
+            archive_path: m.archive_path,
+            trailers: Vec::new(),
+            late_trailers: Vec::new(),
+        })
+        .collect();
+    for (state, t) in store.series_trailers(id)? {
+        let Some(patch) = patches.iter_mut().find(|p| p.index == t.idx) else {
+            continue;
+        };
+        let view = TrailerView {
+            reply: reply_of(t.reply_mail_id),
+            trailer: t.trailer,
+            source: t.source.to_string(),
+        };
+        match state {
+            TrailerState::Added => patch.trailers.push(view),
+            TrailerState::Late => patch.late_trailers.push(view),
+        }
+    }
+    let applied = match row.applied_run {
+        Some(run) => Some(apply_view(run, store.series_apply_result(id)?.as_deref())),
+        None => None,
+    };
+    let versions = store
+        .series_versions(id)?
+        .into_iter()
+        .map(series_summary)
+        .collect();
+    let replies = replies
+        .into_iter()
+        .map(|r| ReplyView {
+            message_id: r.message_id,
+            in_reply_to: r.in_reply_to,
+            from: mailbox(r.from_name, r.from_email),
+            subject: r.subject,
+            date: r.date,
+        })
+        .collect();
+    Ok(SeriesDetail {
+        series: series_summary(row),
+        patches,
+        versions,
+        replies,
+        applied,
+    })
+}
+
 /// Liveness: no token needed.
 #[utoipa::path(get, path = "/api/v1/healthz", security(()),
     responses((status = 200, body = Health)))]
@@ -487,6 +870,50 @@ pub async fn junit_xml(
         .body(xml))
 }
 
+/// Series, newest first, by state, repository and age.
+#[utoipa::path(get, path = "/api/v1/series", params(SeriesQuery),
+    responses((status = 200, body = SeriesPage),
+        (status = 422, description = "a filter, `limit` or `before` is invalid (the message names it)", body = ErrorBody)))]
+pub async fn list_series(
+    state: web::Data<ServerState>,
+    query: web::Query<SeriesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (filter, limit) = series_filter(&query)?;
+    let page = read(&state, move |store, _| {
+        let rows = store.series_page(&filter, limit + 1)?;
+        let more = rows.len() > limit as usize;
+        let series: Vec<SeriesSummary> = rows
+            .into_iter()
+            .take(limit as usize)
+            .map(series_summary)
+            .collect();
+        let next = match (more, series.last()) {
+            (true, Some(last)) => Some(next_series_page(&filter, limit, last.id)),
+            _ => None,
+        };
+        Ok(SeriesPage { series, next })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// A series: its mails with their trailers, the other versions, the
+/// replies in its thread and what the apply stage did with it.
+#[utoipa::path(get, path = "/api/v1/series/{series}",
+    params(("series" = i64, Path, description = "series id")),
+    responses((status = 200, body = SeriesDetail), (status = 404, body = ErrorBody)))]
+pub async fn get_series(
+    state: web::Data<ServerState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_series(&path)?;
+    let view = read(&state, move |store, _| {
+        store.snapshot(|s| load_series(s, id))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
 /// Starts a stage as a background job; poll its state and log.
 #[utoipa::path(post, path = "/api/v1/runs/{run}/stages/{stage}",
     params(("run" = i64, Path, description = "run id"),
@@ -606,8 +1033,9 @@ impl utoipa::Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "patchline worker", description = "Runs patchline's pipeline stages as background jobs for Jenkins or curl. Every endpoint but /api/v1/healthz needs `Authorization: Bearer <token>`."),
-    paths(healthz, metrics, openapi, create_run, list_runs, get_run, junit_xml, start_stage, get_stage, stage_log),
-    components(schemas(ErrorBody, CreateRun, Trigger, Created, RunSummary, StageView, RunView, RunPage, Health)),
+    paths(healthz, metrics, openapi, create_run, list_runs, get_run, junit_xml, start_stage, get_stage, stage_log, list_series, get_series),
+    components(schemas(ErrorBody, CreateRun, Trigger, Created, RunSummary, StageView, RunView, RunPage, Health,
+        SeriesSummary, SeriesPage, SeriesDetail, SeriesPatchView, TrailerView, ReplyView, ApplyView)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -708,6 +1136,68 @@ mod tests {
     }
 
     #[test]
+    fn series_filters_are_validated_and_kept_in_the_next_link() {
+        let query = |json: serde_json::Value| serde_json::from_value::<SeriesQuery>(json).unwrap();
+        let (filter, limit) = series_filter(&query(serde_json::json!({}))).unwrap();
+        assert_eq!((filter, limit), (SeriesFilter::default(), 100));
+        let (filter, limit) = series_filter(&query(serde_json::json!({
+            "state": "applied", "repo": "a b&c", "since": "2026-11-24", "limit": "2", "before": "9"
+        })))
+        .unwrap();
+        assert_eq!(
+            filter,
+            SeriesFilter {
+                state: Some(SeriesState::Applied),
+                repo: Some("a b&c".into()),
+                since: Some(1_795_478_400),
+                before: Some(9),
+            }
+        );
+        assert_eq!(
+            next_series_page(&filter, limit, 5),
+            "/api/v1/series?state=applied&repo=a+b%26c&since=1795478400&limit=2&before=5"
+        );
+        for (since, at) in [
+            ("0", 0),
+            ("1795478400", 1_795_478_400),
+            ("2026-11-24T09:00:00Z", 1_795_510_800),
+            ("2026-11-24T10:00:00+01:00", 1_795_510_800),
+        ] {
+            assert_eq!(parse_since(since).unwrap(), at, "{since}");
+        }
+        for (json, names) in [
+            (
+                serde_json::json!({"state": "done"}),
+                "state: \"done\" is not a series state (one of incomplete, complete",
+            ),
+            (
+                serde_json::json!({"since": "yesterday"}),
+                "since: \"yesterday\"",
+            ),
+            (serde_json::json!({"since": "-5"}), "since"),
+            (serde_json::json!({"since": "2026-13-01"}), "since"),
+            (serde_json::json!({"limit": "0"}), "limit"),
+            (serde_json::json!({"limit": "x"}), "limit"),
+            (serde_json::json!({"limit": "1001"}), "limit"),
+            (serde_json::json!({"before": "0"}), "before"),
+            (serde_json::json!({"repo": ""}), "repo"),
+            (serde_json::json!({"repo": "a\u{1b}b"}), "repo"),
+        ] {
+            let e = series_filter(&query(json.clone())).unwrap_err();
+            assert_eq!(e.status.as_u16(), 422, "{json}");
+            assert!(
+                e.message.starts_with(names) || e.message.contains(names),
+                "{json}: {}",
+                e.message
+            );
+        }
+        assert_eq!(parse_series("3").unwrap(), 3);
+        for bad in ["0", "-2", "x", "1.5", ""] {
+            assert_eq!(parse_series(bad).unwrap_err().status.as_u16(), 404, "{bad}");
+        }
+    }
+
+    #[test]
     fn openapi_names_every_endpoint() {
         let doc: serde_json::Value =
             serde_json::from_str(&ApiDoc::openapi().to_json().unwrap()).unwrap();
@@ -721,6 +1211,8 @@ mod tests {
             "/api/v1/runs/{run}/junit.xml",
             "/api/v1/runs/{run}/stages/{stage}",
             "/api/v1/runs/{run}/stages/{stage}/log",
+            "/api/v1/series",
+            "/api/v1/series/{series}",
         ] {
             assert!(paths.contains_key(p), "{p} missing");
         }
@@ -728,5 +1220,34 @@ mod tests {
             doc["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"
         );
+        let params: Vec<(&str, &str)> = doc["paths"]["/api/v1/series"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap(), p["in"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            params,
+            [
+                ("state", "query"),
+                ("repo", "query"),
+                ("since", "query"),
+                ("limit", "query"),
+                ("before", "query")
+            ]
+        );
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["SeriesDetail"]["allOf"][0]["$ref"], "#/components/schemas/SeriesSummary",
+            "{}",
+            schemas["SeriesDetail"]
+        );
+        for field in ["patches", "versions", "replies", "applied"] {
+            assert!(
+                schemas["SeriesDetail"]["allOf"][1]["properties"][field].is_object(),
+                "{field}: {}",
+                schemas["SeriesDetail"]
+            );
+        }
     }
 }

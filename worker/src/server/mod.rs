@@ -267,6 +267,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/runs/{run}/stages/{stage}/log")
                     .get(stage_log)
                     .default_service(wrong()),
+            )
+            .service(
+                web::resource("/series")
+                    .get(list_series)
+                    .default_service(wrong()),
+            )
+            .service(
+                web::resource("/series/{series}")
+                    .get(get_series)
+                    .default_service(wrong()),
             ),
     )
     .default_service(web::to(no_route));

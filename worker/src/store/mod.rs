@@ -3,7 +3,7 @@
 //!
 //! It owns every SQL statement of patchline: typed methods per table family
 //! (`runs`, `stages`, `mails`, `series`, `builds`, `outbox`, and read-only
-//! `reports` and `views`); no connection, transaction or rusqlite error
+//! `reports`, `views` and `series_views`); no connection, transaction or rusqlite error
 //! leaves this module.
 //!
 //! Every step that changes state does so in one transaction, so a process
@@ -19,6 +19,7 @@ mod pulls;
 mod reports;
 mod runs;
 mod series;
+mod series_views;
 mod stages;
 mod views;
 
@@ -36,6 +37,7 @@ pub use series::{
     SeriesOverview, SeriesRecord, SeriesState, SeriesToApply, SeriesUpdate, TrailerSource,
     TrailerState,
 };
+pub use series_views::{SeriesFilter, SeriesPatch, SeriesRow, ThreadReply};
 pub use stages::{Stage, StageEnd, StageRow, StageState};
 pub use views::{AppliedSeries, Counts, PatchRow, StageDuration};
 

@@ -794,6 +794,8 @@ fn the_curl_commands_of_the_api_doc_work() {
         "openapi.json",
         "junit.xml",
         "/log?offset=",
+        "/api/v1/series?",
+        "/api/v1/series/$SERIES",
     ] {
         assert!(
             script.contains(endpoint),
@@ -900,4 +902,320 @@ fn the_publish_directory_is_served_without_a_token() {
     worker
         .request("GET", "/api/v1/runs", None, &[], None)
         .expect(401);
+}
+
+/// The Message-IDs of the mails in `mbox`, in order.
+fn message_ids(mbox: &str) -> Vec<String> {
+    mbox.lines()
+        .filter_map(|l| {
+            l.strip_prefix("Message-ID: <")
+                .or(l.strip_prefix("Message-Id: <"))
+        })
+        .map(|l| l.trim_end_matches('>').to_owned())
+        .collect()
+}
+
+/// A reply from `from` to `parent` (in the thread of `root`).
+fn reply_mail(id: &str, from: &str, root: &str, parent: &str, body: &str) -> String {
+    format!(
+        "From: {from}\nTo: list@example.org\nSubject: Re: [master PATCH hello 1/2] Shout two\nDate: Tue, 24 Nov 2026 10:00:00 +0000\nMessage-Id: <{id}>\nIn-Reply-To: <{parent}>\nReferences: <{root}> <{parent}>\n\n{body}"
+    )
+}
+
+fn append_list(site: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(site.join("list.mbox"))
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn ids_of(page: &Value) -> Vec<i64> {
+    page["series"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no series in {page}"))
+        .iter()
+        .map(|s| s["id"].as_i64().unwrap())
+        .collect()
+}
+
+/// A real series collected and applied through the API, with a v2 that
+/// supersedes it, a review reply, a reply to that reply, a late trailer
+/// and a series of another repository: listed with each filter and paged,
+/// and one series read with its mails, trailers, versions, replies and
+/// the run that applied it.
+#[test]
+fn series_are_listed_by_state_repo_and_age_and_read_with_their_thread() {
+    use crate::util::{MailSpec, diff_body, format_series, git, mail, mbox};
+    let site = site();
+    let p = site.path();
+    let src = p.join("src");
+    let v1 = std::fs::read_to_string(p.join("series.mbox"))
+        .unwrap()
+        .replace("*** SUBJECT HERE ***", "Two changes");
+    // v2: "Add bee" adds "bees"; new Message-IDs (git makes them from the
+    // commit and the second).
+    git(&src, &["reset", "-q", "--hard", "HEAD~1"]);
+    std::fs::write(src.join("b.txt"), "bees\n").unwrap();
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "Add bee"]);
+    let v2 = format_series(&src, &["-v2"])
+        .replace("*** SUBJECT HERE ***", "Two changes")
+        .replace(".git.", ".v2.git.");
+    let v2_ids = message_ids(&v2);
+    let (cover, p1, p2) = (&v2_ids[0], &v2_ids[1], &v2_ids[2]);
+    let ada = "Reviewed-by: Ada Lovelace <ada@example.org>";
+    let replies = mbox(&[
+        reply_mail(
+            "review@example.org",
+            "Ada Lovelace <ada@example.org>",
+            cover,
+            p1,
+            &format!("> Shout two\n\nRight.\n\n{ada}\n"),
+        ),
+        reply_mail(
+            "thanks@example.org",
+            "Test Author <author@example.org>",
+            cover,
+            "review@example.org",
+            "Thanks!\n",
+        ),
+    ]);
+    std::fs::write(p.join("list.mbox"), format!("{v1}{v2}{replies}")).unwrap();
+
+    let w = Worker::spawn(p);
+    let run = w.new_run(Some(&["hello"]));
+    assert_eq!(w.run_stage(run, "collect")["state"], "ok", "{}", w.log());
+    assert_eq!(w.run_stage(run, "apply")["state"], "ok", "{}", w.log());
+    w.run_stage(run, "report");
+
+    // Later: a late trailer for v2's patch 2, and a series of `world`
+    // (received a second later, for `since`), which run 2 does not cover.
+    std::thread::sleep(Duration::from_millis(1100));
+    let dave = "Tested-by: Dave Late <dave@example.org>";
+    let world = mail(&MailSpec {
+        message_id: "world.1@example.org",
+        subject: "[master PATCH world] Change c.txt",
+        from: "Wendy World <wendy@example.org>",
+        in_reply_to: None,
+        body: &diff_body("c.txt", "more"),
+    });
+    let late = reply_mail(
+        "late@example.org",
+        "Dave Late <dave@example.org>",
+        cover,
+        p2,
+        &format!("Works.\n\n{dave}\n"),
+    );
+    append_list(p, &mbox(&[late, world]));
+    let run2 = w.new_run(Some(&["hello"]));
+    assert_eq!(w.run_stage(run2, "collect")["state"], "ok", "{}", w.log());
+    assert_eq!(w.run_stage(run2, "apply")["state"], "ok", "{}", w.log());
+
+    // Every series, newest first.
+    let all = w.get("/api/v1/series").expect(200);
+    let list = all["series"].as_array().unwrap();
+    assert_eq!(list.len(), 3, "{all}");
+    assert_eq!(all["next"], Value::Null);
+    let by_state = |state: &str| {
+        list.iter()
+            .find(|s| s["state"] == state)
+            .unwrap_or_else(|| panic!("no {state} series in {all}"))
+    };
+    let (old, new, other) = (
+        by_state("superseded"),
+        by_state("applied"),
+        by_state("complete"),
+    );
+    let (old_id, new_id, other_id) = (
+        old["id"].as_i64().unwrap(),
+        new["id"].as_i64().unwrap(),
+        other["id"].as_i64().unwrap(),
+    );
+    let mut sorted = ids_of(&all);
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(ids_of(&all), sorted, "newest first");
+    // The key of a later version of a series whose first Message-ID it
+    // shares is made unique with its version.
+    assert!(
+        new["key"].as_str().unwrap().starts_with(cover.as_str()),
+        "{all}"
+    );
+    assert_eq!(
+        (
+            &new["title"],
+            &new["version"],
+            &new["repo"],
+            &new["branch"],
+            &new["total"]
+        ),
+        (
+            &json!("Two changes"),
+            &json!(2),
+            &json!("hello"),
+            &json!("master"),
+            &json!(2)
+        )
+    );
+    // The cover letter's sender: git format-patch signs it as the committer.
+    assert_eq!(new["author"], "committer@example.org");
+    assert_eq!(new["missing"], json!([]));
+    assert_eq!(new["applied_run"], run);
+    assert_eq!(new["url"], format!("/api/v1/series/{new_id}"));
+    assert_eq!(old["superseded_by"], new["key"]);
+    assert_eq!(old["applied_run"], Value::Null);
+    assert_eq!(
+        (&other["repo"], &other["total"]),
+        (&json!("world"), &json!(1))
+    );
+
+    // Each filter.
+    let ids = |q: &str| ids_of(&w.get(&format!("/api/v1/series?{q}")).expect(200));
+    assert_eq!(ids("state=applied"), [new_id]);
+    assert_eq!(ids("state=superseded"), [old_id]);
+    assert_eq!(ids("state=failed"), Vec::<i64>::new());
+    assert_eq!(ids("repo=world"), [other_id]);
+    assert_eq!(ids("repo=hello&state=complete"), Vec::<i64>::new());
+    let later = other["first_received"].as_i64().unwrap();
+    assert!(later > new["first_received"].as_i64().unwrap(), "{all}");
+    assert_eq!(ids(&format!("since={later}")), [other_id]);
+    assert_eq!(ids("since=2020-01-01").len(), 3);
+    assert_eq!(ids("since=2020-01-01T00:00:00Z").len(), 3);
+    assert_eq!(ids("since=2100-01-01T00:00:00%2B01:00"), Vec::<i64>::new());
+
+    // Pages of one, following `next` (which keeps the filters).
+    let mut seen = Vec::new();
+    let mut url = "/api/v1/series?limit=1&since=2020-01-01".to_owned();
+    loop {
+        let page = w.get(&url).expect(200);
+        seen.extend(ids_of(&page));
+        match page["next"].as_str() {
+            Some(next) => {
+                assert!(
+                    next.contains("since=") && next.contains("limit=1"),
+                    "{next}"
+                );
+                url = next.to_owned();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids_of(&all));
+
+    // One series: its mails with their trailers, versions, replies, and
+    // the run that applied it.
+    let one = w.get(&format!("/api/v1/series/{new_id}")).expect(200);
+    assert_eq!(one["id"], new_id);
+    assert_eq!(one["state"], "applied");
+    let patches = one["patches"].as_array().unwrap();
+    let indexes: Vec<i64> = patches
+        .iter()
+        .map(|m| m["index"].as_i64().unwrap())
+        .collect();
+    assert_eq!(indexes, [0, 1, 2], "the cover letter and both patches");
+    let mids: Vec<&str> = patches
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(mids, [cover.as_str(), p1.as_str(), p2.as_str()]);
+    assert_eq!(
+        patches[1]["subject"],
+        "[master PATCH hello v2 1/2] Shout two"
+    );
+    assert_eq!(patches[1]["author"], "Test Author <author@example.org>");
+    assert!(
+        patches[1]["archive_path"]
+            .as_str()
+            .unwrap()
+            .ends_with(".patch"),
+        "{one}"
+    );
+    assert_eq!(
+        patches[1]["trailers"],
+        json!([{"trailer": ada, "source": "reply", "reply": "review@example.org"}])
+    );
+    assert_eq!(patches[1]["late_trailers"], json!([]));
+    assert_eq!(patches[2]["trailers"], json!([]));
+    assert_eq!(
+        patches[2]["late_trailers"],
+        json!([{"trailer": dave, "source": "reply", "reply": "late@example.org"}])
+    );
+    let versions = one["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 1, "{one}");
+    assert_eq!(
+        (&versions[0]["id"], &versions[0]["version"]),
+        (&json!(old_id), &json!(1))
+    );
+    let back = w.get(&format!("/api/v1/series/{old_id}")).expect(200);
+    assert_eq!(back["versions"][0]["id"], new_id, "linked both ways");
+    assert_eq!(back["applied"], Value::Null);
+    let replies: Vec<&str> = one["replies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            "review@example.org",
+            "thanks@example.org",
+            "late@example.org"
+        ]
+    );
+    let review = &one["replies"][0];
+    assert_eq!(review["from"], "Ada Lovelace <ada@example.org>");
+    assert_eq!(review["in_reply_to"], p1.as_str());
+    assert_eq!(review["subject"], "Re: [master PATCH hello 1/2] Shout two");
+    assert_eq!(review["date"], 1_795_514_400);
+    let applied = &one["applied"];
+    assert_eq!(applied["run"], run);
+    assert_eq!(applied["run_url"], format!("/api/v1/runs/{run}"));
+    assert_eq!(applied["state"], "applied");
+    let tip = git(&p.join("hello.git"), &["rev-parse", "master"]);
+    assert_eq!(applied["new_tip"], tip.trim());
+    let commits = applied["commits"].as_array().unwrap();
+    assert_eq!(commits.len(), 2);
+    assert_eq!(commits[1], tip.trim());
+    assert!(
+        applied["old_tip"].is_string() && applied["error"].is_null(),
+        "{one}"
+    );
+    assert_eq!(applied["based_on"], json!([]));
+    assert_eq!(applied["applied_from"], Value::Null);
+
+    // Refusals: bad filters name the parameter; unknown or malformed ids
+    // are not found; no token, no series.
+    for (q, names) in [
+        ("state=done", "state"),
+        ("state=", "state"),
+        ("since=yesterday", "since"),
+        ("since=-1", "since"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=x", "limit"),
+        ("before=x", "before"),
+        ("color=red", "color"),
+    ] {
+        let body = w.get(&format!("/api/v1/series?{q}")).expect(422);
+        assert_eq!(body["error"], "invalid");
+        assert!(
+            body["message"].as_str().unwrap().contains(names),
+            "{q}: {body}"
+        );
+    }
+    for path in ["999", "0", "-1", "abc", "..%2F1"] {
+        w.get(&format!("/api/v1/series/{path}")).expect(404);
+    }
+    assert_eq!(
+        w.get("/api/v1/series/999").expect(404)["message"],
+        "series 999 does not exist"
+    );
+    for path in ["/api/v1/series", &format!("/api/v1/series/{new_id}")] {
+        w.request("GET", path, None, &[], None).expect(401);
+        w.request("GET", path, Some("wrong-token-0123456789"), &[], None)
+            .expect(403);
+    }
+    w.request("POST", "/api/v1/series", Some(TOKEN), &[], None)
+        .expect(405);
 }
