@@ -64,6 +64,17 @@ pub fn classify(mail: &ParsedMail, grammar: &SubjectGrammar) -> Verdict {
     match grammar.parse(&mail.subject) {
         Err(NotPatch::Reply) => verdict(MailKind::Reply, None, Some(NotPatch::Reply.to_string())),
         Err(not) => verdict(MailKind::NotPatch, None, Some(not.to_string())),
+        // A QEMU-style `[PULL 03/15]` carries a patch of the request: a
+        // patch (grouped under the `[PULL 00/15]` cover's thread), which
+        // the apply stage takes as a series only when the cover has no
+        // `git request-pull` text to fetch (`stage::apply`).
+        Ok(fields)
+            if fields.kind == SubjectKind::Pull
+                && fields.index.is_some_and(|i| i > 0)
+                && mail.has_diff =>
+        {
+            verdict(MailKind::Patch, Some(fields), None)
+        }
         // Before the cover test: `[PULL 0/3]` is a pull request's cover.
         Ok(fields) if fields.kind == SubjectKind::Pull => {
             verdict(MailKind::Pull, Some(fields), Some(PULL_REQUEST.to_owned()))
@@ -172,6 +183,21 @@ mod tests {
                 MailKind::Pull,
                 false,
                 &["master", "GIT", "PULL", "hello"],
+            ),
+            // A QEMU-style pull's patch: a patch of the request's series.
+            (
+                "[PULL 03/15] t",
+                true,
+                MailKind::Patch,
+                true,
+                &["PULL", "03/15"],
+            ),
+            (
+                "[PULL 03/15] t",
+                false,
+                MailKind::Pull,
+                false,
+                &["PULL", "03/15"],
             ),
             ("Re: [PATCH] t", true, MailKind::Reply, false, &["PATCH"]),
             ("Sv: [PULL] t", false, MailKind::Reply, false, &["PULL"]),

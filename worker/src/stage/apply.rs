@@ -165,7 +165,7 @@ pub fn apply_stage(
             if outcome.is(SeriesState::Applied) {
                 summary.series_applied += 1;
                 summary.patches_applied += outcome.commits.len() as u64;
-            } else {
+            } else if outcome.is(SeriesState::Failed) {
                 summary.series_failed += 1;
             }
             summary.series.push(outcome);
@@ -183,8 +183,8 @@ pub fn apply_stage(
             .cloned()
             .unwrap_or_else(|| configured_committer(config, path))
     })?;
-    summary.pulls_landed = summary.pulls.iter().filter(|p| p.error.is_none()).count() as u64;
-    summary.pulls_refused = summary.pulls.len() as u64 - summary.pulls_landed;
+    summary.pulls_landed = summary.pulls.iter().filter(|p| p.state == "landed").count() as u64;
+    summary.pulls_refused = summary.pulls.iter().filter(|p| p.error.is_some()).count() as u64;
     find_late_trailers(store, config, run, repos, opts)?;
     summary.late_trailers = late_trailers_of(store, run)?;
     Ok(summary)
@@ -363,6 +363,16 @@ fn apply_one(
             }
         })
         .collect();
+    // The `[PULL n/N]` patches of a QEMU-style pull request: taken as the
+    // pull (fetched by the pull stage) when its cover names a URL to fetch;
+    // as a series only when it does not.
+    if let Some(cover_id) = pull_cover_with_request(store, config, &thread)? {
+        outcome.state = SeriesState::Superseded;
+        outcome.error = Some(PatchFailure::general(format!(
+            "its cover <{cover_id}> is a pull request with a repository to fetch: taken as that pull request"
+        )));
+        return finish(store, run, c, SeriesState::Superseded, outcome);
+    }
     // What the series says it is based on.
     let stated = stated_base(config, &thread, &mails);
     outcome.base_commit = stated.commit.clone();
@@ -509,6 +519,40 @@ fn apply_one(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The Message-ID of the pull request cover of a series of `[PULL n/N]`
+/// patches, when that cover has `git request-pull` text.
+fn pull_cover_with_request(
+    store: &Store,
+    config: &Config,
+    thread: &[ThreadMail],
+) -> Result<Option<String>, Error> {
+    let is_pull = |m: &ThreadMail| {
+        m.fields
+            .as_ref()
+            .and_then(|f| f.get("kind"))
+            .and_then(|k| k.as_str())
+            == Some("pull")
+    };
+    let Some(first) = thread.iter().find(|m| m.idx > 0 && is_pull(m)) else {
+        return Ok(None);
+    };
+    let Some(cover_id) = first.references.first() else {
+        return Ok(None);
+    };
+    let Some(raw_path) = store.pull_cover(cover_id)? else {
+        return Ok(None);
+    };
+    let Ok(raw) = std::fs::read(config.intake.archive_dir.join(raw_path)) else {
+        return Ok(None);
+    };
+    let body = crate::mail::parse::parse_mail(&raw, &Default::default())
+        .map(|m| m.body)
+        .unwrap_or_default();
+    Ok(crate::mail::pull::parse_request_pull(&body)
+        .is_ok()
+        .then(|| cover_id.clone()))
 }
 
 /// What a series says it is based on: its cover letter first, then its

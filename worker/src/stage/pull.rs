@@ -35,9 +35,11 @@ pub struct PullOutcome {
     pub reference: Option<String>,
     /// The commit the mail says the request goes up to.
     pub up_to: Option<String>,
-    /// `landed` or `refused`.
+    /// `landed`, `refused` or `as-series`.
     pub state: String,
-    /// `fast-forward`, `merge` or `already there` when landed.
+    /// `fast-forward`, `merge`, `already there`, or `as a series` (a
+    /// `[PULL 00/N]` cover without a URL, whose patches were applied as a
+    /// series).
     pub landed: Option<String>,
     pub merge_commit: Option<String>,
     pub old_tip: Option<String>,
@@ -47,6 +49,10 @@ pub struct PullOutcome {
     /// Why it was refused, for the sender.
     pub error: Option<String>,
 }
+
+/// `PullOutcome::landed` of a `[PULL 00/N]` cover whose patches were a
+/// series.
+pub const AS_SERIES: &str = "as a series";
 
 /// Whether `url` is under one of `prefixes`: a prefix ends at a `/` (or
 /// the URL ends with it), so `https://git.example.org` does not admit
@@ -91,6 +97,7 @@ pub fn apply_pulls(
             ..PullOutcome::default()
         };
         let state = match land_one(config, &pending, committer, &mut outcome) {
+            Ok(()) if outcome.landed.as_deref() == Some(AS_SERIES) => PullState::AsSeries,
             Ok(()) => PullState::Landed,
             Err(why) => {
                 tracing::warn!("pull request {} refused: {why}", pending.message_id);
@@ -139,7 +146,18 @@ fn land_one(
     let raw = std::fs::read(&path)
         .map_err(|e| format!("cannot read the archived mail {}: {e}", path.display()))?;
     let mail = parse_mail(&raw, &MailLimits::default()).map_err(|e| e.to_string())?;
-    let request = parse_request_pull(&mail.body).map_err(|e| e.to_string())?;
+    let request = match parse_request_pull(&mail.body) {
+        Ok(request) => request,
+        // A QEMU-style cover of patches that carries no URL: its patches
+        // are a series the apply stage took.
+        Err(crate::mail::pull::Error::NoRequest)
+            if pending.fields.index == Some(0) && pending.fields.total.is_some_and(|t| t > 0) =>
+        {
+            outcome.landed = Some(AS_SERIES.to_owned());
+            return Ok(());
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     outcome.url = Some(gitfetch::redacted(&request.url));
     outcome.reference = request.reference.clone();
     outcome.up_to = Some(request.up_to.clone());

@@ -19,6 +19,10 @@ vocabulary! {
         /// Refused (moved tip, not allowed, conflicts, unreadable text):
         /// final, like a failed series; a new request is a new mail.
         Refused = "refused",
+        /// A QEMU-style `[PULL 00/N]` cover without `git request-pull`
+        /// text: its `[PULL n/N]` patches went through the apply stage as
+        /// a series.
+        AsSeries = "as-series",
     }
 }
 
@@ -119,6 +123,22 @@ impl Store {
             .map_err(|e| self.err(e))?;
         stmt.query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The pull request cover (`[PULL 00/N]`, `[GIT PULL 0/N]`) with
+    /// Message-ID `message_id`, as its raw archive path.
+    pub fn pull_cover(&self, message_id: &str) -> Result<Option<String>, Error> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT raw_path FROM mails WHERE message_id = ?1 AND error IS NULL
+                   AND json_extract(fields, '$.kind') = 'pull'
+                   AND COALESCE(json_extract(fields, '$.index'), 0) = 0",
+                [message_id],
+                |r| r.get(0),
+            )
+            .optional()
             .map_err(|e| self.err(e))
     }
 

@@ -656,3 +656,72 @@ fn a_maintainers_day_of_reviews_bases_failures_and_pull_requests() {
     );
     assert!(report.contains("\"[GIT PULL] Feature h\""), "{report}");
 }
+
+/// A QEMU-style pull request: a `[PULL 0/2]` cover and its `[PULL n/2]`
+/// patches. With `git request-pull` text in the cover it lands as the
+/// pull (same commit ids; the patches are not applied again); without,
+/// its patches are applied as a series.
+#[test]
+fn a_qemu_style_pull_lands_as_the_pull_with_a_url_else_as_a_series() {
+    for with_url in [true, false] {
+        let served = tempfile::tempdir().unwrap();
+        let daemon = GitDaemon::start(served.path());
+        let url = daemon.url("contrib.git");
+        let (dir, src) = site(&format!(
+            "pull_urls = [\"git://127.0.0.1:{}/\"]",
+            daemon.port
+        ));
+        let p = dir.path();
+        let base = git(&src, &["rev-parse", "HEAD"]).trim().to_owned();
+        git(&src, &["checkout", "-q", "-b", "staging"]);
+        commit(&src, "k.txt", "k\n", "Add k");
+        let staged = commit(&src, "l.txt", "l\n", "Add l");
+        let contrib = served.path().join("contrib.git");
+        git(
+            served.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                src.to_str().unwrap(),
+                contrib.to_str().unwrap(),
+            ],
+        );
+        let blurb = match with_url {
+            true => git(&src, &["request-pull", &base, &url, "staging"]),
+            false => "Two letters for the next release.".to_owned(),
+        };
+        let mails = git(
+            &src,
+            &[
+                "format-patch",
+                "--stdout",
+                "--cover-letter",
+                "--thread=shallow",
+                "--subject-prefix=PULL",
+                "HEAD~2",
+            ],
+        )
+        .replace("*** SUBJECT HERE ***", "Staging queue")
+        .replace("*** BLURB HERE ***", &blurb);
+        append(p, &mails);
+        let summary = apply(p);
+        let what = format!("with URL {with_url}: {summary:#}");
+        let log = git(
+            &p.join("hello.git"),
+            &["log", "--format=%s", &format!("{base}..master")],
+        );
+        assert_eq!(log, "Add l\nAdd k\n", "{what}");
+        if with_url {
+            assert_eq!(tip(p), staged, "the pull's own commits: {what}");
+            assert_eq!(summary["pulls_landed"], 1, "{what}");
+            assert_eq!(summary["series"][0]["state"], "superseded", "{what}");
+            assert_eq!(summary["series_applied"], 0, "{what}");
+        } else {
+            assert_ne!(tip(p), staged, "applied as patches, new commits: {what}");
+            assert_eq!(summary["series_applied"], 1, "{what}");
+            assert_eq!(summary["pulls"][0]["state"], "as-series", "{what}");
+            assert_eq!(summary["pulls_refused"], 0, "{what}");
+        }
+    }
+}

@@ -632,8 +632,11 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
         sections.push(s);
     }
 
-    let landed: Vec<&crate::stage::pull::PullOutcome> =
-        apply.pulls.iter().filter(|p| p.error.is_none()).collect();
+    let landed: Vec<&crate::stage::pull::PullOutcome> = apply
+        .pulls
+        .iter()
+        .filter(|p| p.error.is_none() && p.state == "landed")
+        .collect();
     if !landed.is_empty() {
         let mut s = section("Pull requests");
         for pull in landed {
