@@ -934,16 +934,8 @@ fn merge_onto(
     let mut outcome = repo
         .merge_trees(ancestor, ours, theirs, labels, options)
         .map_err(|e| GitFailure::new("merge a patch onto the branch", e))?;
-    let how = TreatAsUnresolved::git();
-    if outcome.has_unresolved_conflicts(how) {
-        let mut files: Vec<String> = outcome
-            .conflicts
-            .iter()
-            .filter(|c| c.is_unresolved(how))
-            .map(|c| c.ours.location().to_string())
-            .collect();
-        files.sort();
-        files.dedup();
+    if outcome.has_unresolved_conflicts(TreatAsUnresolved::git()) {
+        let files = unresolved_files(&outcome);
         let mut failure = PatchFailure::general(format!(
             "applies to its base commit, but its change conflicts with the branch in {}",
             files.join(", ")
@@ -956,6 +948,21 @@ fn merge_onto(
         .write()
         .map_err(|e| GitFailure::new("write a merged tree", e))?;
     Ok(Ok(id.detach()))
+}
+
+/// The files a tree merge left in conflict (git's idea of unresolved),
+/// sorted, each once: what a refusal names.
+pub(crate) fn unresolved_files(outcome: &gix::merge::tree::Outcome<'_>) -> Vec<String> {
+    let how = gix::merge::tree::TreatAsUnresolved::git();
+    let mut files: Vec<String> = outcome
+        .conflicts
+        .iter()
+        .filter(|c| c.is_unresolved(how))
+        .map(|c| c.ours.location().to_string())
+        .collect();
+    files.sort();
+    files.dedup();
+    files
 }
 
 /// `git am --3way` for one file: apply the hunks to the blob the patch was

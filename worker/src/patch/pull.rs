@@ -132,20 +132,13 @@ pub fn land_pull(
             tip: old.clone(),
         }));
     }
-    let how = gix::merge::tree::TreatAsUnresolved::git();
-    if merge.tree_merge.has_unresolved_conflicts(how) {
-        let mut files: Vec<String> = merge
-            .tree_merge
-            .conflicts
-            .iter()
-            .filter(|c| c.is_unresolved(how))
-            .map(|c| c.ours.location().to_string())
-            .collect();
-        files.sort();
-        files.dedup();
+    if merge
+        .tree_merge
+        .has_unresolved_conflicts(gix::merge::tree::TreatAsUnresolved::git())
+    {
         return Ok(Err(Refusal::Conflicts {
             branch: branch.to_owned(),
-            files,
+            files: super::apply::unresolved_files(&merge.tree_merge),
         }));
     }
     let tree = merge

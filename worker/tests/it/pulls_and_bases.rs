@@ -117,6 +117,24 @@ fn site(extra_repo: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, src)
 }
 
+/// Someone pushes to the site's `hello.git` master (through a clone in
+/// `p/<clone>`): `file` becomes `content`. Returns the new tip.
+fn push_to_master(p: &Path, clone: &str, file: &str, content: &str, message: &str) -> String {
+    let work = p.join(clone);
+    git(
+        p,
+        &[
+            "clone",
+            "-q",
+            p.join("hello.git").to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    let tip = commit(&work, file, content, message);
+    git(&work, &["push", "-q", "origin", "HEAD:master"]);
+    tip
+}
+
 fn tip(p: &Path) -> String {
     git(&p.join("hello.git"), &["rev-parse", "master"])
         .trim()
@@ -191,23 +209,13 @@ fn a_series_applies_from_its_base_commit_and_after_the_series_it_is_based_on() {
         &format!("Needs the numbers series.\n\nBased-on: {cover_id}"),
     );
     // The branch moved on: line 8 (context of the first patch) changed.
-    let work = p.join("work");
-    git(
+    let moved = push_to_master(
         p,
-        &[
-            "clone",
-            "-q",
-            p.join("hello.git").to_str().unwrap(),
-            work.to_str().unwrap(),
-        ],
-    );
-    let moved = commit(
-        &work,
+        "work",
         "f.txt",
         &lines.replace("line 8\n", "changed on master\n"),
         "Change line 8",
     );
-    git(&work, &["push", "-q", "origin", "HEAD:master"]);
     append(p, &second);
     append(p, &series);
 
@@ -290,23 +298,13 @@ fn pull_requests_land_with_their_commit_ids_or_are_refused_changing_nothing() {
     let elsewhere = feature_request.replace(&url, "https://git.evil.example/contrib.git");
 
     // master moved on meanwhile: the feature lands as a merge commit.
-    let work = p.join("work");
-    git(
+    let moved = push_to_master(
         p,
-        &[
-            "clone",
-            "-q",
-            p.join("hello.git").to_str().unwrap(),
-            work.to_str().unwrap(),
-        ],
-    );
-    let moved = commit(
-        &work,
+        "work",
         "f.txt",
         &lines.replace("line 28\n", "line 28!\n"),
         "Shout 28",
     );
-    git(&work, &["push", "-q", "origin", "HEAD:master"]);
     append(
         p,
         &request_mail(
@@ -511,23 +509,13 @@ fn a_maintainers_day_of_reviews_bases_failures_and_pull_requests() {
     );
 
     // master moves on: line 8.
-    let work = p.join("work-clone");
-    git(
+    let moved = push_to_master(
         p,
-        &[
-            "clone",
-            "-q",
-            p.join("hello.git").to_str().unwrap(),
-            work.to_str().unwrap(),
-        ],
-    );
-    let moved = commit(
-        &work,
+        "work-clone",
         "f.txt",
         &lines.replace("line 8\n", "changed on master\n"),
         "Change line 8",
     );
-    git(&work, &["push", "-q", "origin", "HEAD:master"]);
 
     append(p, &reviewed);
     for r in &replies {
