@@ -282,6 +282,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(no_route));
 }
 
+/// Whether `relative` (a request path under `/repos/`) resolves, symlinks
+/// followed, to something inside the publish directory `root` (itself
+/// canonical). What does not exist is not inside: a 404 either way.
+fn inside(root: &Path, relative: &Path) -> bool {
+    std::fs::canonicalize(root.join(relative)).is_ok_and(|real| real.starts_with(root))
+}
+
 /// `patchline serve`: loads the config and token, binds, serves until
 /// stopped (SIGINT/SIGTERM). Prints `listening on http://ADDR` on stderr
 /// once bound (tests and scripts wait for that line).
@@ -302,18 +309,35 @@ pub fn serve(
         path: publish_dir.clone(),
         source,
     })?;
+    // Symlinks in the publish directory (the targets' switch to their
+    // snapshot) are followed only when they resolve inside it: a link to
+    // /etc or to the state database is not served.
+    let root = std::fs::canonicalize(&publish_dir).map_err(|source| Error::PublishDir {
+        path: publish_dir.clone(),
+        source,
+    })?;
     let state = web::Data::new(prepare(config, token)?);
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .wrap(from_fn(require_token))
-                .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %T"))
-                .service(
+                // Method and path only: a query string is never logged, so
+                // a token someone put there (it is not accepted there) never
+                // reaches a log.
+                .wrap(
+                    actix_web::middleware::Logger::new("%a \"%{request}xi\" %s %b %T")
+                        .custom_request_replace("request", |req| {
+                            format!("{} {}", req.method(), req.path())
+                        }),
+                )
+                .service({
+                    let root = root.clone();
                     actix_files::Files::new(REPOS, &publish_dir)
                         .show_files_listing()
-                        .redirect_to_slash_directory(),
-                )
+                        .redirect_to_slash_directory()
+                        .path_filter(move |path, _| inside(&root, path))
+                })
                 .configure(configure)
         })
         .bind(&bind)

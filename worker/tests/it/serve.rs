@@ -103,7 +103,13 @@ struct Worker {
 
 impl Worker {
     fn spawn(site: &Path) -> Worker {
+        Worker::spawn_with(site, &[])
+    }
+
+    /// With `global` arguments before the subcommand (e.g. `-vv`).
+    fn spawn_with(site: &Path, global: &[&str]) -> Worker {
         let mut child = Command::new(patchline_bin())
+            .args(global)
             .args([
                 "--config",
                 "patchline.toml",
@@ -902,6 +908,62 @@ fn the_publish_directory_is_served_without_a_token() {
     worker
         .request("GET", "/api/v1/runs", None, &[], None)
         .expect(401);
+}
+
+/// Symlinks in the publish directory are followed only inside it: a link
+/// to /etc/passwd or to the state database answers 404, the snapshot
+/// switch still works. A token put in a query string is not accepted and
+/// never logged, even at `-vv`.
+#[test]
+fn repos_never_leave_the_publish_directory_and_tokens_never_reach_the_log() {
+    let site = site();
+    let p = site.path();
+    let publish = p.join("state/publish/hello");
+    let snapshot = publish.join(".snapshots/el9-run1/noarch");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::write(snapshot.join("hello-1.0-1.el9.noarch.rpm"), b"rpm").unwrap();
+    std::os::unix::fs::symlink(".snapshots/el9-run1", publish.join("el9")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", publish.join("passwd")).unwrap();
+    std::os::unix::fs::symlink("/etc", publish.join("etc")).unwrap();
+    std::fs::write(p.join("state/secret.db"), b"SQLite format 3").unwrap();
+    std::os::unix::fs::symlink(p.join("state/secret.db"), publish.join("state.db")).unwrap();
+    std::os::unix::fs::symlink("../../secret.db", publish.join("relative.db")).unwrap();
+    let worker = Worker::spawn_with(p, &["-vv"]);
+    let anonymous = |path: &str| worker.request("GET", path, None, &[], None);
+    assert_eq!(
+        anonymous("/repos/hello/el9/noarch/hello-1.0-1.el9.noarch.rpm").body,
+        b"rpm"
+    );
+    for escape in [
+        "/repos/hello/passwd",
+        "/repos/hello/etc/passwd",
+        "/repos/hello/etc/",
+        "/repos/hello/state.db",
+        "/repos/hello/relative.db",
+    ] {
+        let got = anonymous(escape);
+        assert_eq!(got.status, 404, "{escape}: {}", worker.log());
+        assert!(!got.text().contains("root:"), "{escape}");
+        assert!(!got.text().contains("SQLite"), "{escape}");
+    }
+    // A token in the query string: refused (only the header counts) and
+    // not in the log, in any form.
+    let secret = std::fs::read_to_string(p.join("token")).unwrap_or_default();
+    let secret = secret.trim();
+    assert!(secret.len() >= 16, "the site's token: {secret:?}");
+    for path in [
+        format!("/api/v1/runs?token={secret}"),
+        format!("/api/v1/runs?access_token={secret}&x=1"),
+    ] {
+        worker.request("GET", &path, None, &[], None).expect(401);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = worker.log();
+    assert!(
+        log.contains("GET /api/v1/runs"),
+        "requests are logged: {log}"
+    );
+    assert!(!log.contains(secret), "the token reached the log: {log}");
 }
 
 /// The Message-IDs of the mails in `mbox`, in order.
