@@ -7,6 +7,7 @@ mod dovecot;
 mod e2e;
 mod imap_source;
 mod koji;
+mod properties;
 mod public_inbox;
 mod publish;
 mod pulls_and_bases;
