@@ -21,8 +21,14 @@ pub struct Author {
 pub struct MailLimits {
     /// Largest accepted raw mail in bytes.
     pub max_size: usize,
-    /// Most MIME parts looked at.
+    /// Most MIME parts looked at (the rest are ignored, with a warning).
     pub max_parts: usize,
+    /// Largest header block in bytes; a mail with a larger one is refused
+    /// before it is parsed (no list relays a header block this size).
+    pub max_header_size: usize,
+    /// Deepest nesting of multiparts; a deeper mail is refused. Real mails
+    /// nest two or three levels (mixed > alternative > related).
+    pub max_depth: usize,
 }
 
 impl Default for MailLimits {
@@ -30,6 +36,8 @@ impl Default for MailLimits {
         Self {
             max_size: 64 * 1024 * 1024,
             max_parts: 256,
+            max_header_size: 1024 * 1024,
+            max_depth: 32,
         }
     }
 }
@@ -79,6 +87,10 @@ pub enum Error {
     TooLarge { size: usize, limit: usize },
     #[error("not a mail: {reason}")]
     NotAMail { reason: String },
+    #[error("the header block is {size} bytes, over the limit of {limit} bytes")]
+    HeaderTooLarge { size: usize, limit: usize },
+    #[error("MIME parts nest {depth} deep, over the limit of {limit}")]
+    TooDeep { depth: usize, limit: usize },
 }
 
 /// The parser, told to read only the headers intake uses, each with the
@@ -132,6 +144,12 @@ pub fn parse_mail_hashed(
     let content_hash = content_hash.to_owned();
     let mut warnings = Vec::new();
     let header_end = header_block_len(raw);
+    if header_end > limits.max_header_size {
+        return Err(Error::HeaderTooLarge {
+            size: header_end,
+            limit: limits.max_header_size,
+        });
+    }
     if !looks_like_headers(&raw[..header_end]) {
         return Err(Error::NotAMail {
             reason: "it does not start with header lines (`Name: value`)".into(),
@@ -149,6 +167,13 @@ pub fn parse_mail_hashed(
         reason: "no header could be parsed".into(),
     })?;
 
+    let depth = mime_depth(&message.parts);
+    if depth > limits.max_depth {
+        return Err(Error::TooDeep {
+            depth,
+            limit: limits.max_depth,
+        });
+    }
     let (message_id, message_id_synthesized) = match message.message_id() {
         Some(id) if !id.trim().is_empty() => (strip_angles(id), false),
         _ => {
@@ -263,6 +288,26 @@ pub fn parse_mail_hashed(
     })
 }
 
+/// How deep multiparts nest below the root part (0 for a single part),
+/// walked without recursion so no depth can exhaust the stack.
+fn mime_depth(parts: &[mail_parser::MessagePart<'_>]) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(0usize, 0usize)];
+    // Each part is visited once at most, whatever the child lists say.
+    let mut seen = vec![false; parts.len()];
+    while let Some((id, depth)) = stack.pop() {
+        let Some(part) = parts.get(id) else { continue };
+        if std::mem::replace(&mut seen[id], true) {
+            continue;
+        }
+        if let PartType::Multipart(children) = &part.body {
+            deepest = deepest.max(depth + 1);
+            stack.extend(children.iter().map(|c| (*c as usize, depth + 1)));
+        }
+    }
+    deepest
+}
+
 /// A mail over the size limit, of which only the head was parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Oversize {
@@ -296,6 +341,7 @@ pub fn parse_head(
     let limits = MailLimits {
         max_size: head.len(),
         max_parts: 1,
+        ..MailLimits::default()
     };
     let mut parsed = parse_mail_hashed(&head, content_hash, &limits)?;
     parsed.body = String::new();
@@ -789,6 +835,7 @@ mod tests {
         let limits = MailLimits {
             max_size: 100,
             max_parts: 4,
+            ..MailLimits::default()
         };
         assert!(matches!(parse_mail(b"", &limits), Err(Error::Empty)));
         assert!(matches!(parse_mail(b"\n\n", &limits), Err(Error::Empty)));
