@@ -87,10 +87,18 @@ pub enum Error {
     TooLarge { size: usize, limit: usize },
     #[error("not a mail: {reason}")]
     NotAMail { reason: String },
-    #[error("the header block is {size} bytes, over the limit of {limit} bytes")]
-    HeaderTooLarge { size: usize, limit: usize },
-    #[error("MIME parts nest {depth} deep, over the limit of {limit}")]
-    TooDeep { depth: usize, limit: usize },
+    #[error("mail {message_id}: the header block is {size} bytes, over the limit of {limit} bytes")]
+    HeaderTooLarge {
+        message_id: String,
+        size: usize,
+        limit: usize,
+    },
+    #[error("mail {message_id}: MIME parts nest {depth} deep, over the limit of {limit}")]
+    TooDeep {
+        message_id: String,
+        depth: usize,
+        limit: usize,
+    },
 }
 
 /// The parser, told to read only the headers intake uses, each with the
@@ -146,6 +154,7 @@ pub fn parse_mail_hashed(
     let header_end = header_block_len(raw);
     if header_end > limits.max_header_size {
         return Err(Error::HeaderTooLarge {
+            message_id: raw_message_id(&raw[..header_end]),
             size: header_end,
             limit: limits.max_header_size,
         });
@@ -170,6 +179,7 @@ pub fn parse_mail_hashed(
     let depth = mime_depth(&message.parts);
     if depth > limits.max_depth {
         return Err(Error::TooDeep {
+            message_id: raw_message_id(&raw[..header_end]),
             depth,
             limit: limits.max_depth,
         });
@@ -286,6 +296,20 @@ pub fn parse_mail_hashed(
         oversize: None,
         warnings,
     })
+}
+
+/// The `Message-ID` of a refused mail as written (`<...>`), for its error:
+/// the mail was not parsed, but the report must still say which it was.
+fn raw_message_id(header: &[u8]) -> String {
+    byte_lines(header)
+        .find_map(|line| {
+            let (name, value) = line.split_at(line.iter().position(|b| *b == b':')?);
+            name.trim_ascii()
+                .eq_ignore_ascii_case(b"message-id")
+                .then(|| String::from_utf8_lossy(value[1..].trim_ascii()).into_owned())
+        })
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| "without a Message-ID".into())
 }
 
 /// How deep multiparts nest below the root part (0 for a single part),

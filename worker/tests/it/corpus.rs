@@ -6,7 +6,7 @@
 //! (a canary file beside them; no file an injected shell command would
 //! make).
 
-use crate::util::{git, patchline, patchline_bin, run_in, Ran};
+use crate::util::{Ran, git, patchline, patchline_bin, run_in};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -88,7 +88,13 @@ fn bare_repo(dir: &Path, name: &str) -> PathBuf {
     let bare = dir.join(format!("{name}.git"));
     git(
         dir,
-        &["clone", "-q", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()],
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
     );
     std::fs::remove_dir_all(&work).unwrap();
     bare
@@ -170,7 +176,12 @@ fn config_case(case: &Case, file: &Path, dir: &Path, mail: &Path) -> Result<(), 
     let ran = run_in(
         dir,
         &patchline_bin(),
-        &["--config", config.to_str().unwrap(), "parse", mail.to_str().unwrap()],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "parse",
+            mail.to_str().unwrap(),
+        ],
     );
     check_exit(&case.file, &ran);
     let (_, key) = outcome(&case.expected, "config");
@@ -187,11 +198,9 @@ fn files_outside_repos(dir: &Path, out: &mut BTreeMap<PathBuf, u64>) {
         let entry = entry.unwrap();
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        assert!(
-            !name.contains(PWNED),
-            "an injected command ran: {}",
-            path.display()
-        );
+        // Exactly what `touch corpus-pwned` makes: a slug of a subject that
+        // merely mentions it (an archive directory) is fine.
+        assert!(name != PWNED, "an injected command ran: {}", path.display());
         if entry.file_type().unwrap().is_dir() {
             if !name.ends_with(".git") {
                 files_outside_repos(&path, out);
@@ -242,7 +251,10 @@ fn hostile_corpus_gives_its_expected_outcome_and_changes_nothing_else() {
             other => panic!("{}: unknown kind {other}", case.file),
         };
         if let Err(why) = result {
-            failures.push(format!("{} (expected {}):\n{why}", case.file, case.expected));
+            failures.push(format!(
+                "{} (expected {}):\n{why}",
+                case.file, case.expected
+            ));
         }
     }
 
@@ -304,17 +316,21 @@ fn hostile_corpus_gives_its_expected_outcome_and_changes_nothing_else() {
     let unexpected: Vec<_> = files
         .keys()
         .filter(|p| {
+            // `site` is the run's state directory (database, archive,
+            // reports); `scratch`, where `am` and `parse` ran, must stay empty.
             !(p.starts_with(&gen_dir)
-                || p.starts_with(site.join("archive"))
-                || p.starts_with(site.join("logs"))
+                || p.starts_with(&site)
                 || *p == &canary
-                || p.parent() == Some(&site)
                 || *p == &cfg_dir.join("patchline.toml"))
         })
         .collect();
     assert!(unexpected.is_empty(), "files appeared: {unexpected:?}");
     for dir in [Path::new(env!("CARGO_MANIFEST_DIR")), Path::new("/tmp")] {
-        assert!(!dir.join(PWNED).exists(), "an injected command ran in {}", dir.display());
+        assert!(
+            !dir.join(PWNED).exists(),
+            "an injected command ran in {}",
+            dir.display()
+        );
     }
     assert!(
         failures.is_empty(),
