@@ -855,6 +855,41 @@ mod tests {
     }
 
     #[test]
+    fn deep_mime_and_huge_header_blocks_are_refused_naming_the_mail() {
+        let limits = MailLimits {
+            max_header_size: 200,
+            max_depth: 3,
+            ..MailLimits::default()
+        };
+        let nested = |depth: usize| {
+            let mut m = String::from("From: a@x\nMessage-ID: <deep@x>\nMIME-Version: 1.0\n");
+            for i in 0..depth {
+                m.push_str(&format!(
+                    "Content-Type: multipart/mixed; boundary=\"b{i}\"\n\n--b{i}\n"
+                ));
+            }
+            m.push_str("Content-Type: text/plain\n\nx\n");
+            for i in (0..depth).rev() {
+                m.push_str(&format!("--b{i}--\n"));
+            }
+            m
+        };
+        assert!(parse_mail(nested(3).as_bytes(), &limits).is_ok());
+        let e = parse_mail(nested(4).as_bytes(), &limits).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "mail <deep@x>: MIME parts nest 4 deep, over the limit of 3"
+        );
+        let big = format!("Message-ID: <big@x>\n{}\nbody\n", "X-Pad: y\n".repeat(30));
+        let e = parse_mail(big.as_bytes(), &limits).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("mail <big@x>: the header block is 291 bytes, over the limit of 200"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn invalid_input_errors_are_clear() {
         let limits = MailLimits {
             max_size: 100,

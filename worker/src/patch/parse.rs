@@ -243,8 +243,8 @@ pub fn parse_with<'a>(input: &'a [u8], limits: &Limits) -> Result<Vec<FilePatch<
 /// quotes them.
 fn check_line_lengths(input: &[u8], limits: &Limits) -> Result<(), Error> {
     let mut start = 0;
-    let mut number = 1;
-    for end in memchr::memchr_iter(b'\n', input).chain([input.len()]) {
+    let ends = memchr::memchr_iter(b'\n', input).chain([input.len()]);
+    for (number, end) in (1..).zip(ends) {
         if end - start > limits.max_line_length {
             return Err(Error::OverLimit {
                 line: number,
@@ -255,7 +255,6 @@ fn check_line_lengths(input: &[u8], limits: &Limits) -> Result<(), Error> {
             });
         }
         start = end + 1;
-        number += 1;
     }
     Ok(())
 }
@@ -1190,6 +1189,68 @@ mod tests {
             .map(|h| (h.old_start, h.old_lines, h.new_start, h.new_lines))
             .collect();
         assert_eq!(h, vec![(0, 0, 1, 1), (5, 1, 6, 0)]);
+    }
+
+    #[test]
+    fn claimed_sizes_over_the_limits_are_refused_before_allocating() {
+        let small = Limits {
+            max_binary_size: 100,
+            max_hunks: 2,
+            max_hunk_lines: 50,
+            max_line_length: 40,
+        };
+        let git = "diff --git a/f b/f\nindex 1111111..2222222 100644\n";
+        let cases: &[(String, &str)] = &[
+            (
+                format!("{git}GIT binary patch\nliteral 99999999999999\nAzzzzz\n\n"),
+                "f: the `literal` size (bytes) is 99999999999999, over the limit of 100",
+            ),
+            (
+                format!("{git}GIT binary patch\ndelta 101\nAzzzzz\n\n"),
+                "the `delta` size (bytes) is 101, over the limit of 100",
+            ),
+            (
+                format!("{git}--- a/f\n+++ b/f\n@@ -1,51 +1 @@\n-x\n"),
+                "f: a hunk header's line count is 51, over the limit of 50",
+            ),
+            (
+                format!(
+                    "{git}--- a/f\n+++ b/f\n{}",
+                    "@@ -1 +1 @@\n-x\n+y\n".repeat(3)
+                ),
+                "f: the number of hunks is 3, over the limit of 2",
+            ),
+            (
+                format!(
+                    "{git}--- a/f\n+++ b/f\n@@ -1 +1 @@\n-x\n+{}\n",
+                    "y".repeat(40)
+                ),
+                "line 7: the patch: a line's length (bytes) is 41, over the limit of 40",
+            ),
+        ];
+        for (input, want) in cases {
+            let e = parse_with(input.as_bytes(), &small)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{input:?}: {e}");
+        }
+        // The defaults let a real patch through.
+        assert!(parse(format!("{git}--- a/f\n+++ b/f\n@@ -1 +1 @@\n-x\n+y\n").as_bytes()).is_ok());
+        // A delta claiming a huge result, or building past its claim.
+        let mut huge = vec![3u8];
+        huge.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
+        huge.extend_from_slice(&[1, b'x']);
+        assert!(
+            apply_delta(b"abc", &huge)
+                .unwrap_err()
+                .contains("over the limit")
+        );
+        let looping: Vec<u8> = [3u8, 4].into_iter().chain([0x90, 3].repeat(10)).collect();
+        assert!(
+            apply_delta(b"abc", &looping)
+                .unwrap_err()
+                .contains("more than the 4 bytes")
+        );
     }
 
     #[test]
