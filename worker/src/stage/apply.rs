@@ -230,11 +230,7 @@ fn apply_one_caught(
     match caught {
         Ok(result) => result,
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".into());
+            let message = crate::stage::panic_message(panic.as_ref());
             tracing::error!(key = %c.key, %message, "applying the series panicked");
             let mut outcome = new_outcome(c);
             outcome.error = Some(PatchFailure::general(format!(
