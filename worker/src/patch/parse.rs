@@ -805,9 +805,12 @@ fn parse_binary_block(
         }
         deflated.extend_from_slice(&decoded[..len]);
     }
+    // zlib cannot expand more than about 1032 to 1: a claim beyond what
+    // the data can inflate to is not reserved (the size check below
+    // refuses it once the data is read).
     let mut inflated = Vec::new();
     inflated
-        .try_reserve_exact(size)
+        .try_reserve_exact(size.min(deflated.len().saturating_mul(1032)))
         .map_err(|e| bad(format!("cannot reserve {size} bytes: {e}")))?;
     flate2::read::ZlibDecoder::new(&deflated[..])
         .take(size as u64 + 1)
@@ -877,8 +880,10 @@ pub fn apply_delta_with(base: &[u8], delta: &[u8], limits: &Limits) -> Result<Ve
             limits.max_binary_size
         ));
     }
+    // Reserved up to what a delta usually makes (the base plus its
+    // inserts); a result past that grows as it is built, within the limit.
     let mut out = Vec::new();
-    out.try_reserve_exact(result_size)
+    out.try_reserve_exact(result_size.min(base.len().saturating_add(delta.len())))
         .map_err(|e| format!("cannot reserve {result_size} bytes: {e}"))?;
     while pos < delta.len() {
         let op = delta[pos];
