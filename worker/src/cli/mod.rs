@@ -878,6 +878,7 @@ fn parse(cli: &Cli, files: &[PathBuf]) -> Result<(), Failure> {
     let limits = MailLimits {
         max_size: usize::try_from(config.intake.max_mail_size).unwrap_or(usize::MAX),
         max_parts: config.intake.max_parts,
+        ..MailLimits::default()
     };
     let mut unreadable = 0;
     for file in files {

@@ -21,8 +21,14 @@ pub struct Author {
 pub struct MailLimits {
     /// Largest accepted raw mail in bytes.
     pub max_size: usize,
-    /// Most MIME parts looked at.
+    /// Most MIME parts looked at (the rest are ignored, with a warning).
     pub max_parts: usize,
+    /// Largest header block in bytes; a mail with a larger one is refused
+    /// before it is parsed (no list relays a header block this size).
+    pub max_header_size: usize,
+    /// Deepest nesting of multiparts; a deeper mail is refused. Real mails
+    /// nest two or three levels (mixed > alternative > related).
+    pub max_depth: usize,
 }
 
 impl Default for MailLimits {
@@ -30,6 +36,8 @@ impl Default for MailLimits {
         Self {
             max_size: 64 * 1024 * 1024,
             max_parts: 256,
+            max_header_size: 1024 * 1024,
+            max_depth: 32,
         }
     }
 }
@@ -79,6 +87,18 @@ pub enum Error {
     TooLarge { size: usize, limit: usize },
     #[error("not a mail: {reason}")]
     NotAMail { reason: String },
+    #[error("mail {message_id}: the header block is {size} bytes, over the limit of {limit} bytes")]
+    HeaderTooLarge {
+        message_id: String,
+        size: usize,
+        limit: usize,
+    },
+    #[error("mail {message_id}: MIME parts nest {depth} deep, over the limit of {limit}")]
+    TooDeep {
+        message_id: String,
+        depth: usize,
+        limit: usize,
+    },
 }
 
 /// The parser, told to read only the headers intake uses, each with the
@@ -132,6 +152,13 @@ pub fn parse_mail_hashed(
     let content_hash = content_hash.to_owned();
     let mut warnings = Vec::new();
     let header_end = header_block_len(raw);
+    if header_end > limits.max_header_size {
+        return Err(Error::HeaderTooLarge {
+            message_id: raw_message_id(&raw[..header_end]),
+            size: header_end,
+            limit: limits.max_header_size,
+        });
+    }
     if !looks_like_headers(&raw[..header_end]) {
         return Err(Error::NotAMail {
             reason: "it does not start with header lines (`Name: value`)".into(),
@@ -149,6 +176,14 @@ pub fn parse_mail_hashed(
         reason: "no header could be parsed".into(),
     })?;
 
+    let depth = mime_depth(&message.parts);
+    if depth > limits.max_depth {
+        return Err(Error::TooDeep {
+            message_id: raw_message_id(&raw[..header_end]),
+            depth,
+            limit: limits.max_depth,
+        });
+    }
     let (message_id, message_id_synthesized) = match message.message_id() {
         Some(id) if !id.trim().is_empty() => (strip_angles(id), false),
         _ => {
@@ -263,6 +298,40 @@ pub fn parse_mail_hashed(
     })
 }
 
+/// The `Message-ID` of a refused mail as written (`<...>`), for its error:
+/// the mail was not parsed, but the report must still say which it was.
+fn raw_message_id(header: &[u8]) -> String {
+    byte_lines(header)
+        .find_map(|line| {
+            let (name, value) = line.split_at(line.iter().position(|b| *b == b':')?);
+            name.trim_ascii()
+                .eq_ignore_ascii_case(b"message-id")
+                .then(|| String::from_utf8_lossy(value[1..].trim_ascii()).into_owned())
+        })
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| "without a Message-ID".into())
+}
+
+/// How deep multiparts nest below the root part (0 for a single part),
+/// walked without recursion so no depth can exhaust the stack.
+fn mime_depth(parts: &[mail_parser::MessagePart<'_>]) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(0usize, 0usize)];
+    // Each part is visited once at most, whatever the child lists say.
+    let mut seen = vec![false; parts.len()];
+    while let Some((id, depth)) = stack.pop() {
+        let Some(part) = parts.get(id) else { continue };
+        if std::mem::replace(&mut seen[id], true) {
+            continue;
+        }
+        if let PartType::Multipart(children) = &part.body {
+            deepest = deepest.max(depth + 1);
+            stack.extend(children.iter().map(|c| (*c as usize, depth + 1)));
+        }
+    }
+    deepest
+}
+
 /// A mail over the size limit, of which only the head was parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Oversize {
@@ -296,6 +365,7 @@ pub fn parse_head(
     let limits = MailLimits {
         max_size: head.len(),
         max_parts: 1,
+        ..MailLimits::default()
     };
     let mut parsed = parse_mail_hashed(&head, content_hash, &limits)?;
     parsed.body = String::new();
@@ -785,10 +855,46 @@ mod tests {
     }
 
     #[test]
+    fn deep_mime_and_huge_header_blocks_are_refused_naming_the_mail() {
+        let limits = MailLimits {
+            max_header_size: 200,
+            max_depth: 3,
+            ..MailLimits::default()
+        };
+        let nested = |depth: usize| {
+            let mut m = String::from("From: a@x\nMessage-ID: <deep@x>\nMIME-Version: 1.0\n");
+            for i in 0..depth {
+                m.push_str(&format!(
+                    "Content-Type: multipart/mixed; boundary=\"b{i}\"\n\n--b{i}\n"
+                ));
+            }
+            m.push_str("Content-Type: text/plain\n\nx\n");
+            for i in (0..depth).rev() {
+                m.push_str(&format!("--b{i}--\n"));
+            }
+            m
+        };
+        assert!(parse_mail(nested(3).as_bytes(), &limits).is_ok());
+        let e = parse_mail(nested(4).as_bytes(), &limits).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "mail <deep@x>: MIME parts nest 4 deep, over the limit of 3"
+        );
+        let big = format!("Message-ID: <big@x>\n{}\nbody\n", "X-Pad: y\n".repeat(30));
+        let e = parse_mail(big.as_bytes(), &limits).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("mail <big@x>: the header block is 291 bytes, over the limit of 200"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn invalid_input_errors_are_clear() {
         let limits = MailLimits {
             max_size: 100,
             max_parts: 4,
+            ..MailLimits::default()
         };
         assert!(matches!(parse_mail(b"", &limits), Err(Error::Empty)));
         assert!(matches!(parse_mail(b"\n\n", &limits), Err(Error::Empty)));

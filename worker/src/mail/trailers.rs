@@ -515,6 +515,7 @@ mod tests {
         let limits = MailLimits {
             max_size: 1 << 24,
             max_parts: 64,
+            ..MailLimits::default()
         };
         for eol in ["\n", "\r\n"] {
             let mut compared = 0;

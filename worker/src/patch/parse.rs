@@ -6,8 +6,46 @@
 //! CRLF content, and `GIT binary patch` (literal and delta, base85 + zlib).
 //! Paths that would escape the repository (absolute, `..`, `.git`) are
 //! refused here, before anything could write them.
+//!
+//! Every size the input claims (a binary block's `literal N`/`delta N`, a
+//! delta's result size, a hunk header's line counts, the number of hunks,
+//! a line's length) is checked against [`Limits`] before anything is
+//! allocated for it: anyone can post to a list, and a claimed size must
+//! never become an allocation the process cannot survive.
 
 use std::io::Read;
+
+/// The largest sizes a patch may claim. Not configurable: each is far
+/// above what a real patch mail carries (the mail itself is capped by
+/// `intake.max_mail_size`), and only there so that a hostile claim fails
+/// its series with a message instead of aborting the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of one binary file: a `literal N`/`delta N` block's inflated
+    /// size and a delta's result size.
+    pub max_binary_size: usize,
+    /// Hunks of one file.
+    pub max_hunks: usize,
+    /// Old or new line count of one `@@` header.
+    pub max_hunk_lines: u32,
+    /// Bytes of one line of the patch.
+    pub max_line_length: usize,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        max_binary_size: 128 * 1024 * 1024,
+        max_hunks: 100_000,
+        max_hunk_lines: 10_000_000,
+        max_line_length: 1024 * 1024,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -40,6 +78,15 @@ pub enum Error {
     },
     #[error("line {line}: {reason}")]
     BadHeader { line: usize, reason: String },
+    #[error("line {line}: {file}: {what} is {claimed}, over the limit of {limit}")]
+    OverLimit {
+        line: usize,
+        file: String,
+        /// What the limit is on, e.g. "the `literal` size (bytes)".
+        what: &'static str,
+        claimed: u128,
+        limit: u128,
+    },
     #[error("no diff found in the patch")]
     NoDiff,
 }
@@ -164,6 +211,12 @@ fn text(line: &[u8]) -> String {
 /// Parses every file diff in `input` (a mail body: commit message, `---`,
 /// diffstat and signature around the diffs are skipped).
 pub fn parse(input: &[u8]) -> Result<Vec<FilePatch<'_>>, Error> {
+    parse_with(input, &Limits::DEFAULT)
+}
+
+/// [`parse`] with explicit limits (tests use small ones).
+pub fn parse_with<'a>(input: &'a [u8], limits: &Limits) -> Result<Vec<FilePatch<'a>>, Error> {
+    check_line_lengths(input, limits)?;
     let mut lines = Lines {
         rest: input,
         number: 0,
@@ -172,9 +225,9 @@ pub fn parse(input: &[u8]) -> Result<Vec<FilePatch<'_>>, Error> {
     while let Some(line) = lines.peek() {
         if line.starts_with(b"diff --git ") {
             lines.next();
-            files.push(parse_git_file(&mut lines, line)?);
+            files.push(parse_git_file(&mut lines, line, limits)?);
         } else if line.starts_with(b"--- ") && is_traditional_start(&lines) {
-            files.push(parse_traditional_file(&mut lines)?);
+            files.push(parse_traditional_file(&mut lines, limits)?);
         } else {
             lines.next();
         }
@@ -183,6 +236,27 @@ pub fn parse(input: &[u8]) -> Result<Vec<FilePatch<'_>>, Error> {
         return Err(Error::NoDiff);
     }
     Ok(files)
+}
+
+/// Refuses a line longer than the limit, wherever it is: a hunk line
+/// borrows from the input, but the applier copies lines, and a report
+/// quotes them.
+fn check_line_lengths(input: &[u8], limits: &Limits) -> Result<(), Error> {
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', input).chain([input.len()]);
+    for (number, end) in (1..).zip(ends) {
+        if end - start > limits.max_line_length {
+            return Err(Error::OverLimit {
+                line: number,
+                file: "the patch".into(),
+                what: "a line's length (bytes)",
+                claimed: (end - start) as u128,
+                limit: limits.max_line_length as u128,
+            });
+        }
+        start = end + 1;
+    }
+    Ok(())
 }
 
 /// `--- x` followed by `+++ y` and a hunk header.
@@ -197,7 +271,10 @@ fn is_traditional_start(lines: &Lines<'_>) -> bool {
     plus.is_some_and(|p| p.starts_with(b"+++ ")) && hunk.is_some_and(|h| h.starts_with(b"@@ -"))
 }
 
-fn parse_traditional_file<'a>(lines: &mut Lines<'a>) -> Result<FilePatch<'a>, Error> {
+fn parse_traditional_file<'a>(
+    lines: &mut Lines<'a>,
+    limits: &Limits,
+) -> Result<FilePatch<'a>, Error> {
     let start = lines.number + 1;
     let minus = lines.next().unwrap_or_default();
     let number = lines.number;
@@ -221,11 +298,15 @@ fn parse_traditional_file<'a>(lines: &mut Lines<'a>) -> Result<FilePatch<'a>, Er
         binary_without_data: false,
         line: start,
     };
-    parse_hunks(lines, &mut file)?;
+    parse_hunks(lines, &mut file, limits)?;
     Ok(file)
 }
 
-fn parse_git_file<'a>(lines: &mut Lines<'a>, first: &'a [u8]) -> Result<FilePatch<'a>, Error> {
+fn parse_git_file<'a>(
+    lines: &mut Lines<'a>,
+    first: &'a [u8],
+    limits: &Limits,
+) -> Result<FilePatch<'a>, Error> {
     let start = lines.number;
     let (a, b) = git_header_paths(&first[b"diff --git ".len()..], start)?;
     let mut file = FilePatch {
@@ -296,7 +377,7 @@ fn parse_git_file<'a>(lines: &mut Lines<'a>, first: &'a [u8]) -> Result<FilePatc
             file.binary_without_data = true;
         } else if l == b"GIT binary patch" {
             lines.next();
-            file.binary = Some(parse_binary(lines, file.display_path())?);
+            file.binary = Some(parse_binary(lines, file.display_path(), limits)?);
             continue;
         } else {
             break;
@@ -323,7 +404,7 @@ fn parse_git_file<'a>(lines: &mut Lines<'a>, first: &'a [u8]) -> Result<FilePatc
             reason: "diff --git names no file".into(),
         });
     }
-    parse_hunks(lines, &mut file)?;
+    parse_hunks(lines, &mut file, limits)?;
     Ok(file)
 }
 
@@ -514,14 +595,41 @@ fn parse_hunk_header(l: &[u8], line: usize) -> Result<(u32, u32, u32, u32), Erro
     Ok((os, ol, ns, nl))
 }
 
-fn parse_hunks<'a>(lines: &mut Lines<'a>, file: &mut FilePatch<'a>) -> Result<(), Error> {
+fn parse_hunks<'a>(
+    lines: &mut Lines<'a>,
+    file: &mut FilePatch<'a>,
+    limits: &Limits,
+) -> Result<(), Error> {
     while let Some(line) = lines.peek() {
         if !line.starts_with(b"@@ -") {
             break;
         }
         lines.next();
         let header_line = lines.number;
+        let over = |what, claimed: u128, limit: u128| Error::OverLimit {
+            line: header_line,
+            file: file.display_path().to_owned(),
+            what,
+            claimed,
+            limit,
+        };
+        if file.hunks.len() >= limits.max_hunks {
+            return Err(over(
+                "the number of hunks",
+                file.hunks.len() as u128 + 1,
+                limits.max_hunks as u128,
+            ));
+        }
         let (old_start, old_lines, new_start, new_lines) = parse_hunk_header(line, header_line)?;
+        for count in [old_lines, new_lines] {
+            if count > limits.max_hunk_lines {
+                return Err(over(
+                    "a hunk header's line count",
+                    count.into(),
+                    limits.max_hunk_lines.into(),
+                ));
+            }
+        }
         let header = std::str::from_utf8(trim_eol(line)).unwrap_or("@@");
         let mut hunk = Hunk {
             old_start,
@@ -624,7 +732,11 @@ fn base85_value(c: u8) -> Option<u32> {
 }
 
 /// One `literal N` / `delta N` block: base85 lines until an empty line.
-fn parse_binary_block(lines: &mut Lines<'_>, file: &str) -> Result<Option<BinaryData>, Error> {
+fn parse_binary_block(
+    lines: &mut Lines<'_>,
+    file: &str,
+    limits: &Limits,
+) -> Result<Option<BinaryData>, Error> {
     let Some(head) = lines.peek() else {
         return Ok(None);
     };
@@ -643,10 +755,26 @@ fn parse_binary_block(lines: &mut Lines<'_>, file: &str) -> Result<Option<Binary
         file: file.to_owned(),
         reason,
     };
-    let size: usize = size
+    // Parsed as u128 so that any run of digits is read and reported as
+    // over the limit rather than as a malformed number.
+    let size: u128 = size
         .trim()
         .parse()
         .map_err(|_| bad(format!("bad size {size:?}")))?;
+    if size > limits.max_binary_size as u128 {
+        return Err(Error::OverLimit {
+            line,
+            file: file.to_owned(),
+            what: if is_delta {
+                "the `delta` size (bytes)"
+            } else {
+                "the `literal` size (bytes)"
+            },
+            claimed: size,
+            limit: limits.max_binary_size as u128,
+        });
+    }
+    let size = size as usize;
     let mut deflated = Vec::new();
     while let Some(l) = lines.next() {
         let l = trim_eol(l);
@@ -677,7 +805,13 @@ fn parse_binary_block(lines: &mut Lines<'_>, file: &str) -> Result<Option<Binary
         }
         deflated.extend_from_slice(&decoded[..len]);
     }
-    let mut inflated = Vec::with_capacity(size);
+    // zlib cannot expand more than about 1032 to 1: a claim beyond what
+    // the data can inflate to is not reserved (the size check below
+    // refuses it once the data is read).
+    let mut inflated = Vec::new();
+    inflated
+        .try_reserve_exact(size.min(deflated.len().saturating_mul(1032)))
+        .map_err(|e| bad(format!("cannot reserve {size} bytes: {e}")))?;
     flate2::read::ZlibDecoder::new(&deflated[..])
         .take(size as u64 + 1)
         .read_to_end(&mut inflated)
@@ -695,19 +829,26 @@ fn parse_binary_block(lines: &mut Lines<'_>, file: &str) -> Result<Option<Binary
     }))
 }
 
-fn parse_binary(lines: &mut Lines<'_>, file: &str) -> Result<BinaryPatch, Error> {
+fn parse_binary(lines: &mut Lines<'_>, file: &str, limits: &Limits) -> Result<BinaryPatch, Error> {
     let line = lines.number;
-    let forward = parse_binary_block(lines, file)?.ok_or_else(|| Error::BadBinary {
+    let forward = parse_binary_block(lines, file, limits)?.ok_or_else(|| Error::BadBinary {
         line,
         file: file.to_owned(),
         reason: "`GIT binary patch` without a literal or delta block".into(),
     })?;
-    let reverse = parse_binary_block(lines, file)?;
+    let reverse = parse_binary_block(lines, file, limits)?;
     Ok(BinaryPatch { forward, reverse })
 }
 
-/// Applies a git delta (as in pack files) to `base`.
+/// Applies a git delta (as in pack files) to `base`; a result size over
+/// [`Limits::DEFAULT`]'s `max_binary_size` is refused before anything is
+/// allocated for it.
 pub fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, String> {
+    apply_delta_with(base, delta, &Limits::DEFAULT)
+}
+
+/// [`apply_delta`] with explicit limits.
+pub fn apply_delta_with(base: &[u8], delta: &[u8], limits: &Limits) -> Result<Vec<u8>, String> {
     fn varint(d: &[u8], pos: &mut usize) -> Result<usize, String> {
         let mut value = 0usize;
         let mut shift = 0;
@@ -733,7 +874,17 @@ pub fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, String> {
         ));
     }
     let result_size = varint(delta, &mut pos)?;
-    let mut out = Vec::with_capacity(result_size);
+    if result_size > limits.max_binary_size {
+        return Err(format!(
+            "the delta's result size is {result_size} bytes, over the limit of {} bytes",
+            limits.max_binary_size
+        ));
+    }
+    // Reserved up to what a delta usually makes (the base plus its
+    // inserts); a result past that grows as it is built, within the limit.
+    let mut out = Vec::new();
+    out.try_reserve_exact(result_size.min(base.len().saturating_add(delta.len())))
+        .map_err(|e| format!("cannot reserve {result_size} bytes: {e}"))?;
     while pos < delta.len() {
         let op = delta[pos];
         pos += 1;
@@ -769,6 +920,13 @@ pub fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, String> {
             pos += op as usize;
         } else {
             return Err("reserved delta opcode 0".into());
+        }
+        // Copies may repeat: without this a small delta could build an
+        // unbounded result before the size check at the end.
+        if out.len() > result_size {
+            return Err(format!(
+                "delta makes more than the {result_size} bytes its header says"
+            ));
         }
     }
     if out.len() != result_size {
@@ -1036,6 +1194,68 @@ mod tests {
             .map(|h| (h.old_start, h.old_lines, h.new_start, h.new_lines))
             .collect();
         assert_eq!(h, vec![(0, 0, 1, 1), (5, 1, 6, 0)]);
+    }
+
+    #[test]
+    fn claimed_sizes_over_the_limits_are_refused_before_allocating() {
+        let small = Limits {
+            max_binary_size: 100,
+            max_hunks: 2,
+            max_hunk_lines: 50,
+            max_line_length: 40,
+        };
+        let git = "diff --git a/f b/f\nindex 1111111..2222222 100644\n";
+        let cases: &[(String, &str)] = &[
+            (
+                format!("{git}GIT binary patch\nliteral 99999999999999\nAzzzzz\n\n"),
+                "f: the `literal` size (bytes) is 99999999999999, over the limit of 100",
+            ),
+            (
+                format!("{git}GIT binary patch\ndelta 101\nAzzzzz\n\n"),
+                "the `delta` size (bytes) is 101, over the limit of 100",
+            ),
+            (
+                format!("{git}--- a/f\n+++ b/f\n@@ -1,51 +1 @@\n-x\n"),
+                "f: a hunk header's line count is 51, over the limit of 50",
+            ),
+            (
+                format!(
+                    "{git}--- a/f\n+++ b/f\n{}",
+                    "@@ -1 +1 @@\n-x\n+y\n".repeat(3)
+                ),
+                "f: the number of hunks is 3, over the limit of 2",
+            ),
+            (
+                format!(
+                    "{git}--- a/f\n+++ b/f\n@@ -1 +1 @@\n-x\n+{}\n",
+                    "y".repeat(40)
+                ),
+                "line 7: the patch: a line's length (bytes) is 41, over the limit of 40",
+            ),
+        ];
+        for (input, want) in cases {
+            let e = parse_with(input.as_bytes(), &small)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{input:?}: {e}");
+        }
+        // The defaults let a real patch through.
+        assert!(parse(format!("{git}--- a/f\n+++ b/f\n@@ -1 +1 @@\n-x\n+y\n").as_bytes()).is_ok());
+        // A delta claiming a huge result, or building past its claim.
+        let mut huge = vec![3u8];
+        huge.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
+        huge.extend_from_slice(&[1, b'x']);
+        assert!(
+            apply_delta(b"abc", &huge)
+                .unwrap_err()
+                .contains("over the limit")
+        );
+        let looping: Vec<u8> = [3u8, 4].into_iter().chain([0x90, 3].repeat(10)).collect();
+        assert!(
+            apply_delta(b"abc", &looping)
+                .unwrap_err()
+                .contains("more than the 4 bytes")
+        );
     }
 
     #[test]

@@ -157,7 +157,7 @@ pub fn apply_stage(
         let mut again = Vec::new();
         for c in list {
             let _span = tracing::info_span!("series", run, key = %c.key).entered();
-            let outcome = apply_one(store, config, run, committer, opts, &c)?;
+            let outcome = apply_one_caught(store, config, run, committer, opts, &c)?;
             if outcome.waiting_for.is_some() {
                 again.push((c, outcome));
                 continue;
@@ -213,7 +213,10 @@ fn finish(
     Ok(outcome)
 }
 
-fn apply_one(
+/// [`apply_one`] with a panic caught and recorded as that series' failure:
+/// a bug that some mail's bytes reach must cost that series only, never
+/// the other series of the run (or, under `patchline serve`, the worker).
+fn apply_one_caught(
     store: &mut Store,
     config: &Config,
     run: i64,
@@ -221,7 +224,25 @@ fn apply_one(
     opts: AmOptions,
     c: &SeriesToApply,
 ) -> Result<SeriesOutcome, Error> {
-    let mut outcome = SeriesOutcome {
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        apply_one(store, config, run, committer, opts, c)
+    }));
+    match caught {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = crate::stage::panic_message(panic.as_ref());
+            tracing::error!(key = %c.key, %message, "applying the series panicked");
+            let mut outcome = new_outcome(c);
+            outcome.error = Some(PatchFailure::general(format!(
+                "internal error while applying this series (a bug in patchline, please report it): {message}"
+            )));
+            finish(store, run, c, SeriesState::Failed, outcome)
+        }
+    }
+}
+
+fn new_outcome(c: &SeriesToApply) -> SeriesOutcome {
+    SeriesOutcome {
         key: c.key.clone(),
         title: c.title.clone(),
         version: c.version,
@@ -238,7 +259,18 @@ fn apply_one(
         based_on: Vec::new(),
         applied_from: None,
         waiting_for: None,
-    };
+    }
+}
+
+fn apply_one(
+    store: &mut Store,
+    config: &Config,
+    run: i64,
+    committer: Option<&Identity>,
+    opts: AmOptions,
+    c: &SeriesToApply,
+) -> Result<SeriesOutcome, Error> {
+    let mut outcome = new_outcome(c);
     let fail = |store: &mut Store, mut outcome: SeriesOutcome, why: PatchFailure| {
         outcome.error = Some(why);
         finish(store, run, c, SeriesState::Failed, outcome)

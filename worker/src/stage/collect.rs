@@ -203,6 +203,7 @@ pub fn collect(
     let limits = MailLimits {
         max_size: usize::try_from(config.intake.max_mail_size).unwrap_or(usize::MAX),
         max_parts: config.intake.max_parts,
+        ..MailLimits::default()
     };
     let key = source.key();
     let cursor = store.source_cursor(&key)?;

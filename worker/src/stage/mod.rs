@@ -560,10 +560,11 @@ fn execute_with(
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             work(store, config, &row, stage, source, progress, &mut partial)
         }))
-        .unwrap_or_else(|_| {
-            Err(Failure::stage(
-                "the stage stopped on an internal error (a bug: please report it)",
-            ))
+        .unwrap_or_else(|panic| {
+            Err(Failure::stage(format!(
+                "the stage stopped on an internal error (a bug: please report it): {}",
+                panic_message(panic.as_ref())
+            )))
         })
     };
     let recorded = match &result {
@@ -817,6 +818,16 @@ pub fn status(store: &Store, run: i64) -> Result<serde_json::Value, store::Error
     let row = store.run(run)?;
     let stages = store.stages(run)?;
     Ok(json!({ "run": row, "stages": stages }))
+}
+
+/// The text a caught panic carries (`panic!("...")` gives a `&str` or a
+/// `String`), for the failure recorded in its place.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 #[cfg(test)]

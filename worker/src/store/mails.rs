@@ -638,6 +638,7 @@ mod tests {
         let limits = MailLimits {
             max_size: 1 << 20,
             max_parts: 16,
+            ..MailLimits::default()
         };
         parse_mail(raw.as_bytes(), &limits).unwrap()
     }

@@ -787,6 +787,7 @@ mod tests {
         let limits = MailLimits {
             max_size: 1 << 20,
             max_parts: 16,
+            ..MailLimits::default()
         };
         let parsed = parse_mail(raw.as_bytes(), &limits).unwrap();
         let batch = s.mail_batch("src", run).unwrap();

@@ -2,6 +2,7 @@ mod am;
 mod apply;
 mod build;
 mod collect;
+mod corpus;
 mod dnf;
 mod dovecot;
 mod e2e;
