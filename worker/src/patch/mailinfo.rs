@@ -11,8 +11,20 @@ pub enum Error {
     NotAMail,
     #[error("the mail has no author: no usable From header")]
     NoAuthor,
-    #[error("the mail has no patch: nothing after the message looks like a diff")]
-    NoPatch,
+    /// git am stops with "Patch is empty." on such a mail.
+    #[error("the mail {subject:?} has no patch: nothing after the message looks like a diff")]
+    NoPatch { subject: String },
+}
+
+impl Error {
+    /// The cleaned subject, when the mail got that far: what `Applying:`
+    /// prints for a mail that then failed.
+    pub fn subject(&self) -> &str {
+        match self {
+            Error::NoPatch { subject } => subject,
+            Error::NotAMail | Error::NoAuthor => "",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -587,14 +599,16 @@ pub fn mailinfo(raw: &[u8], opts: MailInfoOptions) -> Result<MailInfo, Error> {
         .map(|(n, e)| (without_crud(&n), without_crud(&e)))
         .filter(|(_, e)| !e.is_empty())
         .ok_or(Error::NoAuthor)?;
+    let subject = clean_subject(&subject);
     let rest = &lines[i..];
     let break_at = rest
         .iter()
         .position(|l| is_patch_break(l))
-        .ok_or(Error::NoPatch)?;
+        .ok_or_else(|| Error::NoPatch {
+            subject: subject.clone(),
+        })?;
     let log: String = rest[..break_at].concat();
     let patch: Vec<u8> = rest[break_at..].concat().into_bytes();
-    let subject = clean_subject(&subject);
     let message_text = stripspace(&format!("{subject}\n\n{log}"));
     Ok(MailInfo {
         // git uses the address as the name when there is none.
@@ -929,7 +943,9 @@ mod tests {
                 b"From: a@x\nSubject: x\n\njust talk\n",
                 MailInfoOptions::default()
             ),
-            Err(Error::NoPatch)
+            Err(Error::NoPatch {
+                subject: "x".to_owned()
+            })
         );
     }
 }
