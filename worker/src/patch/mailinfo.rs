@@ -11,6 +11,14 @@ pub enum Error {
     NotAMail,
     #[error("the mail has no author: no usable From header")]
     NoAuthor,
+    /// git mailinfo fails on it too ("cannot convert from X to UTF-8"), so
+    /// git am refuses the mail; an author spelled as raw `=?...?=` text
+    /// would be a guess.
+    #[error("the {header} header has an encoded word in charset {charset:?}, which cannot be converted to UTF-8")]
+    BadCharset {
+        header: &'static str,
+        charset: String,
+    },
     /// git am stops with "Patch is empty." on such a mail.
     #[error("the mail {subject:?} has no patch: nothing after the message looks like a diff")]
     NoPatch { subject: String },
@@ -22,7 +30,7 @@ impl Error {
     pub fn subject(&self) -> &str {
         match self {
             Error::NoPatch { subject } => subject,
-            Error::NotAMail | Error::NoAuthor => "",
+            Error::NotAMail | Error::NoAuthor | Error::BadCharset { .. } => "",
         }
     }
 }
@@ -249,11 +257,11 @@ pub fn append_trailers(message: &str, trailers: &[String]) -> (String, Vec<Strin
 }
 
 /// Decodes the RFC 2047 encoded words of a header value as `git mailinfo`
-/// does: a word in a charset we cannot convert stays as it was written
-/// (git keeps it and says "cannot convert"), white space between two encoded
-/// words goes, and the value ends at a NUL byte (git reads headers as C
-/// strings; a NUL kept would make a commit `git fsck` flags).
-fn decode_header_value(raw: &str) -> String {
+/// does: a word in a charset that cannot be converted is an error (git
+/// refuses the mail), white space between two encoded words goes, and the
+/// value ends at a NUL byte (git reads headers as C strings; a NUL kept
+/// would make a commit `git fsck` flags).
+fn decode_header_value(header: &'static str, raw: &str) -> Result<String, Error> {
     let raw = raw.split('\0').next().unwrap_or("");
     let mut out = String::new();
     let mut rest = raw;
@@ -264,7 +272,7 @@ fn decode_header_value(raw: &str) -> String {
             break;
         };
         let (before, word) = rest.split_at(at);
-        let decoded = encoded_word(word);
+        let decoded = encoded_word(word).map_err(|charset| Error::BadCharset { header, charset })?;
         if !(after_word && decoded.is_some() && before.trim().is_empty()) {
             out.push_str(before);
         }
@@ -281,25 +289,18 @@ fn decode_header_value(raw: &str) -> String {
             }
         }
     }
-    out.split('\0').next().unwrap_or("").to_owned()
+    Ok(out.split('\0').next().unwrap_or("").to_owned())
 }
 
-/// One `=?charset?Q|B?text?=` at the start of `word`: its text and length.
-fn encoded_word(word: &str) -> Option<(String, usize)> {
-    let inner = word.strip_prefix("=?")?;
-    let q1 = inner.find('?')?;
-    let charset = &inner[..q1];
-    let encoding = inner.get(q1 + 1..q1 + 2)?;
-    let text_start = q1 + 3;
-    if inner.get(q1 + 2..q1 + 3) != Some("?") {
-        return None;
-    }
-    let end = inner.get(text_start..)?.find("?=")? + text_start;
-    let text = &inner[text_start..end];
+/// One `=?charset?Q|B?text?=` at the start of `word`: its text and length
+/// (`None`: not an encoded word), or the charset that cannot be converted.
+fn encoded_word(word: &str) -> Result<Option<(String, usize)>, String> {
+    let Some((charset, encoding, text, len)) = encoded_word_parts(word) else {
+        return Ok(None);
+    };
     let bytes = match encoding {
         "Q" | "q" => decode_q(text),
-        "B" | "b" => decode_b64(text),
-        _ => return None,
+        _ => decode_b64(text),
     };
     // `charset*language` (RFC 2231) names the charset before the star.
     let charset = charset.split('*').next().unwrap_or(charset);
@@ -307,9 +308,26 @@ fn encoded_word(word: &str) -> Option<(String, usize)> {
     {
         String::from_utf8_lossy(&bytes).into_owned()
     } else {
-        mail_parser::decoders::charsets::map::charset_decoder(charset.as_bytes())?(&bytes)
+        match mail_parser::decoders::charsets::map::charset_decoder(charset.as_bytes()) {
+            Some(decode) => decode(&bytes),
+            None => return Err(charset.to_owned()),
+        }
     };
-    Some((text, end + 4))
+    Ok(Some((text, len)))
+}
+
+/// The charset, encoding, text and length of an encoded word at the start
+/// of `word`.
+fn encoded_word_parts(word: &str) -> Option<(&str, &str, &str, usize)> {
+    let inner = word.strip_prefix("=?")?;
+    let q1 = inner.find('?')?;
+    let encoding = inner.get(q1 + 1..q1 + 2)?;
+    if !matches!(encoding, "Q" | "q" | "B" | "b") || inner.get(q1 + 2..q1 + 3) != Some("?") {
+        return None;
+    }
+    let text_start = q1 + 3;
+    let end = inner.get(text_start..)?.find("?=")? + text_start;
+    Some((&inner[..q1], encoding, &inner[text_start..end], end + 4))
 }
 
 fn decode_q(text: &str) -> Vec<u8> {
@@ -516,9 +534,14 @@ pub fn mailinfo(raw: &[u8], opts: MailInfoOptions) -> Result<MailInfo, Error> {
     let message = MessageParser::default().parse(raw).ok_or(Error::NotAMail)?;
     // The raw header, not mail-parser's address list: git reads malformed
     // values its own way, and the commit must say what `git am` says.
-    let mut author = message
-        .header_raw("From")
-        .and_then(|raw| git_author(&decode_header_value(raw)));
+    let mut author = match message.header_raw("From") {
+        Some(raw) => git_author(&decode_header_value("From", raw)?),
+        None => None,
+    };
+    // Only checked: mail-parser's decoded subject is the one used.
+    if let Some(raw) = message.header_raw("Subject") {
+        decode_header_value("Subject", raw)?;
+    }
     let mut date = message.date().map(date_of);
     let mut subject = message
         .subject()
@@ -685,7 +708,6 @@ mod tests {
             ("user@example.org", "user@example.org", "user@example.org"),
             ("Name user@example.org", "Name", "user@example.org"),
             ("\"Last, First\" <lf@example.org>", "Last, First", "lf@example.org"),
-            ("=?x-bogus?Q?Caf=E9?= <c@example.org>", "=?x-bogus?Q?Caf=E9?=", "c@example.org"),
             ("=?utf-8?B?!!!?= <b@example.org>", "b@example.org", "b@example.org"),
             ("=?iso-8859-1?Q?Caf=E9?= <c@example.org>", "Café", "c@example.org"),
             ("<only@example.org>", "only@example.org", "only@example.org"),
@@ -698,6 +720,14 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{from}: {e}"));
             assert_eq!((info.author_name.as_str(), info.author_email.as_str()), (name, email), "{from}");
         }
+        let bogus = b"From: =?x-bogus?Q?Caf=E9?= <c@example.org>\nSubject: s\n\n---\ndiff --git a/f b/f\n";
+        assert_eq!(
+            mailinfo(bogus, MailInfoOptions::default()),
+            Err(Error::BadCharset {
+                header: "From",
+                charset: "x-bogus".to_owned()
+            })
+        );
         let none = b"From: Name\nSubject: s\n\n---\ndiff --git a/f b/f\n";
         assert_eq!(mailinfo(none, MailInfoOptions::default()), Err(Error::NoAuthor));
     }
