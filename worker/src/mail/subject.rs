@@ -232,9 +232,7 @@ impl SubjectGrammar {
                         numbering.get_or_insert((*i, *t));
                     }
                     Word::Overflow(w) => {
-                        return Err(NotPatch::Invalid(format!(
-                            "numbering {w} is too large"
-                        )));
+                        return Err(NotPatch::Invalid(format!("numbering {w} is too large")));
                     }
                     Word::Keyword(w) => fields.tags.push((*w).to_owned()),
                     Word::Git(w) | Word::Plain(w) => match anchor_at {

@@ -42,7 +42,9 @@ pub enum Error {
     },
     /// git's `check-ref-format --branch` refuses these too; a leading `-`
     /// would read as an option to every git command run on the branch.
-    #[error("repository {path}: --branch {branch:?} is not a valid branch name: it starts with '-'")]
+    #[error(
+        "repository {path}: --branch {branch:?} is not a valid branch name: it starts with '-'"
+    )]
     BranchStartsWithDash { path: PathBuf, branch: String },
     #[error("repository {path}: {id:?} is not an object id: {source}")]
     BadObjectId {
@@ -1056,7 +1058,9 @@ fn kind_of(mode: u32) -> Option<EntryKind> {
 /// and a newline, as git apply reads it.
 fn gitlink_id(text: &[u8], hash: gix::hash::Kind) -> Option<ObjectId> {
     let text = std::str::from_utf8(text).ok()?;
-    let hex = text.strip_prefix("Subproject commit ")?.trim_end_matches('\n');
+    let hex = text
+        .strip_prefix("Subproject commit ")?
+        .trim_end_matches('\n');
     (hex.len() == hash.len_in_hex())
         .then(|| ObjectId::from_hex(hex.as_bytes()).ok())
         .flatten()
@@ -1231,7 +1235,9 @@ fn apply_to_tree(
                 Some(_) => {
                     return Err(ApplyError::Patch(PatchFailure::file(
                         path,
-                        format!("'{path}' appears as both a file and as a directory ('{prefix}' is a file)"),
+                        format!(
+                            "'{path}' appears as both a file and as a directory ('{prefix}' is a file)"
+                        ),
                     )));
                 }
             }

@@ -14,7 +14,9 @@ pub enum Error {
     /// git mailinfo fails on it too ("cannot convert from X to UTF-8"), so
     /// git am refuses the mail; an author spelled as raw `=?...?=` text
     /// would be a guess.
-    #[error("the {header} header has an encoded word in charset {charset:?}, which cannot be converted to UTF-8")]
+    #[error(
+        "the {header} header has an encoded word in charset {charset:?}, which cannot be converted to UTF-8"
+    )]
     BadCharset {
         header: &'static str,
         charset: String,
@@ -272,7 +274,8 @@ fn decode_header_value(header: &'static str, raw: &str) -> Result<String, Error>
             break;
         };
         let (before, word) = rest.split_at(at);
-        let decoded = encoded_word(word).map_err(|charset| Error::BadCharset { header, charset })?;
+        let decoded =
+            encoded_word(word).map_err(|charset| Error::BadCharset { header, charset })?;
         if !(after_word && decoded.is_some() && before.trim().is_empty()) {
             out.push_str(before);
         }
@@ -704,12 +707,28 @@ mod tests {
     #[test]
     fn malformed_from_headers_read_as_git_mailinfo_reads_them() {
         let cases = [
-            ("Name <Name user@example.org>", "user@example.org", "user@example.org"),
+            (
+                "Name <Name user@example.org>",
+                "user@example.org",
+                "user@example.org",
+            ),
             ("user@example.org", "user@example.org", "user@example.org"),
             ("Name user@example.org", "Name", "user@example.org"),
-            ("\"Last, First\" <lf@example.org>", "Last, First", "lf@example.org"),
-            ("=?utf-8?B?!!!?= <b@example.org>", "b@example.org", "b@example.org"),
-            ("=?iso-8859-1?Q?Caf=E9?= <c@example.org>", "Café", "c@example.org"),
+            (
+                "\"Last, First\" <lf@example.org>",
+                "Last, First",
+                "lf@example.org",
+            ),
+            (
+                "=?utf-8?B?!!!?= <b@example.org>",
+                "b@example.org",
+                "b@example.org",
+            ),
+            (
+                "=?iso-8859-1?Q?Caf=E9?= <c@example.org>",
+                "Café",
+                "c@example.org",
+            ),
             ("<only@example.org>", "only@example.org", "only@example.org"),
             ("Name <a@b> (comment)", "Name (comment)", "a@b"),
             ("Bogus <nobody>", "Bogus", "nobody"),
@@ -718,9 +737,14 @@ mod tests {
             let mail = format!("From: {from}\nSubject: s\n\nbody\n---\ndiff --git a/f b/f\n");
             let info = mailinfo(mail.as_bytes(), MailInfoOptions::default())
                 .unwrap_or_else(|e| panic!("{from}: {e}"));
-            assert_eq!((info.author_name.as_str(), info.author_email.as_str()), (name, email), "{from}");
+            assert_eq!(
+                (info.author_name.as_str(), info.author_email.as_str()),
+                (name, email),
+                "{from}"
+            );
         }
-        let bogus = b"From: =?x-bogus?Q?Caf=E9?= <c@example.org>\nSubject: s\n\n---\ndiff --git a/f b/f\n";
+        let bogus =
+            b"From: =?x-bogus?Q?Caf=E9?= <c@example.org>\nSubject: s\n\n---\ndiff --git a/f b/f\n";
         assert_eq!(
             mailinfo(bogus, MailInfoOptions::default()),
             Err(Error::BadCharset {
@@ -729,7 +753,10 @@ mod tests {
             })
         );
         let none = b"From: Name\nSubject: s\n\n---\ndiff --git a/f b/f\n";
-        assert_eq!(mailinfo(none, MailInfoOptions::default()), Err(Error::NoAuthor));
+        assert_eq!(
+            mailinfo(none, MailInfoOptions::default()),
+            Err(Error::NoAuthor)
+        );
     }
 
     #[test]
@@ -741,7 +768,10 @@ mod tests {
         assert_eq!(info.author_name, "Ada");
         // Cut at the NUL, `Ada` has no address: git am refuses it too.
         let cut = b"From: Ada\0 <ada@example.org>\nSubject: s\n\n---\ndiff --git a/f b/f\n";
-        assert_eq!(mailinfo(cut, MailInfoOptions::default()), Err(Error::NoAuthor));
+        assert_eq!(
+            mailinfo(cut, MailInfoOptions::default()),
+            Err(Error::NoAuthor)
+        );
     }
 
     #[test]

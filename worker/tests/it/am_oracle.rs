@@ -61,7 +61,12 @@ fn gitlink(src: &Path, path: &str, id: &str) {
     std::fs::create_dir_all(src.join(path)).unwrap();
     git(
         src,
-        &["update-index", "--add", "--cacheinfo", &format!("160000,{id},{path}")],
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{id},{path}"),
+        ],
     );
 }
 
@@ -75,7 +80,11 @@ fn commit_and_mail(src: &Path, subject: &str) -> Vec<u8> {
         .current_dir(src)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -350,7 +359,9 @@ fn cases() -> Vec<Case> {
         Case {
             name: "From: an encoded word in Latin-1",
             base: plain_base,
-            mail: |src| edit_with_header(src, "From", b"=?iso-8859-1?Q?Jos=E9?= <jose@example.org>"),
+            mail: |src| {
+                edit_with_header(src, "From", b"=?iso-8859-1?Q?Jos=E9?= <jose@example.org>")
+            },
             names: None,
         },
         Case {
@@ -379,7 +390,17 @@ const LOG: &str = "--format=%T%n%an%n%ae%n%B";
 
 fn git_am(tmp: &Path, src: &Path, mail: &Path) -> Verdict {
     let work = tmp.join("theirs");
-    git(tmp, &["clone", "-q", "-b", "base", src.to_str().unwrap(), work.to_str().unwrap()]);
+    git(
+        tmp,
+        &[
+            "clone",
+            "-q",
+            "-b",
+            "base",
+            src.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
     let ran = Command::new("git")
         .args(["am", "-q", mail.to_str().unwrap()])
         .current_dir(&work)
@@ -398,13 +419,30 @@ fn patchline_am(tmp: &Path, src: &Path, mail: &Path, case: &Case) -> Verdict {
     let bare = tmp.join("ours.git");
     git(
         tmp,
-        &["clone", "-q", "--bare", "--no-local", "-b", "base", src.to_str().unwrap(), bare.to_str().unwrap()],
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            "--no-local",
+            "-b",
+            "base",
+            src.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
     );
     let before = git(&bare, &["rev-parse", "base"]);
     let ran = crate::util::run_in(
         tmp,
         &patchline_bin(),
-        &["am", "--json", "--repo", bare.to_str().unwrap(), "--branch", "base", mail.to_str().unwrap()],
+        &[
+            "am",
+            "--json",
+            "--repo",
+            bare.to_str().unwrap(),
+            "--branch",
+            "base",
+            mail.to_str().unwrap(),
+        ],
     );
     match ran.code() {
         0 => {
@@ -413,11 +451,21 @@ fn patchline_am(tmp: &Path, src: &Path, mail: &Path, case: &Case) -> Verdict {
             Verdict::Commit(git(&bare, &["log", "-1", LOG, "base"]))
         }
         1 => {
-            assert_eq!(git(&bare, &["rev-parse", "base"]), before, "{}: the branch moved", case.name);
+            assert_eq!(
+                git(&bare, &["rev-parse", "base"]),
+                before,
+                "{}: the branch moved",
+                case.name
+            );
             let first: serde_json::Value =
                 serde_json::from_str(ran.stdout().lines().next().unwrap_or("")).unwrap();
             let message = first["error"]["message"].as_str().unwrap_or("");
-            assert!(!message.is_empty(), "{}: no message\n{}", case.name, ran.describe());
+            assert!(
+                !message.is_empty(),
+                "{}: no message\n{}",
+                case.name,
+                ran.describe()
+            );
             if let Some(file) = case.names {
                 assert!(
                     message.contains(file) || first["error"]["path"] == file,
@@ -450,10 +498,25 @@ fn same_verdicts_as_git_am_on_generated_cases() {
         let theirs = git_am(tmp.path(), &src, &mail);
         let ours = patchline_am(tmp.path(), &src, &mail, &case);
         // The table in docs/apply.md (`--nocapture` shows it).
-        eprintln!("| {} | {} |", case.name, if ours == Verdict::Refused { "refused" } else { "applied" });
+        eprintln!(
+            "| {} | {} |",
+            case.name,
+            if ours == Verdict::Refused {
+                "refused"
+            } else {
+                "applied"
+            }
+        );
         if theirs != ours {
-            differ.push(format!("{}:\n  git am:    {theirs:?}\n  patchline: {ours:?}", case.name));
+            differ.push(format!(
+                "{}:\n  git am:    {theirs:?}\n  patchline: {ours:?}",
+                case.name
+            ));
         }
     }
-    assert!(differ.is_empty(), "verdicts differ from git am:\n{}", differ.join("\n"));
+    assert!(
+        differ.is_empty(),
+        "verdicts differ from git am:\n{}",
+        differ.join("\n")
+    );
 }
