@@ -520,3 +520,68 @@ fn same_verdicts_as_git_am_on_generated_cases() {
         differ.join("\n")
     );
 }
+
+/// What `patchline am` says when it refuses before or instead of a patch:
+/// a bad `--branch` is named, a mail without a diff is named by its
+/// subject (never a bare `Applying:` line).
+#[test]
+fn refusals_name_the_branch_and_the_mail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    git(&src, &["init", "-q"]);
+    plain_base(&src);
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "base"]);
+    let mail = tmp.path().join("talk.eml");
+    std::fs::write(
+        &mail,
+        "From: Ada <ada@example.org>\nSubject: [PATCH] Only talk\nDate: Tue, 24 Nov 2026 09:00:00 +0000\n\nNo diff here.\n",
+    )
+    .unwrap();
+    let repo = src.to_str().unwrap();
+    for branch in ["-x", "../x", "a..b", ""] {
+        let ran = crate::util::run_in(
+            tmp.path(),
+            &patchline_bin(),
+            &[
+                "am",
+                "--repo",
+                repo,
+                &format!("--branch={branch}"),
+                mail.to_str().unwrap(),
+            ],
+        )
+        .fails_with(2);
+        assert!(
+            ran.stderr()
+                .contains(&format!("--branch {branch:?} is not a valid branch name")),
+            "{}",
+            ran.describe()
+        );
+    }
+    let ran = crate::util::run_in(
+        tmp.path(),
+        &patchline_bin(),
+        &[
+            "am",
+            "--repo",
+            repo,
+            "--branch",
+            "master",
+            mail.to_str().unwrap(),
+        ],
+    )
+    .fails_with(1);
+    let out = ran.stdout();
+    assert!(
+        out.starts_with("Applying: Only talk\nerror: "),
+        "{}",
+        ran.describe()
+    );
+    assert!(
+        out.contains("\"Only talk\" has no patch"),
+        "{}",
+        ran.describe()
+    );
+}
