@@ -371,6 +371,18 @@ fn cases() -> Vec<Case> {
             names: None,
         },
         Case {
+            name: "From: a name in single quotes, a trailing comma",
+            base: plain_base,
+            mail: |src| edit_with_header(src, "From", b"'Ada Lovelace' <ada@example.org>,"),
+            names: None,
+        },
+        Case {
+            name: "From: dots around the name and the address",
+            base: plain_base,
+            mail: |src| edit_with_header(src, "From", b".Ada Jr. <ada@example.org.>"),
+            names: None,
+        },
+        Case {
             name: "From: a name without an address",
             base: plain_base,
             mail: |src| edit_with_header(src, "From", b"Just A Name"),
