@@ -21,6 +21,11 @@ pub enum Error {
         header: &'static str,
         charset: String,
     },
+    /// A NUL written as an encoded word (`=00`): git mailinfo refuses it
+    /// ("a NUL byte in 'Subject' is not allowed"); a commit holding it is
+    /// what `git fsck` flags.
+    #[error("the {header} header decodes to a NUL byte, which a commit cannot hold")]
+    NulInHeader { header: &'static str },
     /// git am stops with "Patch is empty." on such a mail.
     #[error("the mail {subject:?} has no patch: nothing after the message looks like a diff")]
     NoPatch { subject: String },
@@ -32,7 +37,10 @@ impl Error {
     pub fn subject(&self) -> &str {
         match self {
             Error::NoPatch { subject } => subject,
-            Error::NotAMail | Error::NoAuthor | Error::BadCharset { .. } => "",
+            Error::NotAMail
+            | Error::NoAuthor
+            | Error::BadCharset { .. }
+            | Error::NulInHeader { .. } => "",
         }
     }
 }
@@ -292,7 +300,10 @@ fn decode_header_value(header: &'static str, raw: &str) -> Result<String, Error>
             }
         }
     }
-    Ok(out.split('\0').next().unwrap_or("").to_owned())
+    if out.contains('\0') {
+        return Err(Error::NulInHeader { header });
+    }
+    Ok(out)
 }
 
 /// One `=?charset?Q|B?text?=` at the start of `word`: its text and length

@@ -291,6 +291,18 @@ fn cases() -> Vec<Case> {
             names: None,
         },
         Case {
+            name: "a NUL byte encoded in the subject",
+            base: plain_base,
+            mail: |src| edit_with_header(src, "Subject", b"[PATCH] =?utf-8?q?a=00b?="),
+            names: None,
+        },
+        Case {
+            name: "a NUL byte encoded in the From name",
+            base: plain_base,
+            mail: |src| edit_with_header(src, "From", b"=?utf-8?q?A=00da?= <ada@example.org>"),
+            names: None,
+        },
+        Case {
             name: "control bytes in the subject",
             base: plain_base,
             mail: |src| edit_with_header(src, "Subject", b"[PATCH] Edit \x01\x07 bell"),
