@@ -997,10 +997,23 @@ fn am(
                 "tree": p.tree, "error": p.error,
             });
             let _ = writeln!(out, "{value}");
-        } else if p.ok {
-            let _ = writeln!(out, "Applying: {}", p.subject);
-        } else if let Some(e) = &p.error {
-            let _ = writeln!(out, "Applying: {}\nerror: {}", p.subject, e.message);
+        } else {
+            // A mail that failed before its subject was read is named by
+            // its file, so the line never reads a bare "Applying:".
+            let what = if p.subject.is_empty() {
+                format!("{} (no subject)", p.file)
+            } else {
+                p.subject.clone()
+            };
+            let _ = writeln!(out, "Applying: {what}");
+            if let Some(e) = p.error.as_ref().filter(|_| !p.ok) {
+                // The file is named once: most messages name it already.
+                let file = match &e.path {
+                    Some(f) if !e.message.contains(f.as_str()) => format!("{f}: "),
+                    _ => String::new(),
+                };
+                let _ = writeln!(out, "error: {file}{}", e.message);
+            }
         }
     }
     if json_out {

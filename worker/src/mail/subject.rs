@@ -231,6 +231,9 @@ impl SubjectGrammar {
                     Word::Numbering(i, t) => {
                         numbering.get_or_insert((*i, *t));
                     }
+                    Word::Overflow(w) => {
+                        return Err(NotPatch::Invalid(format!("numbering {w} is too large")));
+                    }
                     Word::Keyword(w) => fields.tags.push((*w).to_owned()),
                     Word::Git(w) | Word::Plain(w) => match anchor_at {
                         Some(at) if wi < at => {
@@ -420,6 +423,9 @@ enum Word<'a> {
     Version(u32, u32),
     /// Index and total; the total is unknown in `3/n`.
     Numbering(u32, Option<u32>),
+    /// A numbering whose index or total does not fit a `u32`
+    /// (`1/99999999999999999999`): an invalid numbering, never a name.
+    Overflow(&'a str),
     Keyword(&'a str),
     Plain(&'a str),
 }
@@ -502,7 +508,9 @@ fn lex_word<'a>(word: &'a str, out: &mut Vec<Word<'a>>) {
         } else if let Some((v, r)) = parse_revision(tail) {
             Some(Word::Version(v, r))
         } else {
-            numbering_word(tail)
+            // The tail as written (`to_ascii_lowercase` keeps byte offsets),
+            // so an overflowing numbering is named as the sender wrote it.
+            numbering_word(&word[word.len() - tail.len()..])
         };
         if tail.is_empty() || tail_word.is_some() {
             if let Some(v) = lead_version {
@@ -527,19 +535,28 @@ fn lex_word<'a>(word: &'a str, out: &mut Vec<Word<'a>>) {
 }
 
 /// `3/7`, `03/10`, and `3/n` for a total not known when it was sent.
-fn numbering_word(word: &str) -> Option<Word<'static>> {
+fn numbering_word(word: &str) -> Option<Word<'_>> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let (index, total) = word.split_once('/')?;
-    if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+    if !digits(index) {
         return None;
     }
-    let index = index.parse().ok()?;
-    if matches!(total, "n" | "N" | "x" | "X" | "?") {
+    let unknown_total = matches!(total, "n" | "N" | "x" | "X" | "?");
+    if !unknown_total && !digits(total) {
+        return None;
+    }
+    // Digits that overflow are still a numbering's shape: read as a word
+    // they would become a repository or branch name.
+    let Ok(index) = index.parse() else {
+        return Some(Word::Overflow(word));
+    };
+    if unknown_total {
         return Some(Word::Numbering(index, None));
     }
-    if total.is_empty() || !total.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(Word::Numbering(index, Some(total.parse().ok()?)))
+    Some(match total.parse() {
+        Ok(total) => Word::Numbering(index, Some(total)),
+        Err(_) => Word::Overflow(word),
+    })
 }
 
 /// A version written after the title, `title (v2)`, as Patchwork reads it;
@@ -1260,6 +1277,14 @@ mod wider_grammar_tests {
             ("[PATCHESv2x] not the marker either", NotPatch::NoMatch),
             ("[DISPATCH] not a patch", NotPatch::NoMatch),
             ("[PATCH 3/2] t", NotPatch::Invalid("patch 3 of 2".into())),
+            (
+                "[PATCH 1/99999999999999999999] t",
+                NotPatch::Invalid("numbering 1/99999999999999999999 is too large".into()),
+            ),
+            (
+                "[PATCH 99999999999999999999/2] t",
+                NotPatch::Invalid("numbering 99999999999999999999/2 is too large".into()),
+            ),
             ("[PATCH 3 of 2] t", NotPatch::Invalid("patch 3 of 2".into())),
             ("[PATCH 0/0] t", NotPatch::Invalid("total is 0".into())),
         ];

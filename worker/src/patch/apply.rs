@@ -33,13 +33,19 @@ pub enum Error {
     },
     #[error("repository {path}: branch {branch:?} does not exist")]
     NoBranch { path: PathBuf, branch: String },
-    #[error("repository {path}: bad branch name {branch:?}: {source}")]
+    #[error("repository {path}: --branch {branch:?} is not a valid branch name: {source}")]
     BadBranchName {
         path: PathBuf,
         branch: String,
         #[source]
         source: gix::validate::reference::name::Error,
     },
+    /// git's `check-ref-format --branch` refuses these too; a leading `-`
+    /// would read as an option to every git command run on the branch.
+    #[error(
+        "repository {path}: --branch {branch:?} is not a valid branch name: it starts with '-'"
+    )]
+    BranchStartsWithDash { path: PathBuf, branch: String },
     #[error("repository {path}: {id:?} is not an object id: {source}")]
     BadObjectId {
         path: PathBuf,
@@ -325,8 +331,9 @@ fn tip_in(
     repo_path: &Path,
     branch: &str,
 ) -> Result<Option<ObjectId>, Error> {
+    let name = branch_ref_name(repo_path, branch)?;
     let reference = repo
-        .try_find_reference(format!("refs/heads/{branch}").as_str())
+        .try_find_reference(name.as_ref())
         .map_err(|e| Error::git(repo_path, format!("look up branch {branch:?}"), e))?;
     match reference {
         Some(mut r) => Ok(Some(
@@ -336,6 +343,25 @@ fn tip_in(
         )),
         None => Ok(None),
     }
+}
+
+/// `refs/heads/<branch>`, or an error naming the branch and why it is not
+/// one, checked before the repository is looked at.
+fn branch_ref_name(repo_path: &Path, branch: &str) -> Result<FullName, Error> {
+    if branch.starts_with('-') {
+        return Err(Error::BranchStartsWithDash {
+            path: repo_path.to_owned(),
+            branch: branch.to_owned(),
+        });
+    }
+    format!("refs/heads/{branch}")
+        .as_str()
+        .try_into()
+        .map_err(|source| Error::BadBranchName {
+            path: repo_path.to_owned(),
+            branch: branch.to_owned(),
+            source,
+        })
 }
 
 /// The current tip of `branch`, if the branch exists.
@@ -353,14 +379,7 @@ fn set_branch(
     new: &str,
     reflog: &str,
 ) -> Result<(), Error> {
-    let name: FullName = format!("refs/heads/{branch}")
-        .as_str()
-        .try_into()
-        .map_err(|source| Error::BadBranchName {
-            path: repo_path.to_owned(),
-            branch: branch.to_owned(),
-            source,
-        })?;
+    let name = branch_ref_name(repo_path, branch)?;
     let new = ObjectId::from_hex(new.as_bytes()).map_err(|e| Error::bad_id(repo_path, new, e))?;
     repo.edit_reference(RefEdit {
         change: Change::Update {
@@ -574,7 +593,7 @@ where
                 Err(e) => {
                     results.push(failed_result(
                         label,
-                        "",
+                        e.subject(),
                         PatchFailure::general(e.to_string()),
                     ));
                     failed = true;
@@ -1035,6 +1054,18 @@ fn kind_of(mode: u32) -> Option<EntryKind> {
     }
 }
 
+/// The commit a gitlink's patched text names: `Subproject commit <id>`
+/// and a newline, as git apply reads it.
+fn gitlink_id(text: &[u8], hash: gix::hash::Kind) -> Option<ObjectId> {
+    let text = std::str::from_utf8(text).ok()?;
+    let hex = text
+        .strip_prefix("Subproject commit ")?
+        .trim_end_matches('\n');
+    (hex.len() == hash.len_in_hex())
+        .then(|| ObjectId::from_hex(hex.as_bytes()).ok())
+        .flatten()
+}
+
 /// What a path holds while a patch is applied: `None` once deleted.
 type Entry = Option<(EntryKind, ObjectId)>;
 
@@ -1100,10 +1131,10 @@ fn apply_to_tree(
         {
             return Err(fail(format!("{new}: already exists in index")));
         }
-        if let Some((EntryKind::Commit, _)) = old {
-            return Err(fail(format!("{path}: submodule changes are not supported")));
-        }
+        // A gitlink's "contents" in a diff are the line git apply makes of
+        // it; the hunks apply to that line, and the result names the commit.
         let old_content = match old {
+            Some((EntryKind::Commit, id)) => format!("Subproject commit {id}\n").into_bytes(),
             Some((_, id)) => read_blob(id)?,
             None => Vec::new(),
         };
@@ -1163,6 +1194,13 @@ fn apply_to_tree(
         let unchanged = old.filter(|_| file.binary.is_none() && file.hunks.is_empty());
         let id = if let Some((_, id)) = unchanged {
             id
+        } else if kind == EntryKind::Commit {
+            gitlink_id(&new_content, repo.object_hash()).ok_or_else(|| {
+                fail(format!(
+                    "{path}: a submodule (mode 160000) must read \"Subproject commit <id>\", not {:?}",
+                    String::from_utf8_lossy(&new_content[..new_content.len().min(80)])
+                ))
+            })?
         } else {
             objects.put_with_delta(gix::objs::Kind::Blob, new_content, delta)?
         };
@@ -1173,6 +1211,37 @@ fn apply_to_tree(
         }
         if let Some(new) = &file.new_path {
             changed.insert(new.clone(), Some((kind, id)));
+        }
+    }
+    // git apply refuses to write through a symbolic link or to put a file
+    // under a file; a tree editor would silently replace either with a
+    // directory, so every leading directory of a path written is checked.
+    for (path, entry) in &changed {
+        if entry.is_none() {
+            continue;
+        }
+        let mut prefix_end = 0;
+        while let Some(slash) = path[prefix_end..].find('/') {
+            prefix_end += slash;
+            let prefix = &path[..prefix_end];
+            match lookup(&changed, prefix)? {
+                Some((EntryKind::Link, _)) => {
+                    return Err(ApplyError::Patch(PatchFailure::file(
+                        path,
+                        format!("affected file '{path}' is beyond a symbolic link ('{prefix}')"),
+                    )));
+                }
+                Some((EntryKind::Tree, _)) | None => {}
+                Some(_) => {
+                    return Err(ApplyError::Patch(PatchFailure::file(
+                        path,
+                        format!(
+                            "'{path}' appears as both a file and as a directory ('{prefix}' is a file)"
+                        ),
+                    )));
+                }
+            }
+            prefix_end += 1;
         }
     }
     let root = base_tree

@@ -11,8 +11,38 @@ pub enum Error {
     NotAMail,
     #[error("the mail has no author: no usable From header")]
     NoAuthor,
-    #[error("the mail has no patch: nothing after the message looks like a diff")]
-    NoPatch,
+    /// git mailinfo fails on it too ("cannot convert from X to UTF-8"), so
+    /// git am refuses the mail; an author spelled as raw `=?...?=` text
+    /// would be a guess.
+    #[error(
+        "the {header} header has an encoded word in charset {charset:?}, which cannot be converted to UTF-8"
+    )]
+    BadCharset {
+        header: &'static str,
+        charset: String,
+    },
+    /// A NUL written as an encoded word (`=00`): git mailinfo refuses it
+    /// ("a NUL byte in 'Subject' is not allowed"); a commit holding it is
+    /// what `git fsck` flags.
+    #[error("the {header} header decodes to a NUL byte, which a commit cannot hold")]
+    NulInHeader { header: &'static str },
+    /// git am stops with "Patch is empty." on such a mail.
+    #[error("the mail {subject:?} has no patch: nothing after the message looks like a diff")]
+    NoPatch { subject: String },
+}
+
+impl Error {
+    /// The cleaned subject, when the mail got that far: what `Applying:`
+    /// prints for a mail that then failed.
+    pub fn subject(&self) -> &str {
+        match self {
+            Error::NoPatch { subject } => subject,
+            Error::NotAMail
+            | Error::NoAuthor
+            | Error::BadCharset { .. }
+            | Error::NulInHeader { .. } => "",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -236,19 +266,276 @@ pub fn append_trailers(message: &str, trailers: &[String]) -> (String, Vec<Strin
     (out, added)
 }
 
-/// A `Name <email>` (or bare email) value as mailinfo reads it.
-fn parse_address(value: &str) -> Option<(String, String)> {
-    let value = value.trim();
-    if let (Some(lt), Some(gt)) = (value.rfind('<'), value.rfind('>'))
-        && lt < gt
-    {
-        let email = value[lt + 1..gt].trim().to_owned();
-        let name = value[..lt].trim().trim_matches('"').trim().to_owned();
-        return (!email.is_empty()).then_some((name, email));
+/// Decodes the RFC 2047 encoded words of a header value as `git mailinfo`
+/// does: a word in a charset that cannot be converted is an error (git
+/// refuses the mail), white space between two encoded words goes, and the
+/// value ends at a NUL byte (git reads headers as C strings; a NUL kept
+/// would make a commit `git fsck` flags).
+fn decode_header_value(header: &'static str, raw: &str) -> Result<String, Error> {
+    let raw = raw.split('\0').next().unwrap_or("");
+    let mut out = String::new();
+    let mut rest = raw;
+    let mut after_word = false;
+    while !rest.is_empty() {
+        let Some(at) = rest.find("=?") else {
+            out.push_str(rest);
+            break;
+        };
+        let (before, word) = rest.split_at(at);
+        let decoded =
+            encoded_word(word).map_err(|charset| Error::BadCharset { header, charset })?;
+        if !(after_word && decoded.is_some() && before.trim().is_empty()) {
+            out.push_str(before);
+        }
+        match decoded {
+            Some((text, len)) => {
+                out.push_str(&text);
+                rest = &word[len..];
+                after_word = true;
+            }
+            None => {
+                out.push_str("=?");
+                rest = &word[2..];
+                after_word = false;
+            }
+        }
     }
+    if out.contains('\0') {
+        return Err(Error::NulInHeader { header });
+    }
+    Ok(out)
+}
+
+/// One `=?charset?Q|B?text?=` at the start of `word`: its text and length
+/// (`None`: not an encoded word), or the charset that cannot be converted.
+fn encoded_word(word: &str) -> Result<Option<(String, usize)>, String> {
+    let Some((charset, encoding, text, len)) = encoded_word_parts(word) else {
+        return Ok(None);
+    };
+    let bytes = match encoding {
+        "Q" | "q" => decode_q(text),
+        _ => decode_b64(text),
+    };
+    // `charset*language` (RFC 2231) names the charset before the star.
+    let charset = charset.split('*').next().unwrap_or(charset);
+    let text = if charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("us-ascii")
+    {
+        String::from_utf8_lossy(&bytes).into_owned()
+    } else {
+        match mail_parser::decoders::charsets::map::charset_decoder(charset.as_bytes()) {
+            Some(decode) => decode(&bytes),
+            None => return Err(charset.to_owned()),
+        }
+    };
+    Ok(Some((text, len)))
+}
+
+/// The charset, encoding, text and length of an encoded word at the start
+/// of `word`.
+fn encoded_word_parts(word: &str) -> Option<(&str, &str, &str, usize)> {
+    let inner = word.strip_prefix("=?")?;
+    let q1 = inner.find('?')?;
+    let encoding = inner.get(q1 + 1..q1 + 2)?;
+    if !matches!(encoding, "Q" | "q" | "B" | "b") || inner.get(q1 + 2..q1 + 3) != Some("?") {
+        return None;
+    }
+    let text_start = q1 + 3;
+    let end = inner.get(text_start..)?.find("?=")? + text_start;
+    Some((&inner[..q1], encoding, &inner[text_start..end], end + 4))
+}
+
+fn decode_q(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'=', Some(v)) => {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+            (b'_', _) => out.push(b' '),
+            (c, _) => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Base64 as git decodes it: characters outside the alphabet are skipped.
+fn decode_b64(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => continue,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// `git mailinfo`'s `unquote_quoted_pair`: quoted strings lose their quotes
+/// and backslashes, comments keep their parentheses.
+fn unquote_quoted_pair(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                let mut literal = false;
+                for c in chars.by_ref() {
+                    if literal {
+                        literal = false;
+                    } else if c == '\\' {
+                        literal = true;
+                        continue;
+                    } else if c == '"' {
+                        break;
+                    }
+                    out.push(c);
+                }
+            }
+            '(' => {
+                out.push('(');
+                let (mut literal, mut depth) = (false, 1);
+                for c in chars.by_ref() {
+                    if literal {
+                        literal = false;
+                    } else if c == '\\' {
+                        literal = true;
+                        continue;
+                    } else if c == '(' {
+                        depth += 1;
+                    } else if c == ')' {
+                        depth -= 1;
+                        if depth == 0 {
+                            out.push(')');
+                            break;
+                        }
+                    }
+                    out.push(c);
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// git's `isspace`: ASCII white space only.
+fn git_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
+}
+
+/// `cleanup_space`: every run of white space becomes one space.
+fn cleanup_space(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut in_space = false;
+    for c in value.chars() {
+        if git_space(c) {
+            if !in_space {
+                out.push(' ');
+            }
+            in_space = true;
+        } else {
+            out.push(c);
+            in_space = false;
+        }
+    }
+    out
+}
+
+/// `get_sane_name`: a name that is empty, longer than 60 bytes or holds
+/// `@`, `<` or `>` is replaced by the address.
+fn sane_name(name: &str, email: &str) -> String {
+    if name.is_empty() || name.len() > 60 || name.contains(['@', '<', '>']) {
+        email.to_owned()
+    } else {
+        name.to_owned()
+    }
+}
+
+/// ident.c's `crud`: what git trims from both ends of a name or address.
+fn is_crud(c: char) -> bool {
+    c <= ' ' || matches!(c, ',' | ':' | ';' | '<' | '>' | '"' | '\\' | '\'')
+}
+
+/// `strbuf_addstr_without_crud`, which `git am` applies to the author it
+/// writes: ends trimmed of crud, `<`, `>` and newlines dropped inside.
+fn without_crud(value: &str) -> String {
     value
-        .contains('@')
-        .then(|| (String::new(), value.to_owned()))
+        .trim_matches(is_crud)
+        .chars()
+        .filter(|c| !matches!(c, '<' | '>' | '\n'))
+        .collect()
+}
+
+/// The author of a `From:` value exactly as `git mailinfo`'s `handle_from`
+/// reads it, malformed values included: the address is the word around
+/// the first `@` (brackets optional), the name what is left, so
+/// `Name <Name user@host>` gives `user@host` for both (the leftover name
+/// holds a `<`). Without an `@`, a `<...>` is the address.
+fn git_author(value: &str) -> Option<(String, String)> {
+    let value = cleanup_space(value);
+    let f = unquote_quoted_pair(&value);
+    let Some(at) = f.find('@') else {
+        // parse_bogus_from: `John Doe <johndoe>`.
+        let bra = value.find('<')?;
+        let ket = value[bra..].find('>')? + bra;
+        let email = value[bra + 1..ket].to_owned();
+        let name = sane_name(value[..bra].trim_matches(git_space), &email);
+        return Some((name, email));
+    };
+    let bytes = f.as_bytes();
+    let mut start = at;
+    let mut bracket = None;
+    while start > 0 {
+        let c = bytes[start - 1];
+        if c.is_ascii_whitespace() || c == 0x0b {
+            break;
+        }
+        if c == b'<' {
+            bracket = Some(start - 1);
+            break;
+        }
+        start -= 1;
+    }
+    let len = f[start..]
+        .find(|c: char| git_space(c) || c == '>')
+        .unwrap_or(f.len() - start);
+    let email = f[start..start + len].to_owned();
+    let end = (start + len + usize::from(start + len < f.len())).min(f.len());
+    let mut rest = String::with_capacity(f.len());
+    rest.push_str(&f[..start]);
+    rest.push_str(&f[end..]);
+    if let Some(b) = bracket {
+        // git turns the `<` before the address into a space.
+        rest.replace_range(b..b + 1, " ");
+    }
+    let rest = cleanup_space(&rest);
+    let mut name = rest.trim_matches(git_space);
+    if name.len() >= 2 && name.starts_with('(') && name.ends_with(')') {
+        name = &name[1..name.len() - 1];
+    }
+    let name = sane_name(name, &email);
+    Some((name, email))
 }
 
 fn date_of(d: &mail_parser::DateTime) -> (i64, i32) {
@@ -259,14 +546,23 @@ fn date_of(d: &mail_parser::DateTime) -> (i64, i32) {
 
 pub fn mailinfo(raw: &[u8], opts: MailInfoOptions) -> Result<MailInfo, Error> {
     let message = MessageParser::default().parse(raw).ok_or(Error::NotAMail)?;
-    let mut author = message.from().and_then(|a| a.first()).and_then(|a| {
-        let email = a.address.as_deref()?.trim().to_owned();
-        let name = a.name.as_deref().unwrap_or("").trim().to_owned();
-        (!email.is_empty()).then_some((name, email))
-    });
+    // The raw header, not mail-parser's address list: git reads malformed
+    // values its own way, and the commit must say what `git am` says.
+    let mut author = match message.header_raw("From") {
+        Some(raw) => git_author(&decode_header_value("From", raw)?),
+        None => None,
+    };
+    // Only checked: mail-parser's decoded subject is the one used.
+    if let Some(raw) = message.header_raw("Subject") {
+        decode_header_value("Subject", raw)?;
+    }
     let mut date = message.date().map(date_of);
     let mut subject = message
         .subject()
+        .unwrap_or("")
+        // git reads the header as a C string: it ends at a NUL.
+        .split('\0')
+        .next()
         .unwrap_or("")
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -314,11 +610,11 @@ pub fn mailinfo(raw: &[u8], opts: MailInfoOptions) -> Result<MailInfo, Error> {
     while i < lines.len() {
         let line = lines[i].trim_end();
         if let Some(v) = line.strip_prefix("From:") {
-            if let Some(a) = parse_address(v) {
+            if let Some(a) = git_author(v.split('\0').next().unwrap_or("")) {
                 author = Some(a);
             }
         } else if let Some(v) = line.strip_prefix("Subject:") {
-            subject = v.trim().to_owned();
+            subject = v.split('\0').next().unwrap_or("").trim().to_owned();
         } else if let Some(v) = line.strip_prefix("Date:") {
             if let Some(d) = mail_parser::DateTime::parse_rfc822(v.trim()) {
                 date = Some(date_of(&d));
@@ -336,15 +632,20 @@ pub fn mailinfo(raw: &[u8], opts: MailInfoOptions) -> Result<MailInfo, Error> {
     } else {
         i = 0;
     }
-    let (name, email) = author.ok_or(Error::NoAuthor)?;
+    let (name, email) = author
+        .map(|(n, e)| (without_crud(&n), without_crud(&e)))
+        .filter(|(_, e)| !e.is_empty())
+        .ok_or(Error::NoAuthor)?;
+    let subject = clean_subject(&subject);
     let rest = &lines[i..];
     let break_at = rest
         .iter()
         .position(|l| is_patch_break(l))
-        .ok_or(Error::NoPatch)?;
+        .ok_or_else(|| Error::NoPatch {
+            subject: subject.clone(),
+        })?;
     let log: String = rest[..break_at].concat();
     let patch: Vec<u8> = rest[break_at..].concat().into_bytes();
-    let subject = clean_subject(&subject);
     let message_text = stripspace(&format!("{subject}\n\n{log}"));
     Ok(MailInfo {
         // git uses the address as the name when there is none.
@@ -410,6 +711,78 @@ mod tests {
             "Subj\n\nbody\nmore\n"
         );
         assert_eq!(stripspace(""), "");
+    }
+
+    /// What `git mailinfo` (2.47) prints as Author and Email for each
+    /// `From:` value; `git am` then trims ident crud, as we do.
+    #[test]
+    fn malformed_from_headers_read_as_git_mailinfo_reads_them() {
+        let cases = [
+            (
+                "Name <Name user@example.org>",
+                "user@example.org",
+                "user@example.org",
+            ),
+            ("user@example.org", "user@example.org", "user@example.org"),
+            ("Name user@example.org", "Name", "user@example.org"),
+            (
+                "\"Last, First\" <lf@example.org>",
+                "Last, First",
+                "lf@example.org",
+            ),
+            (
+                "=?utf-8?B?!!!?= <b@example.org>",
+                "b@example.org",
+                "b@example.org",
+            ),
+            (
+                "=?iso-8859-1?Q?Caf=E9?= <c@example.org>",
+                "Café",
+                "c@example.org",
+            ),
+            ("<only@example.org>", "only@example.org", "only@example.org"),
+            ("Name <a@b> (comment)", "Name (comment)", "a@b"),
+            ("Bogus <nobody>", "Bogus", "nobody"),
+        ];
+        for (from, name, email) in cases {
+            let mail = format!("From: {from}\nSubject: s\n\nbody\n---\ndiff --git a/f b/f\n");
+            let info = mailinfo(mail.as_bytes(), MailInfoOptions::default())
+                .unwrap_or_else(|e| panic!("{from}: {e}"));
+            assert_eq!(
+                (info.author_name.as_str(), info.author_email.as_str()),
+                (name, email),
+                "{from}"
+            );
+        }
+        let bogus =
+            b"From: =?x-bogus?Q?Caf=E9?= <c@example.org>\nSubject: s\n\n---\ndiff --git a/f b/f\n";
+        assert_eq!(
+            mailinfo(bogus, MailInfoOptions::default()),
+            Err(Error::BadCharset {
+                header: "From",
+                charset: "x-bogus".to_owned()
+            })
+        );
+        let none = b"From: Name\nSubject: s\n\n---\ndiff --git a/f b/f\n";
+        assert_eq!(
+            mailinfo(none, MailInfoOptions::default()),
+            Err(Error::NoAuthor)
+        );
+    }
+
+    #[test]
+    fn a_nul_byte_ends_a_header_as_in_git() {
+        let mail = b"From: Ada <ada@example.org>\0x\nSubject: [PATCH] nul\0here\n\nbody\n---\ndiff --git a/f b/f\n";
+        let info = mailinfo(mail, MailInfoOptions::default()).unwrap();
+        assert_eq!(info.subject, "nul");
+        assert_eq!(info.message, "nul\n\nbody\n");
+        assert_eq!(info.author_name, "Ada");
+        // Cut at the NUL, `Ada` has no address: git am refuses it too.
+        let cut = b"From: Ada\0 <ada@example.org>\nSubject: s\n\n---\ndiff --git a/f b/f\n";
+        assert_eq!(
+            mailinfo(cut, MailInfoOptions::default()),
+            Err(Error::NoAuthor)
+        );
     }
 
     #[test]
@@ -641,7 +1014,9 @@ mod tests {
                 b"From: a@x\nSubject: x\n\njust talk\n",
                 MailInfoOptions::default()
             ),
-            Err(Error::NoPatch)
+            Err(Error::NoPatch {
+                subject: "x".to_owned()
+            })
         );
     }
 }

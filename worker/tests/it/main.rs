@@ -1,4 +1,5 @@
 mod am;
+mod am_oracle;
 mod apply;
 mod build;
 mod collect;
