@@ -15,7 +15,18 @@ run, the best of each and the ratio (git am time / patchline time), and
 checks that every resulting tree id is identical between the tools and to
 the original history.
 
+With `--repo URL-or-path --range A..B` the corpus is a real history
+instead: the repository is cloned (bare, once, under target/bench-data/),
+the commits of A..B (no merges) are exported with `git format-patch`, and
+the clones start at A. `--big-tree` makes the synthetic history on a tree
+of 60,000 files with 500 patches spread over it. `--tmpfs` runs every tool
+once more in /dev/shm (CPU only, no disk I/O) and prints both ratios. Peak
+RSS (each tool's, from wait4) and patchline's time per patch and per MB of
+new objects are printed too.
+
 Usage: TMPDIR=/some/fs scripts/bench-am.py [--patches N] [--repeat R]
+       scripts/bench-am.py --repo https://gitlab.com/libvirt/libvirt-python.git --range v9.0.0..v10.0.0 --tmpfs
+       scripts/bench-am.py --big-tree --tmpfs
 """
 
 import argparse
@@ -35,10 +46,17 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, env=ENV, **kw)
 
 
-def make_history(n, repo):
-    """N commits with fast-import: each edits a few lines of one of 20 files."""
+def make_history(n, repo, nfiles=20, lines_per_file=300):
+    """N commits with fast-import: each edits a few lines of one of the
+    files (20 of 300 lines; --big-tree: 60,000 of 20 lines in 600
+    directories)."""
     run(["git", "init", "-q", repo])
-    files = {f"src/mod{i}.c": [f"/* module {i} line {l} */" for l in range(300)] for i in range(20)}
+    if nfiles > 1000:
+        files = {f"src/d{i % 600}/f{i}.c": [f"/* file {i} line {l} */" for l in range(lines_per_file)]
+                 for i in range(nfiles)}
+    else:
+        files = {f"src/mod{i}.c": [f"/* module {i} line {l} */" for l in range(lines_per_file)]
+                 for i in range(nfiles)}
     stream = []
     mark = 0
     for path, lines in files.items():
@@ -54,7 +72,7 @@ def make_history(n, repo):
     prev = 100000
     names = list(files)
     for c in range(n):
-        path = names[(c * 7) % len(names)]
+        path = names[(c * 7919) % len(names)]
         lines = files[path]
         for k in range(3):
             lines[(c * 13 + k * 41) % len(lines)] = f"/* changed by commit {c} ({k}) */"
@@ -81,21 +99,69 @@ def spin_all_cpus(seconds):
         p.wait()
 
 
+def timed(cmd, **kw):
+    """Runs `cmd`; its wall time in seconds and its peak RSS in KiB."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=ENV, **kw)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"{cmd[0]} failed ({proc.returncode})")
+    return elapsed, usage.ru_maxrss
+
+
+def real_corpus(data, repo, rng):
+    """`src`: a bare clone of `repo` whose `master` is the end of `rng`
+    and `base` its start; the patches of the range (no merges)."""
+    start, end = rng.split("..", 1)
+    src = os.path.join(data, "src")
+    run(["git", "clone", "-q", "--bare", repo, src])
+    run(["git", "-C", src, "branch", "-f", "base", start])
+    run(["git", "-C", src, "branch", "-f", "master", end])
+    run(["git", "-C", src, "format-patch", "-q", "--no-merges", "--topo-order", "-o",
+         os.path.join(data, "patches"), f"{start}..{end}"])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--patches", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repo", help="a real history to take the corpus from (URL or path)")
+    ap.add_argument("--range", help="A..B of --repo: the patches of B not in A")
+    ap.add_argument("--big-tree", action="store_true", help="60,000 files, 500 patches")
+    ap.add_argument("--tmpfs", action="store_true", help="also run in /dev/shm and print both ratios")
+    ap.add_argument("--binary", help="patchline binary (default: a release build)")
     args = ap.parse_args()
-    run(["cargo", "build", "--release", "--quiet", "--bin", "patchline"], cwd=ROOT)
-    binary = os.path.join(ROOT, "target", "release", "patchline")
-    data = os.path.join(ROOT, "target", "bench-data", f"am-{args.patches}")
+    if bool(args.repo) != bool(args.range):
+        sys.exit("--repo and --range go together")
+    if args.binary:
+        binary = os.path.abspath(args.binary)
+    else:
+        run(["cargo", "build", "--release", "--quiet", "--bin", "patchline"], cwd=ROOT)
+        binary = os.path.join(ROOT, "target", "release", "patchline")
+    if args.repo:
+        corpus = "real-" + "".join(c if c.isalnum() else "-" for c in f"{args.repo}-{args.range}")[-80:]
+    elif args.big_tree:
+        args.patches = 500
+        corpus = "big-tree-500"
+    else:
+        corpus = f"am-{args.patches}"
+    data = os.path.join(ROOT, "target", "bench-data", corpus)
     if not os.path.exists(os.path.join(data, "done")):
         shutil.rmtree(data, ignore_errors=True)
         os.makedirs(data)
-        print(f"generating {args.patches} commits and their patches ...", file=sys.stderr)
-        make_history(args.patches, os.path.join(data, "src"))
-        run(["git", "-C", os.path.join(data, "src"), "format-patch", "-q", "-o", os.path.join(data, "patches"),
-             "base..master"])
+        if args.repo:
+            print(f"cloning {args.repo} and exporting {args.range} ...", file=sys.stderr)
+            real_corpus(data, args.repo, args.range)
+        else:
+            print(f"generating {args.patches} commits and their patches ...", file=sys.stderr)
+            if args.big_tree:
+                make_history(args.patches, os.path.join(data, "src"), nfiles=60000, lines_per_file=20)
+            else:
+                make_history(args.patches, os.path.join(data, "src"))
+            run(["git", "-C", os.path.join(data, "src"), "format-patch", "-q", "-o",
+                 os.path.join(data, "patches"), "base..master"])
         open(os.path.join(data, "done"), "w").close()
     # The clones start from a repository holding the base history only:
     # the patched results must be new objects, as mailed patches are, not
@@ -107,53 +173,76 @@ def main():
              os.path.join(data, "src"), src])
     patches = sorted(os.path.join(data, "patches", p) for p in os.listdir(os.path.join(data, "patches")))
 
-    git_am = lambda repo: run(["git", "-C", repo, "am", "-q"] + patches)
-    patchline_am = lambda repo: run([binary, "am", "--repo", repo, "--branch", "master"] + patches,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    git_times, our_times = [], []
-    for _ in range(args.repeat):
-        work = tempfile.mkdtemp(prefix="bench-am-")
-        try:
-            # A clone with a work tree for git am, a bare one for patchline;
-            # each tool also gets a scratch clone for an untimed warm-up run.
-            clones = {}
-            for name in ("theirs", "theirs-warm"):
-                clones[name] = os.path.join(work, name)
-                run(["git", "clone", "-q", "-b", "base", src, clones[name]])
-            for name in ("ours", "ours-warm"):
-                clones[name] = os.path.join(work, name + ".git")
-                run(["git", "clone", "-q", "--bare", src, clones[name]])
-                run(["git", "-C", clones[name], "branch", "master", "base"])
-            # Each tool starts on a quiet file system (patchline fsyncs its
-            # pack before moving the branch, and that must not flush what the
-            # clones or the other tool left dirty) and on warm CPUs: right
-            # after the idle of a sync, this VM's first ~100 ms run slowly
-            # (see docs/performance.md), which a 40 ms run would measure.
-            for tool, times, warm, timed in ((git_am, git_times, "theirs-warm", "theirs"),
-                                             (patchline_am, our_times, "ours-warm", "ours")):
-                os.sync()
-                tool(clones[warm])
-                spin_all_cpus(0.3)
-                t0 = time.perf_counter()
-                tool(clones[timed])
-                times.append(time.perf_counter() - t0)
-            theirs, ours = clones["theirs"], clones["ours"]
-            trees = lambda repo, rng: subprocess.run(
-                ["git", "-C", repo, "log", "--format=%T", rng], check=True, stdout=subprocess.PIPE).stdout.split()
-            a, b = trees(theirs, "base@{upstream}..HEAD"), trees(ours, "base..master")
-            expected = trees(os.path.join(data, "src"), "base..master")
-            same = sum(1 for x, y in zip(a, b) if x == y)
-            if len(a) != len(patches) or a != b or a != expected:
-                sys.exit(f"trees differ: {same} of {len(patches)} identical")
-        finally:
-            shutil.rmtree(work)
-    print("git am runs (ms):", " ".join(f"{t * 1000:.0f}" for t in git_times), file=sys.stderr)
-    print("patchline am runs (ms):", " ".join(f"{t * 1000:.0f}" for t in our_times), file=sys.stderr)
-    g, o = min(git_times), min(our_times)
-    print(f"patches: {len(patches)}; trees identical: {len(patches)}/{len(patches)} (100%)")
-    print(f"git am:          best {g * 1000:.0f} ms of {args.repeat}")
-    print(f"patchline am:    best {o * 1000:.0f} ms of {args.repeat}")
-    print(f"ratio git am / patchline am: {g / o:.1f}x  (target >= 20x)")
+    mail_mb = sum(os.path.getsize(p) for p in patches) / 1e6
+    git_am = lambda repo: timed(["git", "-C", repo, "am", "-q", "--keep-cr"] + patches)
+    patchline_am = lambda repo: timed([binary, "am", "--keep-cr", "--repo", repo, "--branch", "master"] + patches,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    places = [("disk", tempfile.gettempdir())] + ([("tmpfs", "/dev/shm")] if args.tmpfs else [])
+    results = {}
+    for place, where in places:
+        git_times, our_times, git_rss, our_rss, new_mb = [], [], [], [], []
+        for _ in range(args.repeat):
+            work = tempfile.mkdtemp(prefix="bench-am-", dir=where)
+            try:
+                # A clone with a work tree for git am, a bare one for
+                # patchline; each tool also gets a scratch clone for an
+                # untimed warm-up run.
+                clones = {}
+                for name in ("theirs", "theirs-warm"):
+                    clones[name] = os.path.join(work, name)
+                    run(["git", "clone", "-q", "-b", "base", src, clones[name]])
+                for name in ("ours", "ours-warm"):
+                    clones[name] = os.path.join(work, name + ".git")
+                    run(["git", "clone", "-q", "--bare", src, clones[name]])
+                    run(["git", "-C", clones[name], "branch", "-f", "master", "base"])
+                before = dir_size(os.path.join(clones["ours"], "objects"))
+                # Each tool starts on a quiet file system (patchline fsyncs
+                # its pack before moving the branch, and that must not flush
+                # what the clones or the other tool left dirty) and on warm
+                # CPUs (see docs/performance.md).
+                for tool, times, rss, warm, timed_clone in (
+                        (git_am, git_times, git_rss, "theirs-warm", "theirs"),
+                        (patchline_am, our_times, our_rss, "ours-warm", "ours")):
+                    os.sync()
+                    tool(clones[warm])
+                    spin_all_cpus(0.3)
+                    elapsed, peak = tool(clones[timed_clone])
+                    times.append(elapsed)
+                    rss.append(peak)
+                new_mb.append((dir_size(os.path.join(clones["ours"], "objects")) - before) / 1e6)
+                theirs, ours = clones["theirs"], clones["ours"]
+                trees = lambda repo, rng: subprocess.run(
+                    ["git", "-C", repo, "log", "--format=%T", rng], check=True,
+                    stdout=subprocess.PIPE).stdout.split()
+                a, b = trees(theirs, "base@{upstream}..HEAD"), trees(ours, "base..master")
+                same = sum(1 for x, y in zip(a, b) if x == y)
+                if len(a) != len(patches) or a != b:
+                    sys.exit(f"trees differ from git am's: {same} of {len(patches)} identical ({place})")
+            finally:
+                shutil.rmtree(work)
+        print(f"[{place}] git am runs (ms):", " ".join(f"{t * 1000:.0f}" for t in git_times), file=sys.stderr)
+        print(f"[{place}] patchline am runs (ms):", " ".join(f"{t * 1000:.0f}" for t in our_times),
+              file=sys.stderr)
+        results[place] = (min(git_times), min(our_times), max(git_rss), max(our_rss), max(new_mb))
+    print(f"corpus: {corpus}: {len(patches)} patches, {mail_mb:.1f} MB of mail; "
+          f"trees identical to git am's: {len(patches)}/{len(patches)}")
+    for place, (g, o, grss, orss, mb) in results.items():
+        print(f"[{place}] git am best {g * 1000:.0f} ms, patchline am best {o * 1000:.0f} ms of {args.repeat}: "
+              f"ratio {g / o:.1f}x (target {'>= 20x' if place == 'disk' else '>= 10x'})")
+        print(f"[{place}] peak RSS: git am {grss / 1024:.0f} MiB, patchline {orss / 1024:.0f} MiB (target <= 64 MiB)")
+        print(f"[{place}] patchline: {o * 1e6 / len(patches):.0f} us per patch, "
+              f"{o * 1000 / max(mb, 0.001):.0f} ms per MB of new objects ({mb:.1f} MB)")
+
+
+def dir_size(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
 
 
 if __name__ == "__main__":
