@@ -23,10 +23,16 @@ fn main() -> ExitCode {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+    // Colours only for a person at a terminal: never in a pipe, a log
+    // file or Jenkins' console, and never with NO_COLOR set (no-color.org).
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(ansi)
                 .with_filter(filter),
         )
         .with(patchline::server::stage_log::layer())

@@ -47,7 +47,9 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum Trigger {
+    /// Started by a person (a shell, Jenkins' "Build Now").
     Manual,
+    /// Started by a timer (the nightly cron of Jenkins or systemd).
     Timer,
 }
 

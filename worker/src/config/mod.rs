@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(
+        "config {file} does not exist: give one with --config FILE or $PATCHLINE_CONFIG (see docs/configuration.md; examples/demo/patchline.toml is a complete one)"
+    )]
+    NotFound { file: PathBuf },
     #[error("config {file}: cannot read: {source}")]
     Read {
         file: PathBuf,
@@ -772,9 +776,14 @@ impl Config {
     }
 
     pub fn load_with_env(file: &Path, env: &Env) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
-            file: file.to_owned(),
-            source,
+        let text = std::fs::read_to_string(file).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                file: file.to_owned(),
+            },
+            _ => Error::Read {
+                file: file.to_owned(),
+                source,
+            },
         })?;
         Self::from_toml(&text, file, env)
     }

@@ -972,3 +972,17 @@ fn a_vn_m_revision_replaces_its_patch_in_version_n() {
         }
     }
 }
+
+/// A missing config names `--config` and `$PATCHLINE_CONFIG` (the log of
+/// a pipe carrying no colour codes is checked by serve's `-vv` test).
+#[test]
+fn a_missing_config_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = patchline(dir.path(), &["status"]);
+    assert_eq!(ran.code(), 2, "{}", ran.describe());
+    assert!(
+        ran.stderr().contains("--config") && ran.stderr().contains("$PATCHLINE_CONFIG"),
+        "{}",
+        ran.describe()
+    );
+}

@@ -964,6 +964,7 @@ fn repos_never_leave_the_publish_directory_and_tokens_never_reach_the_log() {
         "requests are logged: {log}"
     );
     assert!(!log.contains(secret), "the token reached the log: {log}");
+    assert!(!log.contains('\x1b'), "no colour codes in a pipe: {log}");
 }
 
 /// The Message-IDs of the mails in `mbox`, in order.
