@@ -13,6 +13,7 @@
 //! source cursor only after it, so an acknowledged mail is always on disk.
 //! Nothing here ever deletes a raw mail.
 
+use crate::patch::pack::remove_stale_temps_in;
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
@@ -129,6 +130,37 @@ impl Archive {
             root_fd: OnceLock::new(),
             pending: Mutex::new(Pending::default()),
         }
+    }
+
+    /// Removes the temporary files (`<day>/raw/.tmp-*`, `<day>/<series>/.tmp-*`)
+    /// a killed collect left: an `O_TMPFILE` write leaves nothing, the
+    /// rename fallback leaves its temporary name. Only files of processes
+    /// that are gone are removed (`pack::is_stale_temp`). Returns how many.
+    pub fn remove_stale_temp_files(&self) -> Result<usize, Error> {
+        let wrap = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Write { path, source }
+        };
+        let days = match std::fs::read_dir(&self.root) {
+            Ok(days) => days,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(wrap(&self.root)(e)),
+        };
+        let mut removed = 0;
+        for day in days {
+            let day = day.map_err(wrap(&self.root))?.path();
+            if !day.is_dir() {
+                continue;
+            }
+            removed += remove_stale_temps_in(&day).map_err(wrap(&day))?;
+            for dir in std::fs::read_dir(&day).map_err(wrap(&day))? {
+                let dir = dir.map_err(wrap(&day))?.path();
+                if dir.is_dir() {
+                    removed += remove_stale_temps_in(&dir).map_err(wrap(&dir))?;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     fn pending(&self) -> MutexGuard<'_, Pending> {

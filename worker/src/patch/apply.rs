@@ -840,9 +840,14 @@ fn write_loose_objects(objects_dir: &Path, objects: &[pack::Object]) -> std::io:
             out.reserve(out.capacity().max(4096));
         }
         std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), &hex[2..]));
+        // A kill leaves at most this temporary name (removed by the next
+        // apply stage); the data is on disk before the object's name
+        // exists, so a crash never leaves a visible half-written object
+        // that a later `path.exists()` would trust.
+        let tmp = dir.join(format!("{}{}", pack::temp_prefix("obj"), &hex[2..]));
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(&out)?;
+        file.sync_data()?;
         drop(file);
         std::fs::rename(&tmp, &path)?;
         wrote = true;

@@ -275,7 +275,7 @@ impl Entries {
     fn create(pack_dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(pack_dir)?;
         let mut file = tempfile::Builder::new()
-            .prefix("tmp_pack_")
+            .prefix(&temp_prefix("pack"))
             .tempfile_in(pack_dir)?;
         file.write_all(&[0; 12])?;
         Ok(Self {
@@ -397,7 +397,7 @@ pub fn write(pack_dir: &Path, mut entries: Entries) -> std::io::Result<PathBuf> 
     file.as_file().write_all_at(&header, 0)?;
     finish_file(file, &pack_path)?;
     let mut file = tempfile::Builder::new()
-        .prefix("tmp_idx_")
+        .prefix(&temp_prefix("idx"))
         .tempfile_in(pack_dir)?;
     file.write_all(&index)?;
     finish_file(file, &stem.with_extension("idx"))?;
@@ -562,6 +562,83 @@ fn checksum(parts: &[&[u8]]) -> ObjectId {
         hasher.update(part);
     }
     ObjectId::from_bytes_or_panic(&hasher.finalize())
+}
+
+/// The start of the name of a temporary file this process writes:
+/// `.tmp-<pid>-<what>-`. The pid tells a later process whether the writer
+/// is gone (its file is stale) or still writing; git's own temporary files
+/// (`tmp_pack_*`, `tmp_obj_*`) never start with a dot, so they are never
+/// taken for ours.
+pub fn temp_prefix(what: &str) -> String {
+    format!(".tmp-{}-{what}-", std::process::id())
+}
+
+/// Whether `name` is a temporary file (`.tmp-<pid>-…`) of a patchline
+/// process that is gone — killed before it could rename the file into
+/// place. This process's own, and a live one's (another run, a `serve`
+/// worker's other thread), are still being written.
+pub fn is_stale_temp(name: &std::ffi::OsStr) -> bool {
+    let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(".tmp-")) else {
+        return false;
+    };
+    let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes the stale temporary files patchline left in `dir` (see
+/// `is_stale_temp`); a missing `dir` has none. Returns how many it removed.
+pub fn remove_stale_temps_in(dir: &Path) -> std::io::Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        if is_stale_temp(&entry.file_name()) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                // Another process cleaning up at the same time took it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes the temporary loose objects (`objects/xx/.tmp-*`) and packs
+/// (`objects/pack/.tmp-*`) killed patchline processes left in the
+/// repository `git_dir`: `git fsck` reports them as bad objects. Returns
+/// how many it removed.
+pub fn remove_stale_temp_objects(git_dir: &Path) -> std::io::Result<usize> {
+    // A work tree's repository is in its `.git`.
+    let dot_git = git_dir.join(".git");
+    let objects = if dot_git.is_dir() {
+        dot_git
+    } else {
+        git_dir.to_owned()
+    }
+    .join("objects");
+    let entries = match std::fs::read_dir(&objects) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let fanout = name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if fanout || name == "pack" {
+            removed += remove_stale_temps_in(&entry.path())?;
+        }
+    }
+    Ok(removed)
 }
 
 /// Makes a written temporary file read-only, fsyncs it and renames it to

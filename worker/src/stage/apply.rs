@@ -43,6 +43,12 @@ pub enum Error {
     },
     #[error(transparent)]
     Git(#[from] apply::Error),
+    #[error("cannot remove the temporary files a killed apply left in {repo}: {source}")]
+    Cleanup {
+        repo: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// One series' outcome, as the report and `status --json` show it.
@@ -141,6 +147,27 @@ pub fn apply_stage(
     committer: Option<&Identity>,
     opts: AmOptions,
 ) -> Result<ApplySummary, Error> {
+    // A killed apply left temporary objects and packs (git fsck calls them
+    // bad objects); this stage owns them.
+    for repo in config
+        .repos
+        .iter()
+        .filter(|r| repos.is_empty() || repos.contains(&r.name))
+    {
+        let path = config.repo_path(repo);
+        let removed = crate::patch::pack::remove_stale_temp_objects(&path).map_err(|source| {
+            Error::Cleanup {
+                repo: path.clone(),
+                source,
+            }
+        })?;
+        if removed > 0 {
+            tracing::info!(removed, repo = %repo.name, "removed temporary objects a killed apply left");
+        }
+    }
+    // Read before this attempt records anything: what a killed attempt of
+    // the same run already finished counts in this run's summary.
+    let earlier = store.finished_in_run(run)?;
     let candidates = store
         .series_to_apply()?
         .into_iter()
@@ -149,6 +176,20 @@ pub fn apply_stage(
         run,
         ..ApplySummary::default()
     };
+    for result in earlier {
+        // An outcome that no longer decodes (written by another patchline)
+        // is left out, as the report's views do.
+        let Ok(outcome) = serde_json::from_str::<SeriesOutcome>(&result) else {
+            continue;
+        };
+        if outcome.is(SeriesState::Applied) {
+            summary.series_applied += 1;
+            summary.patches_applied += outcome.commits.len() as u64;
+        } else if outcome.is(SeriesState::Failed) {
+            summary.series_failed += 1;
+        }
+        summary.series.push(outcome);
+    }
     // A series based on another one waits for it; when that one is among
     // this run's, it is tried again after the others.
     let mut waiting: Vec<SeriesToApply> = candidates.collect();
