@@ -6,6 +6,7 @@ mod dnf;
 mod dovecot;
 mod e2e;
 mod imap_source;
+mod kill;
 mod koji;
 mod public_inbox;
 mod publish;
