@@ -148,21 +148,26 @@ pub fn apply_stage(
     opts: AmOptions,
 ) -> Result<ApplySummary, Error> {
     // A killed apply left temporary objects and packs (git fsck calls them
-    // bad objects); this stage owns them.
+    // bad objects) and maybe the lock of a branch it was moving (which
+    // would refuse every later move); this stage owns them.
     for repo in config
         .repos
         .iter()
         .filter(|r| repos.is_empty() || repos.contains(&r.name))
     {
         let path = config.repo_path(repo);
-        let removed = crate::patch::pack::remove_stale_temp_objects(&path).map_err(|source| {
-            Error::Cleanup {
+        let mut branches = repo.branches.clone();
+        branches.extend(repo.base_branch.clone());
+        let removed = crate::patch::pack::remove_stale_temp_objects(&path)
+            .and_then(|objects| {
+                apply::remove_stale_ref_locks(&path, &branches).map(|locks| objects + locks)
+            })
+            .map_err(|source| Error::Cleanup {
                 repo: path.clone(),
                 source,
-            }
-        })?;
+            })?;
         if removed > 0 {
-            tracing::info!(removed, repo = %repo.name, "removed temporary objects a killed apply left");
+            tracing::info!(removed, repo = %repo.name, "removed temporary objects and ref locks a killed apply left");
         }
     }
     // Read before this attempt records anything: what a killed attempt of

@@ -21,10 +21,12 @@ const BRANCHES: [&str; 2] = ["master", "stable-1"];
 /// Sizes of the stable-1 series, repeated: 100 patches in 40 series.
 const STABLE_SERIES: [usize; 4] = [1, 2, 3, 4];
 
-/// Kill rounds and kills per round: each round starts from the seed and
-/// is killed `KILLS_PER_ROUND` times before it is resumed to the end.
-const ROUNDS: usize = 11;
+/// Kills per round and in all: each round starts from the seed, is killed
+/// at `KILLS_PER_ROUND` random points of the run (each attempt resuming the
+/// one before) and then resumed to the end; rounds go on until `KILLS`.
 const KILLS_PER_ROUND: usize = 3;
+const KILLS: u32 = 32;
+const MAX_ROUNDS: usize = 20;
 
 /// A fixed-seed generator (splitmix64): the same kill delays every time.
 struct Rng(u64);
@@ -75,11 +77,21 @@ fn history_stream() -> Vec<u8> {
     out.extend_from_slice(b"reset refs/heads/stable-1\nfrom refs/heads/master\n\n");
     for i in 0..200 {
         let (path, data) = (format!("m/{i:03}"), format!("m {i}\n"));
-        commit(&mut out, "master", &format!("Add m{i:03}\n"), &[(&path, &data)]);
+        commit(
+            &mut out,
+            "master",
+            &format!("Add m{i:03}\n"),
+            &[(&path, &data)],
+        );
     }
     for i in 0..100 {
         let (path, data) = (format!("s/{i:03}"), format!("s {i}\n"));
-        commit(&mut out, "stable-1", &format!("Add s{i:03}\n"), &[(&path, &data)]);
+        commit(
+            &mut out,
+            "stable-1",
+            &format!("Add s{i:03}\n"),
+            &[(&path, &data)],
+        );
     }
     out
 }
@@ -204,7 +216,10 @@ fn normalise(text: &str, dir: &Path) -> String {
     let dates = regex::Regex::new(r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?)?").unwrap();
     let ids = regex::Regex::new(r"[0-9a-f]{7,64}").unwrap();
     let pids = regex::Regex::new(r"\.\d+@example\.org").unwrap();
-    let times = regex::Regex::new(r#""(started_at|finished_at|created_at|duration_ms|duration_secs|seconds)": ?[0-9.]+"#).unwrap();
+    let times = regex::Regex::new(
+        r#""(started_at|finished_at|created_at|duration_ms|duration_secs|seconds)": ?[0-9.]+"#,
+    )
+    .unwrap();
     let text = dates.replace_all(&text, "<date>");
     let text = ids.replace_all(&text, "<id>");
     let text = pids.replace_all(&text, ".<pid>@example.org");
@@ -226,7 +241,10 @@ fn outcome(p: &Path) -> Outcome {
         .unwrap()
         .iter()
         .map(|s| {
-            let text = format!("{} {} {} {}", s["stage"], s["state"], s["error"], s["summary"]);
+            let text = format!(
+                "{} {} {} {}",
+                s["stage"], s["state"], s["error"], s["summary"]
+            );
             normalise(&text, p)
         })
         .collect();
@@ -235,7 +253,10 @@ fn outcome(p: &Path) -> Outcome {
         trees: BRANCHES
             .iter()
             .map(|b| {
-                let tree = git(&p.join("tiny.git"), &["rev-parse", &format!("{b}^{{tree}}")]);
+                let tree = git(
+                    &p.join("tiny.git"),
+                    &["rev-parse", &format!("{b}^{{tree}}")],
+                );
                 (*b, tree.trim().to_owned())
             })
             .collect(),
@@ -311,7 +332,7 @@ fn temp_files(p: &Path) -> Vec<PathBuf> {
         .into_iter()
         .filter(|f| {
             let name = f.file_name().unwrap().to_string_lossy();
-            name.starts_with(".tmp") || name.starts_with("tmp_")
+            name.starts_with(".tmp") || name.starts_with("tmp_") || name.ends_with(".lock")
         })
         .collect()
 }
@@ -362,9 +383,18 @@ fn a_run_killed_anywhere_resumes_exactly() {
     let mut rng = Rng(0x5eed_0016);
     let mut table = Table::default();
     let mut failures = Vec::new();
-    for round in 0..ROUNDS {
+    for round in 0..MAX_ROUNDS {
+        if table.kills >= KILLS {
+            break;
+        }
         let p = dir.path().join(format!("round-{round}"));
         copy_dir(&seed, &p);
+        // Points of the uninterrupted run's time, in order: each attempt
+        // is killed after the time from the last point to its own, so
+        // kills fall over the whole run, not mostly in its first stage.
+        let mut points: Vec<Duration> = (0..KILLS_PER_ROUND).map(|_| rng.below(duration)).collect();
+        points.sort();
+        let mut last = Duration::ZERO;
         let mut kills = 0;
         loop {
             let (run, _) = run_state(&p);
@@ -386,7 +416,10 @@ fn a_run_killed_anywhere_resumes_exactly() {
                 );
                 continue;
             }
-            let delay = rng.below(duration);
+            // A resumed attempt starts again and redoes part of a stage:
+            // a little more than the gap between the points.
+            let delay = points[kills] - last + Duration::from_millis(100);
+            last = points[kills];
             let deadline = Instant::now() + delay;
             while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
                 std::thread::sleep(Duration::from_millis(5).min(delay));
