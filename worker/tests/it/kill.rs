@@ -18,12 +18,16 @@ const SITE: &str = "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_form
 
 const BRANCHES: [&str; 2] = ["master", "stable-1"];
 
+/// The stages of a run, in order (`test` runs no test here).
+const STAGES: [&str; 6] = ["collect", "apply", "build", "publish", "test", "report"];
+
 /// Sizes of the stable-1 series, repeated: 100 patches in 40 series.
 const STABLE_SERIES: [usize; 4] = [1, 2, 3, 4];
 
 /// Kills per round and in all: each round starts from the seed, is killed
-/// at `KILLS_PER_ROUND` random points of the run (each attempt resuming the
-/// one before) and then resumed to the end; rounds go on until `KILLS`.
+/// `KILLS_PER_ROUND` times at random points inside random stages (each
+/// attempt resuming the one before) and then resumed to the end; rounds go
+/// on until `KILLS`.
 const KILLS_PER_ROUND: usize = 3;
 const KILLS: u32 = 32;
 const MAX_ROUNDS: usize = 20;
@@ -389,12 +393,13 @@ fn a_run_killed_anywhere_resumes_exactly() {
         }
         let p = dir.path().join(format!("round-{round}"));
         copy_dir(&seed, &p);
-        // Points of the uninterrupted run's time, in order: each attempt
-        // is killed after the time from the last point to its own, so
-        // kills fall over the whole run, not mostly in its first stage.
-        let mut points: Vec<Duration> = (0..KILLS_PER_ROUND).map(|_| rng.below(duration)).collect();
-        points.sort();
-        let mut last = Duration::ZERO;
+        // The stages this round's attempts are killed in, in pipeline
+        // order (each attempt resumes the one before): so kills land in
+        // every stage, not mostly in the longest.
+        let mut targets: Vec<usize> = (0..KILLS_PER_ROUND)
+            .map(|_| (rng.next() % STAGES.len() as u64) as usize)
+            .collect();
+        targets.sort();
         let mut kills = 0;
         loop {
             let (run, _) = run_state(&p);
@@ -416,13 +421,29 @@ fn a_run_killed_anywhere_resumes_exactly() {
                 );
                 continue;
             }
-            // A resumed attempt starts again and redoes part of a stage:
-            // a little more than the gap between the points.
-            let delay = points[kills] - last + Duration::from_millis(100);
-            last = points[kills];
-            let deadline = Instant::now() + delay;
-            while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-                std::thread::sleep(Duration::from_millis(5).min(delay));
+            // Wait for the target stage, then kill it after a random
+            // delay: often at once (short stages), else anywhere in a
+            // third of the whole run (long ones; a kill landing in a
+            // later stage counts for that one).
+            let target = STAGES[targets[kills]];
+            let delay = if rng.next() % 2 == 0 {
+                rng.below(Duration::from_millis(30))
+            } else {
+                rng.below(duration / 3)
+            };
+            let give_up = Instant::now() + duration * 3;
+            let mut deadline = None;
+            while child.try_wait().unwrap().is_none() && Instant::now() < give_up {
+                match deadline {
+                    Some(at) if Instant::now() >= at => break,
+                    Some(_) => {}
+                    None => {
+                        if run_state(&p).1.as_deref() == Some(target) {
+                            deadline = Some(Instant::now() + delay);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
             }
             if child.try_wait().unwrap().is_some() {
                 // It finished before its kill: nothing to resume.
