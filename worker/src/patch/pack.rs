@@ -659,6 +659,42 @@ mod tests {
     use crate::testkit::{Lcg, git};
     use std::io::Read;
 
+    #[test]
+    fn only_temp_files_of_gone_patchline_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = dir.path().join("objects");
+        // A process that has exited (and been waited for) is gone.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        let stale = [
+            format!("ab/.tmp-{gone_pid}-obj-cdef"),
+            format!("pack/.tmp-{gone_pid}-pack-x1y2z3"),
+        ];
+        let kept = [
+            // This process is still writing it.
+            format!("ab/{}cdef", temp_prefix("obj")),
+            // git's own, and objects.
+            "pack/tmp_pack_a1b2c3".to_owned(),
+            "ab/cdef0123".to_owned(),
+            // Not a fan-out directory.
+            format!("info/.tmp-{gone_pid}-x"),
+        ];
+        for name in stale.iter().chain(&kept) {
+            let path = objects.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"half").unwrap();
+        }
+        assert_eq!(remove_stale_temp_objects(dir.path()).unwrap(), 2);
+        for name in &stale {
+            assert!(!objects.join(name).exists(), "{name}");
+        }
+        for name in &kept {
+            assert!(objects.join(name).exists(), "{name}");
+        }
+        assert_eq!(remove_stale_temp_objects(&dir.path().join("none")).unwrap(), 0);
+    }
+
     fn id_of(kind: Kind, data: &[u8]) -> ObjectId {
         gix::objs::compute_hash(gix::hash::Kind::Sha1, kind, data).expect("sha1")
     }
