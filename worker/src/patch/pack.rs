@@ -692,7 +692,10 @@ mod tests {
         for name in &kept {
             assert!(objects.join(name).exists(), "{name}");
         }
-        assert_eq!(remove_stale_temp_objects(&dir.path().join("none")).unwrap(), 0);
+        assert_eq!(
+            remove_stale_temp_objects(&dir.path().join("none")).unwrap(),
+            0
+        );
     }
 
     fn id_of(kind: Kind, data: &[u8]) -> ObjectId {

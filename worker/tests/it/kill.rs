@@ -426,7 +426,7 @@ fn a_run_killed_anywhere_resumes_exactly() {
             // third of the whole run (long ones; a kill landing in a
             // later stage counts for that one).
             let target = STAGES[targets[kills]];
-            let delay = if rng.next() % 2 == 0 {
+            let delay = if rng.next().is_multiple_of(2) {
                 rng.below(Duration::from_millis(30))
             } else {
                 rng.below(duration / 3)
