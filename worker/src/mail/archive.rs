@@ -629,6 +629,35 @@ mod tests {
     }
 
     #[test]
+    fn a_killed_collects_temporary_files_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Archive::new(dir.path().to_path_buf());
+        let rel = a
+            .store_raw(1_700_000_000, "abc", b"Subject: x\n\nbody\n")
+            .unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        let raw = dir.path().join("2023-11-14/raw");
+        let series = dir.path().join("2023-11-14/greet");
+        std::fs::create_dir_all(&series).unwrap();
+        let stale = [
+            raw.join(format!(".tmp-{gone_pid}-stream-ThreadId(2)")),
+            series.join(format!(".tmp-{gone_pid}-0001-greet.patch")),
+        ];
+        let live = raw.join(format!(".tmp-{}-abc.eml", std::process::id()));
+        for path in stale.iter().chain([&live]) {
+            std::fs::write(path, b"Subj").unwrap();
+        }
+        assert_eq!(a.remove_stale_temp_files().unwrap(), 2);
+        assert!(stale.iter().all(|p| !p.exists()));
+        assert!(live.exists(), "this process is still writing it");
+        assert!(dir.path().join(rel).exists());
+        let empty = Archive::new(dir.path().join("none"));
+        assert_eq!(empty.remove_stale_temp_files().unwrap(), 0);
+    }
+
+    #[test]
     fn filed_patch_is_the_raw_mail_linked_twice() {
         let dir = tempfile::tempdir().unwrap();
         let a = Archive::new(dir.path().to_path_buf());
