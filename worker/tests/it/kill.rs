@@ -18,8 +18,10 @@ const SITE: &str = "[intake]\nsource = \"mbox\"\npath = \"list.mbox\"\nmbox_form
 
 const BRANCHES: [&str; 2] = ["master", "stable-1"];
 
-/// The stages of a run, in order (`test` runs no test here).
+/// The stages of a run, in order (`test`, which runs no test here, is
+/// over too fast to aim at).
 const STAGES: [&str; 6] = ["collect", "apply", "build", "publish", "test", "report"];
+const TARGETS: [usize; 5] = [0, 1, 2, 3, 5];
 
 /// Sizes of the stable-1 series, repeated: 100 patches in 40 series.
 const STABLE_SERIES: [usize; 4] = [1, 2, 3, 4];
@@ -30,7 +32,7 @@ const STABLE_SERIES: [usize; 4] = [1, 2, 3, 4];
 /// on until `KILLS`.
 const KILLS_PER_ROUND: usize = 3;
 const KILLS: u32 = 32;
-const MAX_ROUNDS: usize = 20;
+const MAX_ROUNDS: usize = 30;
 
 /// A fixed-seed generator (splitmix64): the same kill delays every time.
 struct Rng(u64);
@@ -397,7 +399,7 @@ fn a_run_killed_anywhere_resumes_exactly() {
         // order (each attempt resumes the one before): so kills land in
         // every stage, not mostly in the longest.
         let mut targets: Vec<usize> = (0..KILLS_PER_ROUND)
-            .map(|_| (rng.next() % STAGES.len() as u64) as usize)
+            .map(|_| TARGETS[(rng.next() % TARGETS.len() as u64) as usize])
             .collect();
         targets.sort();
         let mut kills = 0;
@@ -425,7 +427,6 @@ fn a_run_killed_anywhere_resumes_exactly() {
             // delay: often at once (short stages), else anywhere in a
             // third of the whole run (long ones; a kill landing in a
             // later stage counts for that one).
-            let target = STAGES[targets[kills]];
             let delay = if rng.next().is_multiple_of(2) {
                 rng.below(Duration::from_millis(30))
             } else {
@@ -438,7 +439,11 @@ fn a_run_killed_anywhere_resumes_exactly() {
                     Some(at) if Instant::now() >= at => break,
                     Some(_) => {}
                     None => {
-                        if run_state(&p).1.as_deref() == Some(target) {
+                        // A short stage may pass between two looks: a
+                        // later one counts as reached.
+                        let running = run_state(&p).1;
+                        let at = running.and_then(|r| STAGES.iter().position(|s| *s == r));
+                        if at.is_some_and(|at| at >= targets[kills]) {
                             deadline = Some(Instant::now() + delay);
                         }
                     }
