@@ -171,8 +171,18 @@ pub fn apply_stage(
         }
     }
     // Read before this attempt records anything: what a killed attempt of
-    // the same run already finished counts in this run's summary.
-    let earlier = store.finished_in_run(run)?;
+    // the same run already finished counts in this run's summary. A stage
+    // that once ended (it has a summary) and is run again reports only
+    // what the new attempt does.
+    let interrupted = !store
+        .stages(run)?
+        .iter()
+        .any(|s| s.stage == store::Stage::Apply && s.summary.is_some());
+    let earlier = if interrupted {
+        store.finished_in_run(run)?
+    } else {
+        Vec::new()
+    };
     let candidates = store
         .series_to_apply()?
         .into_iter()
