@@ -13,6 +13,7 @@
 //! source cursor only after it, so an acknowledged mail is always on disk.
 //! Nothing here ever deletes a raw mail.
 
+use crate::patch::pack::remove_stale_temps_in;
 use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
@@ -129,6 +130,37 @@ impl Archive {
             root_fd: OnceLock::new(),
             pending: Mutex::new(Pending::default()),
         }
+    }
+
+    /// Removes the temporary files (`<day>/raw/.tmp-*`, `<day>/<series>/.tmp-*`)
+    /// a killed collect left: an `O_TMPFILE` write leaves nothing, the
+    /// rename fallback leaves its temporary name. Only files of processes
+    /// that are gone are removed (`pack::is_stale_temp`). Returns how many.
+    pub fn remove_stale_temp_files(&self) -> Result<usize, Error> {
+        let wrap = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Write { path, source }
+        };
+        let days = match std::fs::read_dir(&self.root) {
+            Ok(days) => days,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(wrap(&self.root)(e)),
+        };
+        let mut removed = 0;
+        for day in days {
+            let day = day.map_err(wrap(&self.root))?.path();
+            if !day.is_dir() {
+                continue;
+            }
+            removed += remove_stale_temps_in(&day).map_err(wrap(&day))?;
+            for dir in std::fs::read_dir(&day).map_err(wrap(&day))? {
+                let dir = dir.map_err(wrap(&day))?.path();
+                if dir.is_dir() {
+                    removed += remove_stale_temps_in(&dir).map_err(wrap(&dir))?;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     fn pending(&self) -> MutexGuard<'_, Pending> {
@@ -594,6 +626,35 @@ mod tests {
             })
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn a_killed_collects_temporary_files_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Archive::new(dir.path().to_path_buf());
+        let rel = a
+            .store_raw(1_700_000_000, "abc", b"Subject: x\n\nbody\n")
+            .unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        let raw = dir.path().join("2023-11-14/raw");
+        let series = dir.path().join("2023-11-14/greet");
+        std::fs::create_dir_all(&series).unwrap();
+        let stale = [
+            raw.join(format!(".tmp-{gone_pid}-stream-ThreadId(2)")),
+            series.join(format!(".tmp-{gone_pid}-0001-greet.patch")),
+        ];
+        let live = raw.join(format!(".tmp-{}-abc.eml", std::process::id()));
+        for path in stale.iter().chain([&live]) {
+            std::fs::write(path, b"Subj").unwrap();
+        }
+        assert_eq!(a.remove_stale_temp_files().unwrap(), 2);
+        assert!(stale.iter().all(|p| !p.exists()));
+        assert!(live.exists(), "this process is still writing it");
+        assert!(dir.path().join(rel).exists());
+        let empty = Archive::new(dir.path().join("none"));
+        assert_eq!(empty.remove_stale_temp_files().unwrap(), 0);
     }
 
     #[test]

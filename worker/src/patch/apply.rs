@@ -398,6 +398,51 @@ fn set_branch(
     .map_err(|e| Error::git(repo_path, format!("move branch {branch:?}"), e))
 }
 
+/// How old a lock of a branch must be before apply takes it for a killed
+/// process's: git and patchline hold one for milliseconds.
+const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Removes the lock files (`refs/heads/<branch>.lock`, `packed-refs.lock`)
+/// a killed apply left on `branches` of the repository at `repo_path`:
+/// each would refuse every later move of its branch. A lock is only taken
+/// for stale when it is still there, unchanged, `STALE_LOCK` after it was
+/// made (this waits for that); a live process's lock is gone by then.
+/// Returns how many it removed.
+pub fn remove_stale_ref_locks(repo_path: &Path, branches: &[String]) -> std::io::Result<usize> {
+    let dot_git = repo_path.join(".git");
+    let git_dir = if dot_git.is_dir() {
+        dot_git
+    } else {
+        repo_path.to_owned()
+    };
+    let mut locks: Vec<PathBuf> = branches
+        .iter()
+        .map(|b| git_dir.join(format!("refs/heads/{b}.lock")))
+        .collect();
+    locks.push(git_dir.join("packed-refs.lock"));
+    let mut removed = 0;
+    for lock in locks {
+        let stamp = |path: &Path| {
+            std::fs::metadata(path)
+                .ok()
+                .map(|m| (m.modified().ok(), m.len()))
+        };
+        let Some(before) = stamp(&lock) else { continue };
+        let age = before.0.and_then(|t| t.elapsed().ok()).unwrap_or_default();
+        if age < STALE_LOCK {
+            std::thread::sleep(STALE_LOCK - age);
+        }
+        if stamp(&lock) == Some(before) {
+            match std::fs::remove_file(&lock) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Creates `branch` at `at`; fails if it exists already.
 pub fn create_branch(repo_path: &Path, branch: &str, at: &str, reflog: &str) -> Result<(), Error> {
     set_branch(
@@ -859,9 +904,14 @@ fn write_loose_objects(objects_dir: &Path, objects: &[pack::Object]) -> std::io:
             out.reserve(out.capacity().max(4096));
         }
         std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), &hex[2..]));
+        // A kill leaves at most this temporary name (removed by the next
+        // apply stage); the data is on disk before the object's name
+        // exists, so a crash never leaves a visible half-written object
+        // that a later `path.exists()` would trust.
+        let tmp = dir.join(format!("{}{}", pack::temp_prefix("obj"), &hex[2..]));
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(&out)?;
+        file.sync_data()?;
         drop(file);
         std::fs::rename(&tmp, &path)?;
         wrote = true;

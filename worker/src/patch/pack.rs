@@ -275,7 +275,7 @@ impl Entries {
     fn create(pack_dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(pack_dir)?;
         let mut file = tempfile::Builder::new()
-            .prefix("tmp_pack_")
+            .prefix(&temp_prefix("pack"))
             .tempfile_in(pack_dir)?;
         file.write_all(&[0; 12])?;
         Ok(Self {
@@ -397,7 +397,7 @@ pub fn write(pack_dir: &Path, mut entries: Entries) -> std::io::Result<PathBuf> 
     file.as_file().write_all_at(&header, 0)?;
     finish_file(file, &pack_path)?;
     let mut file = tempfile::Builder::new()
-        .prefix("tmp_idx_")
+        .prefix(&temp_prefix("idx"))
         .tempfile_in(pack_dir)?;
     file.write_all(&index)?;
     finish_file(file, &stem.with_extension("idx"))?;
@@ -564,6 +564,83 @@ fn checksum(parts: &[&[u8]]) -> ObjectId {
     ObjectId::from_bytes_or_panic(&hasher.finalize())
 }
 
+/// The start of the name of a temporary file this process writes:
+/// `.tmp-<pid>-<what>-`. The pid tells a later process whether the writer
+/// is gone (its file is stale) or still writing; git's own temporary files
+/// (`tmp_pack_*`, `tmp_obj_*`) never start with a dot, so they are never
+/// taken for ours.
+pub fn temp_prefix(what: &str) -> String {
+    format!(".tmp-{}-{what}-", std::process::id())
+}
+
+/// Whether `name` is a temporary file (`.tmp-<pid>-…`) of a patchline
+/// process that is gone — killed before it could rename the file into
+/// place. This process's own, and a live one's (another run, a `serve`
+/// worker's other thread), are still being written.
+pub fn is_stale_temp(name: &std::ffi::OsStr) -> bool {
+    let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(".tmp-")) else {
+        return false;
+    };
+    let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes the stale temporary files patchline left in `dir` (see
+/// `is_stale_temp`); a missing `dir` has none. Returns how many it removed.
+pub fn remove_stale_temps_in(dir: &Path) -> std::io::Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        if is_stale_temp(&entry.file_name()) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                // Another process cleaning up at the same time took it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes the temporary loose objects (`objects/xx/.tmp-*`) and packs
+/// (`objects/pack/.tmp-*`) killed patchline processes left in the
+/// repository `git_dir`: `git fsck` reports them as bad objects. Returns
+/// how many it removed.
+pub fn remove_stale_temp_objects(git_dir: &Path) -> std::io::Result<usize> {
+    // A work tree's repository is in its `.git`.
+    let dot_git = git_dir.join(".git");
+    let objects = if dot_git.is_dir() {
+        dot_git
+    } else {
+        git_dir.to_owned()
+    }
+    .join("objects");
+    let entries = match std::fs::read_dir(&objects) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let fanout = name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if fanout || name == "pack" {
+            removed += remove_stale_temps_in(&entry.path())?;
+        }
+    }
+    Ok(removed)
+}
+
 /// Makes a written temporary file read-only, fsyncs it and renames it to
 /// `path`: a reader sees the whole file or none.
 fn finish_file(tmp: tempfile::NamedTempFile, path: &Path) -> std::io::Result<()> {
@@ -581,6 +658,45 @@ mod tests {
     use super::*;
     use crate::testkit::{Lcg, git};
     use std::io::Read;
+
+    #[test]
+    fn only_temp_files_of_gone_patchline_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = dir.path().join("objects");
+        // A process that has exited (and been waited for) is gone.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        let stale = [
+            format!("ab/.tmp-{gone_pid}-obj-cdef"),
+            format!("pack/.tmp-{gone_pid}-pack-x1y2z3"),
+        ];
+        let kept = [
+            // This process is still writing it.
+            format!("ab/{}cdef", temp_prefix("obj")),
+            // git's own, and objects.
+            "pack/tmp_pack_a1b2c3".to_owned(),
+            "ab/cdef0123".to_owned(),
+            // Not a fan-out directory.
+            format!("info/.tmp-{gone_pid}-x"),
+        ];
+        for name in stale.iter().chain(&kept) {
+            let path = objects.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"half").unwrap();
+        }
+        assert_eq!(remove_stale_temp_objects(dir.path()).unwrap(), 2);
+        for name in &stale {
+            assert!(!objects.join(name).exists(), "{name}");
+        }
+        for name in &kept {
+            assert!(objects.join(name).exists(), "{name}");
+        }
+        assert_eq!(
+            remove_stale_temp_objects(&dir.path().join("none")).unwrap(),
+            0
+        );
+    }
 
     fn id_of(kind: Kind, data: &[u8]) -> ObjectId {
         gix::objs::compute_hash(gix::hash::Kind::Sha1, kind, data).expect("sha1")

@@ -43,6 +43,12 @@ pub enum Error {
     },
     #[error(transparent)]
     Git(#[from] apply::Error),
+    #[error("cannot remove the temporary files a killed apply left in {repo}: {source}")]
+    Cleanup {
+        repo: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// One series' outcome, as the report and `status --json` show it.
@@ -141,6 +147,42 @@ pub fn apply_stage(
     committer: Option<&Identity>,
     opts: AmOptions,
 ) -> Result<ApplySummary, Error> {
+    // A killed apply left temporary objects and packs (git fsck calls them
+    // bad objects) and maybe the lock of a branch it was moving (which
+    // would refuse every later move); this stage owns them.
+    for repo in config
+        .repos
+        .iter()
+        .filter(|r| repos.is_empty() || repos.contains(&r.name))
+    {
+        let path = config.repo_path(repo);
+        let mut branches = repo.branches.clone();
+        branches.extend(repo.base_branch.clone());
+        let removed = crate::patch::pack::remove_stale_temp_objects(&path)
+            .and_then(|objects| {
+                apply::remove_stale_ref_locks(&path, &branches).map(|locks| objects + locks)
+            })
+            .map_err(|source| Error::Cleanup {
+                repo: path.clone(),
+                source,
+            })?;
+        if removed > 0 {
+            tracing::info!(removed, repo = %repo.name, "removed temporary objects and ref locks a killed apply left");
+        }
+    }
+    // Read before this attempt records anything: what a killed attempt of
+    // the same run already finished counts in this run's summary. A stage
+    // that once ended (it has a summary) and is run again reports only
+    // what the new attempt does.
+    let interrupted = !store
+        .stages(run)?
+        .iter()
+        .any(|s| s.stage == store::Stage::Apply && s.summary.is_some());
+    let earlier = if interrupted {
+        store.finished_in_run(run)?
+    } else {
+        Vec::new()
+    };
     let candidates = store
         .series_to_apply()?
         .into_iter()
@@ -149,6 +191,20 @@ pub fn apply_stage(
         run,
         ..ApplySummary::default()
     };
+    for result in earlier {
+        // An outcome that no longer decodes (written by another patchline)
+        // is left out, as the report's views do.
+        let Ok(outcome) = serde_json::from_str::<SeriesOutcome>(&result) else {
+            continue;
+        };
+        if outcome.is(SeriesState::Applied) {
+            summary.series_applied += 1;
+            summary.patches_applied += outcome.commits.len() as u64;
+        } else if outcome.is(SeriesState::Failed) {
+            summary.series_failed += 1;
+        }
+        summary.series.push(outcome);
+    }
     // A series based on another one waits for it; when that one is among
     // this run's, it is tried again after the others.
     let mut waiting: Vec<SeriesToApply> = candidates.collect();

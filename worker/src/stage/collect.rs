@@ -208,6 +208,14 @@ pub fn collect(
     let key = source.key();
     let cursor = store.source_cursor(&key)?;
     let archive = Archive::new(config.intake.archive_dir.clone());
+    // A collect killed mid-write left temporary files; this stage owns them.
+    let removed = archive.remove_stale_temp_files()?;
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed temporary archive files a killed collect left"
+        );
+    }
     reparse_oversized(store, &archive, &limits, &grammar, run)?;
     // `seen` reads through its own connection while the committer thread
     // writes through the main one (WAL allows both).

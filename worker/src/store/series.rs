@@ -373,6 +373,26 @@ impl Store {
         .map_err(|e| self.err(e))
     }
 
+    /// The outcome JSONs of the series an earlier attempt of `run` finished
+    /// (applied or failed), in apply's order: a stage resumed after a kill
+    /// must report them too, as they are no longer among `series_to_apply`.
+    pub fn finished_in_run(&self, run: i64) -> Result<Vec<String>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT apply_result FROM series
+                 WHERE applied_run = ?1 AND state IN (?2, ?3) AND apply_result IS NOT NULL
+                 ORDER BY (SELECT MIN(mail_id) FROM patches WHERE series_id = series.id), id",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map(
+            params![run, SeriesState::Applied, SeriesState::Failed],
+            |r| r.get(0),
+        )
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
+    }
+
     /// The mails of the series' patches (cover letter excluded), in order.
     pub fn patch_paths(&self, series: &SeriesToApply) -> Result<Vec<PatchPaths>, Error> {
         let mut stmt = self

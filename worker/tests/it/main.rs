@@ -8,6 +8,7 @@ mod dnf;
 mod dovecot;
 mod e2e;
 mod imap_source;
+mod kill;
 mod koji;
 mod properties;
 mod public_inbox;
