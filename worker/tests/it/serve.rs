@@ -1282,3 +1282,67 @@ fn series_are_listed_by_state_repo_and_age_and_read_with_their_thread() {
     w.request("POST", "/api/v1/series", Some(TOKEN), &[], None)
         .expect(405);
 }
+
+/// The hostile HTTP requests of `tests/corpus/hostile/http.tsv`: each gets
+/// the status the table says, the JSON error shape when it is an error,
+/// and nothing outside the state directory changes (a shell command in a
+/// parameter never runs).
+#[test]
+fn hostile_http_requests_get_clear_answers() {
+    let site = site();
+    let p = site.path();
+    std::fs::create_dir_all(p.join("state/publish/hello")).unwrap();
+    let canary = p.join("canary");
+    std::fs::write(&canary, "untouched").unwrap();
+    let worker = Worker::spawn(p);
+    let table = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/corpus/hostile/http.tsv"
+    ))
+    .unwrap();
+    let mut cases = 0;
+    for line in table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let [method, path, auth, body, status, note] = cols[..] else {
+            panic!("bad row: {line:?}");
+        };
+        let path = path.replace("TOKEN", TOKEN);
+        let basic = format!("Basic {TOKEN}");
+        let (token, extra): (Option<&str>, Vec<(&str, &str)>) = match auth {
+            "token" => (Some(TOKEN), vec![]),
+            "wrong" => (Some("wrong-token-0123456789abcdef"), vec![]),
+            "basic" => (None, vec![("Authorization", basic.as_str())]),
+            _ => (None, vec![]),
+        };
+        let body = (body != "-").then(|| body.replace("\\n", "\n").into_bytes());
+        let mut extra = extra;
+        if body.is_some() {
+            extra.push(("Content-Type", "application/json"));
+        }
+        let got = worker.request(method, &path, token, &extra, body.as_deref());
+        let want: u16 = status.parse().unwrap();
+        assert_eq!(
+            got.status,
+            want,
+            "{method} {path} ({note}): {}\n{}",
+            got.text(),
+            worker.log()
+        );
+        if want >= 400 && !path.starts_with("/repos") {
+            let error: serde_json::Value = serde_json::from_slice(&got.body).unwrap_or_else(|e| {
+                panic!("{method} {path} ({note}): not JSON ({e}): {}", got.text())
+            });
+            assert!(
+                error["error"].is_object() || error["error"].is_string(),
+                "{method} {path}: {error}"
+            );
+        }
+        cases += 1;
+    }
+    assert!(cases >= 25, "{cases} cases");
+    assert_eq!(std::fs::read_to_string(&canary).unwrap(), "untouched");
+    assert!(!p.join("pwned").exists() && !std::path::Path::new("pwned").exists());
+}
