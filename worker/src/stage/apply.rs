@@ -178,10 +178,10 @@ pub fn apply_stage(
         .stages(run)?
         .iter()
         .any(|s| s.stage == store::Stage::Apply && s.summary.is_some());
-    let earlier = if interrupted {
-        store.finished_in_run(run)?
+    let (earlier, earlier_pulls) = if interrupted {
+        (store.finished_in_run(run)?, store.pulls_of_run(run)?)
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     let candidates = store
         .series_to_apply()?
@@ -234,11 +234,22 @@ pub fn apply_stage(
             }
         }
     }
-    summary.pulls = crate::stage::pull::apply_pulls(store, config, run, repos, &|path| {
-        committer
-            .cloned()
-            .unwrap_or_else(|| configured_committer(config, path))
-    })?;
+    // Pull requests the killed attempt dealt with come first, as series do.
+    summary.pulls = earlier_pulls
+        .iter()
+        .filter_map(|json| serde_json::from_str(json).ok())
+        .collect();
+    summary.pulls.extend(crate::stage::pull::apply_pulls(
+        store,
+        config,
+        run,
+        repos,
+        &|path| {
+            committer
+                .cloned()
+                .unwrap_or_else(|| configured_committer(config, path))
+        },
+    )?);
     summary.pulls_landed = summary.pulls.iter().filter(|p| p.state == "landed").count() as u64;
     summary.pulls_refused = summary.pulls.iter().filter(|p| p.error.is_some()).count() as u64;
     find_late_trailers(store, config, run, repos, opts)?;

@@ -110,6 +110,21 @@ impl Store {
         Ok(())
     }
 
+    /// The outcomes recorded in `run` (JSON, as the stage wrote them), in
+    /// the order they were decided: what a resumed apply stage reports of
+    /// the attempt that was killed.
+    pub fn pulls_of_run(&self, run: i64) -> Result<Vec<String>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT result FROM pulls WHERE run_id = ?1 ORDER BY finished_at, mail_id",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([run], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+
     /// The branches the pull requests landed in `run` moved, with their
     /// last tip, in the order they landed.
     pub fn pull_moved_branches(&self, run: i64) -> Result<Vec<(String, String, String)>, Error> {
