@@ -136,6 +136,19 @@ pub struct ApplySummary {
     pub pulls: Vec<crate::stage::pull::PullOutcome>,
 }
 
+impl ApplySummary {
+    /// One series' outcome, counted.
+    fn add(&mut self, outcome: SeriesOutcome) {
+        if outcome.is(SeriesState::Applied) {
+            self.series_applied += 1;
+            self.patches_applied += outcome.commits.len() as u64;
+        } else if outcome.is(SeriesState::Failed) {
+            self.series_failed += 1;
+        }
+        self.series.push(outcome);
+    }
+}
+
 /// Applies every complete series (and finishes interrupted ones) of the
 /// repositories in `repos` (empty: of every repository); a series of
 /// another repository waits for a run that covers it.
@@ -197,13 +210,7 @@ pub fn apply_stage(
         let Ok(outcome) = serde_json::from_str::<SeriesOutcome>(&result) else {
             continue;
         };
-        if outcome.is(SeriesState::Applied) {
-            summary.series_applied += 1;
-            summary.patches_applied += outcome.commits.len() as u64;
-        } else if outcome.is(SeriesState::Failed) {
-            summary.series_failed += 1;
-        }
-        summary.series.push(outcome);
+        summary.add(outcome);
     }
     // A series based on another one waits for it; when that one is among
     // this run's, it is tried again after the others.
@@ -218,13 +225,7 @@ pub fn apply_stage(
                 again.push((c, outcome));
                 continue;
             }
-            if outcome.is(SeriesState::Applied) {
-                summary.series_applied += 1;
-                summary.patches_applied += outcome.commits.len() as u64;
-            } else if outcome.is(SeriesState::Failed) {
-                summary.series_failed += 1;
-            }
-            summary.series.push(outcome);
+            summary.add(outcome);
         }
         match round {
             0 => waiting = again.into_iter().map(|(c, _)| c).collect(),
