@@ -464,6 +464,23 @@ fn lex_group(group: &str) -> Vec<Word<'_>> {
             i += 3;
             continue;
         }
+        // `1 of 99999999999999999999`: a numbering no series can have,
+        // not three words.
+        if let [index, of, total, ..] = raw[i..]
+            && of.eq_ignore_ascii_case("of")
+            && [index, total]
+                .iter()
+                .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()))
+        {
+            let big = if index.parse::<u32>().is_err() {
+                index
+            } else {
+                total
+            };
+            words.push(Word::Overflow(big));
+            i += 3;
+            continue;
+        }
         lex_word(raw[i], &mut words);
         i += 1;
     }
@@ -1284,6 +1301,10 @@ mod wider_grammar_tests {
             (
                 "[PATCH 99999999999999999999/2] t",
                 NotPatch::Invalid("numbering 99999999999999999999/2 is too large".into()),
+            ),
+            (
+                "[PATCH 1 of 99999999999999999999] t",
+                NotPatch::Invalid("numbering 99999999999999999999 is too large".into()),
             ),
             ("[PATCH 3 of 2] t", NotPatch::Invalid("patch 3 of 2".into())),
             ("[PATCH 0/0] t", NotPatch::Invalid("total is 0".into())),
