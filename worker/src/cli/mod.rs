@@ -985,12 +985,11 @@ fn am(
                 Err(e) => vec![Err(e)],
             },
         );
-    let result = apply::apply_series_from(repo, branch, base, mails, &committer, opts).map_err(
-        |e| match e {
+    let result =
+        apply::apply_series(repo, branch, base, mails, &committer, opts).map_err(|e| match e {
             apply::Error::BranchMoved { .. } => Failure::stage(e.to_string()),
             _ => Failure::usage(e.to_string()),
-        },
-    )?;
+        })?;
     let mut out = std::io::stdout().lock();
     for p in &result.patches {
         if json_out {

@@ -132,6 +132,55 @@ impl Archive {
         }
     }
 
+    /// Starts an intake: leaves a mark (`.tmp-<pid>-intake` at the root)
+    /// that only [`Archive::end_intake`] removes. When a mark of a process
+    /// that is gone is there, that intake was killed: the temporary files it
+    /// left are removed ([`Archive::remove_stale_temp_files`]) with its mark.
+    /// So the whole archive is walked only after a kill, not on every
+    /// collect. Returns how many files were removed.
+    pub fn begin_intake(&self) -> Result<usize, Error> {
+        let wrap = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Write { path, source }
+        };
+        std::fs::create_dir_all(&self.root).map_err(wrap(&self.root))?;
+        let killed = std::fs::read_dir(&self.root)
+            .map_err(wrap(&self.root))?
+            .filter_map(Result::ok)
+            .any(|e| {
+                let name = e.file_name();
+                name.to_string_lossy().ends_with("-intake")
+                    && crate::patch::pack::is_stale_temp(&name)
+            });
+        let removed = if killed {
+            // The killed intake's files, and its mark.
+            self.remove_stale_temp_files()?
+                + remove_stale_temps_in(&self.root).map_err(wrap(&self.root))?
+        } else {
+            0
+        };
+        let mark = self.intake_mark();
+        std::fs::write(&mark, b"").map_err(wrap(&mark))?;
+        Ok(removed)
+    }
+
+    /// Ends an intake begun with [`Archive::begin_intake`]: its mark goes.
+    pub fn end_intake(&self) -> Result<(), Error> {
+        let mark = self.intake_mark();
+        match std::fs::remove_file(&mark) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Write {
+                path: mark,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn intake_mark(&self) -> PathBuf {
+        self.root
+            .join(format!(".tmp-{}-intake", std::process::id()))
+    }
+
     /// Removes the temporary files (`<day>/raw/.tmp-*`, `<day>/<series>/.tmp-*`)
     /// a killed collect left: an `O_TMPFILE` write leaves nothing, the
     /// rename fallback leaves its temporary name. Only files of processes
@@ -655,6 +704,45 @@ mod tests {
         assert!(dir.path().join(rel).exists());
         let empty = Archive::new(dir.path().join("none"));
         assert_eq!(empty.remove_stale_temp_files().unwrap(), 0);
+    }
+
+    /// The archive is walked for leftovers only when an intake's mark
+    /// says it was killed; an intake that ended leaves no mark.
+    #[test]
+    fn an_intake_cleans_up_only_after_a_killed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Archive::new(dir.path().to_path_buf());
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        let raw = dir.path().join("2023-11-14/raw");
+        std::fs::create_dir_all(&raw).unwrap();
+        let leftover = raw.join(format!(".tmp-{gone_pid}-abc.eml"));
+        std::fs::write(&leftover, b"Subj").unwrap();
+        // No mark of a killed intake: not looked for.
+        assert_eq!(a.begin_intake().unwrap(), 0);
+        assert!(leftover.exists());
+        a.end_intake().unwrap();
+        let marks = |d: &Path| {
+            std::fs::read_dir(d)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with("-intake")
+                })
+                .count()
+        };
+        assert_eq!(marks(dir.path()), 0, "an intake that ended leaves no mark");
+        // The mark of a killed intake: its leftovers and its mark go.
+        std::fs::write(dir.path().join(format!(".tmp-{gone_pid}-intake")), b"").unwrap();
+        assert_eq!(a.begin_intake().unwrap(), 2);
+        assert!(!leftover.exists());
+        assert_eq!(marks(dir.path()), 1, "only this intake's own mark");
+        a.end_intake().unwrap();
+        assert_eq!(marks(dir.path()), 0);
     }
 
     #[test]

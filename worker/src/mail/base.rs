@@ -14,21 +14,6 @@ pub struct SeriesBase {
     pub based_on: Vec<String>,
 }
 
-impl SeriesBase {
-    /// The first mail's statement wins for the commit (git writes it once,
-    /// in the first mail); `Based-on:` lines add up.
-    pub fn merge(&mut self, other: SeriesBase) {
-        if self.commit.is_none() {
-            self.commit = other.commit;
-        }
-        for id in other.based_on {
-            if !self.based_on.contains(&id) {
-                self.based_on.push(id);
-            }
-        }
-    }
-}
-
 /// The base a body states. `base-commit:` must be a full 40 (SHA-1) or 64
 /// (SHA-256) hex id, as git writes it, so a prose line cannot name one;
 /// `Based-on:` takes `<id>` or a bare `id@host`.
@@ -123,16 +108,5 @@ mod tests {
             let crlf = body.replace('\n', "\r\n");
             assert_eq!(&series_base(&crlf), want, "CRLF {body}");
         }
-    }
-
-    #[test]
-    fn the_first_commit_wins_and_based_on_adds_up() {
-        let mut base = series_base(&format!("base-commit: {SHA}\nBased-on: <a@x>\n"));
-        base.merge(series_base(&format!(
-            "base-commit: {}\nBased-on: <b@x>\n",
-            "1".repeat(40)
-        )));
-        assert_eq!(base.commit.as_deref(), Some(SHA));
-        assert_eq!(base.based_on, ["a@x", "b@x"]);
     }
 }

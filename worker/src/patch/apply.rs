@@ -271,28 +271,13 @@ impl From<(String, Vec<u8>)> for SeriesMail {
 /// `repo_path`. All or nothing: the branch moves, by one compare-and-swap,
 /// only if every mail applied; a mail that cannot be read stops the series
 /// with [`Error::Input`] before anything is written.
+///
+/// `base` (a series' `base-commit:`): the patches apply to the base
+/// commit's tree, and each one's change is then merged onto the branch
+/// (ancestor: the patched base before it), as `b4 am -3` and `git
+/// cherry-pick` would; the commits keep their authors and messages. `None`
+/// applies on the tip, as `git am` does.
 pub fn apply_series<M, T>(
-    repo_path: &Path,
-    branch: &str,
-    mails: M,
-    committer: &Identity,
-    opts: AmOptions,
-) -> Result<SeriesResult, Error>
-where
-    M: IntoIterator<Item = Result<T, String>>,
-    M::IntoIter: Send,
-    T: Into<SeriesMail>,
-{
-    apply_series_from(repo_path, branch, None, mails, committer, opts)
-}
-
-/// [`apply_series`], but with `base` (a series' `base-commit:`): the
-/// patches apply to the base commit's tree, and each one's change is then
-/// merged onto the branch (ancestor: the patched base before it), as
-/// `b4 am -3` and `git cherry-pick` would. The commits keep their authors
-/// and messages; the branch moves only if every patch applied and merged
-/// without conflicts. `None` applies on the tip, as `git am` does.
-pub fn apply_series_from<M, T>(
     repo_path: &Path,
     branch: &str,
     base: Option<&str>,
@@ -494,7 +479,7 @@ fn update_branch_in(
 
 /// Writes the blobs, trees and commits of the series without moving any
 /// reference; `new_tip` is `None` when a patch failed. `base`: as in
-/// [`apply_series_from`].
+/// [`apply_series`].
 pub fn prepare_series<M, T>(
     repo_path: &Path,
     branch: &str,

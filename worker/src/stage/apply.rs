@@ -251,7 +251,11 @@ pub fn apply_stage(
                 .unwrap_or_else(|| configured_committer(config, path))
         },
     )?);
-    summary.pulls_landed = summary.pulls.iter().filter(|p| p.state == "landed").count() as u64;
+    summary.pulls_landed = summary
+        .pulls
+        .iter()
+        .filter(|p| p.state == crate::store::PullState::Landed)
+        .count() as u64;
     summary.pulls_refused = summary.pulls.iter().filter(|p| p.error.is_some()).count() as u64;
     find_late_trailers(store, config, run, repos, opts)?;
     summary.late_trailers = late_trailers_of(store, run)?;
@@ -644,35 +648,26 @@ fn pull_cover_with_request(
     let Some(raw_path) = store.pull_cover(cover_id)? else {
         return Ok(None);
     };
-    let Ok(raw) = std::fs::read(config.intake.archive_dir.join(raw_path)) else {
-        return Ok(None);
-    };
-    let body = crate::mail::parse::parse_mail(&raw, &Default::default())
-        .map(|m| m.body)
-        .unwrap_or_default();
+    let body = crate::stage::archived_body(config, &raw_path).unwrap_or_default();
     Ok(crate::mail::pull::parse_request_pull(&body)
         .is_ok()
         .then(|| cover_id.clone()))
 }
 
-/// What a series says it is based on: its cover letter first, then its
-/// patches (git writes `base-commit:` in the first mail it outputs).
+/// What a series says it is based on: `git format-patch --base` writes
+/// `base-commit:` in the first mail it outputs (the cover letter, else
+/// patch 1), b4 and Patchew their footers in the cover letter; so only
+/// that mail is read.
 fn stated_base(config: &Config, thread: &[ThreadMail], mails: &[SeriesMail]) -> SeriesBase {
-    let body = |raw: &[u8]| {
-        crate::mail::parse::parse_mail(raw, &Default::default())
-            .map(|m| m.body)
-            .unwrap_or_default()
+    let body = match thread.iter().find(|m| m.idx == 0) {
+        Some(cover) => crate::stage::archived_body(config, &cover.archive_path).ok(),
+        None => mails.first().and_then(|m| {
+            crate::mail::parse::parse_mail(&m.raw, &Default::default())
+                .ok()
+                .map(|m| m.body)
+        }),
     };
-    let mut base = SeriesBase::default();
-    if let Some(cover) = thread.iter().find(|m| m.idx == 0)
-        && let Ok(raw) = std::fs::read(config.intake.archive_dir.join(&cover.archive_path))
-    {
-        base.merge(series_base(&body(&raw)));
-    }
-    for mail in mails {
-        base.merge(series_base(&body(&mail.raw)));
-    }
-    base
+    body.map(|b| series_base(&b)).unwrap_or_default()
 }
 
 /// The committer: `[apply]` in the config, else the environment or the

@@ -208,8 +208,9 @@ pub fn collect(
     let key = source.key();
     let cursor = store.source_cursor(&key)?;
     let archive = Archive::new(config.intake.archive_dir.clone());
-    // A collect killed mid-write left temporary files; this stage owns them.
-    let removed = archive.remove_stale_temp_files()?;
+    // A collect killed mid-write left temporary files; this stage owns them
+    // (looked for only when the last intake did not end).
+    let removed = archive.begin_intake()?;
     if removed > 0 {
         tracing::info!(
             removed,
@@ -331,6 +332,7 @@ pub fn collect(
     })?;
     let mut summary = summarize(store, run, &key)?;
     summary.warnings = stats.warnings;
+    archive.end_intake()?;
     Ok(summary)
 }
 

@@ -830,6 +830,18 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".into())
 }
 
+/// The decoded body of an archived mail (`relative` to the archive root,
+/// checked as such by the archive): what the apply stage reads footers and
+/// `git request-pull` text from. `Err` is a sentence naming the file.
+pub(crate) fn archived_body(config: &Config, relative: &str) -> Result<String, String> {
+    let raw = crate::mail::archive::Archive::new(config.intake.archive_dir.clone())
+        .read_raw(relative)
+        .map_err(|e| format!("cannot read the archived mail {relative}: {e}"))?;
+    crate::mail::parse::parse_mail(&raw, &Default::default())
+        .map(|m| m.body)
+        .map_err(|e| format!("archived mail {relative}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

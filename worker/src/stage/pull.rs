@@ -15,7 +15,6 @@
 
 use crate::config::{Config, PullLanding};
 use crate::gitfetch;
-use crate::mail::parse::{MailLimits, parse_mail};
 use crate::mail::pull::parse_request_pull;
 use crate::patch::apply::Identity;
 use crate::patch::pull::{Landed, PullMode, land_pull, merge_message};
@@ -35,8 +34,7 @@ pub struct PullOutcome {
     pub reference: Option<String>,
     /// The commit the mail says the request goes up to.
     pub up_to: Option<String>,
-    /// `landed`, `refused` or `as-series`.
-    pub state: String,
+    pub state: PullState,
     /// `fast-forward`, `merge`, `already there`, or `as a series` (a
     /// `[PULL 00/N]` cover without a URL, whose patches were applied as a
     /// series).
@@ -105,7 +103,7 @@ pub fn apply_pulls(
                 PullState::Refused
             }
         };
-        outcome.state = state.to_string();
+        outcome.state = state;
         let moved = match (&outcome.repo, &outcome.branch, &outcome.new_tip) {
             (Some(repo), Some(branch), Some(tip)) if !outcome.commits.is_empty() => {
                 Some((repo.as_str(), branch.as_str(), tip.as_str()))
@@ -142,11 +140,8 @@ fn land_one(
             repo.branches.join(", ")
         ));
     }
-    let path = config.intake.archive_dir.join(&pending.raw_path);
-    let raw = std::fs::read(&path)
-        .map_err(|e| format!("cannot read the archived mail {}: {e}", path.display()))?;
-    let mail = parse_mail(&raw, &MailLimits::default()).map_err(|e| e.to_string())?;
-    let request = match parse_request_pull(&mail.body) {
+    let body = crate::stage::archived_body(config, &pending.raw_path)?;
+    let request = match parse_request_pull(&body) {
         Ok(request) => request,
         // A QEMU-style cover of patches that carries no URL: its patches
         // are a series the apply stage took.

@@ -39,6 +39,14 @@ pub struct PendingPull {
     pub list_id: Option<String>,
 }
 
+/// What an outcome decoded without its state says: refused, so it is
+/// never counted as landed.
+impl Default for PullState {
+    fn default() -> Self {
+        PullState::Refused
+    }
+}
+
 impl Store {
     /// Every pull request mail (the request itself: unnumbered or `0/N`;
     /// the numbered patches a QEMU-style `[PULL 03/15]` carries along are

@@ -635,7 +635,7 @@ fn run_report(facts: &Facts, cfg: &config::Report) -> Option<Report> {
     let landed: Vec<&crate::stage::pull::PullOutcome> = apply
         .pulls
         .iter()
-        .filter(|p| p.error.is_none() && p.state == "landed")
+        .filter(|p| p.error.is_none() && p.state == crate::store::PullState::Landed)
         .collect();
     if !landed.is_empty() {
         let mut s = section("Pull requests");
