@@ -32,6 +32,7 @@ Usage: TMPDIR=/some/fs scripts/bench-am.py [--patches N] [--repeat R]
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -223,12 +224,15 @@ def main():
         print(f"[{place}] git am runs (ms):", " ".join(f"{t * 1000:.0f}" for t in git_times), file=sys.stderr)
         print(f"[{place}] patchline am runs (ms):", " ".join(f"{t * 1000:.0f}" for t in our_times),
               file=sys.stderr)
-        results[place] = (min(git_times), min(our_times), max(git_rss), max(our_rss), max(new_mb))
+        results[place] = (git_times, our_times, max(git_rss), max(our_rss), max(new_mb))
     print(f"corpus: {corpus}: {len(patches)} patches, {mail_mb:.1f} MB of mail; "
           f"trees identical to git am's: {len(patches)}/{len(patches)}")
-    for place, (g, o, grss, orss, mb) in results.items():
+    for place, (gs, os_, grss, orss, mb) in results.items():
+        g, o = min(gs), min(os_)
+        gm, om = statistics.median(gs), statistics.median(os_)
         print(f"[{place}] git am best {g * 1000:.0f} ms, patchline am best {o * 1000:.0f} ms of {args.repeat}: "
-              f"ratio {g / o:.1f}x (target {'>= 20x' if place == 'disk' else '>= 10x'})")
+              f"ratio {g / o:.1f}x (target {'>= 20x' if place == 'disk' else '>= 10x'}); "
+              f"medians {gm * 1000:.0f} / {om * 1000:.0f} ms: ratio {gm / om:.1f}x")
         print(f"[{place}] peak RSS: git am {grss / 1024:.0f} MiB, patchline {orss / 1024:.0f} MiB (target <= 64 MiB)")
         print(f"[{place}] patchline: {o * 1e6 / len(patches):.0f} us per patch, "
               f"{o * 1000 / max(mb, 0.001):.0f} ms per MB of new objects ({mb:.1f} MB)")

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 // mimalloc: a series keeps thousands of objects and line vectors alive; the
 // system allocator spent a fifth of `patchline am` in malloc, realloc and
-// fresh-page faults (docs/decisions.md).
+// fresh-page faults (docs/decisions.md). Built without transparent huge
+// pages (`no_thp`): every first touch of one zeroes 2 MiB, which on a series
+// of large files took half of `patchline am`'s time and a third of its peak
+// RSS (docs/performance.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

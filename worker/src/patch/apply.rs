@@ -15,7 +15,7 @@ use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use gix::refs::{FullName, Target};
 use serde::Serialize;
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -535,7 +535,16 @@ where
     // Consecutive patches read the same trees and blobs again (each one
     // patched by the last): decoded objects are kept instead of being
     // inflated and delta-resolved from the pack every time.
-    repo.object_cache_size_if_unset(32 << 20);
+    // Both caches bounded well below gix's defaults (96 MiB of delta
+    // bases): a series re-reads its current tree, most of which is new and
+    // in memory anyway; larger caches only raised peak RSS on histories
+    // with large files (docs/performance.md).
+    repo.object_cache_size_if_unset(OBJECT_CACHE);
+    repo.objects.set_pack_cache(|| {
+        Box::new(gix::odb::pack::cache::lru::StaticLinkedList::<64>::new(
+            PACK_CACHE,
+        ))
+    });
     let old_tip = tip_in(repo, repo_path, branch)?.ok_or_else(|| Error::NoBranch {
         path: repo_path.to_owned(),
         branch: branch.to_owned(),
@@ -587,10 +596,15 @@ where
     // splitting headers, body and patch are independent of the tree.
     std::thread::scope(|scope| -> Result<(), Error> {
         // In batches: a hand-over per mail would wake a thread per mail.
+        // Few and small ones ahead: a parsed mail holds its patch text
+        // twice (raw and decoded), and patches of test data run to
+        // megabytes.
         const BATCH: usize = 16;
-        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        const BATCH_BYTES: usize = 1 << 20;
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
         scope.spawn(move || {
             let mut batch = Vec::with_capacity(BATCH);
+            let mut bytes = 0;
             for mail in mails {
                 batch.push(mail.map(|mail| {
                     let SeriesMail {
@@ -598,6 +612,7 @@ where
                         raw,
                         trailers,
                     } = mail.into();
+                    bytes += raw.len();
                     let info = mailinfo(&raw, opts.mailinfo).map(|mut info| {
                         let (message, added) = append_trailers(&info.message, &trailers);
                         info.message = message;
@@ -605,12 +620,15 @@ where
                     });
                     (label, info)
                 }));
-                if batch.len() == BATCH
+                if (batch.len() == BATCH || bytes >= BATCH_BYTES)
                     && tx
                         .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
                         .is_err()
                 {
                     return;
+                }
+                if batch.is_empty() {
+                    bytes = 0;
                 }
             }
             let _ = tx.send(batch);
@@ -704,7 +722,9 @@ where
             // Superseded objects go to the encoder now and then (`--3way`
             // looks the blob an index line names up in the repository, not
             // among the series' objects, so it loses nothing by this).
-            if results.len() % HAND_OVER_EVERY == 0 {
+            if results.len() % HAND_OVER_EVERY == 0
+                || series.in_memory.get() >= series.kept.get() + HAND_OVER_BYTES
+            {
                 let keep: Vec<ObjectId> = [Some(tree), from_base].into_iter().flatten().collect();
                 hand_over(repo, &keep, &series, &encoder).map_err(|f| f.at(repo_path))?;
             }
@@ -756,6 +776,10 @@ struct NewObjects<'r> {
 struct SeriesObjects {
     made: RefCell<HashSet<ObjectId>>,
     deltas: RefCell<HashMap<ObjectId, pack::Delta>>,
+    /// Bytes of the objects in memory now, and of those the last hand-over
+    /// kept (the current tree's).
+    in_memory: Cell<usize>,
+    kept: Cell<usize>,
 }
 
 impl NewObjects<'_> {
@@ -781,6 +805,9 @@ impl NewObjects<'_> {
         {
             self.series.deltas.borrow_mut().insert(id, delta);
         }
+        self.series
+            .in_memory
+            .set(self.series.in_memory.get() + data.len());
         self.repo
             .objects
             .write_buf_with_known_id(kind, &data, id)
@@ -802,8 +829,16 @@ impl NewObjects<'_> {
     }
 }
 
-/// Patches between two hand-overs of superseded objects to the encoder.
+/// Bytes of decoded objects and of delta bases the repository handle keeps.
+const OBJECT_CACHE: usize = 8 << 20;
+const PACK_CACHE: usize = 8 << 20;
+
+/// Patches between two hand-overs of superseded objects to the encoder,
+/// at most; sooner once this many bytes were made since the last one
+/// (patches of large files: memory stays the size of what a few patches
+/// touch).
 const HAND_OVER_EVERY: usize = 16;
+const HAND_OVER_BYTES: usize = 4 << 20;
 
 /// Moves objects from gix's object memory to the pack encoder (moves: no
 /// copy is made): all of them when `keep` is `None`, else those the rest
@@ -822,6 +857,7 @@ fn hand_over(
         return Ok(());
     };
     let mut live = gix::odb::memory::Storage::default();
+    let mut kept = 0;
     let mut reach: Vec<ObjectId> = keep.to_vec();
     while let Some(id) = reach.pop() {
         let Some((kind, data)) = memory.remove(&id) else {
@@ -835,8 +871,11 @@ fn hand_over(
                 }
             }
         }
+        kept += data.len();
         live.insert(id, (kind, data));
     }
+    series.in_memory.set(kept);
+    series.kept.set(kept);
     let mut deltas = series.deltas.borrow_mut();
     for (id, (kind, data)) in memory.drain() {
         let delta = deltas.remove(&id);

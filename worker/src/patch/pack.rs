@@ -23,15 +23,18 @@ use std::sync::mpsc;
 /// Offsets from 2 GiB on go to the index's 64-bit table.
 const LARGE_OFFSET: u64 = 0x8000_0000;
 
-/// Pack entries encoded so far: the bytes after the 12-byte pack header,
-/// and each object's id, offset (from the start of the pack) and CRC-32;
-/// and the temporary file they are being written to (behind a header not
-/// written yet).
+/// Pack entries encoded so far: each object's id, offset (from the start
+/// of the pack) and CRC-32, and the temporary file the entries are
+/// written to (behind a header not written yet). Only the entries not
+/// written yet are held in memory (`pending`): a series' pack is as large
+/// as its new objects, memory must stay the size of what one patch
+/// touches.
 pub struct Entries {
-    data: Vec<u8>,
+    pending: Vec<u8>,
+    /// Bytes of entries in the file, after the header.
+    written: u64,
     index: Vec<(ObjectId, u64, u32)>,
     file: tempfile::NamedTempFile,
-    written: usize,
 }
 
 impl Entries {
@@ -52,7 +55,7 @@ impl Entries {
 /// `min_objects` have arrived (below that a series is written as loose
 /// objects, and no file is made); an id sent twice is encoded once.
 pub struct Encoder {
-    tx: Option<mpsc::Sender<Vec<Object>>>,
+    tx: Option<mpsc::SyncSender<Vec<Object>>>,
     /// Objects not handed over yet: they go in batches, as waking the
     /// thread for every small tree or commit costs more than encoding it.
     batch: RefCell<(Vec<Object>, usize)>,
@@ -62,7 +65,10 @@ pub struct Encoder {
 
 impl Encoder {
     pub fn start(pack_dir: &Path, min_objects: usize) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel();
+        // Bounded: when the applying thread outruns the encoder, the
+        // objects waiting (whole, not yet deflated) would otherwise pile
+        // up to most of the series; a full queue makes it wait instead.
+        let (tx, rx) = mpsc::sync_channel(QUEUED_BATCHES);
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = cancel.clone();
         let dir = pack_dir.to_owned();
@@ -77,7 +83,7 @@ impl Encoder {
         })
     }
 
-    /// Queues one object (never blocks).
+    /// Queues one object (blocks while [`QUEUED_BATCHES`] wait).
     pub fn add(&self, object: Object) {
         let mut batch = self.batch.borrow_mut();
         batch.1 += object.data.len();
@@ -154,6 +160,9 @@ pub enum Finished {
     Few(Vec<Object>),
 }
 
+/// Batches handed over and not taken by the encoder thread yet, at most.
+const QUEUED_BATCHES: usize = 8;
+
 /// A batch goes to the encoder thread at this many objects or bytes.
 const BATCH_OBJECTS: usize = 64;
 const BATCH_BYTES: usize = 256 << 10;
@@ -188,7 +197,7 @@ fn encode_all(
         for object in waiting.drain(..).chain([object]) {
             packer.place(object)?;
         }
-        if packer.entries.data.len() - packer.entries.written >= WRITE_EVERY {
+        if packer.entries.pending.len() >= WRITE_EVERY {
             packer.entries.write_pending()?;
         }
     }
@@ -279,16 +288,21 @@ impl Entries {
             .tempfile_in(pack_dir)?;
         file.write_all(&[0; 12])?;
         Ok(Self {
-            data: Vec::new(),
+            pending: Vec::new(),
+            written: 0,
             index: Vec::new(),
             file,
-            written: 0,
         })
     }
 
     fn write_pending(&mut self) -> std::io::Result<()> {
-        self.file.write_all(&self.data[self.written..])?;
-        self.written = self.data.len();
+        self.file.write_all(&self.pending)?;
+        self.written += self.pending.len() as u64;
+        self.pending.clear();
+        // One large object grew the buffer; the next ones need a fraction.
+        if self.pending.capacity() > 4 * WRITE_EVERY {
+            self.pending = Vec::new();
+        }
         Ok(())
     }
 }
@@ -328,7 +342,8 @@ impl EntryEncoder {
         entries: &mut Entries,
     ) -> std::io::Result<()> {
         use flate2::{FlushCompress, Status};
-        let data = &mut entries.data;
+        let offset = 12 + entries.written + entries.pending.len() as u64;
+        let data = &mut entries.pending;
         let start = data.len();
         // Entry header: type in bits 4-6 of the first byte, the size in
         // 4 + 7n bits, little-endian groups, high bit = more follows.
@@ -371,7 +386,7 @@ impl EntryEncoder {
             data.extend_from_slice(&self.scratch);
         }
         let crc = crc32fast::hash(&data[start..]);
-        entries.index.push((id, 12 + start as u64, crc));
+        entries.index.push((id, offset, crc));
         Ok(())
     }
 }
@@ -383,18 +398,21 @@ pub fn write(pack_dir: &Path, mut entries: Entries) -> std::io::Result<PathBuf> 
     use std::os::unix::fs::FileExt;
     let count = u32::try_from(entries.len())
         .map_err(|_| std::io::Error::other("too many objects for one pack"))?;
+    entries.write_pending()?;
     let mut header = Vec::with_capacity(12);
     header.extend_from_slice(b"PACK");
     header.extend_from_slice(&2u32.to_be_bytes());
     header.extend_from_slice(&count.to_be_bytes());
-    let checksum = checksum(&[&header, &entries.data]);
+    let mut file = entries.file;
+    file.as_file().write_all_at(&header, 0)?;
+    // The checksum covers the header, known only now, and every entry:
+    // they are read back (from the page cache) rather than kept.
+    let checksum = file_checksum(file.as_file(), 12 + entries.written)?;
     let index = encode_index(&mut entries.index, &checksum);
 
     let stem = pack_dir.join(format!("pack-{checksum}"));
     let pack_path = stem.with_extension("pack");
-    let mut file = entries.file;
     file.write_all(checksum.as_bytes())?;
-    file.as_file().write_all_at(&header, 0)?;
     finish_file(file, &pack_path)?;
     let mut file = tempfile::Builder::new()
         .prefix(&temp_prefix("idx"))
@@ -562,6 +580,28 @@ fn checksum(parts: &[&[u8]]) -> ObjectId {
         hasher.update(part);
     }
     ObjectId::from_bytes_or_panic(&hasher.finalize())
+}
+
+/// [`checksum`] of the first `len` bytes of `file`.
+fn file_checksum(file: &std::fs::File, len: u64) -> std::io::Result<ObjectId> {
+    use sha1::Digest;
+    use std::os::unix::fs::FileExt;
+    let mut hasher = sha1::Sha1::new();
+    let mut buf = vec![0; (1 << 20).min(len as usize)];
+    let mut at = 0;
+    while at < len {
+        let want = buf.len().min((len - at) as usize);
+        let n = file.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the pack file is shorter than what was written to it",
+            ));
+        }
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(ObjectId::from_bytes_or_panic(&hasher.finalize()))
 }
 
 /// The start of the name of a temporary file this process writes:
