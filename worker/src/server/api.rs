@@ -329,7 +329,7 @@ pub fn parse_stage(raw: &str) -> Result<Stage, ApiError> {
 }
 
 /// Runs `f` with a pooled read-only connection on a blocking thread.
-async fn read<T, F>(state: &web::Data<ServerState>, f: F) -> Result<T, ApiError>
+pub(crate) async fn read<T, F>(state: &web::Data<ServerState>, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&Store, &ServerState) -> Result<T, ApiError> + Send + 'static,
@@ -360,7 +360,7 @@ where
     .map_err(|_| ApiError::internal("a worker thread stopped"))?
 }
 
-fn summary_of(row: RunRow) -> RunSummary {
+pub(crate) fn summary_of(row: RunRow) -> RunSummary {
     RunSummary {
         id: row.id,
         trigger: row.trigger.to_string(),
@@ -375,7 +375,12 @@ fn summary_of(row: RunRow) -> RunSummary {
     }
 }
 
-fn stage_view(state: &ServerState, run: i64, stage: Stage, row: Option<StageRow>) -> StageView {
+pub(crate) fn stage_view(
+    state: &ServerState,
+    run: i64,
+    stage: Stage,
+    row: Option<StageRow>,
+) -> StageView {
     let log_size = stage_log::size(&stage_log::path(&state.jobs.logs, run, stage));
     let log_url = format!("{}/log", url_of_stage(run, stage));
     match row {
@@ -517,7 +522,7 @@ fn parse_since(raw: &str) -> Result<i64, ApiError> {
 }
 
 /// The filters and page size of `GET /series`, checked.
-fn series_filter(query: &SeriesQuery) -> Result<(SeriesFilter, u32), ApiError> {
+pub(crate) fn series_filter(query: &SeriesQuery) -> Result<(SeriesFilter, u32), ApiError> {
     let limit = match &query.limit {
         None => DEFAULT_SERIES_PAGE,
         Some(raw) => raw
@@ -571,8 +576,9 @@ fn series_filter(query: &SeriesQuery) -> Result<(SeriesFilter, u32), ApiError> {
     ))
 }
 
-/// The link to the page after `last` with the same filters.
-fn next_series_page(filter: &SeriesFilter, limit: u32, last: i64) -> String {
+/// The link to the page after `last` with the same filters, under `base`
+/// (`/api/v1/series`, or the status page's `/ui/series`).
+pub(crate) fn next_series_page(base: &str, filter: &SeriesFilter, limit: u32, last: i64) -> String {
     let mut pairs: Vec<(&str, String)> = Vec::new();
     if let Some(state) = filter.state {
         pairs.push(("state", state.to_string()));
@@ -587,10 +593,10 @@ fn next_series_page(filter: &SeriesFilter, limit: u32, last: i64) -> String {
     pairs.push(("before", last.to_string()));
     // Encoding strings into a query string cannot fail.
     let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
-    format!("/api/v1/series?{query}")
+    format!("{base}?{query}")
 }
 
-fn series_summary(row: SeriesRow) -> SeriesSummary {
+pub(crate) fn series_summary(row: SeriesRow) -> SeriesSummary {
     SeriesSummary {
         url: url_of_series(row.id),
         id: row.id,
@@ -651,7 +657,7 @@ fn apply_view(run: i64, result: Option<&str>) -> ApplyView {
     view
 }
 
-fn load_series(store: &Store, id: i64) -> Result<SeriesDetail, ApiError> {
+pub(crate) fn load_series(store: &Store, id: i64) -> Result<SeriesDetail, ApiError> {
     let row = store
         .series_by_id(id)?
         .ok_or_else(|| ApiError::not_found(format!("series {id} does not exist")))?;
@@ -888,7 +894,7 @@ pub async fn list_series(
             .map(series_summary)
             .collect();
         let next = match (more, series.last()) {
-            (true, Some(last)) => Some(next_series_page(&filter, limit, last.id)),
+            (true, Some(last)) => Some(next_series_page("/api/v1/series", &filter, limit, last.id)),
             _ => None,
         };
         Ok(SeriesPage { series, next })
@@ -1154,7 +1160,7 @@ mod tests {
             }
         );
         assert_eq!(
-            next_series_page(&filter, limit, 5),
+            next_series_page("/api/v1/series", &filter, limit, 5),
             "/api/v1/series?state=applied&repo=a+b%26c&since=1795478400&limit=2&before=5"
         );
         for (since, at) in [
