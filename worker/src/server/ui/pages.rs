@@ -316,7 +316,7 @@ fn html_series(d: &SeriesDetail, s: &SeriesSummary, results: Option<&SeriesResul
             }
             @if let Some(a) = &d.applied {
                 h2 { "Where it was applied" }
-                dl.applied {
+                dl.where {
                     dt { "Run" } dd { a href=(format!("/ui/runs/{}", a.run)) { "run " (a.run) } }
                     dt { "Outcome" } dd { (badge(a.state.as_deref().unwrap_or("unknown"))) }
                     dt { "Branch" } dd { (s.repo.as_deref().unwrap_or("—")) "/" (s.branch.as_deref().unwrap_or("—")) }
