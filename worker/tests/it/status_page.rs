@@ -2,8 +2,8 @@
 //! subject and a review reply goes through collect, apply, build, publish,
 //! test and report in `patchline serve`; headless Chromium (driven over the
 //! DevTools protocol) logs in through the form, reads the run and series
-//! pages, follows their links, and writes a screenshot of the series page
-//! to `target/status-page/series.png`. The same pages are also checked
+//! pages, follows their links, and writes screenshots of the series page
+//! and the run page to `target/status-page/series.png` and `run.png`. The same pages are also checked
 //! over plain HTTP: redirects, the login's cookie, the read-only token.
 //!
 //! Chromium is Debian's `chromium` (scripts/setup.sh installs it). Without
@@ -513,6 +513,7 @@ fn the_status_page_shows_runs_and_series_in_a_real_browser() {
         "[...document.querySelectorAll('table.stages tr[id] td:nth-child(2) .state')].map(e => e.textContent)",
     );
     assert_eq!(states, json!(stage_states), "{text}");
+    b.screenshot(&screenshot_dir().join("run.png"));
     // A stage's log, as plain text.
     b.submit("document.querySelector('#stage-build a[href$=\"/log\"]').click()");
     assert_eq!(b.path(), format!("/ui/runs/{run}/stages/build/log"));

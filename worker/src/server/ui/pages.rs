@@ -167,6 +167,8 @@ fn summary_counts(summary: &serde_json::Value) -> Vec<(String, String)> {
         return Vec::new();
     };
     map.iter()
+        // The run is the page's.
+        .filter(|(k, _)| k.as_str() != "run")
         .filter_map(|(k, v)| {
             let text = match v {
                 serde_json::Value::Number(n) => n.to_string(),
@@ -185,7 +187,11 @@ fn stage_row(s: &StageView) -> Markup {
     html! {
         tr id=(format!("stage-{}", s.stage)) {
             td { (s.stage) }
-            td { (badge(&s.state)) @if s.continues { " " span.muted { "continues" } } }
+            td {
+                (badge(&s.state))
+                // Said only where it is news: a failed stage the next may follow.
+                @if s.continues && s.state == "failed" { " " span.muted { "continues" } }
+            }
             td { (when_opt(s.started_at)) }
             td { (duration(s.started_at, s.finished_at)) }
             td {
@@ -276,10 +282,6 @@ pub fn series_list(
 /// `/ui/series/{id}`: one series, everything known about it.
 pub fn series(d: &SeriesDetail, results: Option<&SeriesResults>) -> Markup {
     let s = &d.series;
-    html_series(d, s, results)
-}
-
-fn html_series(d: &SeriesDetail, s: &SeriesSummary, results: Option<&SeriesResults>) -> Markup {
     let version_link = |key: &str| d.versions.iter().find(|v| v.key == key).map(|v| v.id);
     layout(
         &s.title,
@@ -479,7 +481,7 @@ mod tests {
     #[test]
     fn summaries_become_counts() {
         let counts = summary_counts(&serde_json::json!({
-            "patches_applied": 2, "dry_run": false, "note": "x", "series": [1, 2, 3], "deep": {"a": 1}
+            "run": 4, "patches_applied": 2, "dry_run": false, "note": "x", "series": [1, 2, 3], "deep": {"a": 1}
         }));
         let keys: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
         assert_eq!(
