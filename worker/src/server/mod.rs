@@ -165,7 +165,7 @@ async fn require_token(
                 .headers()
                 .get(actix_web::http::header::AUTHORIZATION)
                 .map(|v| v.to_str().unwrap_or(""));
-            let is_ui = req.path() == ui::ROOT || req.path().starts_with("/ui/");
+            let is_ui = ui::is_ui_path(req.path());
             let session = is_ui && ui::has_session(req.request(), state);
             let read = matches!(req.method().as_str(), "GET" | "HEAD");
             match auth::verdict(&state.tokens, is_ui, read, header, session) {

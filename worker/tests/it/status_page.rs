@@ -398,9 +398,15 @@ fn the_status_page_shows_runs_and_series_in_a_real_browser() {
         "the subject is escaped: {html}"
     );
     assert!(!html.contains("<script"), "no script at all: {html}");
-    // A session is not an API credential.
-    let api = w.request("GET", "/api/v1/runs", None, &[("Cookie", &session)], None);
-    assert_eq!(api.status, 401);
+    // A session is not an API credential, not even by a detour.
+    for path in [
+        "/api/v1/runs",
+        "/ui/../api/v1/runs",
+        "/ui/%2e%2e/api/v1/runs",
+    ] {
+        let api = w.request("GET", path, None, &[("Cookie", &session)], None);
+        assert_eq!(api.status, 401, "{path}: {}", api.text());
+    }
 
     // The read-only token reads the API and the pages, and starts nothing.
     w.request("GET", "/api/v1/runs", Some(READONLY), &[], None)
@@ -417,6 +423,14 @@ fn the_status_page_shows_runs_and_series_in_a_real_browser() {
         body["message"].as_str().unwrap().contains("read-only"),
         "{body}"
     );
+    let detour = w.request(
+        "POST",
+        "/ui/../api/v1/runs",
+        Some(READONLY),
+        &[("Content-Type", "application/json")],
+        Some(br#"{"trigger": "api", "cause": "x"}"#),
+    );
+    assert_eq!(detour.status, 403, "{}", detour.text());
     let r = w.request("GET", &format!("/ui/runs/{run}"), Some(READONLY), &[], None);
     assert_eq!(r.status, 200);
     let mail = w.request(

@@ -105,6 +105,14 @@ fn session_cookie(req: &HttpRequest) -> Option<String> {
         .map(|(_, value)| value.trim().to_owned())
 }
 
+/// Whether `path` (as requested, not decoded) is a status page path, where
+/// a session is enough. Dot segments and percent escapes are not: the
+/// router would decode them and might land elsewhere (`/ui/../api/...`),
+/// so such a path is held to the API's rules.
+pub fn is_ui_path(path: &str) -> bool {
+    (path == ROOT || path.starts_with("/ui/")) && !path.contains("..") && !path.contains('%')
+}
+
 /// Whether the request carries a live login session.
 pub fn has_session(req: &HttpRequest, state: &ServerState) -> bool {
     session_cookie(req).is_some_and(|c| state.sessions.valid(&c, crate::store::now()))
@@ -119,6 +127,7 @@ fn safe_next(next: Option<&str>) -> &str {
             if n.starts_with("/ui/")
                 && !n.starts_with(LOGIN)
                 && !n.contains("//")
+                && !n.contains("..")
                 && !n.contains('\\')
                 && n.len() <= 2000
                 && n.chars().all(|c| c.is_ascii_graphic()) =>
@@ -528,8 +537,18 @@ mod tests {
             Some("/ui/login"),
             Some("/api/v1/runs"),
             Some("/ui/x\n"),
+            Some("/ui/../api/v1/runs"),
         ] {
             assert_eq!(safe_next(bad), "/ui/", "{bad:?}");
+        }
+        assert!(is_ui_path("/ui") && is_ui_path("/ui/series/1"));
+        for not in [
+            "/uix",
+            "/ui/../api/v1/runs",
+            "/ui/%2e%2e/api",
+            "/api/v1/ui/",
+        ] {
+            assert!(!is_ui_path(not), "{not}");
         }
     }
 
