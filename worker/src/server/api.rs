@@ -375,12 +375,7 @@ pub(crate) fn summary_of(row: RunRow) -> RunSummary {
     }
 }
 
-pub(crate) fn stage_view(
-    state: &ServerState,
-    run: i64,
-    stage: Stage,
-    row: Option<StageRow>,
-) -> StageView {
+fn stage_view(state: &ServerState, run: i64, stage: Stage, row: Option<StageRow>) -> StageView {
     let log_size = stage_log::size(&stage_log::path(&state.jobs.logs, run, stage));
     let log_url = format!("{}/log", url_of_stage(run, stage));
     match row {
@@ -409,6 +404,27 @@ pub(crate) fn stage_view(
             log_url,
         },
     }
+}
+
+/// Run `run` with every stage, in pipeline order.
+pub(crate) fn load_run(store: &Store, state: &ServerState, run: i64) -> Result<RunView, ApiError> {
+    let row = store.run(run)?;
+    let mut rows = store.stages(run)?;
+    let stages = Stage::ALL
+        .iter()
+        .map(|stage| {
+            let row = rows
+                .iter()
+                .position(|r| r.stage == *stage)
+                .map(|i| rows.swap_remove(i));
+            stage_view(state, run, *stage, row)
+        })
+        .collect();
+    Ok(RunView {
+        run: summary_of(row),
+        stages,
+        junit_url: format!("{}/junit.xml", url_of_run(run)),
+    })
 }
 
 fn load_stage(
@@ -833,26 +849,7 @@ pub async fn get_run(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let run = parse_run(&path)?;
-    let view = read(&state, move |store, st| {
-        let row = store.run(run)?;
-        let mut rows = store.stages(run)?;
-        let stages = Stage::ALL
-            .iter()
-            .map(|stage| {
-                let row = rows
-                    .iter()
-                    .position(|r| r.stage == *stage)
-                    .map(|i| rows.swap_remove(i));
-                stage_view(st, run, *stage, row)
-            })
-            .collect();
-        Ok(RunView {
-            run: summary_of(row),
-            stages,
-            junit_url: format!("{}/junit.xml", url_of_run(run)),
-        })
-    })
-    .await?;
+    let view = read(&state, move |store, st| load_run(store, st, run)).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 

@@ -1,7 +1,7 @@
 //! The status page under `/ui/`: a read-only HTML view of runs and series
 //! for the operator, with its login form. Handlers load through the same
 //! store views and JSON view types as the API (`api::load_series`,
-//! `api::stage_view`) and hand them to the templates in [`pages`]; nothing
+//! `api::load_run`) and hand them to the templates in [`pages`]; nothing
 //! here writes to the store or starts anything.
 //!
 //! A login takes the API token or the read-only token and gives a session
@@ -253,28 +253,12 @@ pub async fn run_page(
     let run = api::parse_run(&path)?;
     let (view, series) = api::read(&state, move |store, st| {
         store.snapshot(|s| {
-            let row = s.run(run)?;
-            let mut rows = s.stages(run)?;
-            let stages = Stage::ALL
-                .iter()
-                .map(|stage| {
-                    let row = rows
-                        .iter()
-                        .position(|r| r.stage == *stage)
-                        .map(|i| rows.swap_remove(i));
-                    api::stage_view(st, run, *stage, row)
-                })
-                .collect();
+            let view = api::load_run(s, st, run)?;
             let series: Vec<SeriesSummary> = s
                 .series_applied_in(run)?
                 .into_iter()
                 .map(api::series_summary)
                 .collect();
-            let view = api::RunView {
-                run: api::summary_of(row),
-                stages,
-                junit_url: format!("{}/junit.xml", api::url_of_run(run)),
-            };
             Ok::<_, ApiError>((view, series))
         })
     })
