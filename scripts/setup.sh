@@ -19,6 +19,9 @@ want openssl openssl
 # The scenario test drives the HTTP API as curl users do.
 want curl curl
 want cpio cpio
+# The status page's test loads its pages in headless Chromium
+# (worker/tests/it/status_page.rs).
+want chromium chromium
 # A real public-inbox archive for the public-inbox source's test.
 want public-inbox-init public-inbox
 # gitoxide's HTTP transport is libcurl's (docs/decisions.md): the build links

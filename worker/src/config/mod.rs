@@ -591,6 +591,12 @@ pub struct Server {
     /// Name of the environment variable holding the API token (when no
     /// `token_file` is given).
     pub token_env: Option<String>,
+    /// File whose first line is a read-only token: the status page
+    /// (`/ui/`) and `GET` requests of the API, never a `POST`.
+    pub readonly_token_file: Option<PathBuf>,
+    /// Name of the environment variable holding the read-only token (when
+    /// no `readonly_token_file` is given).
+    pub readonly_token_env: Option<String>,
 }
 
 fn default_bind() -> String {
@@ -603,6 +609,8 @@ impl Default for Server {
             bind: default_bind(),
             token_file: None,
             token_env: None,
+            readonly_token_file: None,
+            readonly_token_env: None,
         }
     }
 }
@@ -840,6 +848,9 @@ impl Config {
         if let Some(p) = self.server.token_file.as_mut() {
             abs(p)
         }
+        if let Some(p) = self.server.readonly_token_file.as_mut() {
+            abs(p)
+        }
         for repo in &mut self.repos {
             if let Some(p) = repo.path.as_mut() {
                 abs(p)
@@ -890,6 +901,27 @@ impl Config {
         }
         if self.publish.keep == 0 {
             return Err(self.invalid("publish.keep", "must be greater than 0"));
+        }
+        let server = &self.server;
+        if server.readonly_token_file.is_some() && server.readonly_token_env.is_some() {
+            return Err(self.invalid(
+                "server.readonly_token_env",
+                "give readonly_token_file or readonly_token_env, not both",
+            ));
+        }
+        if server
+            .readonly_token_file
+            .as_ref()
+            .is_some_and(|r| server.token_file.as_ref() == Some(r))
+            || server
+                .readonly_token_env
+                .as_ref()
+                .is_some_and(|r| server.token_env.as_ref() == Some(r))
+        {
+            return Err(self.invalid(
+                "server.readonly_token_file",
+                "the read-only token must come from another file or variable than the API token",
+            ));
         }
         for arch in &self.publish.arches {
             // `src` and `repodata` are taken; noarch packages go into
@@ -1883,6 +1915,14 @@ path = "repo"
             ),
             ("not toml at all = = =", &["patchline.toml"]),
             ("[intake]\npath = \"x\"\nbatch = 0\n", &["intake.batch"]),
+            (
+                "[intake]\npath = \"x\"\n[server]\nreadonly_token_file = \"r\"\nreadonly_token_env = \"R\"\n",
+                &["server.readonly_token_env", "not both"],
+            ),
+            (
+                "[intake]\npath = \"x\"\n[server]\ntoken_env = \"T\"\nreadonly_token_env = \"T\"\n",
+                &["server.readonly_token_file", "another file or variable"],
+            ),
         ];
         for (text, needles) in cases {
             let msg = err(text);

@@ -329,7 +329,7 @@ pub fn parse_stage(raw: &str) -> Result<Stage, ApiError> {
 }
 
 /// Runs `f` with a pooled read-only connection on a blocking thread.
-async fn read<T, F>(state: &web::Data<ServerState>, f: F) -> Result<T, ApiError>
+pub(crate) async fn read<T, F>(state: &web::Data<ServerState>, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&Store, &ServerState) -> Result<T, ApiError> + Send + 'static,
@@ -360,7 +360,7 @@ where
     .map_err(|_| ApiError::internal("a worker thread stopped"))?
 }
 
-fn summary_of(row: RunRow) -> RunSummary {
+pub(crate) fn summary_of(row: RunRow) -> RunSummary {
     RunSummary {
         id: row.id,
         trigger: row.trigger.to_string(),
@@ -404,6 +404,27 @@ fn stage_view(state: &ServerState, run: i64, stage: Stage, row: Option<StageRow>
             log_url,
         },
     }
+}
+
+/// Run `run` with every stage, in pipeline order.
+pub(crate) fn load_run(store: &Store, state: &ServerState, run: i64) -> Result<RunView, ApiError> {
+    let row = store.run(run)?;
+    let mut rows = store.stages(run)?;
+    let stages = Stage::ALL
+        .iter()
+        .map(|stage| {
+            let row = rows
+                .iter()
+                .position(|r| r.stage == *stage)
+                .map(|i| rows.swap_remove(i));
+            stage_view(state, run, *stage, row)
+        })
+        .collect();
+    Ok(RunView {
+        run: summary_of(row),
+        stages,
+        junit_url: format!("{}/junit.xml", url_of_run(run)),
+    })
 }
 
 fn load_stage(
@@ -517,7 +538,7 @@ fn parse_since(raw: &str) -> Result<i64, ApiError> {
 }
 
 /// The filters and page size of `GET /series`, checked.
-fn series_filter(query: &SeriesQuery) -> Result<(SeriesFilter, u32), ApiError> {
+pub(crate) fn series_filter(query: &SeriesQuery) -> Result<(SeriesFilter, u32), ApiError> {
     let limit = match &query.limit {
         None => DEFAULT_SERIES_PAGE,
         Some(raw) => raw
@@ -571,8 +592,9 @@ fn series_filter(query: &SeriesQuery) -> Result<(SeriesFilter, u32), ApiError> {
     ))
 }
 
-/// The link to the page after `last` with the same filters.
-fn next_series_page(filter: &SeriesFilter, limit: u32, last: i64) -> String {
+/// The link to the page after `last` with the same filters, under `base`
+/// (`/api/v1/series`, or the status page's `/ui/series`).
+pub(crate) fn next_series_page(base: &str, filter: &SeriesFilter, limit: u32, last: i64) -> String {
     let mut pairs: Vec<(&str, String)> = Vec::new();
     if let Some(state) = filter.state {
         pairs.push(("state", state.to_string()));
@@ -587,10 +609,10 @@ fn next_series_page(filter: &SeriesFilter, limit: u32, last: i64) -> String {
     pairs.push(("before", last.to_string()));
     // Encoding strings into a query string cannot fail.
     let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
-    format!("/api/v1/series?{query}")
+    format!("{base}?{query}")
 }
 
-fn series_summary(row: SeriesRow) -> SeriesSummary {
+pub(crate) fn series_summary(row: SeriesRow) -> SeriesSummary {
     SeriesSummary {
         url: url_of_series(row.id),
         id: row.id,
@@ -651,7 +673,7 @@ fn apply_view(run: i64, result: Option<&str>) -> ApplyView {
     view
 }
 
-fn load_series(store: &Store, id: i64) -> Result<SeriesDetail, ApiError> {
+pub(crate) fn load_series(store: &Store, id: i64) -> Result<SeriesDetail, ApiError> {
     let row = store
         .series_by_id(id)?
         .ok_or_else(|| ApiError::not_found(format!("series {id} does not exist")))?;
@@ -827,26 +849,7 @@ pub async fn get_run(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let run = parse_run(&path)?;
-    let view = read(&state, move |store, st| {
-        let row = store.run(run)?;
-        let mut rows = store.stages(run)?;
-        let stages = Stage::ALL
-            .iter()
-            .map(|stage| {
-                let row = rows
-                    .iter()
-                    .position(|r| r.stage == *stage)
-                    .map(|i| rows.swap_remove(i));
-                stage_view(st, run, *stage, row)
-            })
-            .collect();
-        Ok(RunView {
-            run: summary_of(row),
-            stages,
-            junit_url: format!("{}/junit.xml", url_of_run(run)),
-        })
-    })
-    .await?;
+    let view = read(&state, move |store, st| load_run(store, st, run)).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -888,7 +891,7 @@ pub async fn list_series(
             .map(series_summary)
             .collect();
         let next = match (more, series.last()) {
-            (true, Some(last)) => Some(next_series_page(&filter, limit, last.id)),
+            (true, Some(last)) => Some(next_series_page("/api/v1/series", &filter, limit, last.id)),
             _ => None,
         };
         Ok(SeriesPage { series, next })
@@ -1154,7 +1157,7 @@ mod tests {
             }
         );
         assert_eq!(
-            next_series_page(&filter, limit, 5),
+            next_series_page("/api/v1/series", &filter, limit, 5),
             "/api/v1/series?state=applied&repo=a+b%26c&since=1795478400&limit=2&before=5"
         );
         for (since, at) in [

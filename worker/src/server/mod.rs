@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod junit;
 pub mod metrics;
 pub mod stage_log;
+pub mod ui;
 
 use crate::config::Config;
 use crate::store::Store;
@@ -71,7 +72,9 @@ impl Error {
 /// Shared by every request handler.
 pub struct ServerState {
     pub jobs: Arc<jobs::JobContext>,
-    token: auth::Token,
+    tokens: auth::Tokens,
+    /// The status page's login sessions.
+    sessions: auth::Sessions,
     /// The one connection that admits runs and stages (serialises them).
     writer: Mutex<Store>,
     readers: Mutex<Vec<Store>>,
@@ -107,7 +110,7 @@ pub fn logs_dir(config: &Config) -> PathBuf {
 
 /// Opens the database, marks jobs of a previous process interrupted, and
 /// builds the handlers' shared state.
-pub fn prepare(config: Config, token: auth::Token) -> Result<ServerState, Error> {
+pub fn prepare(config: Config, tokens: auth::Tokens) -> Result<ServerState, Error> {
     let writer = Store::open(&config.state.db)?;
     let mut writer = writer;
     let interrupted = jobs::prepare(&mut writer)?;
@@ -125,7 +128,8 @@ pub fn prepare(config: Config, token: auth::Token) -> Result<ServerState, Error>
             config,
             running: Default::default(),
         }),
-        token,
+        tokens,
+        sessions: auth::Sessions::default(),
         writer: Mutex::new(writer),
         readers: Mutex::new(Vec::new()),
         repos,
@@ -134,14 +138,21 @@ pub fn prepare(config: Config, token: auth::Token) -> Result<ServerState, Error>
 
 /// Every request but `/api/v1/healthz` needs the bearer token: 401 when
 /// there is none, 403 when it is wrong. Unknown paths are refused the same
-/// way, so the API cannot be mapped without the token.
+/// way, so the API cannot be mapped without the token. The read-only token
+/// reads (`GET`) and never starts anything. The status page (`/ui/`) also
+/// takes a login session; without one it sends the browser to its login
+/// form, which alone needs nothing.
 async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     // Health checks, and the published yum repositories: dnf sends no
     // token, and what is published is public by intent.
-    if req.path() == "/api/v1/healthz" || req.path() == REPOS || req.path().starts_with("/repos/") {
+    if req.path() == "/api/v1/healthz"
+        || req.path() == REPOS
+        || req.path().starts_with("/repos/")
+        || req.path() == ui::LOGIN
+    {
         return next
             .call(req)
             .await
@@ -154,13 +165,16 @@ async fn require_token(
                 .headers()
                 .get(actix_web::http::header::AUTHORIZATION)
                 .map(|v| v.to_str().unwrap_or(""));
-            match auth::bearer(header) {
-                Err(why) => Some(ApiError::new(StatusCode::UNAUTHORIZED, why)),
-                Ok(token) if !state.token.matches(token) => Some(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "the bearer token is not this worker's token",
-                )),
-                Ok(_) => None,
+            let is_ui = ui::is_ui_path(req.path());
+            let session = is_ui && ui::has_session(req.request(), state);
+            let read = matches!(req.method().as_str(), "GET" | "HEAD");
+            match auth::verdict(&state.tokens, is_ui, read, header, session) {
+                auth::Verdict::Allow => None,
+                auth::Verdict::Refuse(status, why) => Some(ApiError::new(status, why)),
+                auth::Verdict::Login => {
+                    let to = ui::login_redirect(req.request());
+                    return Ok(req.into_response(to).map_into_right_body());
+                }
             }
         }
     };
@@ -279,6 +293,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .default_service(wrong()),
             ),
     )
+    .configure(ui::configure)
     .default_service(web::to(no_route));
 }
 
@@ -303,6 +318,11 @@ pub fn serve(
     }
     let env: Vec<(String, String)> = std::env::vars().collect();
     let token = auth::Token::load(token_file, &config.server, &env)?;
+    let readonly = auth::Token::load_readonly(&config.server, &env, &token)?;
+    let tokens = auth::Tokens {
+        full: token,
+        readonly,
+    };
     let bind = config.server.bind.clone();
     let publish_dir = config.publish_dir();
     std::fs::create_dir_all(&publish_dir).map_err(|source| Error::PublishDir {
@@ -316,7 +336,7 @@ pub fn serve(
         path: publish_dir.clone(),
         source,
     })?;
-    let state = web::Data::new(prepare(config, token)?);
+    let state = web::Data::new(prepare(config, tokens)?);
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
             App::new()

@@ -146,6 +146,16 @@ impl Store {
         Ok((!rows.is_empty()).then(|| rows.swap_remove(0)))
     }
 
+    /// The series whose outcome the apply stage of `run` recorded last, by
+    /// id (a run's page lists them).
+    pub fn series_applied_in(&self, run: i64) -> Result<Vec<SeriesRow>, Error> {
+        let sql = format!("SELECT {SERIES_COLUMNS} FROM series WHERE applied_run = ?1 ORDER BY id");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        stmt.query_map([run], series_row)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+
     /// The other versions of series `id` that collect linked to it: the
     /// chain of `superseded_by` both ways (what it superseded, and what
     /// superseded it), ordered by version then id; itself left out.
@@ -367,6 +377,26 @@ mod tests {
         assert_eq!(versions(w), Vec::<u32>::new());
         assert!(s.series_versions(99).unwrap().is_empty());
         assert_eq!(s.series_apply_result(a).unwrap(), None);
+        s.conn
+            .execute(
+                "INSERT INTO runs (id, trigger, created_at) VALUES (7, 'timer', 0)",
+                [],
+            )
+            .unwrap();
+        s.conn
+            .execute(
+                "UPDATE series SET applied_run = 7 WHERE id IN (?1, ?2)",
+                params![c, a],
+            )
+            .unwrap();
+        let applied: Vec<i64> = s
+            .series_applied_in(7)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(applied, [a, c]);
+        assert!(s.series_applied_in(8).unwrap().is_empty());
         let patches = s.series_patches(c).unwrap();
         assert_eq!(
             (patches[0].idx, patches[0].message_id.as_str()),

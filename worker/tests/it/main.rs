@@ -16,5 +16,6 @@ mod publish;
 mod pulls_and_bases;
 mod report;
 mod serve;
+mod status_page;
 mod trailers;
 mod util;

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "test-token-0123456789abcdef";
+pub(crate) const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// A site: a bare repository `hello.git` (also configured as `world`), a
 /// two-patch series for hello's master in `list.mbox`, a token file and a
@@ -54,22 +54,22 @@ token_file = "token"
 }
 
 /// A response: status, headers (names lower-cased), body.
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
     what: String,
 }
 
 impl Resp {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("{}: body is not JSON ({e}): {}", self.what, self.text()))
     }
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
@@ -77,7 +77,7 @@ impl Resp {
     }
     /// Asserts the status and, for errors, the JSON error shape; returns
     /// the body as JSON when it is JSON.
-    fn expect(&self, status: u16) -> Value {
+    pub(crate) fn expect(&self, status: u16) -> Value {
         assert_eq!(self.status, status, "{}: {}", self.what, self.text());
         if status >= 400 {
             let body = self.json();
@@ -95,14 +95,14 @@ impl Resp {
 
 /// The worker process; killed when dropped. Its stderr is kept and shown
 /// when something fails.
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Worker {
-    fn spawn(site: &Path) -> Worker {
+    pub(crate) fn spawn(site: &Path) -> Worker {
         Worker::spawn_with(site, &[])
     }
 
@@ -155,7 +155,7 @@ impl Worker {
         }
     }
 
-    fn request(
+    pub(crate) fn request(
         &self,
         method: &str,
         path: &str,
@@ -223,11 +223,11 @@ impl Worker {
         }
     }
 
-    fn get(&self, path: &str) -> Resp {
+    pub(crate) fn get(&self, path: &str) -> Resp {
         self.request("GET", path, Some(TOKEN), &[], None)
     }
 
-    fn post(&self, path: &str, body: Option<Value>) -> Resp {
+    pub(crate) fn post(&self, path: &str, body: Option<Value>) -> Resp {
         let bytes = body.map(|b| b.to_string().into_bytes());
         let ct: &[(&str, &str)] = if bytes.is_some() {
             &[("Content-Type", "application/json")]
@@ -237,7 +237,7 @@ impl Worker {
         self.request("POST", path, Some(TOKEN), ct, bytes.as_deref())
     }
 
-    fn new_run(&self, repos: Option<&[&str]>) -> i64 {
+    pub(crate) fn new_run(&self, repos: Option<&[&str]>) -> i64 {
         let mut body = json!({"trigger": "api", "cause": "integration test"});
         if let Some(r) = repos {
             body["repos"] = json!(r);
@@ -267,13 +267,13 @@ impl Worker {
         }
     }
 
-    fn run_stage(&self, run: i64, stage: &str) -> Value {
+    pub(crate) fn run_stage(&self, run: i64, stage: &str) -> Value {
         self.post(&format!("/api/v1/runs/{run}/stages/{stage}"), None)
             .expect(202);
         self.wait_stage(run, stage)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         format!("--- worker stderr\n{}", self.stderr.lock().unwrap())
     }
 
@@ -968,7 +968,7 @@ fn repos_never_leave_the_publish_directory_and_tokens_never_reach_the_log() {
 }
 
 /// The Message-IDs of the mails in `mbox`, in order.
-fn message_ids(mbox: &str) -> Vec<String> {
+pub(crate) fn message_ids(mbox: &str) -> Vec<String> {
     mbox.lines()
         .filter_map(|l| {
             l.strip_prefix("Message-ID: <")
