@@ -19,6 +19,10 @@ want openssl openssl
 # The scenario test drives the HTTP API as curl users do.
 want curl curl
 want cpio cpio
+# patchline's own package (tests/dist/): rpmlint, and systemd-analyze to
+# verify its units.
+want rpmlint rpmlint
+want systemd-analyze systemd
 # A real public-inbox archive for the public-inbox source's test.
 want public-inbox-init public-inbox
 # gitoxide's HTTP transport is libcurl's (docs/decisions.md): the build links
