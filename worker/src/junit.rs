@@ -62,7 +62,8 @@ pub fn render_with_properties(suites: &[Suite], properties: &[(&str, &str)]) -> 
             .iter()
             .filter(|c| matches!(c.outcome, Outcome::Skipped { .. }))
             .count();
-        let time: f64 = suite.cases.iter().map(|c| c.seconds).sum();
+        // A fold from 0.0: `sum` of no f64 is -0.0, "-0.000" in the file.
+        let time = suite.cases.iter().fold(0.0, |t, c| t + c.seconds);
         let _ = writeln!(
             out,
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{time:.3}\">",

@@ -1812,13 +1812,23 @@ path = "repo"
 
     #[test]
     fn the_public_url_is_checked_and_kept_without_a_trailing_slash() {
-        let with = |url: &str| format!("[intake]\npath = \"x\"\n[server]\npublic_url = \"{url}\"\n");
+        let with =
+            |url: &str| format!("[intake]\npath = \"x\"\n[server]\npublic_url = \"{url}\"\n");
         for (url, kept) in [
-            ("https://patchline.example.org", "https://patchline.example.org"),
+            (
+                "https://patchline.example.org",
+                "https://patchline.example.org",
+            ),
             ("http://build-host:8080/", "http://build-host:8080"),
-            ("https://example.org/patchline/", "https://example.org/patchline"),
+            (
+                "https://example.org/patchline/",
+                "https://example.org/patchline",
+            ),
         ] {
-            assert_eq!(load(&with(url), &[]).unwrap().server.public_url.as_deref(), Some(kept));
+            assert_eq!(
+                load(&with(url), &[]).unwrap().server.public_url.as_deref(),
+                Some(kept)
+            );
         }
         for (url, why) in [
             ("build-host:8080", "is not an http:// or https:// URL"),
@@ -1831,14 +1841,20 @@ path = "repo"
             ("https://example.org/a b", "spaces"),
         ] {
             let e = err(&with(url));
-            assert!(e.contains("server.public_url") && e.contains(why), "{url}: {e}");
+            assert!(
+                e.contains("server.public_url") && e.contains(why),
+                "{url}: {e}"
+            );
         }
         let c = load(
             "[intake]\npath = \"x\"\n",
             &[("PATCHLINE_SERVER__PUBLIC_URL", "https://ci.example.org/")],
         )
         .unwrap();
-        assert_eq!(c.server.public_url.as_deref(), Some("https://ci.example.org"));
+        assert_eq!(
+            c.server.public_url.as_deref(),
+            Some("https://ci.example.org")
+        );
     }
 
     #[test]

@@ -164,14 +164,20 @@ fn series_outcome(s: HandledSeries<'_>, builds: &[TargetBuild], tests: &[TestRes
     let o = match s {
         HandledSeries::Apply(o) => o,
         HandledSeries::Collect(line) => {
-            let missing = line.missing.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+            let missing = line
+                .missing
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
             return skipped(if line.is(SeriesState::Incomplete) {
                 format!(
                     "held: received {} of {} patches; missing: {missing}",
                     line.received, line.total
                 )
             } else if line.is(SeriesState::Superseded) {
-                "superseded by a newer version of the same series; only the newest is applied".into()
+                "superseded by a newer version of the same series; only the newest is applied"
+                    .into()
             } else if line.is(SeriesState::Expired) {
                 format!("expired: incomplete past the deadline; missing: {missing}")
             } else {
@@ -208,7 +214,11 @@ fn series_outcome(s: HandledSeries<'_>, builds: &[TargetBuild], tests: &[TestRes
                 b.repo,
                 b.branch,
                 b.target,
-                if b.state == BuildState::Failed { "failed".into() } else { format!("is {}", b.state) }
+                if b.state == BuildState::Failed {
+                    "failed".into()
+                } else {
+                    format!("is {}", b.state)
+                }
             );
             let mut details = format!("{headline}\n{}", b.error.as_deref().unwrap_or_default());
             if let Some(log) = &b.log {
@@ -222,20 +232,30 @@ fn series_outcome(s: HandledSeries<'_>, builds: &[TargetBuild], tests: &[TestRes
             .iter()
             .filter(|t| {
                 on_branch(&t.repo, &t.branch)
-                    && matches!(t.state, TestState::Failed | TestState::Timeout | TestState::Error)
+                    && matches!(
+                        t.state,
+                        TestState::Failed | TestState::Timeout | TestState::Error
+                    )
             })
             .map(|t| {
                 let headline = format!("applied and built, but test {}", t.headline());
                 let tail: Vec<&str> = t.output.lines().rev().take(40).collect();
                 let output: Vec<&str> = tail.into_iter().rev().collect();
-                (headline.clone(), format!("{headline}\n{}", output.join("\n")))
+                (
+                    headline.clone(),
+                    format!("{headline}\n{}", output.join("\n")),
+                )
             }),
     );
     match failures.first() {
         None => Outcome::Passed,
         Some((message, _)) => Outcome::Failed {
             message: message.clone(),
-            details: failures.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>().join("\n\n"),
+            details: failures
+                .iter()
+                .map(|(_, d)| d.as_str())
+                .collect::<Vec<_>>()
+                .join("\n\n"),
         },
     }
 }
@@ -266,10 +286,10 @@ pub fn series_case(
         output.push(format!("status page: {base}/ui/series/{}", r.id));
     }
     output.push(format!("series: {}", s.key()));
-    if let HandledSeries::Apply(o) = s {
-        if let Some(tip) = o.new_tip.as_deref().filter(|_| o.is(SeriesState::Applied)) {
-            output.push(format!("branch tip: {tip}"));
-        }
+    if let HandledSeries::Apply(o) = s
+        && let Some(tip) = o.new_tip.as_deref().filter(|_| o.is(SeriesState::Applied))
+    {
+        output.push(format!("branch tip: {tip}"));
     }
     Case {
         classname: format!(
@@ -300,9 +320,13 @@ pub fn handled_series<'a>(
         .flat_map(|a| a.series.iter().map(HandledSeries::Apply))
         .collect();
     let pending = collect.into_iter().flat_map(|c| &c.series).filter(|l| {
-        [SeriesState::Incomplete, SeriesState::Superseded, SeriesState::Expired]
-            .iter()
-            .any(|state| l.is(*state))
+        [
+            SeriesState::Incomplete,
+            SeriesState::Superseded,
+            SeriesState::Expired,
+        ]
+        .iter()
+        .any(|state| l.is(*state))
             && (repos.is_empty() || l.repo.as_ref().is_some_and(|r| repos.contains(r)))
     });
     for line in pending {
@@ -345,15 +369,20 @@ pub fn load(store: &Store, run: i64, public_url: Option<&str>) -> Result<RunJuni
         },
     ];
     let stages = store.stages(run)?;
-    let tests: Vec<TestResult> = stage_summary::<crate::stage::test::TestSummary>(&stages, Stage::Test)
-        .map(|t| t.results)
-        .unwrap_or_default();
+    let tests: Vec<TestResult> =
+        stage_summary::<crate::stage::test::TestSummary>(&stages, Stage::Test)
+            .map(|t| t.results)
+            .unwrap_or_default();
     if !tests.is_empty() {
         suites.push(crate::checks::junit_suite(run, &tests));
     }
     let apply: Option<ApplySummary> = stage_summary(&stages, Stage::Apply);
     let collect: Option<CollectSummary> = stage_summary(&stages, Stage::Collect);
-    let handled = handled_series(apply.as_ref(), collect.as_ref(), &store.run(run)?.options.repos);
+    let handled = handled_series(
+        apply.as_ref(),
+        collect.as_ref(),
+        &store.run(run)?.options.repos,
+    );
     let keys: Vec<String> = handled.iter().map(|s| s.key().to_owned()).collect();
     let stored = store.series_refs(&keys)?;
     suites.push(Suite {
@@ -491,7 +520,10 @@ mod tests {
             // Another branch's failure is not this series'.
             target_build("stable", BuildState::Failed),
         ];
-        let tests = [test_result(TestState::Passed), test_result(TestState::Skipped)];
+        let tests = [
+            test_result(TestState::Passed),
+            test_result(TestState::Skipped),
+        ];
         let case = series_case(
             HandledSeries::Apply(&o),
             Some(&STORED),
@@ -525,7 +557,11 @@ mod tests {
             "{details}"
         );
         // Relative without a public URL.
-        assert!(case.output.unwrap().starts_with("status page: /ui/series/5\n"));
+        assert!(
+            case.output
+                .unwrap()
+                .starts_with("status page: /ui/series/5\n")
+        );
 
         let builds = [target_build("master", BuildState::Ok)];
         let tests = [test_result(TestState::Timeout)];
@@ -579,19 +615,37 @@ mod tests {
         );
         let old = line("o", "superseded", "hello");
         assert!(
-            skipped(series_case(HandledSeries::Collect(&old), None, &[], &[], ""))
-                .starts_with("superseded by a newer version")
+            skipped(series_case(
+                HandledSeries::Collect(&old),
+                None,
+                &[],
+                &[],
+                ""
+            ))
+            .starts_with("superseded by a newer version")
         );
         let expired = line("e", "expired", "hello");
         assert_eq!(
-            skipped(series_case(HandledSeries::Collect(&expired), None, &[], &[], "")),
+            skipped(series_case(
+                HandledSeries::Collect(&expired),
+                None,
+                &[],
+                &[],
+                ""
+            )),
             "expired: incomplete past the deadline; missing: 2, 3"
         );
         let mut waiting = outcome("complete");
         waiting.waiting_for = Some("base#v1".into());
         assert!(
-            skipped(series_case(HandledSeries::Apply(&waiting), None, &[], &[], ""))
-                .starts_with("waits for series base#v1")
+            skipped(series_case(
+                HandledSeries::Apply(&waiting),
+                None,
+                &[],
+                &[],
+                ""
+            ))
+            .starts_with("waits for series base#v1")
         );
     }
 
