@@ -83,7 +83,7 @@ build() { # build NUMBER CAUSE EXPECTED_EXIT [--param K=V]...
 check() { # check NAME PYTHON-ASSERTIONS (t: transcript, run: the worker's run)
   local n="$1"; shift
   if python3 - "$site/build$n.json" "$url" "$site/token" "$site/build$n.log" "$@" <<'PY'
-import json, sys, urllib.request
+import json, re, sys, urllib.request
 t = json.load(open(sys.argv[1]))
 url, token, log = sys.argv[2], open(sys.argv[3]).read().strip(), open(sys.argv[4]).read()
 req = urllib.request.Request(f"{url}/api/v1/runs/{t['run']}", headers={"Authorization": f"Bearer {token}"})
@@ -96,14 +96,26 @@ PY
 }
 
 # "Build Now": every stage ok, the junit file holds the 5 patches, the 4
-# target builds and the 8 tests (2 per build), the run is finished and
-# named the user.
+# target builds, the 8 tests (2 per build) and the 4 series (3 applied, 1
+# held: skipped), each series linked to its status page; the build's
+# description links to the run's page and counts the series; the run is
+# finished and named the user.
 if build 1 user 0 && check 1 '
 assert t["result"] == "SUCCESS", t["result"]
 assert [s["status"] for s in t["stages"]] == ["ok"] * 5, t["stages"]
 assert t["posts"] == [{"name": "always", "status": "ok"}], t["posts"]
 junit = next(s for s in t["steps"] if s["step"] == "junit")
-assert junit["tests"] == 17 and junit["failures"] == 0, junit
+assert junit["tests"] == 21 and junit["failures"] == 0, junit
+series = [c for c in junit["cases"] if c["classname"].startswith("series.")]
+assert sorted(c["status"] for c in series) == ["passed"] * 3 + ["skipped"], series
+held = next(c for c in series if c["status"] == "skipped")
+assert held["message"].startswith("held: received "), held
+assert all(re.match(r"^status page: /ui/series/\d+\n", c["out"]) for c in series), series
+assert all(re.match(r".* v\d+ \(\d+ patch(es)?\)$", c["name"]) for c in series), series
+page = "/ui/runs/" + t["run"]
+assert junit["properties"] and all(p == {"url": page} for p in junit["properties"]), junit["properties"]
+link = "<a href=\"" + url + page + "\">patchline run " + t["run"] + "</a>"
+assert t["description"] == link + "<br>3 applied, 0 failed, 1 held", t["description"]
 assert run["run"]["trigger"] == "manual" and run["run"]["started_by"] == "ada", run["run"]
 assert run["run"]["jenkins_url"].endswith("/job/patchline/1/"), run["run"]
 assert run["run"]["finished_at"] and run["run"]["state"] == "ok", run["run"]
@@ -120,6 +132,8 @@ if build 2 timer 0 && check 2 '
 assert t["result"] == "SUCCESS", t
 assert run["run"]["trigger"] == "timer" and run["run"]["started_by"] is None, run["run"]
 assert stages["collect"]["summary"]["mails"] == 0, stages["collect"]
+link = "<a href=\"" + url + "/ui/runs/" + t["run"] + "\">patchline run " + t["run"] + "</a>"
+assert t["description"] == link + "<br>0 applied, 0 failed, 1 held", t["description"]
 assert run["run"]["finished_at"], run["run"]
 '; then ok "timer run completes"; else bad "timer run"; fi
 
@@ -135,6 +149,7 @@ assert stages["report"]["state"] == "ok", stages["report"]
 assert run["run"]["finished_at"] and run["run"]["state"] == "failed", run["run"]
 assert run["run"]["dry_run"] is True, run["run"]
 assert any(s["step"] == "archiveArtifacts" and s["files"] for s in t["steps"]), t["steps"]
+assert t["description"].endswith("</a><br>0 applied, 0 failed, 1 held"), t["description"]
 '; then ok "a failing stage fails the pipeline and report still runs"; else bad "failing stage"; fi
 mv "$site/demo-work/list.mbox.away" "$site/demo-work/list.mbox"
 
