@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The Jenkins side, without Jenkins: runs the real Jenkinsfile and shared
 # library under the Groovy harness against a live `patchline serve` on
-# loopback with the demo configuration ("Build Now", a timer build, and a
-# build whose collect stage fails but still reports), renders the job YAML
+# loopback with the demo configuration ("Build Now", a timer build, a
+# build whose collect stage fails but still reports, and one with a series
+# that does not apply), renders the job YAML
 # with `jenkins-jobs test`, and lints the Groovy with npm-groovy-lint.
 #
 # Tools come from scripts/setup.sh. A missing tool fails the run when
@@ -152,6 +153,26 @@ assert any(s["step"] == "archiveArtifacts" and s["files"] for s in t["steps"]), 
 assert t["description"].endswith("</a><br>0 applied, 0 failed, 1 held"), t["description"]
 '; then ok "a failing stage fails the pipeline and report still runs"; else bad "failing stage"; fi
 mv "$site/demo-work/list.mbox.away" "$site/demo-work/list.mbox"
+
+# A series that cannot apply (made on a commit the list never saw): the
+# build is UNSTABLE, its series case fails with the reason and links to the
+# series' page, the description counts it as failed.
+src="$site/demo-work/src/hello"
+git -C "$src" checkout -q -b stale master
+printf 'hello: a README rewritten on a branch the list never saw.\n' >"$src/README"
+git -C "$src" -c user.name=Stale -c user.email=stale@example.org commit -q -am "README: rewrite (never sent)"
+printf 'hello: the README, reworded again.\n' >"$src/README"
+git -C "$src" -c user.name=Stale -c user.email=stale@example.org commit -q -am "README: reword"
+git -C "$src" format-patch -q -1 --subject-prefix="master PATCH hello" --stdout >>"$site/demo-work/list.mbox"
+if build 4 user 1 && check 4 '
+assert t["result"] == "UNSTABLE", t["result"]
+assert [s["status"] for s in t["stages"]] == ["ok", "unstable", "ok", "ok", "ok"], t["stages"]
+junit = next(s for s in t["steps"] if s["step"] == "junit")
+series = [c for c in junit["cases"] if c["classname"] == "series.hello.master" and c["status"] == "failed"]
+assert len(series) == 1 and series[0]["name"] == "README: reword v1 (1 patch)", junit["cases"]
+assert series[0]["message"] and re.match(r"^status page: /ui/series/\d+\n", series[0]["out"]), series
+assert t["description"].endswith("</a><br>0 applied, 1 failed, 1 held"), t["description"]
+'; then ok "a series that does not apply is a failed series case"; else bad "failing series"; fi
 
 echo "jenkins: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
