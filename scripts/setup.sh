@@ -13,16 +13,16 @@ want createrepo_c createrepo-c
 # dnf (4.14) queries and installs the published repositories as a user's
 # would, into an installroot (worker/tests/it/dnf.rs).
 want dnf dnf
+# patchline's own package (tests/dist/): rpmlint, and systemd-analyze to
+# verify its units.
+want rpmlint rpmlint
+want systemd-analyze systemd
 want sqlite3 sqlite3
 want swaks swaks
 want openssl openssl
 # The scenario test drives the HTTP API as curl users do.
 want curl curl
 want cpio cpio
-# patchline's own package (tests/dist/): rpmlint, and systemd-analyze to
-# verify its units.
-want rpmlint rpmlint
-want systemd-analyze systemd
 # A real public-inbox archive for the public-inbox source's test.
 want public-inbox-init public-inbox
 # gitoxide's HTTP transport is libcurl's (docs/decisions.md): the build links

@@ -587,14 +587,14 @@ impl Default for State {
 pub struct Server {
     #[serde(default = "default_bind")]
     pub bind: String,
-    pub token_file: Option<PathBuf>,
-    /// Name of the environment variable holding the API token (when no
-    /// `token_file` is given).
-    pub token_env: Option<String>,
     /// The address people reach the worker at (`https://host[/prefix]`),
     /// for absolute links to the status pages (`junit.xml`); checked and
     /// kept without a trailing `/`.
     pub public_url: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Name of the environment variable holding the API token (when no
+    /// `token_file` is given).
+    pub token_env: Option<String>,
 }
 
 fn default_bind() -> String {
@@ -605,9 +605,9 @@ impl Default for Server {
     fn default() -> Self {
         Self {
             bind: default_bind(),
+            public_url: None,
             token_file: None,
             token_env: None,
-            public_url: None,
         }
     }
 }
