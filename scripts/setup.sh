@@ -13,6 +13,10 @@ want createrepo_c createrepo-c
 # dnf (4.14) queries and installs the published repositories as a user's
 # would, into an installroot (worker/tests/it/dnf.rs).
 want dnf dnf
+# patchline's own package (tests/dist/): rpmlint, and systemd-analyze to
+# verify its units.
+want rpmlint rpmlint
+want systemd-analyze systemd
 want sqlite3 sqlite3
 want swaks swaks
 want openssl openssl

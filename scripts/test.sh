@@ -19,6 +19,11 @@ export PATCHLINE_KOJI_CLI="$root/.venv-koji/bin/koji"
 cargo build -p patchline-kojihub
 cargo test --workspace --no-fail-fast
 
+# patchline's own RPM (dist/patchline.spec) built with rpmbuild from git
+# archive HEAD, reusing target/, rpmlinted, installed into an empty root,
+# its binary run and its systemd units verified.
+bash tests/dist/run.sh
+
 # The README's first command, end to end, checked through `status --json`.
 bash scripts/demo.sh >/tmp/patchline-demo.out 2>&1 || { cat /tmp/patchline-demo.out; exit 1; }
 status="$(target/debug/patchline --config examples/demo/patchline.toml status --json)"

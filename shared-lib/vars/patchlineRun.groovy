@@ -1,7 +1,8 @@
-// Creates the worker run of this build and remembers its id in
-// env.PATCHLINE_RUN for patchlineStage and patchlineReport.
+// Creates the worker run of this build, remembers its id in
+// env.PATCHLINE_RUN for patchlineStage and patchlineReport, and links the
+// build to the run's status page (the build's description).
 def call(Map args = [:]) {
-    Map opts = [repos: '', dryRun: false] + args
+    Map opts = [repos: '', dryRun: false, uiUrl: env.PATCHLINE_UI_URL ?: env.PATCHLINE_URL] + args
     boolean timer = currentBuild.getBuildCauses('hudson.triggers.TimerTrigger$TimerTriggerCause')
     def users = currentBuild.getBuildCauses('hudson.model.Cause$UserIdCause')
     String cause = currentBuild.getBuildCauses().collect { c -> c.shortDescription }.join('; ')
@@ -24,6 +25,8 @@ def call(Map args = [:]) {
     }
     String id = readJSON(text: response.content).id.toString()
     env.PATCHLINE_RUN = id
-    echo "patchline: run ${id} (${body.trigger}) at ${env.PATCHLINE_URL}/api/v1/runs/${id}"
+    String page = "${opts.uiUrl}/ui/runs/${id}"
+    currentBuild.description = "<a href=\"${page}\">patchline run ${id}</a>"
+    echo "patchline: run ${id} (${body.trigger}) at ${env.PATCHLINE_URL}/api/v1/runs/${id}, status page ${page}"
     return id
 }

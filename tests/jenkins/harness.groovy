@@ -27,6 +27,7 @@ class VarStep extends Closure {
 
 class CurrentBuild {
     String result = null
+    String description = null
     String cause
     String user = 'ada'
     List getBuildCauses(String type) {
@@ -244,8 +245,19 @@ step('junit') { Map m ->
     Map record = [step: 'junit', file: m.testResults, exists: f.exists()]
     if (f.exists()) {
         def xml = new XmlSlurper().parse(f)
-        record.tests = xml.'**'.findAll { it.name() == 'testcase' }.size()
+        List cases = xml.'**'.findAll { it.name() == 'testcase' }
+        record.tests = cases.size()
         record.failures = xml.'**'.findAll { it.name() == 'failure' }.size()
+        // What Jenkins' test view shows of each case.
+        record.cases = cases.collect { c ->
+            String status = c.failure.size() ? 'failed' : (c.skipped.size() ? 'skipped' : 'passed')
+            [classname: c.@classname.toString(), name: c.@name.toString(), status: status,
+             message: (c.failure.@message.toString() ?: c.skipped.@message.toString()),
+             out: c.'system-out'.text()]
+        }
+        record.properties = xml.testsuite.collect { suite ->
+            suite.properties.property.collectEntries { p -> [(p.@name.toString()): p.@value.toString()] }
+        }
     } else if (!m.allowEmptyResults) {
         throw new PipelineError("junit: no ${m.testResults}")
     }
@@ -327,6 +339,7 @@ String result = currentBuild.currentResult
 println "Finished: ${result}"
 new File(opts.transcript).text = JsonOutput.prettyPrint(JsonOutput.toJson([
     result: result,
+    description: currentBuild.description,
     run: env.PATCHLINE_RUN,
     params: params,
     sections: pipelineSpec.sections.collectEntries { k, v -> [k, v.toString()] },

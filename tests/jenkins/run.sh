@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The Jenkins side, without Jenkins: runs the real Jenkinsfile and shared
 # library under the Groovy harness against a live `patchline serve` on
-# loopback with the demo configuration ("Build Now", a timer build, and a
-# build whose collect stage fails but still reports), renders the job YAML
+# loopback with the demo configuration ("Build Now", a timer build, a
+# build whose collect stage fails but still reports, and one with a series
+# that does not apply), renders the job YAML
 # with `jenkins-jobs test`, and lints the Groovy with npm-groovy-lint.
 #
 # Tools come from scripts/setup.sh. A missing tool fails the run when
@@ -83,7 +84,7 @@ build() { # build NUMBER CAUSE EXPECTED_EXIT [--param K=V]...
 check() { # check NAME PYTHON-ASSERTIONS (t: transcript, run: the worker's run)
   local n="$1"; shift
   if python3 - "$site/build$n.json" "$url" "$site/token" "$site/build$n.log" "$@" <<'PY'
-import json, sys, urllib.request
+import json, re, sys, urllib.request
 t = json.load(open(sys.argv[1]))
 url, token, log = sys.argv[2], open(sys.argv[3]).read().strip(), open(sys.argv[4]).read()
 req = urllib.request.Request(f"{url}/api/v1/runs/{t['run']}", headers={"Authorization": f"Bearer {token}"})
@@ -96,14 +97,26 @@ PY
 }
 
 # "Build Now": every stage ok, the junit file holds the 5 patches, the 4
-# target builds and the 8 tests (2 per build), the run is finished and
-# named the user.
+# target builds, the 8 tests (2 per build) and the 4 series (3 applied, 1
+# held: skipped), each series linked to its status page; the build's
+# description links to the run's page and counts the series; the run is
+# finished and named the user.
 if build 1 user 0 && check 1 '
 assert t["result"] == "SUCCESS", t["result"]
 assert [s["status"] for s in t["stages"]] == ["ok"] * 5, t["stages"]
 assert t["posts"] == [{"name": "always", "status": "ok"}], t["posts"]
 junit = next(s for s in t["steps"] if s["step"] == "junit")
-assert junit["tests"] == 17 and junit["failures"] == 0, junit
+assert junit["tests"] == 21 and junit["failures"] == 0, junit
+series = [c for c in junit["cases"] if c["classname"].startswith("series.")]
+assert sorted(c["status"] for c in series) == ["passed"] * 3 + ["skipped"], series
+held = next(c for c in series if c["status"] == "skipped")
+assert held["message"].startswith("held: received "), held
+assert all(re.match(r"^status page: /ui/series/\d+\n", c["out"]) for c in series), series
+assert all(re.match(r".* v\d+ \(\d+ patch(es)?\)$", c["name"]) for c in series), series
+page = "/ui/runs/" + t["run"]
+assert junit["properties"] and all(p == {"url": page} for p in junit["properties"]), junit["properties"]
+link = "<a href=\"" + url + page + "\">patchline run " + t["run"] + "</a>"
+assert t["description"] == link + "<br>3 applied, 0 failed, 1 held", t["description"]
 assert run["run"]["trigger"] == "manual" and run["run"]["started_by"] == "ada", run["run"]
 assert run["run"]["jenkins_url"].endswith("/job/patchline/1/"), run["run"]
 assert run["run"]["finished_at"] and run["run"]["state"] == "ok", run["run"]
@@ -120,6 +133,8 @@ if build 2 timer 0 && check 2 '
 assert t["result"] == "SUCCESS", t
 assert run["run"]["trigger"] == "timer" and run["run"]["started_by"] is None, run["run"]
 assert stages["collect"]["summary"]["mails"] == 0, stages["collect"]
+link = "<a href=\"" + url + "/ui/runs/" + t["run"] + "\">patchline run " + t["run"] + "</a>"
+assert t["description"] == link + "<br>0 applied, 0 failed, 1 held", t["description"]
 assert run["run"]["finished_at"], run["run"]
 '; then ok "timer run completes"; else bad "timer run"; fi
 
@@ -135,8 +150,29 @@ assert stages["report"]["state"] == "ok", stages["report"]
 assert run["run"]["finished_at"] and run["run"]["state"] == "failed", run["run"]
 assert run["run"]["dry_run"] is True, run["run"]
 assert any(s["step"] == "archiveArtifacts" and s["files"] for s in t["steps"]), t["steps"]
+assert t["description"].endswith("</a><br>0 applied, 0 failed, 1 held"), t["description"]
 '; then ok "a failing stage fails the pipeline and report still runs"; else bad "failing stage"; fi
 mv "$site/demo-work/list.mbox.away" "$site/demo-work/list.mbox"
+
+# A series that cannot apply (made on a commit the list never saw): the
+# build is UNSTABLE, its series case fails with the reason and links to the
+# series' page, the description counts it as failed.
+src="$site/demo-work/src/hello"
+git -C "$src" checkout -q -b stale master
+printf 'hello: a README rewritten on a branch the list never saw.\n' >"$src/README"
+git -C "$src" -c user.name=Stale -c user.email=stale@example.org commit -q -am "README: rewrite (never sent)"
+printf 'hello: the README, reworded again.\n' >"$src/README"
+git -C "$src" -c user.name=Stale -c user.email=stale@example.org commit -q -am "README: reword"
+git -C "$src" format-patch -q -1 --subject-prefix="master PATCH hello" --stdout >>"$site/demo-work/list.mbox"
+if build 4 user 1 && check 4 '
+assert t["result"] == "UNSTABLE", t["result"]
+assert [s["status"] for s in t["stages"]] == ["ok", "unstable", "ok", "ok", "ok"], t["stages"]
+junit = next(s for s in t["steps"] if s["step"] == "junit")
+series = [c for c in junit["cases"] if c["classname"] == "series.hello.master" and c["status"] == "failed"]
+assert len(series) == 1 and series[0]["name"] == "README: reword v1 (1 patch)", junit["cases"]
+assert series[0]["message"] and re.match(r"^status page: /ui/series/\d+\n", series[0]["out"]), series
+assert t["description"].endswith("</a><br>0 applied, 1 failed, 1 held"), t["description"]
+'; then ok "a series that does not apply is a failed series case"; else bad "failing series"; fi
 
 echo "jenkins: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

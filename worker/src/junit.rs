@@ -44,6 +44,12 @@ fn text(s: &str) -> String {
 }
 
 pub fn render(suites: &[Suite]) -> String {
+    render_with_properties(suites, &[])
+}
+
+/// As [`render`], every suite with these `<properties>` (name, value):
+/// e.g. `url`, the status page of the run the suites are of.
+pub fn render_with_properties(suites: &[Suite], properties: &[(&str, &str)]) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n");
     for suite in suites {
         let failures = suite
@@ -56,13 +62,26 @@ pub fn render(suites: &[Suite]) -> String {
             .iter()
             .filter(|c| matches!(c.outcome, Outcome::Skipped { .. }))
             .count();
-        let time: f64 = suite.cases.iter().map(|c| c.seconds).sum();
+        // A fold from 0.0: `sum` of no f64 is -0.0, "-0.000" in the file.
+        let time = suite.cases.iter().fold(0.0, |t, c| t + c.seconds);
         let _ = writeln!(
             out,
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{time:.3}\">",
             text(&suite.name),
             suite.cases.len()
         );
+        if !properties.is_empty() {
+            out.push_str("    <properties>\n");
+            for (name, value) in properties {
+                let _ = writeln!(
+                    out,
+                    "      <property name=\"{}\" value=\"{}\"/>",
+                    text(name),
+                    text(value)
+                );
+            }
+            out.push_str("    </properties>\n");
+        }
         for case in &suite.cases {
             let _ = write!(
                 out,
@@ -150,8 +169,14 @@ mod tests {
         );
         assert!(xml.contains("<system-out>out &amp; err</system-out>"));
         assert!(xml.contains(r#"<skipped message="build failed"/>"#));
+        assert!(!xml.contains("<properties>"));
+        let linked = render_with_properties(&suites, &[("url", "/ui/runs/7?a=1&b=<2>")]);
+        assert!(
+            linked.contains("time=\"1.250\">\n    <properties>\n      <property name=\"url\" value=\"/ui/runs/7?a=1&amp;b=&lt;2&gt;\"/>\n    </properties>\n    <testcase "),
+            "{linked}"
+        );
         // Well-formed: every element read back by an XML parser.
-        let mut reader = quick_xml::Reader::from_str(&xml);
+        let mut reader = quick_xml::Reader::from_str(&linked);
         let mut depth = 0i32;
         loop {
             match reader.read_event() {
@@ -159,7 +184,7 @@ mod tests {
                 Ok(quick_xml::events::Event::End(_)) => depth -= 1,
                 Ok(quick_xml::events::Event::Eof) => break,
                 Ok(_) => {}
-                Err(e) => panic!("invalid XML: {e}\n{xml}"),
+                Err(e) => panic!("invalid XML: {e}\n{linked}"),
             }
         }
         assert_eq!(depth, 0);

@@ -587,6 +587,10 @@ impl Default for State {
 pub struct Server {
     #[serde(default = "default_bind")]
     pub bind: String,
+    /// The address people reach the worker at (`https://host[/prefix]`),
+    /// for absolute links to the status pages (`junit.xml`); checked and
+    /// kept without a trailing `/`.
+    pub public_url: Option<String>,
     pub token_file: Option<PathBuf>,
     /// Name of the environment variable holding the API token (when no
     /// `token_file` is given).
@@ -607,6 +611,7 @@ impl Default for Server {
     fn default() -> Self {
         Self {
             bind: default_bind(),
+            public_url: None,
             token_file: None,
             token_env: None,
             readonly_token_file: None,
@@ -1135,6 +1140,14 @@ impl Config {
         self.route_rules()?;
         self.validate_tests()?;
         self.validate_report(env)?;
+        if let Some(url) = &self.server.public_url {
+            match check_public_url(url) {
+                Ok(url) => self.server.public_url = Some(url),
+                Err(reason) => {
+                    return Err(self.invalid("server.public_url", format!("{url:?} {reason}")));
+                }
+            }
+        }
         if self.build.backend == BuildBackend::Koji {
             self.koji_settings_with_env(env)?;
         }
@@ -1575,6 +1588,33 @@ pub fn is_safe_ref(name: &str) -> bool {
         })
 }
 
+/// The worker's public address: `http` or `https`, a host, at most a path
+/// prefix (a reverse proxy's), no query, fragment, credentials, spaces or
+/// control characters. `Ok` is the URL without a trailing `/`, so links
+/// append `/ui/...` to it.
+fn check_public_url(url: &str) -> Result<String, &'static str> {
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces or control characters");
+    }
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return Err("is not an http:// or https:// URL");
+    };
+    if rest.contains(['?', '#']) {
+        return Err("must not have a query or fragment (only a path prefix)");
+    }
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.contains('@') {
+        return Err("must not hold credentials");
+    }
+    if host.is_empty() || host.starts_with(':') {
+        return Err("has no host");
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
 /// An archive URL patchline fetches itself: `http`, `https`, `git` or
 /// `file`, with a host (or, for `file`, an absolute path), nothing that a
 /// program could read as an option, no whitespace or control characters.
@@ -1800,6 +1840,53 @@ path = "repo"
         assert!(c.state.db.ends_with("patchline.db") && c.state.db.is_absolute());
         assert_eq!(c.intake.batch, 512);
         assert_eq!(c.server.bind, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn the_public_url_is_checked_and_kept_without_a_trailing_slash() {
+        let with =
+            |url: &str| format!("[intake]\npath = \"x\"\n[server]\npublic_url = \"{url}\"\n");
+        for (url, kept) in [
+            (
+                "https://patchline.example.org",
+                "https://patchline.example.org",
+            ),
+            ("http://build-host:8080/", "http://build-host:8080"),
+            (
+                "https://example.org/patchline/",
+                "https://example.org/patchline",
+            ),
+        ] {
+            assert_eq!(
+                load(&with(url), &[]).unwrap().server.public_url.as_deref(),
+                Some(kept)
+            );
+        }
+        for (url, why) in [
+            ("build-host:8080", "is not an http:// or https:// URL"),
+            ("ftp://example.org", "is not an http:// or https:// URL"),
+            ("https://", "has no host"),
+            ("https://:8080/x", "has no host"),
+            ("https://example.org/ui?x=1", "must not have a query"),
+            ("https://example.org/#top", "must not have a query"),
+            ("https://user:pw@example.org", "must not hold credentials"),
+            ("https://example.org/a b", "spaces"),
+        ] {
+            let e = err(&with(url));
+            assert!(
+                e.contains("server.public_url") && e.contains(why),
+                "{url}: {e}"
+            );
+        }
+        let c = load(
+            "[intake]\npath = \"x\"\n",
+            &[("PATCHLINE_SERVER__PUBLIC_URL", "https://ci.example.org/")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.server.public_url.as_deref(),
+            Some("https://ci.example.org")
+        );
     }
 
     #[test]

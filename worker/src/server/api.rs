@@ -853,7 +853,8 @@ pub async fn get_run(
     Ok(HttpResponse::Ok().json(view))
 }
 
-/// JUnit XML: a test case per patch applied and per build target.
+/// JUnit XML: a test case per patch applied, per build target, per test
+/// and per series the run handled, with links to the status pages.
 #[utoipa::path(get, path = "/api/v1/runs/{run}/junit.xml",
     params(("run" = i64, Path, description = "run id")),
     responses((status = 200, description = "JUnit XML", content_type = "application/xml"),
@@ -863,9 +864,10 @@ pub async fn junit_xml(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let run = parse_run(&path)?;
-    let xml = read(&state, move |store, _| {
+    let xml = read(&state, move |store, st| {
         store.run(run)?;
-        Ok(junit::render(&junit::load(store, run)?))
+        let public_url = st.jobs.config.server.public_url.as_deref();
+        Ok(junit::render(&junit::load(store, run, public_url)?))
     })
     .await?;
     Ok(HttpResponse::Ok()

@@ -39,7 +39,7 @@ pub use series::{
 };
 pub use series_views::{SeriesFilter, SeriesPatch, SeriesRow, ThreadReply};
 pub use stages::{Stage, StageEnd, StageRow, StageState};
-pub use views::{AppliedSeries, Counts, PatchRow, StageDuration};
+pub use views::{AppliedSeries, Counts, PatchRow, SeriesRef, StageDuration};
 
 use migrations::MIGRATIONS;
 use rusqlite::{Connection, Transaction};

@@ -1,5 +1,6 @@
 //! Read-only views for the HTTP worker: counts for `/metrics`, the applied
-//! series of a run for `junit.xml`, and pages of runs. Nothing here writes,
+//! series of a run and the series it names for `junit.xml`, and pages of
+//! runs. Nothing here writes,
 //! so all of it works on a reader from [`Store::open_reader`].
 
 use super::{Error, Store};
@@ -21,6 +22,14 @@ pub struct AppliedSeries<T> {
     pub outcome: T,
     /// Its patches by index, without the cover letter.
     pub patches: Vec<PatchRow>,
+}
+
+/// A stored series as the series suite of `junit.xml` links and names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesRef {
+    pub id: i64,
+    pub key: String,
+    pub total: u32,
 }
 
 /// Finished stages of one name: how many and their summed duration.
@@ -116,6 +125,26 @@ impl Store {
         Ok(out)
     }
 
+    /// The stored series of these keys, in the order given; a key no
+    /// series has any more is left out.
+    pub fn series_refs(&self, keys: &[String]) -> Result<Vec<SeriesRef>, Error> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.extend(self.rows_of(
+                "SELECT id, key, total FROM series WHERE key = ?1",
+                [key],
+                |r| {
+                    Ok(SeriesRef {
+                        id: r.get(0)?,
+                        key: r.get(1)?,
+                        total: r.get(2)?,
+                    })
+                },
+            )?);
+        }
+        Ok(out)
+    }
+
     fn count_by_label(&self, sql: &str) -> Result<Vec<(String, i64)>, Error> {
         self.rows(sql, |r| Ok((r.get(0)?, r.get(1)?)))
     }
@@ -192,5 +221,6 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+        assert!(s.series_refs(&["nope".to_owned()]).unwrap().is_empty());
     }
 }

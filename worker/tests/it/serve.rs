@@ -47,6 +47,7 @@ db = "state/patchline.db"
 
 [server]
 token_file = "token"
+public_url = "https://ci.example.org/patchline/"
 "#,
     )
     .unwrap();
@@ -577,7 +578,8 @@ fn stages_run_in_order_one_run_per_repository() {
     let junit = w.get(&format!("/api/v1/runs/{run}/junit.xml"));
     junit.expect(200);
     let xml = junit.text();
-    assert_eq!(xml.matches("<testcase ").count(), 2, "{xml}");
+    // The two patches, and the series (nothing built yet, nothing failed).
+    assert_eq!(xml.matches("<testcase ").count(), 3, "{xml}");
     assert!(
         xml.contains(
             "classname=\"apply.hello.master\" name=\"[1/2] [master PATCH hello 1/2] Shout two\""
@@ -585,6 +587,20 @@ fn stages_run_in_order_one_run_per_repository() {
         "{xml}"
     );
     assert!(!xml.contains("<failure"), "{xml}");
+    let series = w.get("/api/v1/series").expect(200);
+    let id = series["series"][0]["id"].as_i64().unwrap();
+    assert!(
+        xml.contains(&format!(
+            "<testsuite name=\"patchline run {run}: series\" tests=\"1\" failures=\"0\" errors=\"0\" skipped=\"0\" time=\"0.000\">\n    <properties>\n      <property name=\"url\" value=\"https://ci.example.org/patchline/ui/runs/{run}\"/>"
+        )),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(&format!(
+            "<testcase classname=\"series.hello.master\" name=\"*** SUBJECT HERE *** v1 (2 patches)\" time=\"0.000\">\n      <system-out>status page: https://ci.example.org/patchline/ui/series/{id}\n"
+        )),
+        "{xml}"
+    );
 
     let view = w.get(&format!("/api/v1/runs/{run}")).expect(200);
     let states = stage_states(&view);
