@@ -46,6 +46,7 @@ pub struct ApplyOptions {
 }
 
 /// Splits content into lines that keep their endings.
+#[cfg(test)]
 fn split_lines(content: &[u8]) -> Vec<&[u8]> {
     let mut lines = Vec::with_capacity(content.len() / 32 + 1);
     let mut start = 0;
@@ -142,6 +143,17 @@ fn find_position(
     }
 }
 
+/// Moves lines from the front of `rest` to the end of `image` until it
+/// has `lines` lines or `rest` is empty.
+fn split_until<'a>(image: &mut Vec<&'a [u8]>, rest: &mut &'a [u8], lines: usize) {
+    while image.len() < lines && !rest.is_empty() {
+        let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |at| at + 1);
+        let (line, tail) = rest.split_at(end);
+        image.push(line);
+        *rest = tail;
+    }
+}
+
 /// Applies `hunks` to `content` and returns the new content.
 pub fn apply_hunks(
     content: &[u8],
@@ -151,15 +163,25 @@ pub fn apply_hunks(
     Ok(apply_hunks_lines(content, hunks, opts)?.concat())
 }
 
-/// As [`apply_hunks`], but the new content as its lines: slices of
-/// `content` where lines were kept, of the patch where they were added
-/// (what a pack delta against `content` is made from).
+/// As [`apply_hunks`], but the new content as pieces: slices of `content`
+/// where lines were kept, of the patch where they were added (what a pack
+/// delta against `content` is made from).
+///
+/// The file is split into lines only as far as the hunks need: a hunk
+/// that matches where its header says (nearly all of them) needs the
+/// lines up to its end, and the rest after the last hunk stays one piece.
+/// Only a hunk that must be searched for, or anchored at the end, splits
+/// the whole file, and then the search is `git apply`'s, as before: the
+/// exact place is the first one it tries, so the result is the same.
+/// Patches to large files spent most of their time splitting lines no
+/// hunk was near.
 pub fn apply_hunks_lines<'a>(
     content: &'a [u8],
     hunks: &[Hunk<'a>],
     opts: ApplyOptions,
 ) -> Result<Vec<&'a [u8]>, HunkFailure> {
-    let mut image: Vec<&[u8]> = split_lines(content);
+    let mut image: Vec<&[u8]> = Vec::new();
+    let mut rest = content;
     for (n, hunk) in hunks.iter().enumerate() {
         let pre: Vec<&[u8]> = hunk
             .lines
@@ -187,8 +209,17 @@ pub fn apply_hunks_lines<'a>(
         // Hunks already applied shift the file: the new-side position is
         // where this one is expected now.
         let expected = (hunk.new_start as usize).saturating_sub(1);
-        let Some(at) = find_position(&image, &pre, expected, match_beginning, match_end, opts)
-        else {
+        let exact = !match_beginning && !match_end && {
+            split_until(&mut image, &mut rest, expected + pre.len());
+            matches_at(&image, &pre, expected, opts)
+        };
+        let found = if exact {
+            Some(expected)
+        } else {
+            split_until(&mut image, &mut rest, usize::MAX);
+            find_position(&image, &pre, expected, match_beginning, match_end, opts)
+        };
+        let Some(at) = found else {
             let from = (hunk.old_start as usize).saturating_sub(1).min(image.len());
             return Err(HunkFailure {
                 hunk: n + 1,
@@ -218,6 +249,9 @@ pub fn apply_hunks_lines<'a>(
             }
         }
         image.splice(at..at + pre.len(), replacement);
+    }
+    if !rest.is_empty() {
+        image.push(rest);
     }
     Ok(image)
 }
