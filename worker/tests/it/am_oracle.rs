@@ -609,3 +609,91 @@ fn refusals_name_the_branch_and_the_mail() {
         ran.describe()
     );
 }
+
+/// `git mailinfo` itself as the oracle for the author of malformed `From:`
+/// headers: for each value, the name and address git reads (its `Author:`
+/// and `Email:` lines, the name as git am then commits it) must be ours,
+/// and a value git reads no address from must be refused by ours.
+#[test]
+fn malformed_from_headers_read_as_git_mailinfo_reads_them() {
+    let values: &[&[u8]] = &[
+        b"Ada Lovelace <ada@example.org>",
+        b"Name <Name user@example.org>",
+        b"user@example.org",
+        b"<ada@example.org>",
+        b"Ada Lovelace ada@example.org",
+        b"ada@example.org (Ada Lovelace)",
+        b"\"Lovelace, Ada\" <ada@example.org>",
+        b"\"Ada \\\"The\\\" Lovelace\" <ada@example.org>",
+        b"\"\" <ada@example.org>",
+        b"Ada (the first) <ada@example.org>",
+        b"Ada <ada@example.org> (comment)",
+        b"Ada <ada@example.org>, Bob <bob@example.org>",
+        b"Ada Lovelace <ada@example.org",
+        b"Ada Lovelace ada@example.org>",
+        b"Ada\t<ada@example.org>",
+        b"  Ada   Lovelace   <ada@example.org>  ",
+        b"Ada <ADA@Example.ORG>",
+        b"'Ada Lovelace' <ada@example.org>,",
+        b".Ada Jr. <ada@example.org.>",
+        b"=?utf-8?q?Ada_Lovelace?= <ada@example.org>",
+        b"=?utf-8?b?QWRhIExvdmVsYWNl?= <ada@example.org>",
+        b"=?utf-8?Q?Ada?= =?utf-8?Q?_Lovelace?= <ada@example.org>",
+        b"=?iso-8859-1?Q?Jos=E9?= <jose@example.org>",
+        b"=?x-bogus?Q?Caf=E9?= <cafe@example.org>",
+        b"=?utf-8?B?!!!?= <b@example.org>",
+        b"Ada <>",
+        b"Just A Name",
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let mut differ = Vec::new();
+    for value in values {
+        let mut mail = b"From: ".to_vec();
+        mail.extend_from_slice(value);
+        mail.extend_from_slice(
+            b"\nDate: Tue, 24 Nov 2026 09:00:00 +0000\nSubject: [PATCH] Edit\n\nWhy.\n---\n \
+a | 2 +-\n\ndiff --git a/a b/a\n--- a/a\n+++ b/a\n@@ -1 +1 @@\n-x\n+y\n-- \n2.47.3\n",
+        );
+        let out = Command::new("git")
+            .args(["mailinfo", "msg", "patch"])
+            .current_dir(tmp.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(&mail)?;
+                child.wait_with_output()
+            })
+            .expect("git mailinfo runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        // What git am commits is mailinfo's name after ident.c's crud
+        // removal (`,:;<>"\'` and bytes up to space at either end), as for
+        // `'Ada Lovelace' <ada@example.org>,`: mailinfo prints
+        // `'Ada Lovelace' ,`, the commit says `Ada Lovelace`.
+        let crud = |c: char| c <= ' ' || ",:;<>\"\\'".contains(c);
+        let git = (out.status.success() && !field("Email: ").is_empty()).then(|| {
+            (
+                field("Author: ").trim_matches(crud).to_owned(),
+                field("Email: "),
+            )
+        });
+        let ours = patchline::patch::mailinfo::mailinfo(&mail, Default::default())
+            .ok()
+            .map(|info| (info.author_name, info.author_email));
+        if git != ours {
+            differ.push(format!(
+                "From: {}\n  git mailinfo: {git:?}\n  patchline:    {ours:?}",
+                String::from_utf8_lossy(value)
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
