@@ -1,0 +1,352 @@
+//! A child process (rpmbuild, a test command) whose output is followed
+//! while it runs: stdout and stderr go, in the order written, to its log
+//! file, and every line is emitted as a `tracing` event in the caller's
+//! span — so the stage log (and Jenkins polling it) shows the output as
+//! it comes, not when the process ends. The last lines are kept for a
+//! failure message, and lines the caller asks for are returned whole
+//! (rpmbuild's `Wrote:` lines).
+//!
+//! The child writes to the file itself, never to a pipe: nothing can fill
+//! up and block it, the file is exactly what it wrote, and a process it
+//! leaves behind holding its output never keeps the caller waiting. The
+//! file is read between waits for the child (every [`FOLLOW_EVERY`]), on
+//! the caller's thread. It knows nothing of the stage log: it only emits
+//! events (target `patchline::output`, level INFO).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use wait_timeout::ChildExt;
+
+/// How often the log is read while the child runs: the delay before a
+/// line reaches the stage log.
+pub const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+
+/// A longer line (a binary blob, a compiler command of a huge build) is
+/// emitted in pieces of this size; the file keeps it whole.
+const MAX_LINE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot write {path}: {source}")]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How to run one command.
+pub struct Options<'a> {
+    /// Starts each line of output in the log: `tiny/master el9 | ...`.
+    pub label: &'a str,
+    /// The whole output, created (truncated) first.
+    pub log: &'a Path,
+    /// Stop the command after this long. A command with a timeout runs in
+    /// its own process group, and the whole group is killed, so what it
+    /// started stops too. (Without one it stays in ours: a Ctrl-C at the
+    /// terminal reaches it.)
+    pub timeout: Option<Duration>,
+    /// Number of last non-empty lines kept in [`Finished::tail`].
+    pub tail_lines: usize,
+    /// Lines returned whole in [`Finished::kept`].
+    pub keep: &'a dyn Fn(&str) -> bool,
+}
+
+/// How a command ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// `None`: stopped at its timeout (or its status could not be read).
+    pub status: Option<ExitStatus>,
+    /// The last non-empty lines, oldest first.
+    pub tail: Vec<String>,
+    /// The lines `keep` chose, in order.
+    pub kept: Vec<String>,
+}
+
+impl Finished {
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+}
+
+/// Runs `cmd` (stdin from /dev/null, stdout and stderr to `opts.log`) to
+/// its end or its timeout, emitting its output line by line as it comes.
+pub fn run(cmd: &mut Command, opts: &Options<'_>) -> Result<Finished, Error> {
+    let log_error = |source| Error::Log {
+        path: opts.log.to_owned(),
+        source,
+    };
+    let out = File::create(opts.log).map_err(log_error)?;
+    let err = out.try_clone().map_err(log_error)?;
+    let mut reader = File::open(opts.log).map_err(log_error)?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    if opts.timeout.is_some() {
+        std::os::unix::process::CommandExt::process_group(cmd, 0);
+    }
+    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+        program: cmd.get_program().to_string_lossy().into_owned(),
+        source,
+    })?;
+    let mut lines = Lines::new(opts);
+    let deadline = opts.timeout.map(|t| Instant::now() + t);
+    let status = loop {
+        let wait = deadline.map_or(FOLLOW_EVERY, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(FOLLOW_EVERY)
+        });
+        match child.wait_timeout(wait) {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if deadline.is_none_or(|d| Instant::now() < d) => lines.follow(&mut reader),
+            // At the timeout, or the child cannot be waited for: stop it.
+            Ok(None) | Err(_) => {
+                stop(&mut child, opts.timeout.is_some());
+                break None;
+            }
+        }
+    };
+    lines.follow(&mut reader);
+    lines.flush();
+    Ok(Finished {
+        status,
+        tail: lines.tail.into(),
+        kept: lines.kept,
+    })
+}
+
+fn stop(child: &mut Child, own_group: bool) {
+    if own_group && let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The output read so far, cut into lines.
+struct Lines<'a> {
+    opts: &'a Options<'a>,
+    /// The start of a line whose end has not been written yet.
+    partial: Vec<u8>,
+    tail: VecDeque<String>,
+    kept: Vec<String>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(opts: &'a Options<'a>) -> Self {
+        Self {
+            opts,
+            partial: Vec::new(),
+            tail: VecDeque::with_capacity(opts.tail_lines + 1),
+            kept: Vec::new(),
+        }
+    }
+
+    /// Reads what was written since the last call and emits its lines.
+    fn follow(&mut self, reader: &mut File) {
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => self.push(&buf[..n]),
+            }
+        }
+    }
+
+    fn push(&mut self, mut bytes: &[u8]) {
+        while let Some(eol) = memchr::memchr(b'\n', bytes) {
+            self.partial.extend_from_slice(&bytes[..eol]);
+            let line = std::mem::take(&mut self.partial);
+            self.emit(&line);
+            bytes = &bytes[eol + 1..];
+        }
+        self.partial.extend_from_slice(bytes);
+        while self.partial.len() >= MAX_LINE {
+            let rest = self.partial.split_off(MAX_LINE);
+            let piece = std::mem::replace(&mut self.partial, rest);
+            self.emit(&piece);
+        }
+    }
+
+    /// The last line, when the output does not end with a newline.
+    fn flush(&mut self) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.emit(&line);
+        }
+    }
+
+    fn emit(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = String::from_utf8_lossy(line);
+        tracing::info!(target: "patchline::output", "{} | {line}", self.opts.label);
+        if (self.opts.keep)(&line) {
+            self.kept.push(line.clone().into_owned());
+        }
+        if !line.trim().is_empty() && self.opts.tail_lines > 0 {
+            if self.tail.len() == self.opts.tail_lines {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(line.into_owned());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Collects the messages of events, from any thread.
+    #[derive(Clone, Default)]
+    struct Events(Arc<Mutex<Vec<String>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Events {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct Message<'a>(&'a mut String);
+            impl tracing::field::Visit for Message<'_> {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    if f.name() == "message" {
+                        self.0.push_str(&format!("{v:?}"));
+                    }
+                }
+            }
+            let mut text = String::new();
+            event.record(&mut Message(&mut text));
+            self.0.lock().unwrap().push(text);
+        }
+    }
+
+    fn sh(script: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]);
+        cmd
+    }
+
+    fn opts<'a>(log: &'a Path, timeout: Option<Duration>) -> Options<'a> {
+        Options {
+            label: "t",
+            log,
+            timeout,
+            tail_lines: 2,
+            keep: &|l: &str| l.starts_with("Wrote: "),
+        }
+    }
+
+    /// A line is emitted while the command still runs: the command waits
+    /// for a file the test creates only once it has seen the line.
+    #[test]
+    fn lines_are_emitted_while_the_command_runs() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("out.log");
+        let go = dir.path().join("go");
+        let events = Events::default();
+        let seen = events.clone();
+        let go_file = go.clone();
+        let watcher = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !seen.0.lock().unwrap().iter().any(|l| l == "t | marker") {
+                assert!(Instant::now() < deadline, "{:?}", seen.0.lock().unwrap());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::fs::write(go_file, "").unwrap();
+        });
+        let script = format!(
+            "echo marker; echo to-stderr >&2; while [ ! -e {} ]; do sleep 0.05; done; printf 'Wrote: /x.rpm\\r\\nlast'",
+            go.display()
+        );
+        let subscriber = tracing_subscriber::registry().with(events.clone());
+        let finished = tracing::subscriber::with_default(subscriber, || {
+            run(&mut sh(&script), &opts(&log, None)).unwrap()
+        });
+        watcher.join().unwrap();
+        assert!(finished.success());
+        assert_eq!(finished.kept, ["Wrote: /x.rpm"]);
+        assert_eq!(finished.tail, ["Wrote: /x.rpm", "last"]);
+        let all = events.0.lock().unwrap().clone();
+        assert_eq!(
+            all,
+            [
+                "t | marker",
+                "t | to-stderr",
+                "t | Wrote: /x.rpm",
+                "t | last"
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "marker\nto-stderr\nWrote: /x.rpm\r\nlast"
+        );
+    }
+
+    /// A command over its timeout is stopped with what it started, and
+    /// a background process holding the output never keeps us waiting.
+    #[test]
+    fn a_timeout_kills_the_group_and_leftovers_do_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("out.log");
+        let pid_file = dir.path().join("pid");
+        let script = format!(
+            "sleep 300 & echo $! > {}; echo started; wait",
+            pid_file.display()
+        );
+        let started = Instant::now();
+        let finished = run(&mut sh(&script), &opts(&log, Some(Duration::from_secs(1)))).unwrap();
+        assert!(finished.status.is_none());
+        assert_eq!(finished.tail, ["started"]);
+        assert!(started.elapsed() < Duration::from_secs(60));
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))
+        });
+        assert!(gone, "the background sleep of the command was killed");
+        // Without a timeout: a process left running with the output open
+        // does not hold up the end.
+        let script = format!("sleep 300 & echo $! > {}; echo left", pid_file.display());
+        let finished = run(&mut sh(&script), &opts(&log, None)).unwrap();
+        assert!(finished.success());
+        assert_eq!(finished.tail, ["left"]);
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+
+    #[test]
+    fn long_lines_come_in_pieces_and_a_missing_program_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("out.log");
+        let finished = run(
+            &mut sh("head -c 9000 /dev/zero | tr '\\0' x; echo"),
+            &opts(&log, None),
+        )
+        .unwrap();
+        let lengths: Vec<usize> = finished.tail.iter().map(String::len).collect();
+        assert_eq!(lengths, [4096, 808]);
+        let e = run(&mut Command::new("/nonexistent/program"), &opts(&log, None)).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cannot run /nonexistent/program: "),
+            "{e}"
+        );
+    }
+}
