@@ -165,14 +165,23 @@ impl<'a> Lines<'a> {
         while let Some(eol) = memchr::memchr(b'\n', bytes) {
             self.partial.extend_from_slice(&bytes[..eol]);
             let line = std::mem::take(&mut self.partial);
-            self.emit(&line);
+            for piece in line.chunks(MAX_LINE) {
+                self.emit(piece);
+            }
+            if line.is_empty() {
+                self.emit(b"");
+            }
             bytes = &bytes[eol + 1..];
         }
         self.partial.extend_from_slice(bytes);
-        while self.partial.len() >= MAX_LINE {
-            let rest = self.partial.split_off(MAX_LINE);
-            let piece = std::mem::replace(&mut self.partial, rest);
-            self.emit(&piece);
+        // A line whose end is long in coming: its whole pieces now.
+        let whole = self.partial.len() / MAX_LINE * MAX_LINE;
+        if whole > 0 {
+            let rest = self.partial.split_off(whole);
+            let pieces = std::mem::replace(&mut self.partial, rest);
+            for piece in pieces.chunks(MAX_LINE) {
+                self.emit(piece);
+            }
         }
     }
 
@@ -245,45 +254,76 @@ mod tests {
         }
     }
 
+    /// Every event's message, from any thread: one global subscriber for
+    /// the test binary (a scoped one misses callsites another test thread
+    /// registered first).
+    fn messages() -> &'static Mutex<Vec<String>> {
+        static EVENTS: std::sync::OnceLock<Events> = std::sync::OnceLock::new();
+        &EVENTS
+            .get_or_init(|| {
+                use tracing_subscriber::layer::SubscriberExt;
+                let events = Events::default();
+                let _ = tracing::subscriber::set_global_default(
+                    tracing_subscriber::registry().with(events.clone()),
+                );
+                events
+            })
+            .0
+    }
+
     /// A line is emitted while the command still runs: the command waits
     /// for a file the test creates only once it has seen the line.
     #[test]
     fn lines_are_emitted_while_the_command_runs() {
-        use tracing_subscriber::layer::SubscriberExt;
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("out.log");
         let go = dir.path().join("go");
-        let events = Events::default();
-        let seen = events.clone();
+        let all = messages();
+        let mine = || -> Vec<String> {
+            let all = all.lock().unwrap();
+            all.iter()
+                .filter(|m| m.starts_with("live-1 | "))
+                .cloned()
+                .collect()
+        };
         let go_file = go.clone();
         let watcher = std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(120);
-            while !seen.0.lock().unwrap().iter().any(|l| l == "t | marker") {
-                assert!(Instant::now() < deadline, "{:?}", seen.0.lock().unwrap());
+            let seen = loop {
+                if mine().iter().any(|l| l == "live-1 | marker") {
+                    break true;
+                }
+                if Instant::now() > deadline {
+                    break false;
+                }
                 std::thread::sleep(Duration::from_millis(20));
-            }
+            };
+            // Created either way, so a failure ends the command too.
             std::fs::write(go_file, "").unwrap();
+            seen
         });
         let script = format!(
             "echo marker; echo to-stderr >&2; while [ ! -e {} ]; do sleep 0.05; done; printf 'Wrote: /x.rpm\\r\\nlast'",
             go.display()
         );
-        let subscriber = tracing_subscriber::registry().with(events.clone());
-        let finished = tracing::subscriber::with_default(subscriber, || {
-            run(&mut sh(&script), &opts(&log, None)).unwrap()
-        });
-        watcher.join().unwrap();
+        let mut options = opts(&log, None);
+        options.label = "live-1";
+        let finished = run(&mut sh(&script), &options).unwrap();
+        assert!(
+            watcher.join().unwrap(),
+            "the marker was not emitted while the command ran: {:?}",
+            mine()
+        );
         assert!(finished.success());
         assert_eq!(finished.kept, ["Wrote: /x.rpm"]);
         assert_eq!(finished.tail, ["Wrote: /x.rpm", "last"]);
-        let all = events.0.lock().unwrap().clone();
         assert_eq!(
-            all,
+            mine(),
             [
-                "t | marker",
-                "t | to-stderr",
-                "t | Wrote: /x.rpm",
-                "t | last"
+                "live-1 | marker",
+                "live-1 | to-stderr",
+                "live-1 | Wrote: /x.rpm",
+                "live-1 | last"
             ]
         );
         assert_eq!(
