@@ -47,8 +47,9 @@ pub struct Cli {
     /// progress bars go.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Nothing on stderr but errors: no stage lines, no progress bars, no
-    /// warnings (results still go to stdout).
+    /// Nothing on stderr but errors: no stage lines, progress bars,
+    /// warnings or notes (results still go to stdout; `patchline test`
+    /// prints its results on stderr all the same).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     #[command(subcommand)]
@@ -294,7 +295,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 print_stage_details(&status);
                 print_status(&status);
-                print_run_result(&status, outcome.report.as_ref());
+                print_run_result(&status, outcome.report.as_ref(), cli.quiet);
             }
             if let Some(failure) = outcome.stopped_by {
                 return Err(failure);
@@ -347,7 +348,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             if let Summary::Report(summary) = summary {
                 if cli.json {
                     print_json(&summary);
-                } else {
+                } else if !cli.quiet {
                     print_report(&summary);
                 }
             }
@@ -773,6 +774,7 @@ fn print_stage_details(status: &serde_json::Value) {
 fn print_run_result(
     status: &serde_json::Value,
     report: Option<&crate::stage::report::ReportSummary>,
+    quiet: bool,
 ) {
     let publish = status["stages"]
         .as_array()
@@ -780,6 +782,7 @@ fn print_run_result(
         .map(|s| &s["summary"]);
     if let Some(repos) = publish.and_then(|p| p["repos"].as_array())
         && !repos.is_empty()
+        && !quiet
     {
         eprintln!("\nrepositories:");
         for r in repos {
@@ -797,7 +800,9 @@ fn print_run_result(
         }
     }
     if let Some(report) = report {
-        print_report(report);
+        if !quiet {
+            print_report(report);
+        }
         if let Some(text) = report
             .file
             .as_deref()

@@ -366,7 +366,10 @@ token_file = "token"
 
     w.start(run, "build");
     let log = w.log_while_running(run, "build", "tiny/master el9 | live-build-marker");
-    assert!(!log.contains("Wrote: "), "the build has not ended\n{log}");
+    assert!(
+        !log.contains("tiny/master el9 | Wrote: "),
+        "the build has not ended\n{log}"
+    );
     std::fs::write(&build_gate, "").unwrap();
     let build = w.finish(run, "build");
     assert_eq!(build["state"], "ok", "{build}");
