@@ -1020,7 +1020,7 @@ impl Progress for TerminalProgress {
             }
             // A new message is a string: not for every mail.
             if stored % 64 == 1 {
-                bar.set_message(format!("{stored} mails stored, last {origin}"));
+                bar.set_message(format!("mail {stored}: {origin}"));
             }
         });
     }
@@ -1065,9 +1065,14 @@ fn stage_line(end: &StageEnded<'_>, colour: bool) -> String {
 /// What a stage did, in a few words (its summary's counts, or the error
 /// that stopped it).
 fn stage_account(outcome: &Result<Summary, Failure>) -> String {
-    fn and(parts: &mut Vec<String>, n: u64, what: &str) {
+    /// `1 mail`, `2 mails`.
+    fn count(n: u64, one: &str, many: &str) -> String {
+        format!("{n} {}", if n == 1 { one } else { many })
+    }
+    /// A count said only when it is not zero.
+    fn and(parts: &mut Vec<String>, n: u64, one: &str, many: &str) {
         if n > 0 {
-            parts.push(format!("{n} {what}"));
+            parts.push(count(n, one, many));
         }
     }
     let summary = match outcome {
@@ -1080,35 +1085,53 @@ fn stage_account(outcome: &Result<Summary, Failure>) -> String {
     let mut parts = Vec::new();
     match summary {
         Summary::Collect(s) => {
-            parts.push(format!("{} mails", s.mails));
-            parts.push(format!("{} patches", s.patches));
+            parts.push(count(s.mails, "mail", "mails"));
+            parts.push(count(s.patches, "patch", "patches"));
             parts.push(format!("{} series complete", s.series_complete));
-            and(&mut parts, s.series_incomplete, "incomplete");
-            and(&mut parts, s.errors.len() as u64, "errors");
+            and(&mut parts, s.series_incomplete, "incomplete", "incomplete");
+            and(&mut parts, s.errors.len() as u64, "error", "errors");
         }
         Summary::Apply(s) => {
             parts.push(format!(
-                "{} series applied ({} patches)",
-                s.series_applied, s.patches_applied
+                "{} series applied ({})",
+                s.series_applied,
+                count(s.patches_applied, "patch", "patches")
             ));
-            and(&mut parts, s.series_failed, "failed");
-            and(&mut parts, s.series_waiting, "waiting");
-            and(&mut parts, s.pulls_landed, "pull requests landed");
-            and(&mut parts, s.pulls_refused, "pull requests refused");
+            and(&mut parts, s.series_failed, "failed", "failed");
+            and(&mut parts, s.series_waiting, "waiting", "waiting");
+            let landed = ("pull request landed", "pull requests landed");
+            and(&mut parts, s.pulls_landed, landed.0, landed.1);
+            let refused = ("pull request refused", "pull requests refused");
+            and(&mut parts, s.pulls_refused, refused.0, refused.1);
         }
         Summary::Build(s) => {
-            parts.push(format!("{} targets built", s.built));
-            and(&mut parts, s.failed, "failed");
-            and(&mut parts, s.not_built.len() as u64, "branches not built");
+            parts.push(count(s.built, "target built", "targets built"));
+            and(&mut parts, s.failed, "failed", "failed");
+            let not_built = ("branch not built", "branches not built");
+            and(
+                &mut parts,
+                s.not_built.len() as u64,
+                not_built.0,
+                not_built.1,
+            );
         }
-        Summary::Publish(s) => parts.push(format!("{} repositories published", s.repos.len())),
+        Summary::Publish(s) => parts.push(count(
+            s.repos.len() as u64,
+            "repository published",
+            "repositories published",
+        )),
         Summary::Test(s) => parts.push(format!(
             "{} passed, {} failed, {} skipped",
             s.passed, s.failed, s.skipped
         )),
         Summary::Report(s) => {
-            parts.push(format!("{} reports, {} sent", s.reports.len(), s.sent));
-            and(&mut parts, s.sent_from_earlier_runs, "sent from the outbox");
+            parts.push(format!(
+                "{}, {} sent",
+                count(s.reports.len() as u64, "report", "reports"),
+                s.sent
+            ));
+            let earlier = ("sent from the outbox", "sent from the outbox");
+            and(&mut parts, s.sent_from_earlier_runs, earlier.0, earlier.1);
         }
         Summary::Skipped(why) => parts.push(why.clone()),
     }
@@ -1407,6 +1430,12 @@ mod tests {
             failed: 1,
             ..Default::default()
         }));
+        let one = Ok(Summary::Collect(CollectSummary {
+            mails: 1,
+            patches: 1,
+            series_complete: 1,
+            ..CollectSummary::default()
+        }));
         let stopped = Err(Failure::stage("mbox list.mbox: cannot read\nsecond line"));
         let skipped = Ok(Summary::Skipped("dry run: nothing is published".into()));
         let cases = [
@@ -1416,6 +1445,13 @@ mod tests {
                 &collect,
                 3200,
                 "collect  ok      412 mails, 380 patches, 37 series complete, 2 incomplete (3.2 s)",
+            ),
+            (
+                Stage::Collect,
+                StageState::Ok,
+                &one,
+                90,
+                "collect  ok      1 mail, 1 patch, 1 series complete (0.1 s)",
             ),
             (
                 Stage::Build,

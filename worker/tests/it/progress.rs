@@ -82,8 +82,8 @@ fn in_a_pipe_every_stage_has_a_plain_begin_and_end_line_at_every_verbosity() {
         if n == 0 {
             // What the first run did, in the end lines.
             for line in [
-                "collect  ok      1 mails, 1 patches, 1 series complete (",
-                "apply    ok      1 series applied (1 patches) (",
+                "collect  ok      1 mail, 1 patch, 1 series complete (",
+                "apply    ok      1 series applied (1 patch) (",
                 "build    ok      2 targets built (",
             ] {
                 assert!(stderr.contains(line), "{line}\n{}", ran.describe());
