@@ -1,29 +1,30 @@
 //! A child process (rpmbuild, a test command) whose output is followed
-//! while it runs: stdout and stderr go, in the order written, to its log
-//! file, and every line is emitted as a `tracing` event in the caller's
-//! span — so the stage log (and Jenkins polling it) shows the output as
-//! it comes, not when the process ends. The last lines are kept for a
-//! failure message, and lines the caller asks for are returned whole
-//! (rpmbuild's `Wrote:` lines).
+//! while it runs: stdout and stderr go, in the order written, through one
+//! pipe that a thread copies to the command's log file, emitting every
+//! line as a `tracing` event in the caller's span as it comes — so the
+//! stage log (and Jenkins polling it) shows the output live, not when the
+//! process ends. The last lines are kept for a failure message, and lines
+//! the caller asks for are returned whole (rpmbuild's `Wrote:` lines).
 //!
-//! The child writes to the file itself, never to a pipe: nothing can fill
-//! up and block it, the file is exactly what it wrote, and a process it
-//! leaves behind holding its output never keeps the caller waiting. The
-//! file is read between waits for the child (every [`FOLLOW_EVERY`]), on
-//! the caller's thread. It knows nothing of the stage log: it only emits
-//! events (target `patchline::output`, level INFO).
+//! A pipe, not the file itself, so a command whose patchline is killed
+//! stops at its next write (SIGPIPE) instead of building on beside the
+//! resumed stage. The pipe is always drained, so a chatty command never
+//! blocks on it; a process the command leaves behind holding its output
+//! delays the end by [`DRAIN`] at most. It knows nothing of the stage
+//! log: it only emits events (target `patchline::output`, level INFO).
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wait_timeout::ChildExt;
 
-/// How often the log is read while the child runs: the delay before a
-/// line reaches the stage log.
-pub const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+/// How long the output is still read after the command ended, when a
+/// process it started keeps the pipe open.
+pub const DRAIN: Duration = Duration::from_secs(2);
 
 /// A longer line (a binary blob, a compiler command of a huge build) is
 /// emitted in pieces of this size; the file keeps it whole.
@@ -59,7 +60,7 @@ pub struct Options<'a> {
     /// Number of last non-empty lines kept in [`Finished::tail`].
     pub tail_lines: usize,
     /// Lines returned whole in [`Finished::kept`].
-    pub keep: &'a dyn Fn(&str) -> bool,
+    pub keep: fn(&str) -> bool,
 }
 
 /// How a command ended.
@@ -86,27 +87,43 @@ pub fn run(cmd: &mut Command, opts: &Options<'_>) -> Result<Finished, Error> {
         path: opts.log.to_owned(),
         source,
     };
-    let out = File::create(opts.log).map_err(log_error)?;
-    let err = out.try_clone().map_err(log_error)?;
-    let mut reader = File::open(opts.log).map_err(log_error)?;
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    let file = File::create(opts.log).map_err(log_error)?;
+    let (reader, writer) = std::io::pipe().map_err(log_error)?;
+    let writer_too = writer.try_clone().map_err(log_error)?;
+    cmd.stdin(Stdio::null()).stdout(writer).stderr(writer_too);
     if opts.timeout.is_some() {
         std::os::unix::process::CommandExt::process_group(cmd, 0);
     }
-    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+    let spawned = cmd.spawn();
+    // The command keeps its copies of the pipe's writing end until they
+    // are replaced: with them open here, the reader would never see the
+    // end of the output.
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = spawned.map_err(|source| Error::Spawn {
         program: cmd.get_program().to_string_lossy().into_owned(),
         source,
     })?;
-    let mut lines = Lines::new(opts);
+    let lines = Arc::new(Mutex::new(Lines::new(opts)));
+    let (done, ended) = std::sync::mpsc::channel();
+    let copier = {
+        let lines = lines.clone();
+        let span = tracing::Span::current();
+        // Not joined when a leftover process keeps the pipe open: it ends
+        // with that process.
+        std::thread::spawn(move || {
+            let _entered = span.enter();
+            copy(reader, file, &lines);
+            let _ = done.send(());
+        })
+    };
     let deadline = opts.timeout.map(|t| Instant::now() + t);
     let status = loop {
-        let wait = deadline.map_or(FOLLOW_EVERY, |d| {
+        let wait = deadline.map_or(Duration::from_secs(3600), |d| {
             d.saturating_duration_since(Instant::now())
-                .min(FOLLOW_EVERY)
         });
         match child.wait_timeout(wait) {
             Ok(Some(status)) => break Some(status),
-            Ok(None) if deadline.is_none_or(|d| Instant::now() < d) => lines.follow(&mut reader),
+            Ok(None) if deadline.is_none_or(|d| Instant::now() < d) => {}
             // At the timeout, or the child cannot be waited for: stop it.
             Ok(None) | Err(_) => {
                 stop(&mut child, opts.timeout.is_some());
@@ -114,13 +131,37 @@ pub fn run(cmd: &mut Command, opts: &Options<'_>) -> Result<Finished, Error> {
             }
         }
     };
-    lines.follow(&mut reader);
-    lines.flush();
+    if ended.recv_timeout(DRAIN).is_ok() {
+        let _ = copier.join();
+    }
+    let mut lines = lock(&lines);
     Ok(Finished {
         status,
-        tail: lines.tail.into(),
-        kept: lines.kept,
+        tail: std::mem::take(&mut lines.tail).into(),
+        kept: std::mem::take(&mut lines.kept),
     })
+}
+
+/// Copies the output to the log file, line by line into `lines`.
+fn copy(mut reader: std::io::PipeReader, mut file: File, lines: &Mutex<Lines>) {
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                // A full disk loses the file, not the stage log's lines.
+                let _ = file.write_all(&buf[..n]);
+                lock(lines).push(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    lock(lines).flush();
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn stop(child: &mut Child, own_group: bool) {
@@ -132,32 +173,25 @@ fn stop(child: &mut Child, own_group: bool) {
 }
 
 /// The output read so far, cut into lines.
-struct Lines<'a> {
-    opts: &'a Options<'a>,
+struct Lines {
+    label: String,
+    keep: fn(&str) -> bool,
+    tail_lines: usize,
     /// The start of a line whose end has not been written yet.
     partial: Vec<u8>,
     tail: VecDeque<String>,
     kept: Vec<String>,
 }
 
-impl<'a> Lines<'a> {
-    fn new(opts: &'a Options<'a>) -> Self {
+impl Lines {
+    fn new(opts: &Options<'_>) -> Self {
         Self {
-            opts,
+            label: opts.label.to_owned(),
+            keep: opts.keep,
+            tail_lines: opts.tail_lines,
             partial: Vec::new(),
             tail: VecDeque::with_capacity(opts.tail_lines + 1),
             kept: Vec::new(),
-        }
-    }
-
-    /// Reads what was written since the last call and emits its lines.
-    fn follow(&mut self, reader: &mut File) {
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => self.push(&buf[..n]),
-            }
         }
     }
 
@@ -196,12 +230,12 @@ impl<'a> Lines<'a> {
     fn emit(&mut self, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let line = String::from_utf8_lossy(line);
-        tracing::info!(target: "patchline::output", "{} | {line}", self.opts.label);
-        if (self.opts.keep)(&line) {
+        tracing::info!(target: "patchline::output", "{} | {line}", self.label);
+        if (self.keep)(&line) {
             self.kept.push(line.clone().into_owned());
         }
-        if !line.trim().is_empty() && self.opts.tail_lines > 0 {
-            if self.tail.len() == self.opts.tail_lines {
+        if !line.trim().is_empty() && self.tail_lines > 0 {
+            if self.tail.len() == self.tail_lines {
                 self.tail.pop_front();
             }
             self.tail.push_back(line.into_owned());
@@ -250,7 +284,7 @@ mod tests {
             log,
             timeout,
             tail_lines: 2,
-            keep: &|l: &str| l.starts_with("Wrote: "),
+            keep: |l: &str| l.starts_with("Wrote: "),
         }
     }
 

@@ -201,7 +201,7 @@ pub fn run_test(
             log: &log,
             timeout: Some(Duration::from_secs(test.timeout_secs)),
             tail_lines: 0,
-            keep: &|_| false,
+            keep: |_| false,
         },
     );
     match ran {

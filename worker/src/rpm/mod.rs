@@ -430,7 +430,7 @@ fn rebuild(dir: &Path, srpm: &Path, t: &Target, label: &str) -> TargetOutcome {
                 log: &log,
                 timeout: None,
                 tail_lines: REBUILD_TAIL_LINES,
-                keep: &|line| line.starts_with("Wrote: "),
+                keep: |line| line.starts_with("Wrote: "),
             },
         )?;
         if !ran.success() {

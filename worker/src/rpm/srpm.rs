@@ -259,7 +259,7 @@ pub fn build_srpm(topdir: &Path, spec: &Path, log: &Path, label: &str) -> Result
             log,
             timeout: None,
             tail_lines: 8,
-            keep: &|line| line.starts_with("Wrote: "),
+            keep: |line| line.starts_with("Wrote: "),
         },
     )?;
     let written = ran
