@@ -57,6 +57,12 @@ pub struct Options<'a> {
     /// started stops too. (Without one it stays in ours: a Ctrl-C at the
     /// terminal reaches it.)
     pub timeout: Option<Duration>,
+    /// Where the command's process group is written while it runs (and
+    /// removed at its end). Before it starts, a group named there that is
+    /// still alive — left by a patchline that was killed — is killed and
+    /// waited for, so a resumed stage never works beside its leftovers. The
+    /// command then runs in its own group.
+    pub leftovers: Option<&'a Path>,
     /// Number of last non-empty lines kept in [`Finished::tail`].
     pub tail_lines: usize,
     /// Lines returned whole in [`Finished::kept`].
@@ -91,8 +97,12 @@ pub fn run(cmd: &mut Command, opts: &Options<'_>) -> Result<Finished, Error> {
     let (reader, writer) = std::io::pipe().map_err(log_error)?;
     let writer_too = writer.try_clone().map_err(log_error)?;
     cmd.stdin(Stdio::null()).stdout(writer).stderr(writer_too);
-    if opts.timeout.is_some() {
+    let own_group = opts.timeout.is_some() || opts.leftovers.is_some();
+    if own_group {
         std::os::unix::process::CommandExt::process_group(cmd, 0);
+    }
+    if let Some(file) = opts.leftovers {
+        stop_leftovers(file);
     }
     let spawned = cmd.spawn();
     // The command keeps its copies of the pipe's writing end until they
@@ -103,6 +113,10 @@ pub fn run(cmd: &mut Command, opts: &Options<'_>) -> Result<Finished, Error> {
         program: cmd.get_program().to_string_lossy().into_owned(),
         source,
     })?;
+    if let Some(file) = opts.leftovers {
+        // Not fatal: without the file only a crash's leftovers go unseen.
+        let _ = std::fs::write(file, child.id().to_string());
+    }
     let lines = Arc::new(Mutex::new(Lines::new(opts)));
     let (done, ended) = std::sync::mpsc::channel();
     let copier = {
@@ -126,13 +140,16 @@ pub fn run(cmd: &mut Command, opts: &Options<'_>) -> Result<Finished, Error> {
             Ok(None) if deadline.is_none_or(|d| Instant::now() < d) => {}
             // At the timeout, or the child cannot be waited for: stop it.
             Ok(None) | Err(_) => {
-                stop(&mut child, opts.timeout.is_some());
+                stop(&mut child, own_group);
                 break None;
             }
         }
     };
     if ended.recv_timeout(DRAIN).is_ok() {
         let _ = copier.join();
+    }
+    if let Some(file) = opts.leftovers {
+        let _ = std::fs::remove_file(file);
     }
     let mut lines = lock(&lines);
     Ok(Finished {
@@ -162,6 +179,32 @@ fn copy(mut reader: std::io::PipeReader, mut file: File, lines: &Mutex<Lines>) {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Kills the process group `file` names, if it is still alive, and waits
+/// (10 s at most) until it is gone.
+fn stop_leftovers(file: &Path) {
+    use rustix::process::{Pid, Signal, kill_process_group, test_kill_process_group};
+    let Some((raw, group)) = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .and_then(|raw| Some((raw, Pid::from_raw(raw)?)))
+    else {
+        return;
+    };
+    if test_kill_process_group(group).is_err() {
+        return;
+    }
+    tracing::warn!(
+        group = raw,
+        "stopping what a killed patchline left running ({})",
+        file.display()
+    );
+    let _ = kill_process_group(group, Signal::KILL);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while test_kill_process_group(group).is_ok() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn stop(child: &mut Child, own_group: bool) {
@@ -283,6 +326,7 @@ mod tests {
             label: "t",
             log,
             timeout,
+            leftovers: None,
             tail_lines: 2,
             keep: |l: &str| l.starts_with("Wrote: "),
         }
@@ -403,6 +447,36 @@ mod tests {
         assert_eq!(finished.tail, ["left"]);
         let pid = std::fs::read_to_string(&pid_file).unwrap();
         let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+
+    /// A group a killed run left (here: started by hand, its id in the
+    /// file) is stopped before the command runs, and the file is gone
+    /// after it.
+    #[test]
+    fn leftovers_of_a_killed_run_are_stopped_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("out.log");
+        let file = dir.path().join("cmd.pgid");
+        let mut left = Command::new("sleep");
+        left.arg("300");
+        std::os::unix::process::CommandExt::process_group(&mut left, 0);
+        let mut left = left.spawn().unwrap();
+        let started = Instant::now();
+        std::fs::write(&file, left.id().to_string()).unwrap();
+        // Reaped at once, as init reaps a killed patchline's orphans.
+        let reaper = std::thread::spawn(move || left.wait().unwrap());
+        let mut options = opts(&log, None);
+        options.leftovers = Some(&file);
+        let finished = run(&mut sh("echo fresh"), &options).unwrap();
+        assert!(finished.success());
+        assert_eq!(finished.tail, ["fresh"]);
+        let status = reaper.join().unwrap();
+        assert!(!status.success(), "the leftover was killed: {status}");
+        assert!(!file.exists());
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "not waited for to the end"
+        );
     }
 
     #[test]

@@ -200,6 +200,7 @@ pub fn run_test(
             label: &label,
             log: &log,
             timeout: Some(Duration::from_secs(test.timeout_secs)),
+            leftovers: None,
             tail_lines: 0,
             keep: |_| false,
         },

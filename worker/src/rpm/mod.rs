@@ -429,6 +429,7 @@ fn rebuild(dir: &Path, srpm: &Path, t: &Target, label: &str) -> TargetOutcome {
                 label,
                 log: &log,
                 timeout: None,
+                leftovers: Some(&topdir.join("rpmbuild.pgid")),
                 tail_lines: REBUILD_TAIL_LINES,
                 keep: |line| line.starts_with("Wrote: "),
             },

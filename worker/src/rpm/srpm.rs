@@ -258,6 +258,7 @@ pub fn build_srpm(topdir: &Path, spec: &Path, log: &Path, label: &str) -> Result
             label,
             log,
             timeout: None,
+            leftovers: Some(&topdir.join("rpmbuild.pgid")),
             tail_lines: 8,
             keep: |line| line.starts_with("Wrote: "),
         },
