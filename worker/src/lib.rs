@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod gitfetch;
 pub mod junit;
+pub mod live_log;
 pub mod mail;
 pub mod notify;
 pub mod patch;

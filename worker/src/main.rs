@@ -14,9 +14,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = patchline::cli::Cli::parse();
-    let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PATCHLINE_LOG")
@@ -26,15 +27,14 @@ fn main() -> ExitCode {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    // Colours only for a person at a terminal: never in a pipe, a log
-    // file or Jenkins' console, and never with NO_COLOR set (no-color.org).
-    use std::io::IsTerminal;
-    let ansi = std::io::stderr().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // Colours only for a person at a terminal (never in a pipe, a log
+    // file or Jenkins' console, never with NO_COLOR set).
+    let ansi = patchline::cli::stderr_colours();
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
+                // Written above a live progress line, never through it.
+                .with_writer(|| patchline::cli::LogWriter)
                 .with_ansi(ansi)
                 .with_filter(filter),
         )

@@ -1,6 +1,7 @@
 //! Test commands: each repository's configured commands run against the
-//! RPMs of one target build, with a timeout and captured output; results
-//! become JUnit suites.
+//! RPMs of one target build, with a timeout; their output is streamed
+//! into the stage log as it comes ([`crate::live_log`]) and its end kept;
+//! results become JUnit suites.
 //!
 //! Commands are argument vectors with placeholders replaced per argument;
 //! they never pass through a shell, so nothing from a mail can become
@@ -11,9 +12,8 @@ use crate::junit;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use wait_timeout::ChildExt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -172,17 +172,12 @@ pub fn run_test(
     }
     std::fs::create_dir_all(dir).map_err(write(dir))?;
     let log = dir.join("output.log");
-    let out = std::fs::File::create(&log).map_err(write(&log))?;
-    let err = out.try_clone().map_err(write(&log))?;
     result.log = Some(log.display().to_string());
     let started = Instant::now();
     let (program, args) = command.split_first().unwrap_or((&test.name, &[]));
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
         .env("PATCHLINE_RUN", vars.run.to_string())
         .env("PATCHLINE_REPO", &vars.repo)
         .env("PATCHLINE_BRANCH", &vars.branch)
@@ -192,42 +187,50 @@ pub fn run_test(
         .env("PATCHLINE_SRPM", &vars.srpm)
         .env("PATCHLINE_RPMS", vars.rpms.join("\n"))
         .env("PATCHLINE_REPO_URL", &vars.repo_url);
-    // Its own process group, so a timeout stops what the test started too.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    match cmd.spawn() {
-        Err(e) => {
+    // The output streams into the stage log as it comes; with a timeout
+    // the command runs in its own process group, which the timeout stops
+    // whole (what the test started too).
+    let label = format!(
+        "{} {}/{} {}",
+        test.name, vars.repo, vars.branch, vars.target
+    );
+    let ran = crate::live_log::run(
+        &mut cmd,
+        &crate::live_log::Options {
+            label: &label,
+            log: &log,
+            timeout: Some(Duration::from_secs(test.timeout_secs)),
+            leftovers: None,
+            tail_lines: 0,
+            keep: |_| false,
+        },
+    );
+    match ran {
+        Err(crate::live_log::Error::Log { path, source }) => {
+            return Err(Error::Write { path, source });
+        }
+        Err(crate::live_log::Error::Spawn { source, .. }) => {
             result.state = TestState::Error;
-            result.message = Some(format!("cannot run {program:?}: {e}"));
+            result.message = Some(format!("cannot run {program:?}: {source}"));
         }
-        Ok(mut child) => {
-            let limit = Duration::from_secs(test.timeout_secs);
-            let status = match child.wait_timeout(limit) {
-                Ok(Some(status)) => Some(status),
-                Ok(None) | Err(_) => {
-                    kill_group(&mut child);
-                    None
-                }
-            };
-            match status {
-                Some(status) if status.success() => {
-                    result.state = TestState::Passed;
-                    result.exit_code = status.code();
-                }
-                Some(status) => {
-                    result.state = TestState::Failed;
-                    result.exit_code = status.code();
-                    result.message = Some(match status.code() {
-                        Some(code) => format!("exit status {code}"),
-                        None => format!("ended by a signal ({status})"),
-                    });
-                }
-                None => {
-                    result.state = TestState::Timeout;
-                    result.message =
-                        Some(format!("stopped after the {} s timeout", test.timeout_secs));
-                }
+        Ok(ran) => match ran.status {
+            Some(status) if status.success() => {
+                result.state = TestState::Passed;
+                result.exit_code = status.code();
             }
-        }
+            Some(status) => {
+                result.state = TestState::Failed;
+                result.exit_code = status.code();
+                result.message = Some(match status.code() {
+                    Some(code) => format!("exit status {code}"),
+                    None => format!("ended by a signal ({status})"),
+                });
+            }
+            None => {
+                result.state = TestState::Timeout;
+                result.message = Some(format!("stopped after the {} s timeout", test.timeout_secs));
+            }
+        },
     }
     result.duration_ms = started.elapsed().as_millis() as u64;
     result.output = match tail(&log, OUTPUT_TAIL) {
@@ -235,14 +238,6 @@ pub fn run_test(
         (text, false) => text,
     };
     Ok(result)
-}
-
-fn kill_group(child: &mut std::process::Child) {
-    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// The last `max` bytes of `path` as text, starting at a line, and

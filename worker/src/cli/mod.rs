@@ -1,7 +1,9 @@
 //! Command-line interface: argument parsing and the commands' I/O.
 //!
 //! Results go to stdout (one JSON document or JSON lines with `--json`),
-//! human progress and diagnostics to stderr. Every failure is a
+//! human progress and diagnostics to stderr: a line when a stage begins
+//! and when it ends, and on a terminal a live line with a bar for long
+//! steps ([`TerminalProgress`]; `--quiet` for none). Every failure is a
 //! `stage::Failure` carrying its `stage::Exit` (the exit codes, in one
 //! place): 1 stage failed, 2 usage or config error, 3 infrastructure
 //! unreachable. The commands never decide what may run: they call the
@@ -12,8 +14,11 @@ use crate::mail::classify::classify;
 use crate::mail::parse::{MailLimits, parse_mail};
 use crate::mail::source::mbox::{MboxFormat, MboxSource};
 use crate::mail::source::{Flow, MailSource, Resume};
-use crate::stage::collect::{self, CollectSummary, Progress};
-use crate::stage::{self, Caller, NewRun, RunOptions, RunState, Stage, Summary};
+use crate::stage::collect::{self, CollectSummary};
+use crate::stage::{
+    self, Caller, NewRun, Progress, RunOptions, RunState, Stage, StageEnded, StageState, Summary,
+    Unit,
+};
 use crate::store::Store;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
@@ -38,9 +43,15 @@ pub struct Cli {
     /// Machine-readable output on stdout.
     #[arg(long, global = true)]
     pub json: bool,
-    /// More log output on stderr (repeat for more).
+    /// More log output on stderr (repeat for more); stage lines stay,
+    /// progress bars go.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Nothing on stderr but errors: no stage lines, progress bars,
+    /// warnings or notes (results still go to stdout; `patchline test`
+    /// prints its results on stderr all the same).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -144,7 +155,10 @@ pub enum Command {
         mails: Vec<PathBuf>,
     },
     /// Show what a run did (default: the latest run).
-    Status { run: Option<i64> },
+    Status {
+        /// The run to show (default: the latest).
+        run: Option<i64>,
+    },
     /// Apply patch mails to a branch like `git am`, without a work tree.
     Am {
         /// The git repository (bare or not).
@@ -215,7 +229,7 @@ fn stage_command(
         run,
         stage,
         Caller::Operator,
-        &terminal_progress(cli.json),
+        &TerminalProgress::for_cli(cli),
     )?;
     Ok((store, summary))
 }
@@ -251,7 +265,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             repos,
         } => {
             let (config, mut store) = open(&cli)?;
-            let progress = terminal_progress(cli.json);
+            let progress = TerminalProgress::for_cli(&cli);
             if resume.is_some() && (*dry_run || !repos.is_empty()) {
                 return Err(Failure::usage(
                     "--resume goes on with the options the run was made with; --dry-run and --repo are for a new run",
@@ -281,7 +295,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 print_stage_details(&status);
                 print_status(&status);
-                print_run_result(&status, outcome.report.as_ref());
+                print_run_result(&status, outcome.report.as_ref(), cli.quiet);
             }
             if let Some(failure) = outcome.stopped_by {
                 return Err(failure);
@@ -334,7 +348,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             if let Summary::Report(summary) = summary {
                 if cli.json {
                     print_json(&summary);
-                } else {
+                } else if !cli.quiet {
                     print_report(&summary);
                 }
             }
@@ -360,7 +374,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     &config,
                     run,
                     source.as_mut(),
-                    &terminal_progress(cli.json),
+                    &TerminalProgress::for_cli(&cli),
                 )?;
                 if cli.json {
                     print_json(&summary);
@@ -760,6 +774,7 @@ fn print_stage_details(status: &serde_json::Value) {
 fn print_run_result(
     status: &serde_json::Value,
     report: Option<&crate::stage::report::ReportSummary>,
+    quiet: bool,
 ) {
     let publish = status["stages"]
         .as_array()
@@ -767,6 +782,7 @@ fn print_run_result(
         .map(|s| &s["summary"]);
     if let Some(repos) = publish.and_then(|p| p["repos"].as_array())
         && !repos.is_empty()
+        && !quiet
     {
         eprintln!("\nrepositories:");
         for r in repos {
@@ -784,7 +800,9 @@ fn print_run_result(
         }
     }
     if let Some(report) = report {
-        print_report(report);
+        if !quiet {
+            print_report(report);
+        }
         if let Some(text) = report
             .file
             .as_deref()
@@ -828,39 +846,309 @@ fn print_status(status: &serde_json::Value) {
     }
 }
 
-struct TerminalProgress {
-    bar: Option<indicatif::ProgressBar>,
+/// Whether stderr may carry colour: a terminal, and `NO_COLOR` unset or
+/// empty (no-color.org). Never in a pipe, a log file or Jenkins' console.
+pub fn stderr_colours() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// What stderr shows of a command's stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Show {
+    /// `--quiet`, or `--json` (a program reads the result).
+    Nothing,
+    /// A pipe, a file, or `-v` (log lines would tear a bar): a plain line
+    /// when a stage begins and one when it ends.
+    Lines,
+    /// A terminal: a live line per stage (spinner, elapsed time, a bar
+    /// for long steps), replaced by the stage's end line when it ends.
+    Live,
+}
+
+/// The live line on the terminal, if one is drawn: log lines
+/// ([`LogWriter`]) are written above it, not through it.
+static LIVE: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+fn live_line() -> Option<indicatif::ProgressBar> {
+    LIVE.lock().ok().and_then(|live| live.clone())
+}
+
+fn replace_live_line(bar: Option<indicatif::ProgressBar>) -> Option<indicatif::ProgressBar> {
+    match LIVE.lock() {
+        Ok(mut live) => std::mem::replace(&mut *live, bar),
+        Err(_) => None,
+    }
+}
+
+/// stderr for log lines (the `tracing` layer of `main`): a live line is
+/// taken away while a log line is written, and drawn again below it.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match live_line() {
+            Some(bar) => bar.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// The operator's view of the stages on stderr (see [`Show`]). Colour
+/// only where [`stderr_colours`] allows it; without it the live line
+/// still moves the cursor (`\r`, erase line), which is not colour.
+pub struct TerminalProgress {
+    show: Show,
+    colour: bool,
+    unit: std::cell::Cell<Unit>,
+}
+
+impl TerminalProgress {
+    pub fn for_cli(cli: &Cli) -> Self {
+        let show = if cli.quiet || cli.json {
+            Show::Nothing
+        } else if cli.verbose > 0 || !std::io::stderr().is_terminal() {
+            Show::Lines
+        } else {
+            Show::Live
+        };
+        Self {
+            show,
+            colour: stderr_colours(),
+            unit: std::cell::Cell::new(Unit::Mails),
+        }
+    }
+
+    fn style(&self, template: &str) -> indicatif::ProgressStyle {
+        // The colour tags are left out without colour: no SGR is written.
+        let template = if self.colour {
+            template
+                .replace("{spinner}", "{spinner:.cyan}")
+                .replace("{bar:30}", "{bar:30.cyan/blue}")
+        } else {
+            template.to_owned()
+        };
+        indicatif::ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
+            .progress_chars("=> ")
+    }
+
+    /// The live line between steps: the stage's name and time.
+    fn spinner(&self) -> indicatif::ProgressStyle {
+        self.style("{spinner} {prefix:<8} {elapsed:>3} {wide_msg}")
+    }
+
+    fn with_live(&self, f: impl FnOnce(&indicatif::ProgressBar)) {
+        if self.show == Show::Live
+            && let Some(bar) = live_line()
+        {
+            f(&bar);
+        }
+    }
 }
 
 impl Progress for TerminalProgress {
-    fn mail(&self, stored: u64, origin: &str) {
-        if let Some(bar) = &self.bar
-            && stored % 64 == 1
-        {
-            bar.set_position(stored);
-            bar.set_message(origin.to_owned());
+    fn stage_begins(&self, run: i64, stage: Stage) {
+        match self.show {
+            Show::Nothing => {}
+            Show::Lines => eprintln!("{stage:<8} started (run {run})"),
+            Show::Live => {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.set_style(self.spinner());
+                bar.set_prefix(stage.as_str());
+                bar.enable_steady_tick(std::time::Duration::from_millis(100));
+                bar.tick();
+                if let Some(old) = replace_live_line(Some(bar)) {
+                    old.finish_and_clear();
+                }
+            }
         }
     }
+
+    fn stage_ends(&self, end: &StageEnded<'_>) {
+        let line = stage_line(end, self.colour);
+        match self.show {
+            Show::Nothing => {}
+            Show::Lines => eprintln!("{line}"),
+            Show::Live => {
+                if let Some(bar) = replace_live_line(None) {
+                    bar.finish_and_clear();
+                }
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    fn step(&self, unit: Unit, total: Option<u64>) {
+        self.unit.set(unit);
+        self.with_live(|bar| {
+            let style = match (unit, total) {
+                (Unit::Bytes, Some(_)) => self.style(
+                    "{spinner} {prefix:<8} {elapsed:>3} [{bar:30}] {bytes}/{total_bytes} {wide_msg}",
+                ),
+                (_, Some(_)) => self.style(&format!(
+                    "{{spinner}} {{prefix:<8}} {{elapsed:>3}} [{{bar:30}}] {{pos}}/{{len}} {} {{wide_msg}}",
+                    unit.as_str()
+                )),
+                (_, None) => self.style(&format!(
+                    "{{spinner}} {{prefix:<8}} {{elapsed:>3}} {{pos}} {} ({{per_sec}}) {{wide_msg}}",
+                    unit.as_str()
+                )),
+            };
+            bar.set_length(total.unwrap_or(0));
+            bar.set_position(0);
+            bar.set_message("");
+            bar.set_style(style);
+        });
+    }
+
+    fn advance(&self, at: u64, current: &str) {
+        self.with_live(|bar| {
+            bar.set_position(at);
+            if !current.is_empty() {
+                bar.set_message(current.to_owned());
+            }
+        });
+    }
+
+    fn mail(&self, stored: u64, origin: &str) {
+        self.with_live(|bar| {
+            if self.unit.get() == Unit::Mails {
+                bar.set_position(stored);
+            }
+            // A new message is a string: not for every mail.
+            if stored % 64 == 1 {
+                bar.set_message(format!("mail {stored}: {origin}"));
+            }
+        });
+    }
+
     fn done(&self) {
-        if let Some(bar) = &self.bar {
+        self.with_live(|bar| {
+            bar.set_style(self.spinner());
+            bar.set_message("");
+        });
+    }
+}
+
+impl Drop for TerminalProgress {
+    /// A command that stops on an error leaves no half-drawn line.
+    fn drop(&mut self) {
+        if self.show == Show::Live
+            && let Some(bar) = replace_live_line(None)
+        {
             bar.finish_and_clear();
         }
     }
 }
 
-fn terminal_progress(json: bool) -> TerminalProgress {
-    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {pos} mails stored ({per_sec}) {wide_msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        bar
-    });
-    TerminalProgress { bar }
+/// A stage's end line: `collect  ok      412 mails, ... (3.2 s)`; the
+/// state in colour when `colour`.
+fn stage_line(end: &StageEnded<'_>, colour: bool) -> String {
+    let state = format!("{:<7}", end.state.as_str());
+    let state = match (colour, end.state) {
+        (true, StageState::Ok) => format!("\x1b[32m{state}\x1b[0m"),
+        (true, StageState::Failed) => format!("\x1b[31m{state}\x1b[0m"),
+        (true, StageState::Skipped) => format!("\x1b[33m{state}\x1b[0m"),
+        _ => state,
+    };
+    format!(
+        "{:<8} {state} {} ({})",
+        end.stage.as_str(),
+        stage_account(end.outcome),
+        elapsed(end.elapsed)
+    )
+}
+
+/// What a stage did, in a few words (its summary's counts, or the error
+/// that stopped it).
+fn stage_account(outcome: &Result<Summary, Failure>) -> String {
+    /// `1 mail`, `2 mails`.
+    fn count(n: u64, one: &str, many: &str) -> String {
+        format!("{n} {}", if n == 1 { one } else { many })
+    }
+    /// A count said only when it is not zero.
+    fn and(parts: &mut Vec<String>, n: u64, one: &str, many: &str) {
+        if n > 0 {
+            parts.push(count(n, one, many));
+        }
+    }
+    let summary = match outcome {
+        Err(failure) => {
+            let first = failure.message.lines().next().unwrap_or_default();
+            return format!("stopped: {first}");
+        }
+        Ok(summary) => summary,
+    };
+    let mut parts = Vec::new();
+    match summary {
+        Summary::Collect(s) => {
+            parts.push(count(s.mails, "mail", "mails"));
+            parts.push(count(s.patches, "patch", "patches"));
+            parts.push(format!("{} series complete", s.series_complete));
+            and(&mut parts, s.series_incomplete, "incomplete", "incomplete");
+            and(&mut parts, s.errors.len() as u64, "error", "errors");
+        }
+        Summary::Apply(s) => {
+            parts.push(format!(
+                "{} series applied ({})",
+                s.series_applied,
+                count(s.patches_applied, "patch", "patches")
+            ));
+            and(&mut parts, s.series_failed, "failed", "failed");
+            and(&mut parts, s.series_waiting, "waiting", "waiting");
+            let landed = ("pull request landed", "pull requests landed");
+            and(&mut parts, s.pulls_landed, landed.0, landed.1);
+            let refused = ("pull request refused", "pull requests refused");
+            and(&mut parts, s.pulls_refused, refused.0, refused.1);
+        }
+        Summary::Build(s) => {
+            parts.push(count(s.built, "target built", "targets built"));
+            and(&mut parts, s.failed, "failed", "failed");
+            let not_built = ("branch not built", "branches not built");
+            and(
+                &mut parts,
+                s.not_built.len() as u64,
+                not_built.0,
+                not_built.1,
+            );
+        }
+        Summary::Publish(s) => parts.push(count(
+            s.repos.len() as u64,
+            "repository published",
+            "repositories published",
+        )),
+        Summary::Test(s) => parts.push(format!(
+            "{} passed, {} failed, {} skipped",
+            s.passed, s.failed, s.skipped
+        )),
+        Summary::Report(s) => {
+            parts.push(format!(
+                "{}, {} sent",
+                count(s.reports.len() as u64, "report", "reports"),
+                s.sent
+            ));
+            let earlier = ("sent from the outbox", "sent from the outbox");
+            and(&mut parts, s.sent_from_earlier_runs, earlier.0, earlier.1);
+        }
+        Summary::Skipped(why) => parts.push(why.clone()),
+    }
+    parts.join(", ")
+}
+
+/// `0.4 s`, `12 s`, `3 min 05 s`.
+fn elapsed(d: std::time::Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 10.0 {
+        format!("{secs:.1} s")
+    } else if secs < 60.0 {
+        format!("{secs:.0} s")
+    } else {
+        let whole = d.as_secs();
+        format!("{} min {:02} s", whole / 60, whole % 60)
+    }
 }
 
 /// `patchline parse`: one result per mail; files that begin with an mbox
@@ -1091,4 +1379,121 @@ fn emit_parse(
         }
     }
     let _ = writeln!(out, "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument and every command of the CLI, nested ones
+    /// included, has help text: `--help` never shows a bare name.
+    #[test]
+    fn every_argument_and_command_has_help() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path}: argument {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(format!("{name}: the command"));
+                }
+                walk(sub, &name, missing);
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "patchline", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+        // The walk sees nested commands and the global flags in them.
+        let run = cmd.find_subcommand("run").unwrap();
+        assert!(run.get_arguments().any(|a| a.get_id() == "quiet"));
+    }
+
+    #[test]
+    fn stage_lines_say_what_the_stage_did() {
+        use std::time::Duration;
+        let collect = Ok(Summary::Collect(CollectSummary {
+            mails: 412,
+            patches: 380,
+            series_complete: 37,
+            series_incomplete: 2,
+            ..CollectSummary::default()
+        }));
+        let build = Ok(Summary::Build(crate::stage::build::BuildSummary {
+            built: 3,
+            failed: 1,
+            ..Default::default()
+        }));
+        let one = Ok(Summary::Collect(CollectSummary {
+            mails: 1,
+            patches: 1,
+            series_complete: 1,
+            ..CollectSummary::default()
+        }));
+        let stopped = Err(Failure::stage("mbox list.mbox: cannot read\nsecond line"));
+        let skipped = Ok(Summary::Skipped("dry run: nothing is published".into()));
+        let cases = [
+            (
+                Stage::Collect,
+                StageState::Ok,
+                &collect,
+                3200,
+                "collect  ok      412 mails, 380 patches, 37 series complete, 2 incomplete (3.2 s)",
+            ),
+            (
+                Stage::Collect,
+                StageState::Ok,
+                &one,
+                90,
+                "collect  ok      1 mail, 1 patch, 1 series complete (0.1 s)",
+            ),
+            (
+                Stage::Build,
+                StageState::Failed,
+                &build,
+                125_000,
+                "build    failed  3 targets built, 1 failed (2 min 05 s)",
+            ),
+            (
+                Stage::Collect,
+                StageState::Failed,
+                &stopped,
+                40,
+                "collect  failed  stopped: mbox list.mbox: cannot read (0.0 s)",
+            ),
+            (
+                Stage::Publish,
+                StageState::Skipped,
+                &skipped,
+                12_400,
+                "publish  skipped dry run: nothing is published (12 s)",
+            ),
+        ];
+        for (stage, state, outcome, ms, want) in cases {
+            let end = StageEnded {
+                run: 7,
+                stage,
+                state,
+                outcome,
+                elapsed: Duration::from_millis(ms),
+            };
+            assert_eq!(stage_line(&end, false), want);
+            let coloured = stage_line(&end, true);
+            assert!(coloured.contains("\x1b["), "{coloured}");
+            assert_eq!(
+                coloured
+                    .replace("\x1b[32m", "")
+                    .replace("\x1b[31m", "")
+                    .replace("\x1b[33m", "")
+                    .replace("\x1b[0m", ""),
+                want
+            );
+        }
+    }
 }

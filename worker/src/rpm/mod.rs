@@ -133,6 +133,9 @@ pub enum Error {
     },
     #[error("the build thread for {target} panicked")]
     Panicked { target: String },
+    /// rpmbuild could not be started, or its log not written.
+    #[error(transparent)]
+    Run(#[from] crate::live_log::Error),
 }
 
 /// dnf's `$basearch` of this machine: the architecture directory that
@@ -195,16 +198,27 @@ pub struct TargetResult {
 /// Builds the targets of every job of a stage; results in job order, one
 /// per target. `Err` only when the backend as a whole cannot work (build
 /// service unreachable, login refused): nothing is recorded then, and the
-/// stage can be run again. A backend whose builds outlive it (Koji tasks)
-/// calls `started(job index, target, task id)` as soon as one is started,
-/// before waiting for it, so an interrupted stage finds it again
-/// ([`Job::started`]).
+/// stage can be run again. What happens meanwhile is told to `events`.
 pub trait Backend {
     fn build(
         &mut self,
         jobs: &[Job],
-        started: &mut dyn FnMut(usize, &str, i64),
+        events: &mut dyn BuildEvents,
     ) -> Result<Vec<Vec<TargetResult>>, Error>;
+}
+
+/// What a backend tells while it builds, always on the thread that called
+/// [`Backend::build`]; `job` is an index into its jobs. Each method does
+/// nothing by default.
+pub trait BuildEvents {
+    /// A build that outlives the backend (a Koji task) was started: told
+    /// before it is waited for, so the stage records it and an interrupted
+    /// stage finds it again ([`Job::started`]).
+    fn task_started(&mut self, _job: usize, _target: &str, _task: i64) {}
+    /// A target of a job begins to build (locally).
+    fn target_begins(&mut self, _job: usize, _target: &str) {}
+    /// A target of a job is done: built (`ok`) or failed.
+    fn target_ends(&mut self, _job: usize, _target: &str, _ok: bool) {}
 }
 
 /// `rpmbuild --rebuild` on this machine, `jobs` targets at a time.
@@ -216,12 +230,13 @@ impl Backend for LocalBackend {
     fn build(
         &mut self,
         jobs: &[Job],
-        _started: &mut dyn FnMut(usize, &str, i64),
+        events: &mut dyn BuildEvents,
     ) -> Result<Vec<Vec<TargetResult>>, Error> {
         Ok(jobs
             .iter()
-            .map(|job| {
-                rebuild_all(&job.dir, &job.srpm, &job.targets, self.jobs)
+            .enumerate()
+            .map(|(j, job)| {
+                rebuild_all(j, job, self.jobs, events)
                     .into_iter()
                     .map(|(target, o)| TargetResult {
                         target,
@@ -286,13 +301,13 @@ pub fn make_srpm(
         &prefix,
         &topdir.join("SOURCES").join(format!("{prefix}.tar.gz")),
     )?;
-    let mut log = Vec::new();
-    let result = srpm::build_srpm(&topdir, &spec_path, &mut log);
     let log_path = dir.join("srpm.log");
-    let _ = std::fs::write(&log_path, &log);
-    let srpm_path = result.map_err(|source| Error::SrpmBuild {
-        log: log_path,
-        source,
+    let label = format!("{} srpm", source.name);
+    let srpm_path = srpm::build_srpm(&topdir, &spec_path, &log_path, &label).map_err(|source| {
+        Error::SrpmBuild {
+            log: log_path,
+            source,
+        }
     })?;
     let nvr = srpm_path
         .file_name()
@@ -329,34 +344,68 @@ struct TargetOutcome {
     result: Result<Vec<PathBuf>, Error>,
 }
 
-/// `rpmbuild --rebuild` per target, `jobs` at a time.
+/// `rpmbuild --rebuild` of each target of `job` (index `j`), `parallel`
+/// at a time; each build's output streams into the caller's span (the
+/// stage log) from its own thread.
 fn rebuild_all(
-    dir: &Path,
-    srpm: &Path,
-    targets: &[Target],
-    jobs: usize,
+    j: usize,
+    job: &Job,
+    parallel: usize,
+    events: &mut dyn BuildEvents,
 ) -> Vec<(String, TargetOutcome)> {
+    let span = tracing::Span::current();
     let mut out = Vec::new();
-    for chunk in targets.chunks(jobs.max(1)) {
+    for chunk in job.targets.chunks(parallel.max(1)) {
         std::thread::scope(|scope| {
+            // Outcomes come back as builds end, so each end is told when
+            // it happens, not when the slowest of the chunk is done.
+            let (tx, ended) = std::sync::mpsc::channel();
             let handles: Vec<_> = chunk
                 .iter()
-                .map(|t| (t.name.clone(), scope.spawn(move || rebuild(dir, srpm, t))))
+                .enumerate()
+                .map(|(i, t)| {
+                    events.target_begins(j, &t.name);
+                    let (tx, span) = (tx.clone(), &span);
+                    let label = format!("{}/{} {}", job.repo, job.branch, t.name);
+                    scope.spawn(move || {
+                        let _entered = span.enter();
+                        let _ = tx.send((i, rebuild(&job.dir, &job.srpm, t, &label)));
+                    })
+                })
                 .collect();
-            for (t, h) in handles {
-                let outcome = h.join().unwrap_or_else(|_| TargetOutcome {
-                    log: dir.join(format!("{t}.log")),
-                    duration_ms: 0,
-                    result: Err(Error::Panicked { target: t.clone() }),
+            drop(tx);
+            let mut outcomes: Vec<Option<TargetOutcome>> = chunk.iter().map(|_| None).collect();
+            for (i, outcome) in ended {
+                events.target_ends(j, &chunk[i].name, outcome.result.is_ok());
+                outcomes[i] = Some(outcome);
+            }
+            // Joined here, so a panicked build is this target's failure
+            // instead of the scope's panic.
+            for h in handles {
+                let _ = h.join();
+            }
+            for (t, outcome) in chunk.iter().zip(outcomes) {
+                let outcome = outcome.unwrap_or_else(|| {
+                    events.target_ends(j, &t.name, false);
+                    TargetOutcome {
+                        log: job.dir.join(format!("{}.log", t.name)),
+                        duration_ms: 0,
+                        result: Err(Error::Panicked {
+                            target: t.name.clone(),
+                        }),
+                    }
                 });
-                out.push((t, outcome));
+                out.push((t.name.clone(), outcome));
             }
         });
     }
     out
 }
 
-fn rebuild(dir: &Path, srpm: &Path, t: &Target) -> TargetOutcome {
+/// Lines of a failed rpmbuild's output quoted in its error.
+const REBUILD_TAIL_LINES: usize = 15;
+
+fn rebuild(dir: &Path, srpm: &Path, t: &Target, label: &str) -> TargetOutcome {
     let target = t.name.as_str();
     let started = std::time::Instant::now();
     let topdir = dir.join(format!("target-{target}"));
@@ -364,7 +413,8 @@ fn rebuild(dir: &Path, srpm: &Path, t: &Target) -> TargetOutcome {
     let result = (|| -> Result<Vec<PathBuf>, Error> {
         // A private rpm database: parallel builds must not share one.
         create_dir(&topdir.join("rpmdb"))?;
-        let out = Command::new("rpmbuild")
+        let mut rpmbuild = Command::new("rpmbuild");
+        rpmbuild
             .arg("--rebuild")
             .arg("--nodeps")
             .arg("--define")
@@ -372,27 +422,28 @@ fn rebuild(dir: &Path, srpm: &Path, t: &Target) -> TargetOutcome {
             .arg("--define")
             .arg(format!("_dbpath {}", topdir.join("rpmdb").display()))
             .args(t.define_args())
-            .arg(srpm)
-            .output()
-            .map_err(|source| srpm::Error::Spawn {
-                program: "rpmbuild",
-                source,
-            })?;
-        let mut text = out.stdout.clone();
-        text.extend_from_slice(&out.stderr);
-        std::fs::write(&log, &text).map_err(|source| Error::Write {
-            path: log.clone(),
-            source,
-        })?;
-        if !out.status.success() {
+            .arg(srpm);
+        let ran = crate::live_log::run(
+            &mut rpmbuild,
+            &crate::live_log::Options {
+                label,
+                log: &log,
+                timeout: None,
+                leftovers: Some(&topdir.join("rpmbuild.pgid")),
+                tail_lines: REBUILD_TAIL_LINES,
+                keep: |line| line.starts_with("Wrote: "),
+            },
+        )?;
+        if !ran.success() {
             return Err(Error::Rebuild {
                 target: target.to_owned(),
                 log: log.clone(),
-                tail: srpm::last_lines(&String::from_utf8_lossy(&text), 15),
+                tail: ran.tail.join(" | "),
             });
         }
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
+        Ok(ran
+            .kept
+            .iter()
             .filter_map(|l| l.strip_prefix("Wrote: "))
             .map(|p| PathBuf::from(p.trim()))
             .filter(|p| p.extension().is_some_and(|e| e == "rpm"))

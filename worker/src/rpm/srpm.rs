@@ -30,6 +30,9 @@ pub enum Error {
     },
     #[error("rpmbuild -bs failed for {spec}: {message}")]
     Rpmbuild { spec: String, message: String },
+    /// rpmbuild could not be started, or its log not written.
+    #[error(transparent)]
+    Run(#[from] crate::live_log::Error),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -237,32 +240,39 @@ pub fn write_tarball(
     Ok(())
 }
 
-/// `rpmbuild -bs`: returns the path of the written `.src.rpm`.
-pub fn build_srpm(topdir: &Path, spec: &Path, log: &mut Vec<u8>) -> Result<PathBuf, Error> {
-    let out = Command::new("rpmbuild")
+/// `rpmbuild -bs`, its output in `log` (and in the caller's span as it
+/// comes, each line after `label`): returns the path of the written
+/// `.src.rpm`.
+pub fn build_srpm(topdir: &Path, spec: &Path, log: &Path, label: &str) -> Result<PathBuf, Error> {
+    let mut rpmbuild = Command::new("rpmbuild");
+    rpmbuild
         .arg("-bs")
         // Debian's rpm database does not know the host's build tools.
         .arg("--nodeps")
         .arg("--define")
         .arg(format!("_topdir {}", topdir.display()))
-        .arg(spec)
-        .output()
-        .map_err(|source| Error::Spawn {
-            program: "rpmbuild",
-            source,
-        })?;
-    log.extend_from_slice(&out.stdout);
-    log.extend_from_slice(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let written = stdout
-        .lines()
+        .arg(spec);
+    let ran = crate::live_log::run(
+        &mut rpmbuild,
+        &crate::live_log::Options {
+            label,
+            log,
+            timeout: None,
+            leftovers: Some(&topdir.join("rpmbuild.pgid")),
+            tail_lines: 8,
+            keep: |line| line.starts_with("Wrote: "),
+        },
+    )?;
+    let written = ran
+        .kept
+        .iter()
         .find_map(|l| l.strip_prefix("Wrote: "))
         .map(|p| PathBuf::from(p.trim()));
-    match (out.status.success(), written) {
+    match (ran.success(), written) {
         (true, Some(path)) => Ok(path),
         _ => Err(Error::Rpmbuild {
             spec: spec.display().to_string(),
-            message: last_lines(&String::from_utf8_lossy(&out.stderr), 8),
+            message: ran.tail.join(" | "),
         }),
     }
 }

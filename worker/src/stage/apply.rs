@@ -159,6 +159,7 @@ pub fn apply_stage(
     repos: &[String],
     committer: Option<&Identity>,
     opts: AmOptions,
+    progress: &dyn crate::stage::Progress,
 ) -> Result<ApplySummary, Error> {
     // A killed apply left temporary objects and packs (git fsck calls them
     // bad objects) and maybe the lock of a branch it was moving (which
@@ -215,16 +216,21 @@ pub fn apply_stage(
     // A series based on another one waits for it; when that one is among
     // this run's, it is tried again after the others.
     let mut waiting: Vec<SeriesToApply> = candidates.collect();
+    progress.step(crate::stage::Unit::Series, Some(waiting.len() as u64));
+    let mut tried = 0;
     for round in 0..2 {
         let list = std::mem::take(&mut waiting);
         let mut again = Vec::new();
         for c in list {
             let _span = tracing::info_span!("series", run, key = %c.key).entered();
+            progress.advance(tried, &c.title);
             let outcome = apply_one_caught(store, config, run, committer, opts, &c)?;
             if outcome.waiting_for.is_some() {
                 again.push((c, outcome));
                 continue;
             }
+            tried += 1;
+            progress.advance(tried, &c.title);
             summary.add(outcome);
         }
         match round {
@@ -235,6 +241,7 @@ pub fn apply_stage(
             }
         }
     }
+    progress.done();
     // Pull requests the killed attempt dealt with come first, as series do.
     summary.pulls = earlier_pulls
         .iter()

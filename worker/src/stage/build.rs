@@ -7,7 +7,8 @@
 //! again when the stage of the same run is re-run.
 
 use crate::config::Config;
-use crate::rpm::{self, Backend, Job, SpecSource, make_srpm};
+use crate::rpm::{self, Backend, BuildEvents, Job, SpecSource, make_srpm};
+use crate::stage::{Progress, Unit};
 use crate::store::{self, BuildKey, Store};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -140,13 +141,73 @@ pub fn work_dir(config: &Config, run: i64) -> PathBuf {
         .join(format!("run-{run}"))
 }
 
-pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<BuildSummary, Error> {
+/// What a backend tells, for the stage: a started Koji task is recorded
+/// at once; targets begun and ended advance the progress.
+struct Events<'a> {
+    store: &'a mut Store,
+    run: i64,
+    jobs: &'a [Job],
+    progress: &'a dyn Progress,
+    done: u64,
+    /// `repo/branch target` of the builds under way.
+    building: Vec<String>,
+}
+
+impl Events<'_> {
+    fn name(&self, job: usize, target: &str) -> String {
+        let job = &self.jobs[job];
+        format!("{}/{} {target}", job.repo, job.branch)
+    }
+
+    fn tell(&self) {
+        self.progress.advance(self.done, &self.building.join(", "));
+    }
+}
+
+impl BuildEvents for Events<'_> {
+    fn task_started(&mut self, job: usize, target: &str, task: i64) {
+        let mut b = TargetBuild::of_job(&self.jobs[job], target, BuildState::Started);
+        b.task_id = Some(task);
+        if let Err(e) = b.record(self.store, self.run) {
+            // Not fatal: the build goes on; an interruption would then
+            // start it again.
+            tracing::warn!(target = %target, task, "cannot record the started build: {e}");
+        }
+        let name = self.name(job, target);
+        self.building.push(format!("{name} (task {task})"));
+        self.tell();
+    }
+
+    fn target_begins(&mut self, job: usize, target: &str) {
+        let name = self.name(job, target);
+        self.building.push(name);
+        self.tell();
+    }
+
+    fn target_ends(&mut self, job: usize, target: &str, _ok: bool) {
+        let name = self.name(job, target);
+        self.building
+            .retain(|b| b != &name && !b.starts_with(&format!("{name} (task ")));
+        self.done += 1;
+        self.tell();
+    }
+}
+
+pub fn build_stage(
+    store: &mut Store,
+    config: &Config,
+    run: i64,
+    progress: &dyn Progress,
+) -> Result<BuildSummary, Error> {
     let mut summary = BuildSummary {
         run,
         ..BuildSummary::default()
     };
     let mut jobs = Vec::new();
-    for (repo_name, branch, tip) in store.moved_branches(run)? {
+    let moved = store.moved_branches(run)?;
+    progress.step(Unit::Branches, Some(moved.len() as u64));
+    for (made, (repo_name, branch, tip)) in moved.into_iter().enumerate() {
+        progress.advance(made as u64, &format!("{repo_name}/{branch}"));
         let Some(repo) = config.repos.iter().find(|r| r.name == repo_name) else {
             summary.not_built.push(format!(
                 "{repo_name}/{branch}: the repository is no longer in the configuration"
@@ -227,17 +288,21 @@ pub fn build_stage(store: &mut Store, config: &Config, run: i64) -> Result<Build
             }
         }
     }
+    progress.done();
     if !jobs.is_empty() {
-        let mut journal = |j: usize, target: &str, task: i64| {
-            let mut b = TargetBuild::of_job(&jobs[j], target, BuildState::Started);
-            b.task_id = Some(task);
-            if let Err(e) = b.record(store, run) {
-                // Not fatal: the build goes on; an interruption would then
-                // start it again.
-                tracing::warn!(target = %target, task, "cannot record the started build: {e}");
-            }
+        let targets = jobs.iter().map(|j| j.targets.len() as u64).sum();
+        progress.step(Unit::Targets, Some(targets));
+        let mut events = Events {
+            store,
+            run,
+            jobs: &jobs,
+            progress,
+            done: 0,
+            building: Vec::new(),
         };
-        let results = backend(config)?.build(&jobs, &mut journal)?;
+        let results = backend(config)?.build(&jobs, &mut events);
+        progress.done();
+        let results = results?;
         for (job, targets) in jobs.iter().zip(results) {
             for outcome in targets {
                 let mut b = TargetBuild::of_job(job, &outcome.target, BuildState::Failed);

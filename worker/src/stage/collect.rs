@@ -22,6 +22,7 @@ use crate::mail::source::maildir::MaildirSource;
 use crate::mail::source::mbox::MboxSource;
 use crate::mail::source::{self, Flow, MailSource, RawMail, Resume, head_of};
 use crate::mail::subject::{SubjectFields, SubjectGrammar};
+use crate::stage::progress::Unit;
 use crate::store::{
     self, FiledPatch, NewMail, OpenPatchMail, SeriesRecord, SeriesState, Store, now,
 };
@@ -114,10 +115,33 @@ pub struct CollectSummary {
     pub series: Vec<SeriesLine>,
 }
 
-/// Progress callbacks (a terminal progress bar, or nothing).
-pub trait Progress {
-    fn mail(&self, _stored: u64, _origin: &str) {}
-    fn done(&self) {}
+/// The callbacks a collect tells its mails to (re-exported: the worker's
+/// log progress names it here).
+pub use crate::stage::progress::Progress;
+
+/// How far through `source` a mail `raw` ends, in the unit of
+/// [`step_of`]: bytes for an mbox (its item is the mail's offset), none
+/// for the others (their step counts mails).
+fn position(kind: SourceKind, raw: &RawMail) -> Option<u64> {
+    match kind {
+        SourceKind::Mbox => raw
+            .item
+            .parse::<u64>()
+            .ok()
+            .map(|at| at + raw.bytes.len() as u64),
+        _ => None,
+    }
+}
+
+/// The step a collect of the configured source is: an mbox's bytes (its
+/// size known up front), else mails of a total not known before the fetch.
+fn step_of(config: &Config) -> (Unit, Option<u64>) {
+    match (&config.intake.source, &config.intake.path) {
+        (SourceKind::Mbox, Some(path)) => {
+            (Unit::Bytes, std::fs::metadata(path).ok().map(|m| m.len()))
+        }
+        _ => (Unit::Mails, None),
+    }
 }
 
 /// Builds the configured mail source.
@@ -259,6 +283,9 @@ pub fn collect(
             .spawn(move || receive_batches(archive, limits, grammar, raw_batches, to_committer));
         let pending: RefCell<(Vec<RawMail>, usize)> = RefCell::new((Vec::new(), 0));
         let stored = std::cell::Cell::new(0u64);
+        let (unit, total) = step_of(config);
+        progress.step(unit, total);
+        let kind = config.intake.source;
         let hand_over = |pending: &mut (Vec<RawMail>, usize)| -> Result<(), Error> {
             let raws = std::mem::take(&mut pending.0);
             pending.1 = 0;
@@ -284,6 +311,9 @@ pub fn collect(
                 |raw: RawMail| -> Result<Flow, Box<dyn std::error::Error + Send + Sync>> {
                     stored.set(stored.get() + 1);
                     progress.mail(stored.get(), &raw.origin);
+                    if let Some(at) = position(kind, &raw) {
+                        progress.advance(at, "");
+                    }
                     let mut pending = pending.borrow_mut();
                     pending.1 += raw.bytes.len();
                     pending.0.push(raw);

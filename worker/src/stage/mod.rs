@@ -23,6 +23,7 @@
 pub mod apply;
 pub mod build;
 pub mod collect;
+pub mod progress;
 pub mod publish;
 pub mod pull;
 pub mod report;
@@ -31,13 +32,14 @@ pub mod test;
 pub use crate::store::{
     NewRun, RunOptions, RunRow, RunState, Stage, StageEnd, StageRow, StageState, Trigger,
 };
+pub use progress::{Progress, StageEnded, Unit};
 
 use crate::config::Config;
 use crate::mail::source::MailSource;
 use crate::store::{self, Store};
 use apply::ApplySummary;
 use build::BuildSummary;
-use collect::{CollectSummary, Progress};
+use collect::CollectSummary;
 use publish::PublishSummary;
 use report::ReportSummary;
 use serde_json::json;
@@ -551,6 +553,8 @@ fn execute_with(
     let row = store.run(run)?;
     store.start_stage(run, stage)?;
     let _span = tracing::info_span!("stage", run, stage = stage.as_str()).entered();
+    let began = std::time::Instant::now();
+    progress.stage_begins(run, stage);
     // What a stage stopped by an error still did (mails stored before a
     // collect failure stay counted).
     let mut partial = json!({});
@@ -567,6 +571,7 @@ fn execute_with(
             )))
         })
     };
+    let mut ended = StageState::Failed;
     let recorded = match &result {
         Ok(summary) => {
             let problems = summary.problems();
@@ -578,6 +583,7 @@ fn execute_with(
                 (_, Some(_)) => StageState::Failed,
                 (_, None) => StageState::Ok,
             };
+            ended = state;
             store.finish_stage(
                 run,
                 stage,
@@ -606,6 +612,13 @@ fn execute_with(
         }
     };
     recorded?;
+    progress.stage_ends(&StageEnded {
+        run,
+        stage,
+        state: ended,
+        outcome: &result,
+        elapsed: began.elapsed(),
+    });
     if stage == Stage::Report || row.finished_at.is_some() {
         finish(store, run, false)?;
     }
@@ -655,24 +668,27 @@ fn work(
                 ..Default::default()
             };
             Summary::Apply(
-                apply::apply_stage(store, config, run, &row.options.repos, None, opts)
+                apply::apply_stage(store, config, run, &row.options.repos, None, opts, progress)
                     .map_err(|e| Failure::stage(e.to_string()))?,
             )
         }
-        Stage::Build => Summary::Build(build::build_stage(store, config, run).map_err(|e| {
-            let exit = if e.is_infrastructure() {
-                Exit::Unreachable
-            } else {
-                Exit::StageFailed
-            };
-            Failure::new(exit, e.to_string())
-        })?),
+        Stage::Build => Summary::Build(build::build_stage(store, config, run, progress).map_err(
+            |e| {
+                let exit = if e.is_infrastructure() {
+                    Exit::Unreachable
+                } else {
+                    Exit::StageFailed
+                };
+                Failure::new(exit, e.to_string())
+            },
+        )?),
         Stage::Publish => Summary::Publish(
             publish::publish_stage(store, config, run)
                 .map_err(|e| Failure::stage(e.to_string()))?,
         ),
         Stage::Test => Summary::Test(
-            test::test_stage(store, config, run).map_err(|e| Failure::stage(e.to_string()))?,
+            test::test_stage(store, config, run, progress)
+                .map_err(|e| Failure::stage(e.to_string()))?,
         ),
         Stage::Report => {
             Summary::Report(report::report_stage(store, config, run).map_err(|e| {

@@ -38,7 +38,12 @@ pub struct TestSummary {
 }
 
 /// Runs the `test` stage of `run`.
-pub fn test_stage(store: &Store, config: &Config, run: i64) -> Result<TestSummary, Error> {
+pub fn test_stage(
+    store: &Store,
+    config: &Config,
+    run: i64,
+    progress: &dyn crate::stage::Progress,
+) -> Result<TestSummary, Error> {
     let builds: Vec<TargetBuild> = store.builds_of_run(run)?;
     let published = published_urls(store, run)?;
     let run_dir = crate::stage::build::work_dir(config, run);
@@ -46,11 +51,26 @@ pub fn test_stage(store: &Store, config: &Config, run: i64) -> Result<TestSummar
         run,
         ..TestSummary::default()
     };
+    let repo_of = |build: &TargetBuild| config.repos.iter().find(|r| r.name == build.repo);
+    let total = builds
+        .iter()
+        .filter_map(repo_of)
+        .map(|r| r.tests.len() as u64)
+        .sum();
+    progress.step(crate::stage::Unit::Tests, Some(total));
+    let mut ran = 0;
     for build in &builds {
-        let Some(repo) = config.repos.iter().find(|r| r.name == build.repo) else {
+        let Some(repo) = repo_of(build) else {
             continue;
         };
         for test in &repo.tests {
+            progress.advance(
+                ran,
+                &format!(
+                    "{} on {}/{} {}",
+                    test.name, build.repo, build.branch, build.target
+                ),
+            );
             let vars = Vars {
                 run,
                 repo: build.repo.clone(),
@@ -88,8 +108,10 @@ pub fn test_stage(store: &Store, config: &Config, run: i64) -> Result<TestSummar
             }
             tracing::info!(state = %result.state, "test finished");
             summary.results.push(result);
+            ran += 1;
         }
     }
+    progress.done();
     let file = run_dir.join("tests.xml");
     std::fs::create_dir_all(&run_dir).map_err(|source| Error::Write {
         path: run_dir.clone(),

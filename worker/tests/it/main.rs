@@ -10,6 +10,7 @@ mod e2e;
 mod imap_source;
 mod kill;
 mod koji;
+mod progress;
 mod properties;
 mod public_inbox;
 mod publish;

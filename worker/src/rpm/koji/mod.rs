@@ -103,7 +103,7 @@ impl Backend for KojiBackend {
     fn build(
         &mut self,
         jobs: &[Job],
-        on_start: &mut dyn FnMut(usize, &str, i64),
+        events: &mut dyn super::BuildEvents,
     ) -> Result<Vec<Vec<TargetResult>>, super::Error> {
         let r = &self.settings;
         let mut client = KojiClient::new(r)?;
@@ -188,7 +188,7 @@ impl Backend for KojiBackend {
                 };
                 if let Ok(id) = &task {
                     tracing::info!(task = id, repo = %job.repo, target = %target, "koji task created");
-                    on_start(j, target, *id);
+                    events.task_started(j, target, *id);
                 }
                 submitted.push(Submitted {
                     job: j,
@@ -253,6 +253,7 @@ impl Backend for KojiBackend {
                 }
             };
             result.duration_ms = s.started.elapsed().as_millis() as u64;
+            events.target_ends(s.job, &s.target, result.result.is_ok());
             out[s.job].push(result);
         }
         client.logout();
