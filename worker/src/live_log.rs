@@ -183,7 +183,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Kills the process group `file` names, if it is still alive, and waits
 /// (10 s at most) until it is gone.
-fn stop_leftovers(file: &Path) {
+pub fn stop_leftovers(file: &Path) {
     use rustix::process::{Pid, Signal, kill_process_group, test_kill_process_group};
     let Some((raw, group)) = std::fs::read_to_string(file)
         .ok()

@@ -140,13 +140,15 @@ fn execute(ctx: &JobContext, store: &mut Store, run: i64, stage: Stage, log: Opt
 /// Largest part of one target's build log copied into the stage log.
 const BUILD_LOG_TAIL: u64 = 256 * 1024;
 
-/// Copies the end of each target's build log into the stage log, so the
-/// Jenkins console shows the rpmbuild output.
+/// Copies the end of each Koji target's build log into the stage log, so
+/// the Jenkins console shows the rpmbuild output. A local build's output
+/// reached the stage log line by line while it ran (`live_log`): copying
+/// it again would show it twice.
 fn copy_build_logs(log: &StageLog, summary: Option<&serde_json::Value>) {
     let Some(builds) = summary.and_then(|s| s["builds"].as_array()) else {
         return;
     };
-    for b in builds {
+    for b in builds.iter().filter(|b| !b["task_id"].is_null()) {
         let Some(path) = b["log"].as_str() else {
             continue;
         };

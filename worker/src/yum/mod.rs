@@ -30,11 +30,11 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("publish: createrepo_c failed for {path}: cannot run createrepo_c: {source}")]
+    #[error("publish: createrepo_c failed for {path}: {source}")]
     CreaterepoSpawn {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: crate::live_log::Error,
     },
     /// createrepo_c ran and failed: the tail of its stderr says why.
     #[error("publish: createrepo_c failed for {path}: {stderr}")]
@@ -211,6 +211,10 @@ pub fn publish_one(
     let snapshots = repo_dir.join(".snapshots");
     let live = repo_dir.join(target);
     let next = snapshots.join(format!("{target}-run{run}"));
+    // A createrepo_c a killed publish left running would write into the
+    // snapshot made afresh below: it is stopped first.
+    let leftovers = snapshots.join(format!("{target}-run{run}.createrepo.pgid"));
+    crate::live_log::stop_leftovers(&leftovers);
     if next.exists() {
         // A re-run of the same run's stage: start that snapshot afresh.
         std::fs::remove_dir_all(&next).map_err(write_err(&next))?;
@@ -268,7 +272,7 @@ pub fn publish_one(
                 branches.push_str(&format!("{}\t{}\n", e.name, e.branch));
             }
         }
-        createrepo(&dest, &live.join(dir).join("repodata"))?;
+        createrepo(&dest, &live.join(dir).join("repodata"), &leftovers)?;
     }
     packages.sort();
     let manifest = next.join(BRANCHES_FILE);
@@ -324,7 +328,13 @@ fn switch_link(repo_dir: &Path, name: &str, run: i64) -> Result<(), Error> {
         for e in entries.flatten() {
             let file = e.file_name().to_string_lossy().into_owned();
             if file.starts_with(&format!("{name}-run")) && e.path() != current {
-                let _ = std::fs::remove_dir_all(e.path());
+                // Older snapshots, and what a killed publish left beside
+                // them (`.createrepo.pgid`, `.createrepo.log`).
+                let _ = if e.path().is_dir() {
+                    std::fs::remove_dir_all(e.path())
+                } else {
+                    std::fs::remove_file(e.path())
+                };
             }
         }
     }
@@ -483,8 +493,10 @@ fn walk_rpms(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// `createrepo_c`, reusing the previous metadata (`--update`) when there is
-/// some.
-fn createrepo(dir: &Path, previous: &Path) -> Result<(), Error> {
+/// some; in a process group of its own named in `leftovers` while it runs
+/// (see [`crate::live_log::Options::leftovers`]), its output in
+/// `leftovers` with `.log` for an extension.
+fn createrepo(dir: &Path, previous: &Path, leftovers: &Path) -> Result<(), Error> {
     let mut cmd = Command::new("createrepo_c");
     cmd.arg("--quiet");
     if previous.join("repomd.xml").exists() {
@@ -492,17 +504,30 @@ fn createrepo(dir: &Path, previous: &Path) -> Result<(), Error> {
             .arg("--update-md-path")
             .arg(previous.parent().unwrap_or(previous));
     }
-    let out = cmd
-        .arg(dir)
-        .output()
-        .map_err(|source| Error::CreaterepoSpawn {
-            path: dir.to_owned(),
-            source,
-        })?;
-    if !out.status.success() {
+    cmd.arg(dir);
+    let log = leftovers.with_extension("log");
+    let label = format!("createrepo_c {}", dir.display());
+    let finished = crate::live_log::run(
+        &mut cmd,
+        &crate::live_log::Options {
+            label: &label,
+            log: &log,
+            timeout: None,
+            leftovers: Some(leftovers),
+            tail_lines: 5,
+            keep: |_| false,
+        },
+    )
+    .map_err(|source| Error::CreaterepoSpawn {
+        path: dir.to_owned(),
+        source,
+    })?;
+    // What it said is in the tail kept, for a failure's message.
+    let _ = std::fs::remove_file(&log);
+    if !finished.success() {
         return Err(Error::Createrepo {
             path: dir.to_owned(),
-            stderr: crate::rpm::srpm::last_lines(&String::from_utf8_lossy(&out.stderr), 5),
+            stderr: finished.tail.join("\n"),
         });
     }
     Ok(())
