@@ -146,12 +146,25 @@ fn find_position(
 /// Moves lines from the front of `rest` to the end of `image` until it
 /// has `lines` lines or `rest` is empty.
 fn split_until<'a>(image: &mut Vec<&'a [u8]>, rest: &mut &'a [u8], lines: usize) {
-    while image.len() < lines && !rest.is_empty() {
-        let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |at| at + 1);
-        let (line, tail) = rest.split_at(end);
-        image.push(line);
-        *rest = tail;
+    let Some(want) = lines.checked_sub(image.len()).filter(|&n| n > 0) else {
+        return;
+    };
+    // One vectorised scan for the line ends, not a search per line.
+    let mut start = 0;
+    let mut taken = 0;
+    for end in memchr::memchr_iter(b'\n', rest) {
+        image.push(&rest[start..=end]);
+        start = end + 1;
+        taken += 1;
+        if taken == want {
+            break;
+        }
     }
+    if taken < want && start < rest.len() {
+        image.push(&rest[start..]);
+        start = rest.len();
+    }
+    *rest = &rest[start..];
 }
 
 /// Applies `hunks` to `content` and returns the new content.
