@@ -291,7 +291,16 @@ where
     T: Into<SeriesMail>,
 {
     let mut repo = open(repo_path)?;
-    let prepared = prepare_in(&mut repo, repo_path, branch, base, mails, committer, opts)?;
+    let prepared = prepare_in(
+        &mut repo,
+        repo_path,
+        branch,
+        base,
+        mails,
+        committer,
+        opts,
+        &|_| {},
+    )?;
     if let Some(new_tip) = &prepared.new_tip {
         let subject = prepared
             .patches
@@ -479,7 +488,8 @@ fn update_branch_in(
 
 /// Writes the blobs, trees and commits of the series without moving any
 /// reference; `new_tip` is `None` when a patch failed. `base`: as in
-/// [`apply_series`].
+/// [`apply_series`]. `on_patch` is told after each patch made its commit,
+/// how many have (a long series' progress).
 pub fn prepare_series<M, T>(
     repo_path: &Path,
     branch: &str,
@@ -487,6 +497,7 @@ pub fn prepare_series<M, T>(
     mails: M,
     committer: &Identity,
     opts: AmOptions,
+    on_patch: &dyn Fn(usize),
 ) -> Result<SeriesResult, Error>
 where
     M: IntoIterator<Item = Result<T, String>>,
@@ -501,6 +512,7 @@ where
         mails,
         committer,
         opts,
+        on_patch,
     )
 }
 
@@ -523,6 +535,7 @@ fn prepare_in<M, T>(
     mails: M,
     committer: &Identity,
     opts: AmOptions,
+    on_patch: &dyn Fn(usize),
 ) -> Result<SeriesResult, Error>
 where
     M: IntoIterator<Item = Result<T, String>>,
@@ -719,6 +732,7 @@ where
                 error: None,
                 trailers,
             });
+            on_patch(results.len());
             // Superseded objects go to the encoder now and then (`--3way`
             // looks the blob an index line names up in the repository, not
             // among the series' objects, so it loses nothing by this).
@@ -1391,6 +1405,7 @@ mod tests {
             std::iter::empty::<MailInput>(),
             &committer,
             AmOptions::default(),
+            &|_| {},
         )
         .unwrap_err();
         let Error::Git { path, what, .. } = &e else {
@@ -1401,6 +1416,54 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("cannot read the tip commit"), "{text}");
         assert!(e.source().is_some(), "{e:?}");
+    }
+
+    #[test]
+    fn each_commit_made_is_told_with_how_many_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        git(&work, &["init", "--quiet", "-b", "master"]);
+        for (n, text) in ["one\n", "two\n", "three\n"].iter().enumerate() {
+            std::fs::write(work.join("f"), text).unwrap();
+            git(&work, &["add", "f"]);
+            git(&work, &["commit", "--quiet", "-m", &format!("change {n}")]);
+        }
+        let mails: Vec<MailInput> =
+            String::from_utf8(git(&work, &["format-patch", "--stdout", "HEAD~2"]))
+                .unwrap()
+                .split_inclusive("\nFrom ")
+                .enumerate()
+                .map(|(i, m)| {
+                    let m = if i == 0 {
+                        m.to_owned()
+                    } else {
+                        format!("From {m}")
+                    };
+                    let m = m.strip_suffix("From ").unwrap_or(&m).to_owned();
+                    Ok((format!("{i}"), m.into_bytes()))
+                })
+                .collect();
+        assert_eq!(mails.len(), 2);
+        git(&work, &["reset", "--quiet", "--hard", "HEAD~2"]);
+        let committer = Identity {
+            name: "T".into(),
+            email: "t@x".into(),
+            time: (0, 0),
+        };
+        let told = RefCell::new(Vec::new());
+        let result = prepare_series(
+            &work,
+            "master",
+            None,
+            mails,
+            &committer,
+            AmOptions::default(),
+            &|n| told.borrow_mut().push(n),
+        )
+        .unwrap();
+        assert!(result.new_tip.is_some(), "{result:?}");
+        assert_eq!(told.into_inner(), [1, 2]);
     }
 
     #[test]

@@ -224,7 +224,13 @@ pub fn apply_stage(
         for c in list {
             let _span = tracing::info_span!("series", run, key = %c.key).entered();
             progress.advance(tried, &c.title);
-            let outcome = apply_one_caught(store, config, run, committer, opts, &c)?;
+            // A long series moves the line patch by patch.
+            let on_patch = |n: usize, total: usize| {
+                if total > 1 {
+                    progress.advance(tried, &format!("{} (patch {n} of {total})", c.title));
+                }
+            };
+            let outcome = apply_one_caught(store, config, run, committer, opts, &c, &on_patch)?;
             if outcome.waiting_for.is_some() {
                 again.push((c, outcome));
                 continue;
@@ -302,9 +308,10 @@ fn apply_one_caught(
     committer: Option<&Identity>,
     opts: AmOptions,
     c: &SeriesToApply,
+    on_patch: &dyn Fn(usize, usize),
 ) -> Result<SeriesOutcome, Error> {
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        apply_one(store, config, run, committer, opts, c)
+        apply_one(store, config, run, committer, opts, c, on_patch)
     }));
     match caught {
         Ok(result) => result,
@@ -348,6 +355,7 @@ fn apply_one(
     committer: Option<&Identity>,
     opts: AmOptions,
     c: &SeriesToApply,
+    on_patch: &dyn Fn(usize, usize),
 ) -> Result<SeriesOutcome, Error> {
     let mut outcome = new_outcome(c);
     let fail = |store: &mut Store, mut outcome: SeriesOutcome, why: PatchFailure| {
@@ -513,6 +521,7 @@ fn apply_one(
         }
     }
     let prepare = |base: Option<&str>, mails: Vec<SeriesMail>| {
+        let total = mails.len();
         apply::prepare_series(
             repo_path,
             &branch,
@@ -520,6 +529,7 @@ fn apply_one(
             mails.into_iter().map(Ok),
             &committer,
             opts,
+            &|n| on_patch(n, total),
         )
     };
     let mut result: SeriesResult = match prepare(None, mails.clone()) {
