@@ -596,9 +596,9 @@ pub fn mailinfo(raw: &[u8], opts: MailInfoOptions) -> Result<MailInfo, Error> {
             continue;
         }
         let text = match &part.body {
-            PartType::Text(t) => t.to_string(),
+            PartType::Text(t) => std::borrow::Cow::Borrowed(t.as_ref()),
             PartType::Binary(b) | PartType::InlineBinary(b) if is_attachment => {
-                String::from_utf8_lossy(b).into_owned()
+                String::from_utf8_lossy(b)
             }
             _ => continue,
         };
@@ -607,7 +607,7 @@ pub fn mailinfo(raw: &[u8], opts: MailInfoOptions) -> Result<MailInfo, Error> {
         }
         body.push_str(&text);
     }
-    if !opts.keep_cr {
+    if !opts.keep_cr && memchr::memchr(b'\r', body.as_bytes()).is_some() {
         body = body.replace("\r\n", "\n");
     }
 
@@ -662,7 +662,13 @@ pub fn mailinfo(raw: &[u8], opts: MailInfoOptions) -> Result<MailInfo, Error> {
             subject: subject.clone(),
         })?;
     let log: String = rest[..break_at].concat();
-    let patch: Vec<u8> = rest[break_at..].concat().into_bytes();
+    // The lines are consecutive slices of `body` to its end: the patch is
+    // the body from its first line on, cut out in place rather than
+    // copied line by line (patches of test data run to megabytes).
+    let patch_start = rest[break_at].as_ptr() as usize - body.as_ptr() as usize;
+    drop(lines);
+    body.drain(..patch_start);
+    let patch: Vec<u8> = body.into_bytes();
     let message_text = stripspace(&format!("{subject}\n\n{log}"));
     Ok(MailInfo {
         // git uses the address as the name when there is none.
