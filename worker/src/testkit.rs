@@ -71,3 +71,12 @@ pub fn git(dir: &Path, args: &[&str]) -> Vec<u8> {
     assert!(run.ok, "git {args:?} in {}: {}", dir.display(), run.stderr);
     run.stdout
 }
+
+/// The pid of a process that has exited and been waited for: a writer of
+/// temporary files that is gone.
+pub fn gone_pid() -> u32 {
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    pid
+}

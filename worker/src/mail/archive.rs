@@ -684,9 +684,7 @@ mod tests {
         let rel = a
             .store_raw(1_700_000_000, "abc", b"Subject: x\n\nbody\n")
             .unwrap();
-        let mut gone = std::process::Command::new("true").spawn().unwrap();
-        let gone_pid = gone.id();
-        gone.wait().unwrap();
+        let gone_pid = crate::testkit::gone_pid();
         let raw = dir.path().join("2023-11-14/raw");
         let series = dir.path().join("2023-11-14/greet");
         std::fs::create_dir_all(&series).unwrap();
@@ -712,9 +710,7 @@ mod tests {
     fn an_intake_cleans_up_only_after_a_killed_one() {
         let dir = tempfile::tempdir().unwrap();
         let a = Archive::new(dir.path().to_path_buf());
-        let mut gone = std::process::Command::new("true").spawn().unwrap();
-        let gone_pid = gone.id();
-        gone.wait().unwrap();
+        let gone_pid = crate::testkit::gone_pid();
         let raw = dir.path().join("2023-11-14/raw");
         std::fs::create_dir_all(&raw).unwrap();
         let leftover = raw.join(format!(".tmp-{gone_pid}-abc.eml"));

@@ -703,10 +703,7 @@ mod tests {
     fn only_temp_files_of_gone_patchline_processes_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let objects = dir.path().join("objects");
-        // A process that has exited (and been waited for) is gone.
-        let mut gone = std::process::Command::new("true").spawn().unwrap();
-        let gone_pid = gone.id();
-        gone.wait().unwrap();
+        let gone_pid = crate::testkit::gone_pid();
         let stale = [
             format!("ab/.tmp-{gone_pid}-obj-cdef"),
             format!("pack/.tmp-{gone_pid}-pack-x1y2z3"),

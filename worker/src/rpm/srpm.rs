@@ -105,9 +105,8 @@ pub fn stamp_release(spec: &str, spec_name: &str, stamp: &Stamp<'_>) -> Result<S
     Ok(out)
 }
 
-/// The number of commits reachable from `commit` (as `git rev-list
-/// --count`): the counter of [`stamp_release`].
-pub fn commit_count(repo_path: &Path, commit: &str) -> Result<u64, Error> {
+/// The repository at `repo_path` and the id `commit` names in it.
+fn open_at(repo_path: &Path, commit: &str) -> Result<(gix::Repository, gix::ObjectId), Error> {
     let repo = gix::open(repo_path).map_err(|source| Error::Open {
         path: repo_path.to_owned(),
         source,
@@ -117,6 +116,13 @@ pub fn commit_count(repo_path: &Path, commit: &str) -> Result<u64, Error> {
         commit: commit.to_owned(),
         source,
     })?;
+    Ok((repo, id))
+}
+
+/// The number of commits reachable from `commit` (as `git rev-list
+/// --count`): the counter of [`stamp_release`].
+pub fn commit_count(repo_path: &Path, commit: &str) -> Result<u64, Error> {
+    let (repo, id) = open_at(repo_path, commit)?;
     let git = |source: gix::Error| Error::Git {
         path: repo_path.to_owned(),
         what: format!("count the commits of {commit}"),
@@ -168,15 +174,7 @@ pub fn write_tarball(
         what,
         source,
     };
-    let repo = gix::open(repo_path).map_err(|source| Error::Open {
-        path: repo_path.to_owned(),
-        source,
-    })?;
-    let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|source| Error::BadCommit {
-        path: repo_path.to_owned(),
-        commit: commit.to_owned(),
-        source,
-    })?;
+    let (repo, id) = open_at(repo_path, commit)?;
     let tree = repo
         .find_commit(id)
         .and_then(|c| c.tree())

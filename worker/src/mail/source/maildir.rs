@@ -175,6 +175,7 @@ impl MailSource for MaildirSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mail::source::fetch_all;
     use std::cell::RefCell;
     use std::collections::HashSet;
 
@@ -246,17 +247,7 @@ mod tests {
     fn missing_dirs_and_oversized_mails() {
         let dir = tempfile::tempdir().unwrap();
         let mut src = MaildirSource::new(dir.path().to_path_buf(), 10);
-        let never = |_: &str| false;
-        let err = src
-            .fetch(
-                &Resume {
-                    cursor: None,
-                    seen: &never,
-                },
-                &mut |_| Ok(Flow::Continue),
-            )
-            .unwrap_err()
-            .to_string();
+        let err = fetch_all(&mut src, None).unwrap_err().to_string();
         assert!(err.contains("new") && err.contains("Maildir"), "{err}");
         let dir = maildir();
         std::fs::write(dir.path().join("new/1.a"), "Subject: far too large\n\n").unwrap();

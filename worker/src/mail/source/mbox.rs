@@ -432,6 +432,7 @@ impl MailSource for MboxSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mail::source::fetch_all;
 
     fn mails(
         path: &std::path::Path,
@@ -439,21 +440,7 @@ mod tests {
         cursor: Option<&str>,
     ) -> (Vec<RawMail>, FetchStats) {
         let mut src = MboxSource::new(path.to_path_buf(), format, 1 << 20);
-        let mut out = Vec::new();
-        let never = |_: &str| false;
-        let stats = src
-            .fetch(
-                &Resume {
-                    cursor,
-                    seen: &never,
-                },
-                &mut |m| {
-                    out.push(m);
-                    Ok(Flow::Continue)
-                },
-            )
-            .unwrap();
-        (out, stats)
+        fetch_all(&mut src, cursor).unwrap()
     }
 
     fn mail(i: usize) -> String {
@@ -580,20 +567,7 @@ mod tests {
         );
         std::fs::write(&p, format!("{big}{}", mbox_of(1))).unwrap();
         let mut src = MboxSource::new(p.clone(), MboxFormat::Mboxrd, 1000);
-        let never = |_: &str| false;
-        let mut got = Vec::new();
-        let stats = src
-            .fetch(
-                &Resume {
-                    cursor: None,
-                    seen: &never,
-                },
-                &mut |m| {
-                    got.push(m);
-                    Ok(Flow::Continue)
-                },
-            )
-            .unwrap();
+        let (got, stats) = fetch_all(&mut src, None).unwrap();
         // The over-limit mail is handed over too (head and span), never
         // skipped: the archive keeps it and the report names it.
         assert_eq!(got.len(), 2);
@@ -602,6 +576,7 @@ mod tests {
             stats.cursor, None,
             "a delivered mail follows the skipped one"
         );
+        let never = |_: &str| false;
         let err = src
             .fetch(
                 &Resume {
@@ -618,15 +593,7 @@ mod tests {
         );
         // Over-limit mail last: the final cursor moves past it.
         std::fs::write(&p, format!("{}{big}", mbox_of(1))).unwrap();
-        let stats = src
-            .fetch(
-                &Resume {
-                    cursor: None,
-                    seen: &never,
-                },
-                &mut |_| Ok(Flow::Continue),
-            )
-            .unwrap();
+        let (_, stats) = fetch_all(&mut src, None).unwrap();
         let end = std::fs::metadata(&p).unwrap().len();
         assert!(stats.cursor.unwrap().starts_with(&format!("offset={end};")));
     }
@@ -808,19 +775,7 @@ mod tests {
                 std::fs::write(&p, &text).unwrap();
                 let (whole, _) = mails(&p, MboxFormat::Mboxrd, None);
                 let mut src = MboxSource::new(p.clone(), MboxFormat::Mboxrd, 1000);
-                let never = |_: &str| false;
-                let mut got = Vec::new();
-                src.fetch(
-                    &Resume {
-                        cursor: None,
-                        seen: &never,
-                    },
-                    &mut |m| {
-                        got.push(m);
-                        Ok(Flow::Continue)
-                    },
-                )
-                .unwrap();
+                let (got, _) = fetch_all(&mut src, None).unwrap();
                 assert_eq!(got.len(), 2);
                 let big = got[0].oversize.clone().unwrap();
                 assert_eq!(

@@ -147,6 +147,28 @@ pub trait MailSource {
     }
 }
 
+/// Tests: every mail `src` hands over after `cursor`, nothing counted as
+/// seen before, and the stats.
+#[cfg(test)]
+pub(crate) fn fetch_all(
+    src: &mut dyn MailSource,
+    cursor: Option<&str>,
+) -> Result<(Vec<RawMail>, FetchStats), Error> {
+    let never = |_: &str| false;
+    let mut got = Vec::new();
+    let stats = src.fetch(
+        &Resume {
+            cursor,
+            seen: &never,
+        },
+        &mut |m| {
+            got.push(m);
+            Ok(Flow::Continue)
+        },
+    )?;
+    Ok((got, stats))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read {path}: {source}")]

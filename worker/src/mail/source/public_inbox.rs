@@ -429,6 +429,7 @@ impl MailSource for PublicInboxSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mail::source::fetch_all;
     use crate::testkit::git;
     use std::cell::RefCell;
     use std::collections::HashSet;
@@ -545,20 +546,7 @@ mod tests {
         deliver(&w0, "m", &mail(1));
         let limit = mail(1).len() as u64 - 1;
         let mut src = PublicInboxSource::new(inbox, limit);
-        let never = |_: &str| false;
-        let mut got = Vec::new();
-        let stats = src
-            .fetch(
-                &Resume {
-                    cursor: None,
-                    seen: &never,
-                },
-                &mut |m| {
-                    got.push(m);
-                    Ok(Flow::Continue)
-                },
-            )
-            .unwrap();
+        let (got, stats) = fetch_all(&mut src, None).unwrap();
         assert!(stats.warnings.is_empty(), "{stats:?}");
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].bytes, mail(1).as_bytes());
@@ -594,14 +582,7 @@ mod tests {
         // An inbox that is not there: an infrastructure error naming it.
         let mut gone = PublicInboxSource::new(dir.path().join("other"), 1 << 20)
             .with_url(Some(format!("{url}-gone")));
-        let never = |_: &str| false;
-        let resume = Resume {
-            cursor: None,
-            seen: &never,
-        };
-        let e = gone
-            .fetch(&resume, &mut |_| Ok(Flow::Continue))
-            .unwrap_err();
+        let e = fetch_all(&mut gone, None).unwrap_err();
         assert!(e.is_infrastructure(), "{e}");
         assert!(e.to_string().contains("inbox-gone/git/0.git"), "{e}");
         assert!(!dir.path().join("other/git/0.git").exists());
@@ -639,12 +620,7 @@ mod tests {
     fn a_directory_that_is_not_an_inbox_and_a_bad_cursor_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let mut src = PublicInboxSource::new(dir.path().to_owned(), 1 << 20);
-        let never = |_: &str| false;
-        let resume = Resume {
-            cursor: None,
-            seen: &never,
-        };
-        let e = src.fetch(&resume, &mut |_| Ok(Flow::Continue)).unwrap_err();
+        let e = fetch_all(&mut src, None).unwrap_err();
         assert!(e.to_string().contains("public-inbox v2 inbox"), "{e}");
         let e = parse_cursor("k", "0=nothex").unwrap_err().to_string();
         assert!(e.contains("is not EPOCH=COMMIT"), "{e}");
