@@ -197,9 +197,13 @@ impl Browser {
         if !self.session.is_empty() {
             msg["sessionId"] = json!(self.session);
         }
-        self.ws
-            .send(tungstenite::Message::text(msg.to_string()))
-            .unwrap_or_else(|e| panic!("{method}: cannot send: {e}"));
+        let interrupted = |e: &tungstenite::Error| matches!(e, tungstenite::Error::Io(e) if e.kind() == std::io::ErrorKind::Interrupted);
+        // Interrupted by a signal: the frame is queued, flushing finishes it.
+        let mut sent = self.ws.send(tungstenite::Message::text(msg.to_string()));
+        while sent.as_ref().is_err_and(interrupted) {
+            sent = self.ws.flush();
+        }
+        sent.unwrap_or_else(|e| panic!("{method}: cannot send: {e}"));
         loop {
             let reply = self.read(method);
             if reply["id"] == id {
@@ -221,6 +225,10 @@ impl Browser {
                     return serde_json::from_str(t.as_str()).unwrap();
                 }
                 Ok(_) => continue,
+                // A signal (another test's child ending) interrupted the
+                // read: nothing was lost, read again (the 60 s read timeout
+                // still bounds a silent browser).
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => panic!("{what}: no answer from chromium: {e}"),
             }
         }
